@@ -1,0 +1,3 @@
+"""pybuild: Dockerfiles to OCI images."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,1 @@
+"""A runtime-spec conformance suite that runs against any OCI runtime binary."""
