@@ -17,11 +17,11 @@ import re
 from ocispec.errors import OCIError
 
 from . import ast
-from .expand import raw_words, unquote
+from .expand import delimiter_words
 
 _DIRECTIVE_RE = re.compile(r"^#[ \t]*([a-zA-Z][a-zA-Z0-9]*)[ \t]*=[ \t]*(.+?)[ \t]*$")
 _DIRECTIVES = ("syntax", "escape", "check")
-_HEREDOC_RE = re.compile(r"^(\d*)<<(-?)([^<]*)$")
+_HEREDOC_RE = re.compile(r"^(\d*)<<(-?)\s*([^<]*)$")
 _STAGE_NAME_RE = re.compile(r"^[a-z][a-z0-9\-_.]*$")
 _WS = " \t\v\f\r"
 _LEADING_TABS_RE = re.compile(r"^\t+", re.M)
@@ -50,6 +50,12 @@ CACHE_SHARING = ("shared", "private", "locked")
 def parse(text: str, *, filename: str = "Dockerfile") -> ast.Dockerfile:
     """Parse Dockerfile text. Raises OCIError `FILENAME:LINE:COL: reason` on bad input."""
     return _Parser(text, filename).run()
+
+
+def _continuation_re(esc: str) -> re.Pattern[str]:
+    # The escape char ends a line as a continuation unless it is itself escaped.
+    e = re.escape(esc)
+    return re.compile(rf"(?:^|(?<=[^{e}])){e}[ \t]*$")
 
 
 class _Positions:
@@ -87,7 +93,7 @@ class _Parser:
         self.escape = "\\"
         self.directives: dict[str, str] = {}
         self.warnings: list[str] = []
-        self._cont_re = re.compile(r"\\[ \t]*$")
+        self._cont_re = _continuation_re("\\")
 
     # -- errors -------------------------------------------------------------------
     def err(self, line: int, col: int, msg: str, hint: str | None = None) -> OCIError:
@@ -106,7 +112,7 @@ class _Parser:
                 raise self.err(lineno, raw.index(value) + 1,
                                f"invalid escape token {value!r}: expected \\ or `")
             self.escape = value
-            self._cont_re = re.compile(re.escape(value) + r"[ \t]*$")
+            self._cont_re = _continuation_re(value)
         self.directives[name] = value
         return True
 
@@ -163,22 +169,27 @@ class _Parser:
     def heredocs_in(self, lg: _Logical) -> list[tuple[ast.Heredoc, int]]:
         """Heredoc markers on the line with their offsets, BuildKit's heredocsFromLine."""
         found = []
-        for word, off in _words_with_offsets(lg.text, self.escape):
+        words = _words_with_offsets(lg.text, self.escape)
+        for k, (word, off) in enumerate(words):
             if "<<" not in word:
                 continue
+            if re.fullmatch(r"\d*<<", word) and k + 1 < len(words):
+                word = word + " " + words[k + 1][0]  # `<< EOF`: BuildKit keeps it one word
             m = _HEREDOC_RE.match(word)
             if not m or not m.group(3):
                 continue
             rest = m.group(3)
             try:
-                words = raw_words(rest)
-                plain = unquote(rest)
+                words = delimiter_words(rest, raw_quotes=False)
+                raw = delimiter_words(rest, raw_quotes=True)
             except OCIError:
                 continue
-            if len(words) != 1:
+            if len(words) != 1 or len(raw) != 1:
                 continue
-            # Any quoting in the delimiter disables expansion of the body.
-            expand = plain == rest
+            plain = words[0]
+            # Quotes that lexing removed mean part of the delimiter was quoted: then the
+            # body is not expanded (BuildKit compares the quote counts the same way).
+            expand = _quotes(plain) == _quotes(raw[0])
             found.append((ast.Heredoc(name=plain, content="", chomp=m.group(2) == "-",
                                       expand=expand, fd=int(m.group(1) or 0)), off))
         return found
@@ -218,13 +229,14 @@ class _Parser:
                 break
             consumed = 0
             inst = self.instruction(lg)
-            docs = self.heredocs_in(lg) if inst.kind in _HEREDOC_KINDS and "<<" in lg.text else []
+            target = inst.trigger if isinstance(inst, ast.Onbuild) else inst
+            docs = self.heredocs_in(lg) if target.kind in _HEREDOC_KINDS and "<<" in lg.text else []
             if docs:
                 # Bodies start on the line after the instruction's last line.
                 consumed = self.read_heredocs(lg, lg.end_line, docs)
-                inst.heredocs = [h for h, _ in docs]
-                inst.end_line = lg.end_line + consumed
-                _attach_heredoc_sources(inst)
+                target.heredocs = inst.heredocs = [h for h, _ in docs]
+                inst.end_line = target.end_line = lg.end_line + consumed
+                _attach_heredoc_sources(target)
             insts.append(inst)
         df.directives = self.directives
         df.escape = self.escape
@@ -433,6 +445,10 @@ def _words_with_offsets(rest: str, escape: str) -> list[tuple[str, int]]:
         if buf or blank_ok:
             words.append(("".join(buf), start))
     return words
+
+
+def _quotes(s: str) -> int:
+    return s.count("'") + s.count('"')
 
 
 def _split_ws(rest: str, base: int) -> list[tuple[str, int]]:
