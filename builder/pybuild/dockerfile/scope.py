@@ -23,6 +23,7 @@ from collections.abc import Mapping
 from ocispec.errors import OCIError
 
 from . import ast
+from .parser import _q
 from .expand import expand, expand_heredoc, expand_words
 
 PROXY_ARGS = ("HTTP_PROXY", "http_proxy", "HTTPS_PROXY", "https_proxy", "FTP_PROXY",
@@ -59,7 +60,7 @@ def parse_platform(spec: str) -> Platform:
     """"linux/arm64", "linux/arm/v7", "amd64" (os defaults to linux); OCIError if bad."""
     parts = spec.strip().lower().split("/")
     if not spec.strip() or len(parts) > 3 or any(not p for p in parts):
-        raise OCIError(f"invalid platform {spec!r}: expected OS/ARCH[/VARIANT], e.g. linux/amd64")
+        raise OCIError(f"invalid platform {_q(spec)}: expected OS/ARCH[/VARIANT], e.g. linux/amd64")
     if len(parts) == 1:
         if parts[0] in _ARCH_ALIASES:
             parts = ["linux", parts[0]]
@@ -69,7 +70,7 @@ def parse_platform(spec: str) -> Platform:
     variant = parts[2] if len(parts) == 3 else ""
     norm = _ARCH_ALIASES.get(arch)
     if norm is None:
-        raise OCIError(f"invalid platform {spec!r}: unknown architecture {arch!r}")
+        raise OCIError(f"invalid platform {_q(spec)}: unknown architecture {_q(arch)}")
     if norm == "arm" and not variant:
         variant = _ARM_VARIANT.get(arch, "v7")
     if norm == "arm64" and variant in ("8", "v8"):
