@@ -488,6 +488,7 @@ def _need_args(ctx: _Ctx, rest: str) -> None:
 # -- builders, one per kind -----------------------------------------------------------
 
 def _b_from(ctx: _Ctx, inst: ast.From, rest: str) -> None:
+    _need_args(ctx, rest)
     words = _split_ws(rest, ctx.args_off)
     inst.args = [w for w, _ in words]
     if len(words) not in (1, 3) or (len(words) == 3 and words[1][0].lower() != "as"):
