@@ -562,7 +562,10 @@ def _key_values(ctx: _Ctx, rest: str) -> list[ast.KeyValue]:
 
 def _b_env(ctx: _Ctx, inst, rest: str) -> None:
     inst.pairs = _key_values(ctx, rest)
-    inst.args = [rest]
+    if inst.pairs[0].legacy:
+        inst.args = [inst.pairs[0].key, inst.pairs[0].value]
+    else:
+        inst.args = [f"{p.key}={p.value}" for p in inst.pairs]
 
 
 def _b_arg(ctx: _Ctx, inst: ast.Arg, rest: str) -> None:
