@@ -123,6 +123,12 @@ def test_directives_only_at_top():
     assert d.stages[0].instructions[0].args == ["a   b"]
 
 
+def test_directive_may_be_indented():
+    d = df("  # escape=`\nFROM scratch\nRUN a `\n b\n")
+    assert d.escape == "`" and d.stages[0].instructions[0].args == ["a  b"]
+    assert error("  # escape=x\nFROM scratch\n").startswith("Dockerfile:1:12:")
+
+
 def test_directive_after_comment_is_a_comment():
     d = df("# hello\n# escape=`\nFROM scratch\n")
     assert d.directives == {} and d.escape == "\\"
@@ -480,3 +486,12 @@ def test_error_uses_filename():
 def test_parse_is_pure_and_repeatable():
     text = "FROM scratch\nRUN --mount=type=cache,target=/c x\n"
     assert parse(text) == parse(text)
+
+
+def test_lookup_helpers():
+    d = df("FROM a AS Build\nFROM b\nCOPY --exclude=x --exclude=y a b\n")
+    assert d.stage("build").index == 0 and d.stage("BUILD").index == 0
+    assert d.stage("1").index == 1 and d.stage("2") is None and d.stage("nope") is None
+    c = d.stages[1].instructions[0]
+    assert c.flag("exclude") == "y" and c.flag("from") is None and c.flag("from", "ctx") == "ctx"
+    assert c.flag_pos["exclude"] == [(3, 6), (3, 18)]

@@ -106,6 +106,8 @@ class _Parser:
 
     # -- line reader ----------------------------------------------------------------
     def _directive(self, raw: str, lineno: int) -> bool:
+        indent = len(raw) - len(raw.lstrip(_WS))
+        raw = raw[indent:]  # BuildKit strips leading space before looking
         m = _DIRECTIVE_RE.match(raw)
         if not m or m.group(1).lower() not in _DIRECTIVES:
             return False
@@ -114,7 +116,7 @@ class _Parser:
             raise self.err(lineno, 1, f"only one {name} parser directive can be used")
         if name == "escape":
             if value not in ("\\", "`"):
-                raise self.err(lineno, raw.index(value) + 1,
+                raise self.err(lineno, indent + raw.index(value) + 1,
                                f"invalid escape token {_q(value)}: expected \\ or `")
             self.escape = value
             self._cont_re = _continuation_re(value)
