@@ -495,3 +495,15 @@ def test_lookup_helpers():
     c = d.stages[1].instructions[0]
     assert c.flag("exclude") == "y" and c.flag("from") is None and c.flag("from", "ctx") == "ctx"
     assert c.flag_pos["exclude"] == [(3, 6), (3, 18)]
+
+
+def test_mount_error_points_at_its_flag():
+    e = error("FROM scratch\nRUN --mount=type=cache,target=/a --mount=type=nfs true\n")
+    assert e.startswith('Dockerfile:2:34: RUN: --mount: unsupported mount type "nfs"')
+
+
+def test_mount_csv_quoting():
+    # the flag word loses one level of quotes (as in BuildKit), CSV the next
+    r = one('RUN --mount=type=bind,\'"source=a,b"\',target=/x true')
+    assert r.mounts[0].source == "a,b"
+    assert "invalid field" in error('FROM scratch\nRUN --mount=type=bind,"source=a,b",target=/x true\n')

@@ -288,3 +288,23 @@ def test_apply_does_not_modify_the_ast():
     for i in d.stages[0].instructions:
         sc.apply(i)
     assert repr(d) == before
+
+
+def test_run_mount_options_are_expanded_in_the_stage():
+    sc, out = stage_scope("""
+        FROM x
+        ARG CACHE=/root/.cache UID=1000 KIND=cache
+        RUN --mount=type=$KIND,target=${CACHE}/pip,uid=$UID,id=pip-$UID pip install x
+    """)
+    (m,) = out[1].mounts
+    assert (m.type, m.target, m.uid, m.id) == ("cache", "/root/.cache/pip", 1000, "pip-1000")
+    assert out[1].command == "pip install x"
+
+
+def test_run_mount_expansion_errors_are_checked_late():
+    d = df("FROM x\nARG U=abc\nRUN --mount=type=cache,target=/c,uid=$U true\n")
+    (m,) = d.stages[0].instructions[1].mounts  # parse time: the raw value is kept
+    assert m.options["uid"] == "$U" and m.uid is None
+    with pytest.raises(OCIError) as e:
+        stage_scope("FROM x\nARG U=abc\nRUN --mount=type=cache,target=/c,uid=$U true\n")
+    assert str(e.value) == 'Dockerfile:3:1: RUN: --mount: invalid uid "abc"'

@@ -9,8 +9,9 @@
   same name (Dockerfile reference). Proxy build args (HTTP_PROXY, ...) reach RUN without
   being declared but are not visible to expansion.
 - Which parts an instruction expands follows the Dockerfile reference: ADD, COPY, ENV,
-  EXPOSE, FROM, LABEL, STOPSIGNAL, USER, VOLUME, WORKDIR (and ARG defaults). RUN, CMD,
-  ENTRYPOINT, SHELL, HEALTHCHECK and ONBUILD triggers are left to the shell / the child build.
+  EXPOSE, FROM, LABEL, STOPSIGNAL, USER, VOLUME, WORKDIR (and ARG defaults), plus RUN's
+  --mount options as BuildKit does. RUN/CMD/ENTRYPOINT commands, SHELL, HEALTHCHECK and
+  ONBUILD triggers are left to the shell / the child build.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from ocispec.errors import OCIError
 from . import ast
 from .parser import _q
 from .expand import expand, expand_heredoc, expand_words
+from .mounts import MountError, parse_mount
 
 PROXY_ARGS = ("HTTP_PROXY", "http_proxy", "HTTPS_PROXY", "https_proxy", "FTP_PROXY",
               "ftp_proxy", "NO_PROXY", "no_proxy", "ALL_PROXY", "all_proxy")
@@ -247,6 +249,20 @@ def _apply_copy(sc: Scope, inst: ast.Copy) -> ast.Copy:
     return dataclasses.replace(inst, **changes)
 
 
+def _apply_run(sc: Scope, inst: ast.Run) -> ast.Run:
+    # Only the mount options are expanded; the command is left to the shell.
+    values = inst.flags.get("mount", [])
+    if not values:
+        return inst
+    mounts = []
+    for value in values:
+        try:
+            mounts.append(parse_mount(value, lambda w: sc.expand(w, inst)))
+        except MountError as e:
+            raise OCIError(where(sc.filename, inst) + f"RUN: --mount: {e}") from None
+    return dataclasses.replace(inst, mounts=mounts)
+
+
 def _apply_words(attr: str):
     def fn(sc: Scope, inst):
         if inst.json_form:
@@ -274,5 +290,5 @@ _APPLY = {
     "ARG": _apply_arg, "ENV": _apply_env, "LABEL": _apply_env, "COPY": _apply_copy,
     "ADD": _apply_copy, "EXPOSE": _apply_words("ports"), "VOLUME": _apply_words("paths"),
     "WORKDIR": _apply_string("path"), "STOPSIGNAL": _apply_string("signal"),
-    "USER": _apply_user,
+    "USER": _apply_user, "RUN": _apply_run,
 }
