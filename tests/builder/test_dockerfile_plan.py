@@ -156,7 +156,7 @@ def test_platform_args_in_from():
 def test_unused_build_args_warning():
     p = plan(df("ARG A\nFROM x\nARG B\nFROM y AS other\nARG C\n"), target=None,
              build_args={"A": "1", "B": "2", "C": "3", "D": "4", "HTTP_PROXY": "p",
-                         "TARGETARCH": "arm64"})
+                         "TARGETARCH": "arm64", "BUILDKIT_INLINE_CACHE": "1"})
     # the target (last stage, "other") declares C; A is global; B belongs to an unneeded stage
     assert p.unused_build_args == ["B", "D"]
     assert "B, D" in p.warnings[0]

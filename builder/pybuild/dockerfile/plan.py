@@ -119,7 +119,8 @@ def plan(df: ast.Dockerfile, *, target: str | None = None,
         for inst in ps.stage.instructions:
             if isinstance(inst, ast.Arg):
                 declared.update(d.name for d in inst.decls)
-    unused = sorted(k for k in build_args if k not in declared and k not in BUILTIN_ARGS)
+    unused = sorted(k for k in build_args if k not in declared and k not in BUILTIN_ARGS
+                    and not k.startswith("BUILDKIT_"))
     warnings = []
     if unused:
         warnings.append("one or more build args were not consumed: " + ", ".join(unused))
