@@ -200,6 +200,13 @@ def test_env_shadows_arg():
     assert out[2].path == "/env"
 
 
+def test_later_assignment_wins():
+    # BuildKit adds ARG values to the build environment: an ARG after an ENV wins there,
+    # while the image config keeps the ENV value
+    sc, out = stage_scope("FROM x\nENV V=env\nARG V=arg\nWORKDIR /$V\n")
+    assert out[2].path == "/arg" and sc.env == {"V": "env"} and sc.run_env() == {"V": "arg"}
+
+
 def test_env_pairs_see_values_before_the_instruction():
     sc, out = stage_scope("FROM x\nENV abc=hello\nENV abc=bye def=$abc\nENV ghi=$abc\n")
     assert sc.env == {"abc": "bye", "def": "hello", "ghi": "bye"}

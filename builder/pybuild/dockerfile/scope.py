@@ -5,9 +5,10 @@
   globals so far. A global ARG without a value is not set.
 - Stage scope: starts empty (or with the parent stage's ARGs and ENV when FROM names a
   stage, and with the base image's ENV). `ARG X` takes the --build-arg value, else the
-  default expanded in the stage, else the global value of X. ENV wins over an ARG of the
-  same name (Dockerfile reference). Proxy build args (HTTP_PROXY, ...) reach RUN without
-  being declared but are not visible to expansion.
+  default expanded in the stage, else the global value of X. ARG values join the build
+  environment like ENV does and the later assignment wins (BuildKit's AddEnv), so an ENV
+  after an ARG of the same name shadows it, as the Dockerfile reference says. Proxy build
+  args (HTTP_PROXY, ...) reach RUN without being declared but are not visible to expansion.
 - Which parts an instruction expands follows the Dockerfile reference: ADD, COPY, ENV,
   EXPOSE, FROM, LABEL, STOPSIGNAL, USER, VOLUME, WORKDIR (and ARG defaults), plus RUN's
   --mount options as BuildKit does. RUN/CMD/ENTRYPOINT commands, SHELL, HEALTHCHECK and
@@ -132,14 +133,16 @@ class Scope:
     """Variables in effect at one point of a stage; `apply` walks the stage forward.
 
     args: declared ARG values of this stage (insertion order kept);
-    env: the ENV of the image being built (base image ENV + ENV instructions).
+    env: the ENV of the image being built (base image ENV + ENV instructions);
+    state: what `$NAME` and RUN see: ENV and ARG values, the later assignment winning.
     """
 
     def __init__(self, *, filename: str = "Dockerfile", escape: str = "\\",
                  build_args: Mapping[str, str] | None = None,
                  globals_: Mapping[str, str] | None = None,
                  env: Mapping[str, str] | None = None,
-                 args: Mapping[str, str] | None = None):
+                 args: Mapping[str, str] | None = None,
+                 state: Mapping[str, str] | None = None):
         self.filename = filename
         self.escape = escape
         self.build_args = dict(build_args or {})
@@ -147,6 +150,7 @@ class Scope:
         self.env: dict[str, str] = dict(env or {})
         self.args: dict[str, str] = dict(args or {})
         self.declared: set[str] = set(self.args)
+        self.state: dict[str, str] = dict(state) if state is not None else {**self.args, **self.env}
 
     @classmethod
     def for_stage(cls, df: ast.Dockerfile, *, build_args: Mapping[str, str],
@@ -156,24 +160,24 @@ class Scope:
         (its ARGs and ENV carry over, as in BuildKit); base_env: an image's config ENV."""
         env = dict(parent.env) if parent else {}
         env.update(base_env or {})
+        state = dict(parent.state) if parent else {}
+        state.update(base_env or {})
         return cls(filename=df.filename, escape=df.escape, build_args=build_args,
-                   globals_=globals_, env=env, args=dict(parent.args) if parent else None)
+                   globals_=globals_, env=env, args=dict(parent.args) if parent else None,
+                   state=state)
 
     def copy(self) -> Scope:
         return copy.deepcopy(self)
 
     @property
     def vars(self) -> dict[str, str]:
-        """What `$NAME` sees: ARGs, with ENV winning on the same name."""
-        merged = dict(self.args)
-        merged.update(self.env)
-        return merged
+        """What `$NAME` sees."""
+        return self.state
 
     def run_env(self) -> dict[str, str]:
-        """Environment for a RUN: ENV, declared ARGs, and proxy build args."""
+        """Environment for a RUN: the build state plus proxy build args."""
         out = {k: v for k, v in self.build_args.items() if k in PROXY_ARGS}
-        out.update(self.args)
-        out.update(self.env)
+        out.update(self.state)
         return out
 
     # -- expansion ----------------------------------------------------------------
@@ -201,6 +205,7 @@ class Scope:
             value = self.globals.get(name)
         if value is not None:
             self.args[name] = value
+            self.state[name] = value
         return value
 
     def apply(self, inst: ast.Instruction) -> ast.Instruction:
@@ -226,6 +231,7 @@ def _apply_env(sc: Scope, inst) -> ast.Instruction:
     if inst.kind == "ENV":
         for p in pairs:
             sc.env[p.key] = p.value
+            sc.state[p.key] = p.value
     return dataclasses.replace(inst, pairs=pairs)
 
 
