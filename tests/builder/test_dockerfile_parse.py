@@ -392,6 +392,12 @@ def test_heredoc_delimiter_forms(marker, name, expand):
     assert h.fd == (3 if marker.startswith("3") else 0)
 
 
+def test_several_spaced_heredocs_on_one_line():
+    (r,) = parse("FROM scratch\nRUN cat << A - << 'B' > out\na\nA\nb\nB\n").stages[0].instructions
+    assert [(h.name, h.content, h.expand) for h in r.heredocs] == [("A", "a\n", True),
+                                                                    ("B", "b\n", False)]
+
+
 def test_heredoc_not_in_quotes_or_json():
     (r1, r2) = insts("""
         FROM scratch

@@ -17,7 +17,7 @@ from ocispec.errors import OCIError
 
 from . import ast
 from .expand import delimiter_words
-from .mounts import CACHE_SHARING, MOUNT_TYPES, MountError, parse_mount, parse_size  # noqa: F401
+from .mounts import MountError, parse_mount
 
 _DIRECTIVE_RE = re.compile(r"^#[ \t]*([a-zA-Z][a-zA-Z0-9]*)[ \t]*=[ \t]*(.+?)[ \t]*$")
 _DIRECTIVES = ("syntax", "escape", "check")
@@ -128,7 +128,8 @@ class _Parser:
         return s, True
 
     def logical_lines(self):
-        """Yield (_Logical, heredoc-reader) per instruction, in order."""
+        """Yield each instruction's _Logical in order; the caller sends back how many of
+        the following lines its heredoc bodies took, so they are skipped."""
         lines = self.lines
         n = len(lines)
         i = 0
@@ -185,13 +186,13 @@ class _Parser:
                 continue
             rest = m.group(3)
             try:
-                words = delimiter_words(rest, raw_quotes=False)
+                lexed = delimiter_words(rest, raw_quotes=False)
                 raw = delimiter_words(rest, raw_quotes=True)
             except OCIError:
                 continue
-            if len(words) != 1 or len(raw) != 1:
+            if len(lexed) != 1 or len(raw) != 1:
                 continue
-            plain = words[0]
+            plain = lexed[0]
             # Quotes that lexing removed mean part of the delimiter was quoted: then the
             # body is not expanded (BuildKit compares the quote counts the same way).
             expand = _quotes(plain) == _quotes(raw[0])
