@@ -236,12 +236,14 @@ def _apply_env(sc: Scope, inst) -> ast.Instruction:
 
 
 def _apply_copy(sc: Scope, inst: ast.Copy) -> ast.Copy:
-    e = lambda s: None if s is None else sc.expand(s, inst)  # noqa: E731
+    def opt(s: str | None) -> str | None:
+        return None if s is None else sc.expand(s, inst)
+
     changes = dict(sources=[sc.expand(s, inst) for s in inst.sources],
-                   dest=sc.expand(inst.dest, inst), chown=e(inst.chown), chmod=e(inst.chmod),
+                   dest=sc.expand(inst.dest, inst), chown=opt(inst.chown), chmod=opt(inst.chmod),
                    exclude=[sc.expand(s, inst) for s in inst.exclude])
     if isinstance(inst, ast.Add):
-        changes["checksum"] = e(inst.checksum)
+        changes["checksum"] = opt(inst.checksum)
     heredocs = []
     for h in inst.heredocs:
         content = h.content
