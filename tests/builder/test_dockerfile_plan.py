@@ -315,3 +315,52 @@ def test_run_mount_expansion_errors_are_checked_late():
     with pytest.raises(OCIError) as e:
         stage_scope("FROM x\nARG U=abc\nRUN --mount=type=cache,target=/c,uid=$U true\n")
     assert str(e.value) == 'Dockerfile:3:1: RUN: --mount: invalid uid "abc"'
+
+
+# -- the Dockerfile reference's here-document examples -----------------------------------
+
+def test_reference_heredoc_examples():
+    d = df("""
+        # syntax=docker/dockerfile:1
+        FROM alpine
+        ARG FOO=bar
+        RUN <<EOT bash
+          set -ex
+          apt-get update
+        EOT
+        RUN <<EOT
+        #!/usr/bin/env python
+        print("hello world")
+        EOT
+        RUN <<FILE1 cat > file1 && <<FILE2 cat > file2
+        I am
+        first
+        FILE1
+        I am
+        second
+        FILE2
+        COPY <<EOF greeting.txt
+        hello world
+        EOF
+        COPY <<-EOT /script.sh
+          echo "hello ${FOO}"
+        EOT
+        COPY <<-"EOT" /script2.sh
+          echo "hello ${FOO}"
+        EOT
+        ENTRYPOINT ash /script.sh
+    """)
+    runs = d.stages[0].instructions
+    assert runs[1].command == "<<EOT bash" and runs[1].heredocs[0].content == "  set -ex\n  apt-get update\n"
+    assert runs[2].heredocs[0].content.startswith("#!/usr/bin/env python\n")
+    assert [(h.name, h.content) for h in runs[3].heredocs] == [("FILE1", "I am\nfirst\n"),
+                                                               ("FILE2", "I am\nsecond\n")]
+    p = plan(d)
+    sc = Scope.for_stage(d, build_args={}, globals_=p.globals)
+    out = [sc.apply(i) for i in runs]
+    greet, script, script2 = out[4], out[5], out[6]
+    assert (greet.dest, greet.heredocs[0].path, greet.heredocs[0].content) == (
+        "greeting.txt", "EOF", "hello world\n")
+    assert script.heredocs[0].content == '  echo "hello bar"\n'        # expanded at build time
+    assert script2.heredocs[0].content == '  echo "hello ${FOO}"\n'    # quoted word: left alone
+    assert out[7].command == "ash /script.sh"
