@@ -83,9 +83,9 @@ def test_continuation_at_eof_and_escaped_escape():
 
 
 def test_empty_continuation_line_is_a_warning():
-    d = df("FROM scratch\nRUN a \\\n\n  b\n")
-    assert d.stages[0].instructions[0].args == ["a   b"]
-    assert d.warnings and "empty continuation line" in d.warnings[0]
+    d = df("FROM scratch\nRUN a \\\n\n  b \\\n\n c\nRUN x \\\n# comment\n y\n")
+    assert d.stages[0].instructions[0].args == ["a   b  c"]
+    assert d.warnings == ['Dockerfile:3: empty continuation line in "RUN a   b  c"']
 
 
 def test_crlf_and_bom():

@@ -152,6 +152,7 @@ class _Parser:
             parts = [text]
             length = len(text)
             end = lineno
+            empty_line = 0
             while not done and i < n:
                 raw = lines[i]
                 i += 1
@@ -159,7 +160,7 @@ class _Parser:
                 if s.startswith("#"):
                     continue  # comment lines inside a continuation are dropped
                 if not s.strip(_WS):
-                    self.warnings.append(f"{self.filename}:{i}: empty continuation line")
+                    empty_line = empty_line or i
                     continue
                 t, done = self._trim_cont(raw)
                 pos.add(length, i, 1)
@@ -167,6 +168,10 @@ class _Parser:
                 length += len(t)
                 end = i
             logical = _Logical("".join(parts), pos, end)
+            if empty_line:
+                # BuildKit warns once per instruction; such lines will become errors there
+                self.warnings.append(f"{self.filename}:{empty_line}: empty continuation line "
+                                     f"in {_q(logical.text)}")
             consumed = yield logical
             if consumed:
                 i += consumed
