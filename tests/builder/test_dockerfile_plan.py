@@ -364,3 +364,17 @@ def test_reference_heredoc_examples():
     assert script.heredocs[0].content == '  echo "hello bar"\n'        # expanded at build time
     assert script2.heredocs[0].content == '  echo "hello ${FOO}"\n'    # quoted word: left alone
     assert out[7].command == "ash /script.sh"
+
+
+def test_debug_entry_point(tmp_path, capsys):
+    import json
+
+    from pybuild.dockerfile.__main__ import main
+    f = tmp_path / "Dockerfile"
+    f.write_text("ARG B=alpine\nFROM $B AS a\nFROM scratch\nCOPY --from=a /x /y\n")
+    assert main([str(f), "--build-arg", "B=debian"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["plan"]["levels"] == [[0], [1]] and out["plan"]["images"] == ["debian"]
+    f.write_text("FROM a\nRUNN x\n")
+    assert main([str(f)]) == 1
+    assert capsys.readouterr().err.startswith(f"{f}:2:1: unknown instruction")
