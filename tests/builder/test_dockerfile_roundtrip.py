@@ -7,7 +7,8 @@ import time
 
 import pytest
 
-from pybuild.dockerfile import parse
+from ocispec.errors import OCIError
+from pybuild.dockerfile import Scope, parse, plan
 from pybuild.dockerfile.render import render
 
 POSITIONS = {"line", "column", "end_line", "original", "flag_pos", "image_pos", "warnings"}
@@ -112,6 +113,33 @@ def test_roundtrip(seed):
     again = parse(render(first))
     assert strip(again) == strip(first), text
     assert render(again) == render(first)
+
+
+NOISE = list("abX $${}:-+?#%/\\'\"`<>=[],\t\n!*.09") + [
+    "FROM ", "RUN ", "COPY ", "<<EOF", "\nEOF\n", "--mount=", "ONBUILD ", "HEALTHCHECK ",
+    "ENV ", "ARG ", "# escape=`\n", "\\\n", "AS "]
+
+
+@pytest.mark.parametrize("seed", range(300))
+def test_mutated_input_fails_only_with_ocierror(seed):
+    """Damaged Dockerfiles either parse and plan or raise OCIError, never anything else."""
+    r = random.Random(seed)
+    chars = list(gen_dockerfile(r))
+    for _ in range(r.randint(1, 8)):
+        pos = r.randrange(len(chars) + 1)
+        if r.random() < 0.5:
+            chars.insert(pos, r.choice(NOISE))
+        elif chars:
+            del chars[min(pos, len(chars) - 1)]
+    text = "".join(chars)
+    try:
+        d = parse(text)
+        p = plan(d, build_args={"V": "1"})
+        sc = Scope.for_stage(d, build_args={}, globals_=p.globals)
+        for inst in p.target.stage.instructions:
+            sc.apply(inst)
+    except OCIError as e:
+        assert str(e)
 
 
 def test_roundtrip_example():
