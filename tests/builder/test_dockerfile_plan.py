@@ -119,6 +119,18 @@ def test_unrelated_image_names_are_not_typos():
     assert p.target.base_kind == "image" and p.target.images == ["nginx"]
 
 
+def test_onbuild_triggers_of_a_base_stage_add_dependencies():
+    p = plan(df("""
+        FROM alpine AS tools
+        FROM scratch AS lib
+        ONBUILD COPY --from=tools /bin/tool /bin/
+        FROM lib
+    """))
+    assert [s.index for s in p.stages] == [0, 1, 2] and p.target.deps == [0, 1]
+    # a trigger is only an error where it runs
+    assert plan(df("FROM scratch AS lib\nONBUILD COPY --from=nowhere1 /a /b\n")).target.images == []
+
+
 def test_levels_allow_parallel_chains():
     p = plan(df("""
         FROM a AS x1

@@ -193,18 +193,26 @@ class _Graph:
                     self.warnings.append(
                         f"{self.df.filename}:{pos[0]}:{pos[1]}: FROM {base}: no stage has "
                         f"this name, using it as an image (did you mean stage {near}?)")
+        if ps.base_stage is not None:
+            # The base stage's ONBUILD triggers run in this stage (BuildKit does the same).
+            for inst in self.df.stages[ps.base_stage].instructions:
+                if isinstance(inst, ast.Onbuild) and inst.trigger is not None:
+                    self._inst_deps(ps, inst.trigger)
         for inst in st.instructions:
-            if isinstance(inst, ast.Copy) and not isinstance(inst, ast.Add) and inst.from_ is not None:
-                fpos = (inst.flag_pos.get("from") or [(inst.line, inst.column)])[-1]
-                self._dep(ps, inst.from_, fpos, "--from")
-            if isinstance(inst, ast.Run):
-                mpos = inst.flag_pos.get("mount") or []
-                for k, m in enumerate(inst.mounts):
-                    if m.from_:
-                        p = mpos[k] if k < len(mpos) else (inst.line, inst.column)
-                        self._dep(ps, m.from_, p, "--mount from")
+            self._inst_deps(ps, inst)
         ps.deps = sorted(set(ps.deps))
         return ps
+
+    def _inst_deps(self, ps: PlannedStage, inst: ast.Instruction) -> None:
+        if isinstance(inst, ast.Copy) and not isinstance(inst, ast.Add) and inst.from_ is not None:
+            fpos = (inst.flag_pos.get("from") or [(inst.line, inst.column)])[-1]
+            self._dep(ps, inst.from_, fpos, "--from")
+        if isinstance(inst, ast.Run):
+            mpos = inst.flag_pos.get("mount") or []
+            for k, m in enumerate(inst.mounts):
+                if m.from_:
+                    p = mpos[k] if k < len(mpos) else (inst.line, inst.column)
+                    self._dep(ps, m.from_, p, "--mount from")
 
     def _dep(self, ps: PlannedStage, ref: str, pos: tuple[int, int], what: str) -> None:
         if "$" in ref:
