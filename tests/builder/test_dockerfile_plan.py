@@ -114,6 +114,11 @@ def test_from_near_a_stage_name_is_a_warning():
                           "image (did you mean stage base?)"]
 
 
+def test_plan_carries_parse_warnings():
+    p = plan(df("FROM a\nRUN x \\\n\n y\n"))
+    assert p.warnings == ['Dockerfile:3: empty continuation line in "RUN x  y"']
+
+
 def test_unrelated_image_names_are_not_typos():
     p = plan(df("FROM debian AS debian-build\nFROM debian\nCOPY --from=nginx /a /b\n"))
     assert p.target.base_kind == "image" and p.target.images == ["nginx"]

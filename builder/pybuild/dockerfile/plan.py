@@ -55,7 +55,8 @@ class BuildPlan:
     globals: the variables FROM lines saw (predefined args + global ARGs).
     predefined: BUILDPLATFORM, TARGETPLATFORM, ... for this build.
     images: every external image the needed stages use (bases and --from images), in order.
-    warnings: e.g. build args no needed stage declares.
+    warnings: the parser's (df.warnings), FROM names one typo off a stage name, and build
+        args no needed stage declares.
     """
 
     dockerfile: ast.Dockerfile
@@ -122,7 +123,7 @@ def plan(df: ast.Dockerfile, *, target: str | None = None,
                 declared.update(d.name for d in inst.decls)
     unused = sorted(k for k in build_args if k not in declared and k not in BUILTIN_ARGS
                     and not k.startswith("BUILDKIT_"))
-    warnings = list(graph.warnings)
+    warnings = list(df.warnings) + graph.warnings
     if unused:
         warnings.append("one or more build args were not consumed: " + ", ".join(unused))
 
