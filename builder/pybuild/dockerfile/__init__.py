@@ -10,6 +10,7 @@
 from .ast import (Add, Arg, ArgDecl, Cmd, Copy, Dockerfile, Entrypoint, Env, Expose, From,
                   Healthcheck, Heredoc, Instruction, KeyValue, Label, Maintainer, Mount,
                   Onbuild, Run, Shell, Stage, StopSignal, User, Volume, Workdir)
+from .command import RunCommand, run_command
 from .expand import expand, expand_heredoc, expand_words
 from .mounts import MountError, parse_mount
 from .parser import parse
@@ -20,7 +21,7 @@ from .scope import Platform, Scope, parse_platform, predefined_args
 __all__ = [
     "parse", "expand", "expand_words", "expand_heredoc", "plan", "BuildPlan", "PlannedStage",
     "Scope", "Platform", "parse_platform", "predefined_args", "render", "parse_mount",
-    "MountError",
+    "MountError", "run_command", "RunCommand",
     "Dockerfile", "Stage", "Instruction", "Heredoc", "KeyValue", "ArgDecl", "Mount",
     "From", "Run", "Cmd", "Entrypoint", "Shell", "Env", "Label", "Arg", "Copy", "Add",
     "Expose", "Volume", "User", "Workdir", "StopSignal", "Maintainer", "Healthcheck",
