@@ -267,6 +267,14 @@ def test_what_is_expanded():
     assert onb.expression == "RUN echo $P"
 
 
+def test_volume_paths_are_single_words_and_not_empty():
+    sc, out = stage_scope('FROM x\nARG D="/a b"\nVOLUME $D /c\nVOLUME ["$D"]\n')
+    assert out[1].paths == ["/a b", "/c"] and out[2].paths == ["/a b"]
+    with pytest.raises(OCIError) as e:
+        stage_scope("FROM x\nVOLUME $NOPE\n")
+    assert str(e.value) == "Dockerfile:2:1: VOLUME specified can not be an empty string"
+
+
 def test_copy_heredoc_expansion():
     sc, out = stage_scope("""
         FROM x

@@ -281,6 +281,14 @@ def _apply_words(attr: str):
     return fn
 
 
+def _apply_volume(sc: Scope, inst: ast.Volume) -> ast.Volume:
+    # Each path is one word even if a variable holds spaces (BuildKit's ProcessWord).
+    paths = [sc.expand(p, inst) for p in inst.paths]
+    if any(not p for p in paths):
+        raise OCIError(where(sc.filename, inst) + "VOLUME specified can not be an empty string")
+    return dataclasses.replace(inst, paths=paths, args=paths)
+
+
 def _apply_string(attr: str):
     def fn(sc: Scope, inst):
         v = sc.expand(getattr(inst, attr), inst)
@@ -296,7 +304,7 @@ def _apply_user(sc: Scope, inst: ast.User) -> ast.User:
 
 _APPLY = {
     "ARG": _apply_arg, "ENV": _apply_env, "LABEL": _apply_env, "COPY": _apply_copy,
-    "ADD": _apply_copy, "EXPOSE": _apply_words("ports"), "VOLUME": _apply_words("paths"),
+    "ADD": _apply_copy, "EXPOSE": _apply_words("ports"), "VOLUME": _apply_volume,
     "WORKDIR": _apply_string("path"), "STOPSIGNAL": _apply_string("signal"),
     "USER": _apply_user, "RUN": _apply_run,
 }
