@@ -271,14 +271,10 @@ def _apply_run(sc: Scope, inst: ast.Run) -> ast.Run:
     return dataclasses.replace(inst, mounts=mounts)
 
 
-def _apply_words(attr: str):
-    def fn(sc: Scope, inst):
-        if inst.json_form:
-            vals = [sc.expand(w, inst) for w in getattr(inst, attr)]
-        else:
-            vals = [w for raw in getattr(inst, attr) for w in sc.expand_words(raw, inst)]
-        return dataclasses.replace(inst, **{attr: vals, "args": vals})
-    return fn
+def _apply_expose(sc: Scope, inst: ast.Expose) -> ast.Expose:
+    # A variable may hold several ports: EXPOSE splits into words (BuildKit's ProcessWords).
+    ports = [w for raw in inst.ports for w in sc.expand_words(raw, inst)]
+    return dataclasses.replace(inst, ports=ports, args=ports)
 
 
 def _apply_volume(sc: Scope, inst: ast.Volume) -> ast.Volume:
@@ -304,7 +300,7 @@ def _apply_user(sc: Scope, inst: ast.User) -> ast.User:
 
 _APPLY = {
     "ARG": _apply_arg, "ENV": _apply_env, "LABEL": _apply_env, "COPY": _apply_copy,
-    "ADD": _apply_copy, "EXPOSE": _apply_words("ports"), "VOLUME": _apply_volume,
+    "ADD": _apply_copy, "EXPOSE": _apply_expose, "VOLUME": _apply_volume,
     "WORKDIR": _apply_string("path"), "STOPSIGNAL": _apply_string("signal"),
     "USER": _apply_user, "RUN": _apply_run,
 }
