@@ -239,9 +239,9 @@ def _apply_copy(sc: Scope, inst: ast.Copy) -> ast.Copy:
     def opt(s: str | None) -> str | None:
         return None if s is None else sc.expand(s, inst)
 
+    # --exclude patterns stay as written (BuildKit does not expand them either)
     changes = dict(sources=[sc.expand(s, inst) for s in inst.sources],
-                   dest=sc.expand(inst.dest, inst), chown=opt(inst.chown), chmod=opt(inst.chmod),
-                   exclude=[sc.expand(s, inst) for s in inst.exclude])
+                   dest=sc.expand(inst.dest, inst), chown=opt(inst.chown), chmod=opt(inst.chmod))
     if isinstance(inst, ast.Add):
         changes["checksum"] = opt(inst.checksum)
     heredocs = []
