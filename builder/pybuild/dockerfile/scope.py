@@ -9,9 +9,11 @@
   environment like ENV does and the later assignment wins (BuildKit's AddEnv), so an ENV
   after an ARG of the same name shadows it, as the Dockerfile reference says. Proxy build
   args (HTTP_PROXY, ...) reach RUN without being declared but are not visible to expansion.
-- Which parts an instruction expands follows the Dockerfile reference: ADD, COPY, ENV,
-  EXPOSE, FROM, LABEL, STOPSIGNAL, USER, VOLUME, WORKDIR (and ARG defaults), plus RUN's
-  --mount options as BuildKit does. RUN/CMD/ENTRYPOINT commands, SHELL, HEALTHCHECK and
+- Which parts an instruction expands follows the Dockerfile reference and BuildKit: ADD
+  and COPY (sources, dest, --chown, --chmod, ADD --checksum, heredoc bodies with an
+  unquoted delimiter; not --exclude, and --from never), ENV and LABEL (keys and values),
+  EXPOSE (split into words), STOPSIGNAL, USER, VOLUME, WORKDIR, ARG defaults, and RUN's
+  --mount options. RUN/CMD/ENTRYPOINT commands, SHELL, HEALTHCHECK and
   ONBUILD triggers are left to the shell / the child build.
 """
 
