@@ -27,6 +27,9 @@ _RESOLVE_IN_ROOT = 0x10
 _O_PATH = getattr(os, "O_PATH", 0o10000000)
 _libc = ctypes.CDLL(None, use_errno=True)
 _CHUNK = 1 << 20
+# overlayfs's own marks: a layer must not smuggle them in (they would change what a
+# lowerdir means); whiteouts reach overlayfs only through the .wh. entries we translate.
+_OVERLAY_XATTRS = ("trusted.overlay.", "user.overlay.")
 
 GZIP_MAGIC = b"\x1f\x8b"
 ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
@@ -126,7 +129,8 @@ def open_decompressed(fileobj):
 
 
 class _Applier:
-    def __init__(self, dest: str, *, same_owner: bool):
+    def __init__(self, dest: str, *, same_owner: bool, overlay: bool = False):
+        self.overlay = overlay  # keep whiteouts as overlayfs marks instead of deleting
         self.root_fd = os.open(dest, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         self.same_owner = same_owner
         self.dirs: dict[str, int] = {}   # open parent dir fds by path
@@ -195,12 +199,20 @@ class _Applier:
                 raise OCIError(f"layer entry {m.name!r} has no name")
             head, _, base = name.rpartition("/")
             if base == WHITEOUT_OPAQUE:
-                self.opaque(head)
+                if self.overlay:
+                    os.setxattr(self.dir_fd(head), "trusted.overlay.opaque", b"y")
+                else:
+                    self.opaque(head)
                 continue
             if base.startswith(WHITEOUT_PREFIX):
                 target = base[len(WHITEOUT_PREFIX):]
                 if target in ("", ".", ".."):
                     raise OCIError(f"layer entry {m.name!r}: bad whiteout")
+                if self.overlay:  # overlayfs whiteout: a 0:0 character device
+                    pfd = self.dir_fd(head)
+                    self._remove(pfd, target, f"{head}/{target}" if head else target)
+                    os.mknod(target, stat.S_IFCHR | 0o600, 0, dir_fd=pfd)
+                    continue
                 try:
                     pfd = self.dir_fd(head, create=False)
                 except (FileNotFoundError, NotADirectoryError):
@@ -294,7 +306,7 @@ class _Applier:
 
     def _xattrs(self, target, m):
         for k, v in m.pax_headers.items():
-            if k.startswith("SCHILY.xattr."):
+            if k.startswith("SCHILY.xattr.") and not k.startswith(_OVERLAY_XATTRS, 13):
                 try:
                     os.setxattr(target, k[13:], v.encode("utf-8", "surrogateescape"))
                 except OSError as e:
@@ -313,19 +325,24 @@ def _clean(name: str) -> str:
     return "/".join(parts)
 
 
-def apply_layer(blob, media_type: str | None, dest_dir, *, same_owner: bool | None = None) -> None:
+def apply_layer(blob, media_type: str | None, dest_dir, *, same_owner: bool | None = None,
+                whiteouts: str = "apply") -> None:
     """Unpack a layer (path or binary file object) onto dest_dir.
 
     Compression is detected from the bytes (media_type is only informative). Owners are
-    kept when running as root (same_owner defaults to that).
+    kept when running as root (same_owner defaults to that). whiteouts="apply" deletes what
+    whiteouts name; whiteouts="overlay" records them as overlayfs does (0:0 char devices,
+    trusted.overlay.opaque=y), for a layer extracted on its own to serve as a lowerdir.
     """
+    if whiteouts not in ("apply", "overlay"):
+        raise ValueError(f"whiteouts={whiteouts!r}: want 'apply' or 'overlay'")
     if same_owner is None:
         same_owner = os.geteuid() == 0
     own = not hasattr(blob, "read")
     f = open(blob, "rb") if own else blob
     try:
         stream = open_decompressed(f)
-        ap = _Applier(os.fspath(dest_dir), same_owner=same_owner)
+        ap = _Applier(os.fspath(dest_dir), same_owner=same_owner, overlay=whiteouts == "overlay")
         try:
             with tarfile.open(fileobj=stream, mode="r|", errorlevel=2) as tf:
                 ap.apply(tf)
