@@ -147,3 +147,28 @@ def test_overlay_upper_whiteouts(tmp_path):
     names = {m.name.rstrip("/") for m in tf}
     assert names == {".wh.gone.txt", "added", "opq", "opq/.wh..wh..opq", "opq/new"}
     assert not any(k.startswith("SCHILY.xattr.trusted.overlay") for m in tf for k in m.pax_headers)
+
+
+def test_gnu_tar_reads_headers(tmp_path):
+    """Our hand-made ustar headers and the PAX fallback both read back with GNU tar."""
+    s = Store(tmp_path / "st")
+    long = "d/" + "x" * 120
+    with LayerWriter(s, None, source_date_epoch=5) as lw:
+        lw.add_dir("d", 0o750, 3, 4)
+        lw.add_file_bytes("d/short", b"abc", 0o640, 1, 2)
+        lw.add_file_bytes(long, b"long", 0o600, 5_000_000, 6)  # long name, big uid: PAX
+        lw.add_file_bytes("d/ünï", b"u", 0o644, 0, 0)
+        lw.add_symlink("d/l", "short")
+        lw.add_hardlink("d/h", "d/short")
+    path = s.blob_path(lw.result["digest"])
+    out = subprocess.run(["tar", "--numeric-owner", "-tvf", path], capture_output=True, text=True, check=True)
+    lines = out.stdout.splitlines()
+    assert lines[0].startswith("drwxr-x--- 3/4") and lines[0].endswith(" d/")
+    assert any(line.startswith("-rw-r----- 1/2") and line.endswith(" d/h") for line in lines)
+    assert any(line.startswith("-rw------- 5000000/6") and line.endswith(long) for line in lines)
+    assert any("d/l -> short" in line for line in lines) and any("d/short link to d/h" in line for line in lines)
+    assert any(line.endswith("d/ünï") for line in lines)
+    dest = tmp_path / "x"
+    dest.mkdir()
+    subprocess.run(["tar", "-xf", path, "-C", str(dest)], check=True)
+    assert (dest / long).read_bytes() == b"long" and (dest / "d" / "short").read_bytes() == b"abc"
