@@ -14,6 +14,7 @@ import sys
 import tempfile
 import time
 
+from pybuild.extract import apply_layer
 from pybuild.layer import LayerWriter
 from pybuild.store import Store
 
@@ -52,7 +53,7 @@ def main(argv=None):
         mb = total / (1 << 20)
         print(f"input: {mb:.0f} MB in {a.files} files")
         for comp in ("gzip", "zstd", None):
-            best = None
+            best = best_ex = None
             for _ in range(a.runs):
                 store = Store(os.path.join(tmp, "store"))
                 t = time.perf_counter()
@@ -61,8 +62,16 @@ def main(argv=None):
                 dt = time.perf_counter() - t
                 best = dt if best is None else min(best, dt)
                 out = lw.result["size"] / (1 << 20)
+                dest = os.path.join(tmp, "dest")
+                os.mkdir(dest)
+                t = time.perf_counter()
+                apply_layer(store.blob_path(lw.result["digest"]), lw.result["media_type"], dest)
+                ex = time.perf_counter() - t
+                best_ex = ex if best_ex is None else min(best_ex, ex)
+                shutil.rmtree(dest)
                 shutil.rmtree(os.path.join(tmp, "store"))
-            print(f"{str(comp):5s} {mb / best:7.0f} MB/s  ({best:.2f} s, blob {out:.0f} MB)")
+            print(f"{str(comp):5s} write {mb / best:5.0f} MB/s ({best:.2f} s, blob {out:.0f} MB)   "
+                  f"apply {mb / best_ex:5.0f} MB/s ({best_ex:.2f} s)")
     finally:
         shutil.rmtree(tmp)
     return 0

@@ -253,8 +253,10 @@ class _Applier:
                     chunk = src.read(min(left, _CHUNK))
                     if not chunk:
                         raise OCIError(f"layer entry {m.name!r}: truncated data")
-                    os.write(fd, chunk)  # regular file: short writes only on error
                     left -= len(chunk)
+                    view = memoryview(chunk)
+                    while view:
+                        view = view[os.write(fd, view):]
                 self._meta_fd(fd, m, mode)
             finally:
                 os.close(fd)

@@ -164,3 +164,29 @@ def test_whiteout_through_symlink_stays_inside(jail):
 def test_not_a_tar(jail):
     with pytest.raises(OCIError, match="not a valid tar"):
         _apply(b"\x1f\x8b" + b"garbage" * 100, jail)
+
+
+def test_layer_cannot_set_overlay_xattrs(tmp_path):
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tf:
+        ti = tarfile.TarInfo("d")
+        ti.type = tarfile.DIRTYPE
+        ti.pax_headers = {"SCHILY.xattr.trusted.overlay.opaque": "y", "SCHILY.xattr.trusted.ok": "1"}
+        tf.addfile(ti)
+    dest = tmp_path / "r"
+    dest.mkdir()
+    _apply(buf.getvalue(), dest)
+    assert os.getxattr(dest / "d", "trusted.ok") == b"1"
+    with pytest.raises(OSError):
+        os.getxattr(dest / "d", "trusted.overlay.opaque")
+
+
+def test_overlay_whiteout_mode(tmp_path):
+    dest = tmp_path / "layer"
+    dest.mkdir()
+    apply_layer(io.BytesIO(_tar([("a/.wh.x", "file", b""), ("b/.wh..wh..opq", "file", b""),
+                                 ("b/keep", "file", b"k")])), None, dest, whiteouts="overlay")
+    st = os.lstat(dest / "a" / "x")
+    assert stat.S_ISCHR(st.st_mode) and st.st_rdev == 0
+    assert os.getxattr(dest / "b", "trusted.overlay.opaque") == b"y"
+    assert (dest / "b" / "keep").read_bytes() == b"k"
