@@ -9,6 +9,7 @@ directory fd without following it. Entries naming `..` are refused outright.
 Whiteouts: `.wh.NAME` removes NAME; `.wh..wh..opq` empties its directory of everything
 the layers below put there (entries of this same layer stay).
 """
+import collections
 import ctypes
 import errno
 import io
@@ -27,6 +28,7 @@ _RESOLVE_IN_ROOT = 0x10
 _O_PATH = getattr(os, "O_PATH", 0o10000000)
 _libc = ctypes.CDLL(None, use_errno=True)
 _CHUNK = 1 << 20
+_MAX_DIR_FDS = 128
 # overlayfs's own marks: a layer must not smuggle them in (they would change what a
 # lowerdir means); whiteouts reach overlayfs only through the .wh. entries we translate.
 _OVERLAY_XATTRS = ("trusted.overlay.", "user.overlay.")
@@ -133,7 +135,7 @@ class _Applier:
         self.overlay = overlay  # keep whiteouts as overlayfs marks instead of deleting
         self.root_fd = os.open(dest, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         self.same_owner = same_owner
-        self.dirs: dict[str, int] = {}   # open parent dir fds by path
+        self.dirs: collections.OrderedDict[str, int] = collections.OrderedDict()  # LRU of dir fds
         self.created: set[str] = set()  # paths this layer made (opaque must keep them)
         self.dir_times: list = []        # directory mtimes are set last
 
@@ -155,6 +157,7 @@ class _Applier:
             return self.root_fd
         fd = self.dirs.get(path)
         if fd is not None:
+            self.dirs.move_to_end(path)
             return fd
         try:
             fd = openat2_in_root(self.root_fd, path, os.O_RDONLY | os.O_DIRECTORY)
@@ -176,6 +179,8 @@ class _Applier:
                 os.mkdir(base, 0o755, dir_fd=pfd)
             fd = openat2_in_root(self.root_fd, path, os.O_RDONLY | os.O_DIRECTORY)
         self.dirs[path] = fd
+        if len(self.dirs) > _MAX_DIR_FDS:  # stay far below any RLIMIT_NOFILE
+            os.close(self.dirs.popitem(last=False)[1])
         return fd
 
     def _remove(self, pfd: int, base: str, path: str):
@@ -221,9 +226,10 @@ class _Applier:
                 continue
             self.entry(tf, m, name, head, base)
         for pfd_path, base, mtime in reversed(self.dir_times):
-            try:
-                os.utime(base, (mtime, mtime), dir_fd=self.dir_fd(pfd_path), follow_symlinks=False)
-            except FileNotFoundError:
+            try:  # never create anything here: a later whiteout may have removed the dir
+                os.utime(base, (mtime, mtime), dir_fd=self.dir_fd(pfd_path, create=False),
+                         follow_symlinks=False)
+            except (FileNotFoundError, NotADirectoryError):
                 pass
 
     def opaque(self, path: str):

@@ -190,3 +190,15 @@ def test_overlay_whiteout_mode(tmp_path):
     assert stat.S_ISCHR(st.st_mode) and st.st_rdev == 0
     assert os.getxattr(dest / "b", "trusted.overlay.opaque") == b"y"
     assert (dest / "b" / "keep").read_bytes() == b"k"
+
+
+def test_many_directories_bounded_fds(tmp_path):
+    entries = []
+    for i in range(600):
+        entries += [(f"d{i}", "dir", None), (f"d{i}/f", "file", b"x")]
+    dest = tmp_path / "r"
+    dest.mkdir()
+    before = len(os.listdir("/proc/self/fd"))
+    _apply(_tar(entries), dest)
+    assert len(os.listdir("/proc/self/fd")) == before
+    assert len(os.listdir(dest)) == 600
