@@ -313,6 +313,10 @@ class Store:
                 if dg not in keep and now - os.lstat(p).st_mtime > grace_seconds:
                     os.unlink(p)
                     removed.append(dg)
+            for name in os.listdir(self.tmp_dir):  # left by crashed writers
+                p = os.path.join(self.tmp_dir, name)
+                if os.path.isfile(p) and now - os.lstat(p).st_mtime > grace_seconds:
+                    os.unlink(p)
         return removed
 
 

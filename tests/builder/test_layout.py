@@ -1,6 +1,5 @@
 """pybuild.layout/unpack: images our code writes are accepted by the ecosystem's own tools."""
 import json
-import os
 import shutil
 import subprocess
 import uuid
@@ -8,14 +7,13 @@ import uuid
 import pytest
 
 from ocispec.schema import validate_document
-from pybuild.extract import apply_layer
 from pybuild.layer import LayerWriter
 from pybuild.imagewriter import write_image
 from pybuild.layout import (export_image, import_image, parse_destination, write_oci_layout)
 from pybuild.store import Store
 from pybuild.unpack import cleanup_bundle, unpack
 
-BUSYBOX = "/bin/busybox"
+BUSYBOX = shutil.which("busybox")
 SDE = 1_700_000_000
 
 
@@ -64,6 +62,11 @@ def test_oci_layout_validates_and_umoci_unpacks(store, tmp_path):
     export_image(store, "bb:v1", f"oci:{lay}:v1")
     export_image(store, "bb:v1", f"oci:{lay}:v2")  # merge into the existing layout
     idx = json.loads((lay / "index.json").read_text())
+    man = json.loads((lay / "blobs" / "sha256" / idx["manifests"][0]["digest"][7:]).read_text())
+    validate_document(man, "manifest")
+    validate_document(json.loads((lay / "blobs" / "sha256" / man["config"]["digest"][7:]).read_text()),
+                      "image-config")
+    validate_document(json.loads((lay / "oci-layout").read_text()), "oci-layout")
     assert sorted(m["annotations"]["org.opencontainers.image.ref.name"] for m in idx["manifests"]) == ["v1", "v2"]
     validate_document(idx, "index")
     r = subprocess.run(["oci-image-tool", "validate", "--type", "image", "--ref", "name=v1", str(lay)],
