@@ -488,6 +488,26 @@ def validate_config(cfg: dict, *, source: str = "config.json") -> None:
     _V(source).config(cfg)
 
 
+def load_config(path, *, validate: bool = True) -> dict:
+    """Read and (by default) validate a bundle's config.json; errors name the file."""
+    import json
+    source = str(path)
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except FileNotFoundError:
+        raise SpecError("", "does not exist", source=source) from None
+    except OSError as e:
+        raise SpecError("", f"cannot read: {e.strerror}", source=source) from None
+    try:
+        cfg = json.loads(data)
+    except ValueError as e:
+        raise SpecError("", f"invalid JSON: {e}", source=source) from None
+    if validate:
+        validate_config(cfg, source=source)
+    return cfg
+
+
 def validate_state(doc: dict, *, source: str = "state") -> None:
     """Check a state document (runtime.md#state) as `pyrunc state` prints it."""
     v = _V(source)
