@@ -131,8 +131,9 @@ def open_decompressed(fileobj):
 
 
 class _Applier:
-    def __init__(self, dest: str, *, same_owner: bool, overlay: bool = False):
-        self.overlay = overlay  # keep whiteouts as overlayfs marks instead of deleting
+    def __init__(self, dest: str, *, same_owner: bool, whiteouts: str = "apply"):
+        self.overlay = whiteouts == "overlay"  # keep whiteouts as overlayfs marks
+        self.plain = whiteouts == "none"  # an ordinary archive: .wh. names are just files
         self.root_fd = os.open(dest, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         self.same_owner = same_owner
         self.dirs: collections.OrderedDict[str, int] = collections.OrderedDict()  # LRU of dir fds
@@ -203,6 +204,9 @@ class _Applier:
                     continue
                 raise OCIError(f"layer entry {m.name!r} has no name")
             head, _, base = name.rpartition("/")
+            if self.plain:
+                self.entry(tf, m, name, head, base)
+                continue
             if base == WHITEOUT_OPAQUE:
                 if self.overlay:
                     os.setxattr(self.dir_fd(head), "trusted.overlay.opaque", b"y")
@@ -340,17 +344,18 @@ def apply_layer(blob, media_type: str | None, dest_dir, *, same_owner: bool | No
     Compression is detected from the bytes (media_type is only informative). Owners are
     kept when running as root (same_owner defaults to that). whiteouts="apply" deletes what
     whiteouts name; whiteouts="overlay" records them as overlayfs does (0:0 char devices,
-    trusted.overlay.opaque=y), for a layer extracted on its own to serve as a lowerdir.
+    trusted.overlay.opaque=y), for a layer extracted on its own to serve as a lowerdir;
+    whiteouts="none" treats an ordinary archive (ADD) whose .wh. names are plain files.
     """
-    if whiteouts not in ("apply", "overlay"):
-        raise ValueError(f"whiteouts={whiteouts!r}: want 'apply' or 'overlay'")
+    if whiteouts not in ("apply", "overlay", "none"):
+        raise ValueError(f"whiteouts={whiteouts!r}: want 'apply', 'overlay' or 'none'")
     if same_owner is None:
         same_owner = os.geteuid() == 0
     own = not hasattr(blob, "read")
     f = open(blob, "rb") if own else blob
     try:
         stream = open_decompressed(f)
-        ap = _Applier(os.fspath(dest_dir), same_owner=same_owner, overlay=whiteouts == "overlay")
+        ap = _Applier(os.fspath(dest_dir), same_owner=same_owner, whiteouts=whiteouts)
         try:
             with tarfile.open(fileobj=stream, mode="r|", errorlevel=2) as tf:
                 ap.apply(tf)

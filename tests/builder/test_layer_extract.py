@@ -202,3 +202,14 @@ def test_many_directories_bounded_fds(tmp_path):
     _apply(_tar(entries), dest)
     assert len(os.listdir("/proc/self/fd")) == before
     assert len(os.listdir(dest)) == 600
+
+
+def test_plain_archive_mode_keeps_wh_names(tmp_path):
+    dest = tmp_path / "r"
+    dest.mkdir()
+    (dest / "x").write_text("stays")
+    data = _tar([(".wh.x", "file", b"literal"), ("bz/f", "file", b"1")])
+    import bz2
+    apply_layer(io.BytesIO(bz2.compress(data)), None, dest, whiteouts="none")
+    assert (dest / "x").read_text() == "stays" and (dest / ".wh.x").read_bytes() == b"literal"
+    assert (dest / "bz" / "f").read_bytes() == b"1"
