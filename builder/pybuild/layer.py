@@ -248,6 +248,8 @@ class LayerWriter:
                 if _overlay and stat.S_ISCHR(st.st_mode) and st.st_rdev == 0:
                     self.add_whiteout(arc)
                     continue
+                if _overlay:
+                    _check_overlay_marks(d.path)
                 self.add_path(d.path, arc, uid=uid, gid=gid, mode=chmod, _st=st)
                 if stat.S_ISDIR(st.st_mode):
                     if _overlay and _is_opaque(d.path):
@@ -425,6 +427,19 @@ def _copy_file(path: str, size: int, emit, emit_big) -> None:
             raise OCIError(f"{path}: file grew while writing the layer")
     finally:
         os.close(fd)
+
+
+def _check_overlay_marks(path: str) -> None:
+    """Redirected dirs and metacopy files keep their data in a lower layer: a layer made
+    from the upper dir alone would lose it."""
+    try:
+        names = os.listxattr(path, follow_symlinks=False)
+    except OSError:
+        return
+    for n in names:
+        if n.endswith(("overlay.redirect", "overlay.metacopy")):
+            raise OCIError(f"{path}: overlayfs {n.rsplit('.', 1)[1]} entry in the upper dir",
+                           hint="mount the overlay with redirect_dir=off,metacopy=off")
 
 
 def _is_opaque(path: str) -> bool:

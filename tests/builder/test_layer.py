@@ -172,3 +172,11 @@ def test_gnu_tar_reads_headers(tmp_path):
     dest.mkdir()
     subprocess.run(["tar", "-xf", path, "-C", str(dest)], check=True)
     assert (dest / long).read_bytes() == b"long" and (dest / "d" / "short").read_bytes() == b"abc"
+
+
+def test_overlay_redirect_refused(tmp_path):
+    upper = tmp_path / "upper"
+    (upper / "moved").mkdir(parents=True)
+    os.setxattr(upper / "moved", "trusted.overlay.redirect", b"/orig")
+    with pytest.raises(OCIError, match="redirect entry in the upper dir"):
+        layer_from_overlay_upper(Store(tmp_path / "st"), upper)
