@@ -186,3 +186,26 @@ def test_unpack_plain_and_overlay(store, tmp_path):
     assert not b2.exists()
     with open("/proc/self/mountinfo") as f:
         assert str(b2) not in f.read()
+
+
+def test_podman_generated_config_validates(store, tmp_path, podman):
+    """The config.json podman writes for conmon (seccomp profile, mounts, sysctls) passes
+    both our schema and the fast validator pyrunc's create runs."""
+    import glob
+    from ocispec.runtime_config import validate_config
+    name = f"localhost/pyoci-layout-{uuid.uuid4().hex[:8]}:v1"
+    _busybox_image(store, name)
+    arch = tmp_path / "img.tar"
+    export_image(store, name, f"docker-archive:{arch}:{name}")
+    podman("load", "-i", str(arch))
+    cid = podman("create", "--ulimit", "nofile=1024:1024", "--cap-add", "SYS_ADMIN", "--sysctl",
+                 "net.ipv4.ip_forward=1", "-v", f"{tmp_path}:/host:ro", name).stdout.strip()
+    podman("init", cid)
+    try:
+        [path] = glob.glob(str(tmp_path / "podman-root" / "**" / cid / "userdata" / "config.json"), recursive=True)
+        doc = json.loads(open(path).read())
+        assert doc["linux"]["seccomp"]["syscalls"]
+        validate_document(doc, "config")
+        validate_config(doc)
+    finally:
+        podman("rm", "-f", cid)
