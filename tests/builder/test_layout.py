@@ -198,7 +198,7 @@ def test_podman_generated_config_validates(store, tmp_path, podman):
     arch = tmp_path / "img.tar"
     export_image(store, name, f"docker-archive:{arch}:{name}")
     podman("load", "-i", str(arch))
-    cid = podman("create", "--ulimit", "nofile=1024:1024", "--cap-add", "SYS_ADMIN", "--sysctl",
+    cid = podman("create", "--ulimit", "nofile=1024:1024", "--ulimit", "nproc=1024:1024", "--cap-add", "SYS_ADMIN", "--sysctl",
                  "net.ipv4.ip_forward=1", "-v", f"{tmp_path}:/host:ro", name).stdout.strip()
     podman("init", cid)
     try:
