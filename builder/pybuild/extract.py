@@ -217,6 +217,8 @@ class _Applier:
                 target = base[len(WHITEOUT_PREFIX):]
                 if target in ("", ".", ".."):
                     raise OCIError(f"layer entry {m.name!r}: bad whiteout")
+                if (f"{head}/{target}" if head else target) in self.created:
+                    continue  # whiteouts hide lower layers only, never this layer's entries
                 if self.overlay:  # overlayfs whiteout: a 0:0 character device
                     pfd = self.dir_fd(head)
                     self._remove(pfd, target, f"{head}/{target}" if head else target)

@@ -251,7 +251,7 @@ class Store:
     def list_images(self) -> list[tuple[str, dict]]:
         """[(name:tag, manifest descriptor)], sorted by name."""
         out = [(_image.ref_name(m), m) for m in self._read_index()["manifests"]]
-        return sorted((n, m) for n, m in out if n)
+        return sorted(((n, m) for n, m in out if n), key=lambda x: x[0])
 
     def delete(self, name: str) -> None:
         """Remove a reference (blobs stay until gc())."""

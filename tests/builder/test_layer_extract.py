@@ -213,3 +213,12 @@ def test_plain_archive_mode_keeps_wh_names(tmp_path):
     apply_layer(io.BytesIO(bz2.compress(data)), None, dest, whiteouts="none")
     assert (dest / "x").read_text() == "stays" and (dest / ".wh.x").read_bytes() == b"literal"
     assert (dest / "bz" / "f").read_bytes() == b"1"
+
+
+def test_whiteout_never_hides_same_layer(tmp_path):
+    dest = tmp_path / "r"
+    dest.mkdir()
+    (dest / "-a").write_text("lower")
+    # '-' sorts before '.', so the new file precedes its whiteout in the stream
+    _apply(_tar([("-a", "file", b"upper"), (".wh.-a", "file", b"")]), dest)
+    assert (dest / "-a").read_bytes() == b"upper"
