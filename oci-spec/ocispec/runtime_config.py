@@ -262,8 +262,9 @@ class _V:
             self.enum(t, f"{path}.type", T.NAMESPACES, "namespace type")
             if t in ns:
                 self.err(f"{path}.type", f'duplicate namespace "{t}"')
-            self.abspath(n.get("path"), f"{path}.path")
-            ns[t] = n.get("path")
+            nspath = n.get("path") or None  # "" means "make a new one", as in runc
+            self.abspath(nspath, f"{path}.path")
+            ns[t] = nspath
         for key in ("uidMappings", "gidMappings"):
             for i, m in enumerate(self.arr(lx.get(key), f"linux.{key}")):
                 self.mapping(m, f"linux.{key}[{i}]")

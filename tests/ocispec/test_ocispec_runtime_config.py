@@ -125,6 +125,7 @@ CASES = [
     ("ns-dup", {"linux.namespaces.1": {"type": "pid"}}, 'linux.namespaces[1].type: duplicate namespace "pid"'),
     ("ns-path-relative", {"linux.namespaces.1": {"type": "network", "path": "proc/1/ns/net"}},
      "linux.namespaces[1].path: 'proc/1/ns/net' must be an absolute path"),
+    ("ns-empty-path-is-new", {"linux.namespaces.1": {"type": "network", "path": ""}, "linux.netDevices": {"e": {}}}, None),
     ("userns-ok", USERNS, None),
     ("mapping-without-userns", {"linux.uidMappings": [{"containerID": 0, "hostID": 1000, "size": 1}]},
      'linux.uidMappings: mappings need a user namespace'),
