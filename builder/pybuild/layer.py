@@ -167,6 +167,8 @@ class LayerWriter:
 
     def __init__(self, store, compression: str | None = "gzip", source_date_epoch: int | None = None,
                  *, level: int | None = None):
+        if compression in ("none", "uncompressed", ""):
+            compression = None
         if compression not in (None, "gzip", "zstd"):
             raise OCIError(f"unknown layer compression {compression!r}: want gzip, zstd or none")
         self.store = store
