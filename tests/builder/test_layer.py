@@ -180,3 +180,68 @@ def test_overlay_redirect_refused(tmp_path):
     os.setxattr(upper / "moved", "trusted.overlay.redirect", b"/orig")
     with pytest.raises(OCIError, match="redirect entry in the upper dir"):
         layer_from_overlay_upper(Store(tmp_path / "st"), upper)
+
+
+def _snapshot(root):
+    """{relpath: (type, mode, uid, gid, content-or-target)} of a tree."""
+    import stat as st_
+    out = {}
+    for dirpath, dirnames, filenames in os.walk(root):
+        for n in dirnames + filenames:
+            p = os.path.join(dirpath, n)
+            s = os.lstat(p)
+            rel = os.path.relpath(p, root)
+            if st_.S_ISLNK(s.st_mode):
+                v = ("l", os.readlink(p))
+            elif st_.S_ISDIR(s.st_mode):
+                v = ("d", None)
+            else:
+                v = ("f", open(p, "rb").read())
+            out[rel] = (*v, st_.S_IMODE(s.st_mode), s.st_uid, s.st_gid)
+    return out
+
+
+def test_overlay_upper_roundtrip(tmp_path):
+    """lower + layer(upper) applied with pybuild.extract == what the overlay showed."""
+    from pybuild.extract import apply_layer
+    lower, upper, work, merged = (tmp_path / n for n in ("lower", "upper", "work", "merged"))
+    for d in (lower, upper, work, merged):
+        d.mkdir()
+    (lower / "etc").mkdir()
+    (lower / "etc" / "conf").write_text("old")
+    (lower / "etc" / "gone").write_text("x")
+    (lower / "var" / "cache" / "deep").mkdir(parents=True)
+    (lower / "var" / "cache" / "deep" / "f").write_text("c")
+    (lower / "dir2file").mkdir()
+    (lower / "dir2file" / "x").write_text("x")
+    (lower / "file2dir").write_text("f")
+    (lower / "link").symlink_to("etc/conf")
+    subprocess.run(["mount", "-t", "overlay", "overlay", "-o",
+                    f"lowerdir={lower},upperdir={upper},workdir={work},redirect_dir=off,metacopy=off",
+                    str(merged)], check=True)
+    try:
+        (merged / "etc" / "conf").write_text("new")
+        os.unlink(merged / "etc" / "gone")
+        subprocess.run(["rm", "-rf", str(merged / "var" / "cache")], check=True)
+        (merged / "var" / "cache").mkdir()
+        (merged / "var" / "cache" / "fresh").write_text("fresh")
+        subprocess.run(["rm", "-rf", str(merged / "dir2file")], check=True)
+        (merged / "dir2file").write_text("now file")
+        os.unlink(merged / "file2dir")
+        (merged / "file2dir").mkdir()
+        (merged / "file2dir" / "in").write_text("i")
+        os.unlink(merged / "link")
+        (merged / "link").symlink_to("var/cache/fresh")
+        (merged / "new").write_text("n")
+        os.link(merged / "new", merged / "new-hard")
+        os.chown(merged / "etc" / "conf", 12, 34)
+        os.chmod(merged / "etc" / "conf", 0o600)
+        want = _snapshot(merged)
+    finally:
+        subprocess.run(["umount", str(merged)], check=True)
+    s = Store(tmp_path / "st")
+    r = layer_from_overlay_upper(s, upper, compression="zstd")
+    apply_layer(s.blob_path(r["digest"]), r["media_type"], lower)
+    got = _snapshot(lower)
+    assert got == want
+    assert os.lstat(lower / "new").st_ino == os.lstat(lower / "new-hard").st_ino
