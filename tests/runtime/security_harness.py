@@ -31,6 +31,7 @@ def run(argv, process=None, linux=None, state=None, before_exec=None, timeout=20
     pid = os.fork()
     if pid == 0:
         try:
+            os.setsid()  # own process group: tests signal it with kill 0
             os.dup2(out_w, 1)
             os.dup2(err_w, 2)
             devnull = os.open("/dev/null", os.O_RDONLY)
