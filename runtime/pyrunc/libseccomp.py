@@ -9,7 +9,6 @@ knows (WAIT_KILLABLE_RECV needs libseccomp 2.6 otherwise) and the NEW_LISTENER f
 
 import ctypes
 import os
-import platform
 
 from ocispec.errors import OCIError
 
@@ -113,9 +112,9 @@ def resolve_syscall(name: str) -> int:
 
 
 def _seccomp(op: int, flags: int, arg) -> int:
-    nr = _NR_SECCOMP.get(platform.machine())
+    nr = _NR_SECCOMP.get(os.uname().machine)
     if nr is None:
-        raise OCIError(f"linux.seccomp: not supported on {platform.machine()}")
+        raise OCIError(f"linux.seccomp: not supported on {os.uname().machine}")
     return _libc.syscall(nr, op, ctypes.c_uint(flags), arg)
 
 

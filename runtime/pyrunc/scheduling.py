@@ -5,7 +5,6 @@ Neither call has a libc wrapper (glibc 2.36), so both go through syscall(2).
 
 import ctypes
 import os
-import platform
 
 from ocispec.errors import OCIError, SpecError
 from ocispec.tables import IOPRIO_CLASSES, SCHED_FLAGS, SCHED_POLICIES
@@ -28,9 +27,9 @@ class _SchedAttr(ctypes.Structure):
 
 
 def _nr(i: int, field: str) -> int:
-    nrs = _NR.get(platform.machine())
+    nrs = _NR.get(os.uname().machine)
     if nrs is None:
-        raise OCIError(f"{field}: not supported on {platform.machine()}")
+        raise OCIError(f"{field}: not supported on {os.uname().machine}")
     return nrs[i]
 
 

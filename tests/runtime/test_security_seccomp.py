@@ -324,3 +324,27 @@ def test_supported_reports_this_host():
     assert "SCMP_ARCH_X86_64" in s["archs"] and "SCMP_CMP_MASKED_EQ" in s["operators"]
     assert set(s["supportedFlags"]) <= set(s["knownFlags"])
     assert "SECCOMP_FILTER_FLAG_TSYNC" in s["supportedFlags"]
+
+
+def test_compile_cache_and_load_precompiled(tmp_path):
+    sc = profile(deny(MKDIR, errnoRet=errno.EROFS), architectures=["SCMP_ARCH_X86_64", "SCMP_ARCH_X86"])
+    cache = tmp_path / "cache"
+    prog = seccomp.compile(sc, str(cache))
+    files = list(cache.iterdir())
+    assert len(files) == 1 and files[0].read_bytes() == prog and oct(files[0].stat().st_mode & 0o777) == "0o600"
+    # a hit returns what is stored (proved by planting a different valid program)
+    other = seccomp.compile(profile(deny(MKDIR, errnoRet=errno.EDOM)))
+    files[0].write_bytes(other)
+    assert seccomp.compile(sc, str(cache)) == other != prog
+    pid = os.fork()
+    if pid == 0:
+        try:
+            seccomp.load(sc, {}, prog=prog)
+            os.mkdir(str(tmp_path / "d"))
+            os._exit(0)
+        except OSError as e:
+            os._exit(e.errno)
+        except BaseException:
+            os._exit(99)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == errno.EROFS
