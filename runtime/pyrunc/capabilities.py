@@ -49,14 +49,15 @@ def last_cap() -> int:
         return max(CAPABILITIES.values())
 
 
-def parse(caps: dict | None, field: str = "process.capabilities") -> dict[str, int] | None:
-    """The sets as bit masks, keyed by set name; None when the config has no capabilities.
+def parse(caps: dict | None, field: str = "process.capabilities") -> dict[str, int]:
+    """The sets as bit masks, keyed by set name. No capabilities object means five empty sets:
+    runc 1.1 runs such a process without any capability, even as root, and so do we.
 
     An unknown name is an error naming set and index (runc 1.1 does the same). Known names the
     running kernel lacks are left out, as runc does, so one config serves several kernels.
     """
     if caps is None:
-        return None
+        caps = {}
     if not isinstance(caps, dict):
         raise SpecError(field, "must be an object")
     top = last_cap()

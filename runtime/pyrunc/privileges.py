@@ -135,8 +135,7 @@ def finalize(process: dict) -> None:
     that is not in both permitted and inheritable is dropped, as runc does.
     """
     caps, uid, gid, groups, umask, nnp = _parse_finalize(process)
-    if caps is not None:
-        capabilities.drop_bounding(caps)
+    capabilities.drop_bounding(caps)
     prctl(PR_SET_KEEPCAPS, 1, 0, "process.user: PR_SET_KEEPCAPS")
     try:
         if _setgroups_allowed():
@@ -148,8 +147,7 @@ def finalize(process: dict) -> None:
         _do("process.user.uid", os.setresuid, uid, uid, uid)
     finally:
         prctl(PR_SET_KEEPCAPS, 0, 0, "process.user: PR_SET_KEEPCAPS")
-    if caps is not None:
-        capabilities.apply(caps)
+    capabilities.apply(caps)
     # runc sets 0022 when the config has no umask; we do the same to be a drop-in.
     os.umask(0o022 if umask is None else umask)
     if nnp:

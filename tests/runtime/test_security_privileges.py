@@ -242,3 +242,10 @@ def test_no_fd_leak_from_privileges():
     r = run(["/bin/busybox", "ls", "/proc/self/fd"], proc, {"personality": {"domain": "LINUX"}})
     assert r.error is None, r
     assert sorted(r.out.split()) == ["0", "1", "2", "3"], r.out  # 3: ls's own directory fd
+
+
+def test_no_capabilities_object_means_none_like_runc():
+    r = run(STATUS, {"user": {"uid": 0, "gid": 0}})
+    assert r.error is None, r
+    for f in ("CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb"):
+        assert status_field(r.out, f) == "0" * 16, (f, r.out)
