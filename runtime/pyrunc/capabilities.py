@@ -74,6 +74,13 @@ def parse(caps: dict | None, field: str = "process.capabilities") -> dict[str, i
             if num <= top:
                 mask |= 1 << num
         masks[s] = mask
+    # capset(2) refuses these with a bare EPERM; name the entry instead.
+    for s, within in (("effective", "permitted"), ("inheritable", "bounding")):
+        for i, name in enumerate(caps.get(s) or []):
+            bit = 1 << CAPABILITIES[name]
+            if masks[s] & bit and not masks[within] & bit:
+                raise SpecError(f"{field}.{s}[{i}]", f"{name} is not in {within}, and {s} "
+                                f"capabilities must be a subset of {within} ones")
     return masks
 
 

@@ -249,3 +249,16 @@ def test_no_capabilities_object_means_none_like_runc():
     assert r.error is None, r
     for f in ("CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb"):
         assert status_field(r.out, f) == "0" * 16, (f, r.out)
+
+
+@pytest.mark.parametrize("caps, match", [
+    ({"bounding": ["CAP_KILL"], "effective": ["CAP_KILL", "CAP_CHOWN"], "permitted": ["CAP_KILL"]},
+     r"process\.capabilities\.effective\[1\]: CAP_CHOWN is not in permitted"),
+    ({"bounding": ["CAP_KILL"], "permitted": ["CAP_KILL"], "inheritable": ["CAP_NET_RAW"]},
+     r"process\.capabilities\.inheritable\[0\]: CAP_NET_RAW is not in bounding"),
+])
+def test_sets_the_kernel_would_refuse(caps, match):
+    with pytest.raises(SpecError, match=match):
+        privileges.check({"capabilities": caps})
+    r = run(STATUS, {"capabilities": caps})
+    assert r.status == 111 and "is not in" in r.error, r
