@@ -53,10 +53,12 @@ def lib():
             "seccomp_arch_add": ((vp, u32), c_int),
             "seccomp_arch_resolve_name": ((ctypes.c_char_p,), u32),
             "seccomp_syscall_resolve_name": ((ctypes.c_char_p,), c_int),
+            "seccomp_syscall_resolve_name_arch": ((u32, ctypes.c_char_p), c_int),
             "seccomp_rule_add_array": ((vp, u32, c_int, ctypes.c_uint, ctypes.POINTER(ArgCmp)), c_int),
             "seccomp_attr_set": ((vp, c_int, u32), c_int),
             "seccomp_export_bpf": ((vp, c_int), c_int),
             "seccomp_version": ((), ctypes.POINTER(_Version)),
+            "seccomp_arch_native": ((), u32),
         }
         for name, (args, res) in sigs.items():
             f = getattr(l, name)
@@ -68,6 +70,10 @@ def lib():
 def version() -> tuple[int, int, int]:
     v = lib().seccomp_version().contents
     return v.major, v.minor, v.micro
+
+
+def native_arch() -> int:
+    return lib().seccomp_arch_native()
 
 
 def arch_value(name: str) -> int:
@@ -107,8 +113,10 @@ class Filter:
             os.close(fd)
 
 
-def resolve_syscall(name: str) -> int:
-    return lib().seccomp_syscall_resolve_name(name.encode())
+def resolve_syscall(name: str, arch: int | None = None) -> int:
+    if arch is None:
+        return lib().seccomp_syscall_resolve_name(name.encode())
+    return lib().seccomp_syscall_resolve_name_arch(arch, name.encode())
 
 
 def _seccomp(op: int, flags: int, arg) -> int:

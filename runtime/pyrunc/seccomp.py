@@ -59,6 +59,7 @@ class Profile:
             self.flags |= SECCOMP_FLAGS[f]
         self.listener_path = sc.get("listenerPath") or None
         self.metadata = sc.get("listenerMetadata") or ""
+        self.allow_like_default = sc.get("defaultAction") in ("SCMP_ACT_ALLOW", "SCMP_ACT_LOG", "SCMP_ACT_TRACE")
         self.rules = []  # (path, action, [names], [conditions])
         self.notify = False
         syscalls = sc.get("syscalls") or []
@@ -133,9 +134,24 @@ class Profile:
                         r = flt.add_rule(act, nr, g)
                         if r < 0:
                             raise OCIError(f"{p}: adding the rule for {n!r}: {os.strerror(-r)}", errno=-r)
-            return flt.export_bpf()
+            prog = flt.export_bpf()
         finally:
             flt.close()
+        if self.allow_like_default or not self.rules:
+            return prog
+        from .enosys import stub
+        return stub(self._max_syscalls(ls)) + prog
+
+    def _max_syscalls(self, ls) -> dict[int, int]:
+        arches = {ls.native_arch()} | {ls.arch_value(a) for _, a in self.arches}
+        names = {n for _, _, ns, _ in self.rules for n in ns}
+        out = {}
+        for a in arches:
+            nrs = [ls.resolve_syscall(n, a) for n in names]
+            top = max((nr for nr in nrs if nr >= 0), default=-1)
+            if top >= 0:
+                out[a] = top
+        return out
 
 
 def check(sc: dict) -> Profile:

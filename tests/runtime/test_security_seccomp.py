@@ -348,3 +348,54 @@ def test_compile_cache_and_load_precompiled(tmp_path):
             os._exit(99)
     _, status = os.waitpid(pid, 0)
     assert os.waitstatus_to_exitcode(status) == errno.EROFS
+
+
+def _syscall_results(sc, nrs):
+    """Load sc (with no_new_privs) in a forked child, then call each raw syscall number with
+    zero args and return the errnos (0 on success)."""
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.close(r)
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(38, 1, 0, 0, 0)
+            seccomp.load(sc, {})
+            res = []
+            for nr in nrs:
+                ret = libc.syscall(nr, 0, 0, 0)
+                res.append(ctypes.get_errno() if ret == -1 else 0)
+            os.write(w, json.dumps(res).encode())
+            os._exit(0)
+        except BaseException as e:
+            os.write(w, json.dumps(str(e)).encode())
+            os._exit(1)
+    os.close(w)
+    out = b""
+    while chunk := os.read(r, 4096):
+        out += chunk
+    os.close(r)
+    os.waitpid(pid, 0)
+    return json.loads(out)
+
+
+def test_enosys_above_the_profile_like_runc():
+    # allow-list every native syscall numbered up to 300, except getpriority (140)
+    allowed = [n for n in native_syscalls() if seccomp_nr(n) <= 300 and n != "getpriority"]
+    sc = {"defaultAction": "SCMP_ACT_ERRNO", "architectures": ["SCMP_ARCH_X86_64", "SCMP_ARCH_X86", "SCMP_ARCH_X32"],
+          "syscalls": [{"names": allowed, "action": "SCMP_ACT_ALLOW"}]}
+    top = max(seccomp_nr(n) for n in allowed)
+    # getpriority: listed below the top, not allowed -> the default errno (EPERM)
+    # getrandom (318), and 1000 (no such syscall): above the top -> ENOSYS, as with runc
+    # getppid (110): allowed -> succeeds
+    assert _syscall_results(sc, [140, 318, 1000, 110]) == [errno.EPERM, errno.ENOSYS, errno.ENOSYS, 0]
+    assert top == 300
+    # with an allow-like default no stub is added: the unknown syscall gets the kernel's ENOSYS
+    # and an unlisted one is simply allowed
+    sc2 = profile(deny(["getppid"]))
+    assert _syscall_results(sc2, [110, 1000]) == [errno.EPERM, errno.ENOSYS]
+
+
+def seccomp_nr(name):
+    from pyrunc import libseccomp
+    return libseccomp.resolve_syscall(name)
