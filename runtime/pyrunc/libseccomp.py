@@ -22,6 +22,8 @@ SECCOMP_FILTER_FLAG_NEW_LISTENER = 1 << 3
 SECCOMP_FILTER_FLAG_TSYNC_ESRCH = 1 << 4
 SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV = 1 << 5
 _NR_SECCOMP = {"x86_64": 317, "aarch64": 277, "riscv64": 277, "ppc64le": 358, "s390x": 348}
+# Read once at import: linux.personality LINUX32 makes uname() say i686 afterwards.
+_MACHINE = os.uname().machine
 NR_SCMP_ERROR = -1
 
 
@@ -120,9 +122,9 @@ def resolve_syscall(name: str, arch: int | None = None) -> int:
 
 
 def _seccomp(op: int, flags: int, arg) -> int:
-    nr = _NR_SECCOMP.get(os.uname().machine)
+    nr = _NR_SECCOMP.get(_MACHINE)
     if nr is None:
-        raise OCIError(f"linux.seccomp: not supported on {os.uname().machine}")
+        raise OCIError(f"linux.seccomp: not supported on {_MACHINE}")
     return _libc.syscall(nr, op, ctypes.c_uint(flags), arg)
 
 

@@ -15,6 +15,8 @@ _libc.syscall.restype = ctypes.c_long
 # (sched_setattr, ioprio_set) by machine.
 _NR = {"x86_64": (314, 251), "aarch64": (274, 30), "riscv64": (274, 30),
        "ppc64le": (355, 273), "s390x": (345, 282)}
+# Read once at import: linux.personality LINUX32 makes uname() say i686 afterwards.
+_MACHINE = os.uname().machine
 IOPRIO_WHO_PROCESS = 1
 IOPRIO_CLASS_SHIFT = 13
 
@@ -27,9 +29,9 @@ class _SchedAttr(ctypes.Structure):
 
 
 def _nr(i: int, field: str) -> int:
-    nrs = _NR.get(os.uname().machine)
+    nrs = _NR.get(_MACHINE)
     if nrs is None:
-        raise OCIError(f"{field}: not supported on {os.uname().machine}")
+        raise OCIError(f"{field}: not supported on {_MACHINE}")
     return nrs[i]
 
 

@@ -12,6 +12,9 @@ import os
 from ocispec.errors import OCIError, SpecError
 from ocispec.tables import SECCOMP_ACTIONS, SECCOMP_ARCHES, SECCOMP_FLAGS, SECCOMP_OPERATORS
 
+from . import libseccomp as ls
+from .enosys import stub as enosys_stub
+
 F = "linux.seccomp"
 _EPERM = 1
 _NOTIFY = SECCOMP_ACTIONS["SCMP_ACT_NOTIFY"]
@@ -107,8 +110,6 @@ class Profile:
 
     def compile(self) -> bytes:
         """The filter as a BPF program (struct sock_filter[])."""
-        from . import libseccomp as ls
-
         flt = ls.Filter(self.default)
         try:
             for i, a in self.arches:
@@ -139,10 +140,9 @@ class Profile:
             flt.close()
         if self.allow_like_default or not self.rules:
             return prog
-        from .enosys import stub
-        return stub(self._max_syscalls(ls)) + prog
+        return enosys_stub(self._max_syscalls()) + prog
 
-    def _max_syscalls(self, ls) -> dict[int, int]:
+    def _max_syscalls(self) -> dict[int, int]:
         arches = {ls.native_arch()} | {ls.arch_value(a) for _, a in self.arches}
         names = {n for _, _, ns, _ in self.rules for n in ns}
         out = {}
@@ -174,9 +174,7 @@ def compile(sc: dict, cache_dir: str | None = None) -> bytes:
     except ImportError:
         from hashlib import sha256
 
-    from . import libseccomp as ls
-
-    key = sha256(json.dumps([sc, ls.version(), os.uname().machine], sort_keys=True).encode()).hexdigest()
+    key = sha256(json.dumps([sc, ls.version(), ls._MACHINE], sort_keys=True).encode()).hexdigest()
     path = os.path.join(cache_dir, key + ".bpf")
     try:
         with open(path, "rb") as f:
@@ -200,10 +198,29 @@ def compile(sc: dict, cache_dir: str | None = None) -> bytes:
     return prog
 
 
+_prepared = {}  # id(profile dict) -> (profile dict, program, listener socket)
+
+
+def prepare(sc: dict, cache_dir: str | None = None) -> None:
+    """Everything load() needs from the host, done while the host is still reachable: call it
+    in the init before pivot_root. Python modules and libseccomp.so live on the host, not in
+    the container's rootfs, and listenerPath is a host path. Compiles the program (with the
+    optional cache), connects to listenerPath, and keeps both for load(sc, ...) of this same
+    dict."""
+    prog = compile(sc, cache_dir)
+    listener = connect_listener(sc)
+    import json  # noqa: F401 - process_state needs it after pivot_root
+    old = _prepared.pop(id(sc), None)
+    if old and old[2] is not None:
+        old[2].close()
+    _prepared[id(sc)] = (sc, prog, listener)
+
+
 def load(sc: dict, state: dict, *, prog: bytes | None = None, listener=None, send_fd=None) -> None:
     """Load the profile into the calling process; after that its next execve runs filtered.
 
-    prog: the program from compile(sc) when it was compiled beforehand (else compiled here).
+    prog: the program from compile(sc) when it was compiled beforehand; else what prepare(sc)
+    made, else it is compiled here (which needs libseccomp.so reachable).
 
     With SCMP_ACT_NOTIFY the notify fd goes, with the containerProcessState, to listenerPath:
     over `listener` (a socket connected to it beforehand, e.g. by connect_listener() before
@@ -213,10 +230,17 @@ def load(sc: dict, state: dict, *, prog: bytes | None = None, listener=None, sen
     program.
     """
     prof = Profile(sc)
+    pre = _prepared.pop(id(sc), None)
+    if pre is not None and pre[0] is sc:
+        if prog is None:
+            prog = pre[1]
+        if listener is None and send_fd is None:
+            listener = pre[2]
+        elif pre[2] is not None:
+            pre[2].close()
     if prog is None:
         prog = prof.compile()
     flags = prof.flags
-    from . import libseccomp as ls
 
     if not prof.notify:
         # the kernel takes WAIT_KILLABLE_RECV only with a listener; without one it means nothing
@@ -305,8 +329,6 @@ def _send(sock, fd: int, msg: bytes, path: str) -> None:
 def supported() -> dict:
     """linux.seccomp of the runtime-spec features document, from what this libseccomp and
     kernel accept."""
-    from . import libseccomp as ls
-
     try:
         ls.lib()
     except OCIError:
