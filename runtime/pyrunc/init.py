@@ -62,6 +62,13 @@ def _setup(sp, ch) -> dict:
         from . import hooks as hookrun
 
         hookrun.run(hooks, "createContainer", state)
+    # After pivot_root the host's files are gone: pyrunc's own modules, libseccomp.so and
+    # seccomp's listenerPath. Load what the process settings need while they are reachable.
+    from . import privileges  # noqa: F401
+    if lcfg.get("seccomp"):
+        from . import seccomp
+
+        seccomp.prepare(lcfg["seccomp"])
     rs.pivot(sp.no_pivot)
     rs.finalize()
     for key, value in (lcfg.get("sysctl") or {}).items():
