@@ -63,7 +63,7 @@ def _setup(sp, ch) -> dict:
 
         hookrun.run(hooks, "createContainer", state)
     # After pivot_root the host's files are gone: pyrunc's own modules, libseccomp.so and
-    # seccomp's listenerPath. Load what the process settings need while they are reachable.
+    # seccomp's listenerPath. start_init imported and compiled what it could; connect now.
     from . import privileges  # noqa: F401
     if lcfg.get("seccomp"):
         from . import seccomp

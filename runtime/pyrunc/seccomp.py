@@ -201,18 +201,22 @@ def compile(sc: dict, cache_dir: str | None = None) -> bytes:
 _prepared = {}  # id(profile dict) -> (profile dict, program, listener socket)
 
 
-def prepare(sc: dict, cache_dir: str | None = None) -> None:
-    """Everything load() needs from the host, done while the host is still reachable: call it
-    in the init before pivot_root. Python modules and libseccomp.so live on the host, not in
-    the container's rootfs, and listenerPath is a host path. Compiles the program (with the
-    optional cache), connects to listenerPath, and keeps both for load(sc, ...) of this same
-    dict."""
-    prog = compile(sc, cache_dir)
-    listener = connect_listener(sc)
+def prepare(sc: dict, cache_dir: str | None = None, connect: bool = True) -> None:
+    """Everything load() needs from the host, done while the host is still reachable.
+
+    Python modules and libseccomp.so live on the host, not in the container's rootfs, and
+    listenerPath is a host path. The runtime's parent calls prepare(sc, cache_dir,
+    connect=False) before it forks (the program is compiled once, errors become create's
+    error, and the fork keeps it all); the init calls prepare(sc) again before pivot_root,
+    which reuses the program and connects to listenerPath (a connection made in the parent
+    would not survive the init's fd cleanup). load(sc, ...) of this same dict uses both.
+    """
+    old = _prepared.get(id(sc))
+    prog = old[1] if old and old[0] is sc else compile(sc, cache_dir)
+    listener = old[2] if old and old[0] is sc else None
+    if connect and listener is None:
+        listener = connect_listener(sc)
     import json  # noqa: F401 - process_state needs it after pivot_root
-    old = _prepared.pop(id(sc), None)
-    if old and old[2] is not None:
-        old[2].close()
     _prepared[id(sc)] = (sc, prog, listener)
 
 

@@ -194,3 +194,21 @@ def test_scheduler_ioprio_personality(bundle):
             {"personality": {"domain": "LINUX32"}})
     assert p.returncode == 0, p
     assert p.stdout.split() == ["policy", ":", "3", "best-effort:", "prio", "5", "i686"], p.stdout
+
+
+def test_caps_and_user_in_a_user_namespace(bundle):
+    d, _ = bundle
+    os.chown(d, 100000, 100000)
+    for dirpath, dirnames, filenames in os.walk(os.path.join(d, "rootfs")):
+        for n in dirnames + filenames:
+            os.lchown(os.path.join(dirpath, n), 100000, 100000)
+    os.lchown(os.path.join(d, "rootfs"), 100000, 100000)
+    caps = {k: ["CAP_KILL", "CAP_NET_RAW"] for k in ("bounding", "effective", "permitted", "inheritable", "ambient")}
+    linux = {"namespaces": [{"type": t} for t in ("pid", "mount", "ipc", "uts", "user")],
+             "uidMappings": [{"containerID": 0, "hostID": 100000, "size": 65536}],
+             "gidMappings": [{"containerID": 0, "hostID": 100000, "size": 65536}]}
+    p = run(bundle, STATUS, {"capabilities": caps, "user": {"uid": 1000, "gid": 1000, "additionalGids": [7]}}, linux)
+    assert p.returncode == 0, p
+    assert status_field(p.stdout, "CapEff") == capmask("CAP_KILL", "CAP_NET_RAW")
+    assert status_field(p.stdout, "CapBnd") == capmask("CAP_KILL", "CAP_NET_RAW")
+    assert "uid=1000 gid=1000 groups=7" in p.stdout
