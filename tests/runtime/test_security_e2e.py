@@ -212,3 +212,35 @@ def test_caps_and_user_in_a_user_namespace(bundle):
     assert status_field(p.stdout, "CapEff") == capmask("CAP_KILL", "CAP_NET_RAW")
     assert status_field(p.stdout, "CapBnd") == capmask("CAP_KILL", "CAP_NET_RAW")
     assert "uid=1000 gid=1000 groups=7" in p.stdout
+
+
+@pytest.mark.parametrize("process, linux, field", [
+    ({"capabilities": {"ambient": ["CAP_NOPE"]}}, None, "process.capabilities.ambient[0]: unknown capability"),
+    ({"rlimits": [{"type": "RLIMIT_NOPE", "soft": 1, "hard": 1}]}, None, "process.rlimits[0].type: unknown rlimit"),
+    ({"oomScoreAdj": 5000}, None, "process.oomScoreAdj: must be"),
+    ({"user": {"uid": 0, "gid": 0, "umask": -1}}, None, "process.user.umask: must be"),
+    ({"scheduler": {"policy": "SCHED_NOPE"}}, None, "process.scheduler.policy: unknown policy"),
+    ({"ioPriority": {"class": "IOPRIO_CLASS_NOPE"}}, None, "process.ioPriority.class: unknown class"),
+    ({"selinuxLabel": "system_u:system_r:container_t:s0"}, None, "process.selinuxLabel: SELinux is not enabled"),
+    ({}, {"personality": {"domain": "LINUX64"}}, "linux.personality.domain: unknown domain"),
+    ({}, {"seccomp": {"defaultAction": "SCMP_ACT_NOPE"}}, "linux.seccomp.defaultAction: unknown action"),
+    ({}, {"seccomp": {"defaultAction": "SCMP_ACT_ALLOW", "syscalls": [
+        {"names": ["mkdir"], "action": "SCMP_ACT_ERRNO", "args": [{"index": 9, "value": 1, "op": "SCMP_CMP_EQ"}]}]}},
+     "linux.seccomp.syscalls[0].args[0].index: must be"),
+    ({}, {"seccomp": {"defaultAction": "SCMP_ACT_ALLOW", "listenerPath": "/nonexistent/security.sock",
+                      "syscalls": [{"names": ["mkdir"], "action": "SCMP_ACT_NOTIFY"}]}},
+     "linux.seccomp.listenerPath: connecting to /nonexistent/security.sock: No such file or directory"),
+])
+def test_bad_values_fail_create_with_one_line_and_leave_nothing(bundle, process, linux, field):
+    if "SELinux" in field and os.path.exists("/sys/fs/selinux/enforce"):
+        pytest.skip("host has SELinux")
+    d, state = bundle
+    with open(os.path.join(d, "config.json"), "w") as f:
+        json.dump(config(["/bin/true"], process, linux), f)
+    cid = "security-" + uuid.uuid4().hex[:12]
+    p = subprocess.run(runtime_cmd() + ["--root", state, "create", "-b", d, cid],
+                       stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=60)
+    assert p.returncode == 1 and field in p.stderr, p
+    assert len(p.stderr.strip().splitlines()) == 1, p.stderr
+    s = subprocess.run(runtime_cmd() + ["--root", state, "state", cid], capture_output=True, text=True)
+    assert s.returncode == 1 and "does not exist" in s.stderr, s
