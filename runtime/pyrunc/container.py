@@ -6,7 +6,6 @@ matches on ("does not exist", "container not running", ...).
 """
 
 import os
-import shutil
 import signal
 import time
 
@@ -120,8 +119,20 @@ def create(root: str, container_id: str, bundle: str, *, pid_file: str = "", con
 
 
 def _remove_dir(path: str) -> None:
-    # Only our own files live here, never a mount: a plain tree removal is safe.
-    shutil.rmtree(path, ignore_errors=True)
+    # Only our own flat files live here, never a mount or a subdirectory.
+    try:
+        names = os.listdir(path)
+    except FileNotFoundError:
+        return
+    for n in names:
+        try:
+            os.unlink(os.path.join(path, n))
+        except FileNotFoundError:
+            pass
+    try:
+        os.rmdir(path)
+    except FileNotFoundError:
+        pass
 
 
 def start(root: str, container_id: str, log=None) -> Container:

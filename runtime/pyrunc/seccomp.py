@@ -22,6 +22,7 @@ _U64 = (1 << 64) - 1
 # Between loading the filter and handing the notify fd over, the runtime itself needs these: a
 # notify rule on them would wait for a listener that never gets the fd.
 _NEEDED_AFTER_LOAD = ("sendmsg", "close")
+_STATE_KEYS = ("ociVersion", "id", "status", "pid", "bundle", "annotations")
 
 
 def _action(name, errno_ret, path, errno_path):
@@ -220,6 +221,14 @@ def prepare(sc: dict, cache_dir: str | None = None, connect: bool = True) -> Non
     _prepared[id(sc)] = (sc, prog, listener)
 
 
+def preload(sc: dict | None = None) -> None:
+    """The init's hook before pivot_root: prepare(sc), or with no profile just libseccomp."""
+    if sc is None:
+        ls.lib()
+    else:
+        prepare(sc)
+
+
 def load(sc: dict, state: dict, *, prog: bytes | None = None, listener=None, send_fd=None) -> None:
     """Load the profile into the calling process; after that its next execve runs filtered.
 
@@ -307,8 +316,10 @@ def connect_listener(sc: dict):
 def process_state(state: dict, metadata: str = "") -> bytes:
     """The runtime-spec containerProcessState sent with the notify fd."""
     import json
+    # only the spec's state fields: the runtime may carry its own keys in the same dict
+    st = {k: state[k] for k in _STATE_KEYS if k in state}
     return json.dumps({"ociVersion": state.get("ociVersion", "1.2.0"), "fds": ["seccompFd"],
-                       "pid": state.get("pid"), "metadata": metadata, "state": state}).encode()
+                       "pid": state.get("pid"), "metadata": metadata, "state": st}).encode()
 
 
 def send_listener(listener_path: str, fd: int, state: dict, metadata: str = "") -> None:

@@ -26,8 +26,9 @@ APPLETS = ("sh", "cat", "grep", "id", "mkdir", "chmod", "ls", "uname", "ionice",
 def runtime_cmd():
     name = os.environ.get("PYOCI_TEST_RUNTIME", "pyrunc")
     if name == "pyrunc":
+        # as tests/conftest.py: $PYRUNC, else the pyrunc on PATH, else the one beside python
         here = os.path.join(os.path.dirname(sys.executable), "pyrunc")
-        return [here] if os.path.exists(here) else [shutil.which("pyrunc") or "pyrunc"]
+        return [os.environ.get("PYRUNC") or shutil.which("pyrunc") or here]
     return [name]
 
 
