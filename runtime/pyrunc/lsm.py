@@ -21,8 +21,10 @@ def selinux_enabled() -> bool:
     return os.path.exists("/sys/fs/selinux/enforce")
 
 
-def check(process: dict) -> tuple[str | None, str | None]:
-    """(apparmor profile, selinux label) to apply, or an OCIError if the host cannot."""
+def check(process: dict, linux: dict | None = None) -> tuple[str | None, str | None]:
+    """(apparmor profile, selinux label) to apply, or an OCIError if the host cannot.
+    linux.mountLabel is checked here too (rootfs applies it, see mount_context)."""
+    mount_context((linux or {}).get("mountLabel"))
     profile = process.get("apparmorProfile") or None
     label = process.get("selinuxLabel") or None
     if profile is not None:
@@ -67,3 +69,16 @@ def apply(profile: str | None, label: str | None) -> None:
                f"exec {profile}", "process.apparmorProfile")
     if label:
         _write(("/proc/thread-self/attr/exec",), label, "process.selinuxLabel")
+
+
+def mount_context(label) -> str | None:
+    """The mount data option that applies linux.mountLabel ('context="LABEL"'), None when the
+    config has none, an OCIError when the host has no SELinux to apply it."""
+    if not label:
+        return None
+    if not isinstance(label, str):
+        raise SpecError("linux.mountLabel", "must be a string")
+    if not selinux_enabled():
+        raise OCIError("linux.mountLabel: SELinux is not enabled on this host",
+                       hint="remove mountLabel or run on a host with SELinux")
+    return f'context="{label}"'

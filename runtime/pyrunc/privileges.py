@@ -32,7 +32,7 @@ def _parse_prepare(process: dict, linux: dict):
     pers = _parse_personality(linux.get("personality"))
     sched = scheduling.parse_scheduler(process.get("scheduler"))
     ioprio = scheduling.parse_ioprio(process.get("ioPriority"))
-    labels = lsm.check(process)
+    labels = lsm.check(process, linux)
     return rl, oom, pers, sched, ioprio, labels
 
 

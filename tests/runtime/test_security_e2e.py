@@ -224,6 +224,7 @@ def test_caps_and_user_in_a_user_namespace(bundle):
     ({"ioPriority": {"class": "IOPRIO_CLASS_NOPE"}}, None, "process.ioPriority.class: unknown class"),
     ({"selinuxLabel": "system_u:system_r:container_t:s0"}, None, "process.selinuxLabel: SELinux is not enabled"),
     ({}, {"personality": {"domain": "LINUX64"}}, "linux.personality.domain: unknown domain"),
+    ({}, {"mountLabel": "system_u:object_r:container_file_t:s0"}, "linux.mountLabel: SELinux is not enabled"),
     ({}, {"seccomp": {"defaultAction": "SCMP_ACT_NOPE"}}, "linux.seccomp.defaultAction: unknown action"),
     ({}, {"seccomp": {"defaultAction": "SCMP_ACT_ALLOW", "syscalls": [
         {"names": ["mkdir"], "action": "SCMP_ACT_ERRNO", "args": [{"index": 9, "value": 1, "op": "SCMP_CMP_EQ"}]}]}},
@@ -233,7 +234,7 @@ def test_caps_and_user_in_a_user_namespace(bundle):
      "linux.seccomp.listenerPath: connecting to /nonexistent/security.sock: No such file or directory"),
 ])
 def test_bad_values_fail_create_with_one_line_and_leave_nothing(bundle, process, linux, field):
-    if "SELinux" in field and os.path.exists("/sys/fs/selinux/enforce"):
+    if "SELinux" in field and os.path.exists("/sys/fs/selinux/enforce"):  # then they apply
         pytest.skip("host has SELinux")
     d, state = bundle
     with open(os.path.join(d, "config.json"), "w") as f:

@@ -209,6 +209,8 @@ def test_apparmor_missing_is_clear_error():
 def test_selinux_missing_is_clear_error():
     with pytest.raises(OCIError, match=r"^process\.selinuxLabel: SELinux is not enabled on this host"):
         privileges.check({"selinuxLabel": "system_u:system_r:container_t:s0"})
+    with pytest.raises(OCIError, match=r"^linux\.mountLabel: SELinux is not enabled on this host"):
+        privileges.check({}, {"mountLabel": "system_u:object_r:container_file_t:s0"})
 
 
 @pytest.mark.parametrize("proc, match", [
