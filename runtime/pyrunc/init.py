@@ -100,10 +100,9 @@ def _preload(cfg: dict) -> dict:
     process = cfg.get("process") or {}
     lcfg = cfg.get("linux") or {}
     mods = {}
-    try:
-        from . import privileges
-    except ImportError:  # TODO(integration): lands from the security branch
-        privileges = None
+    # start_init imported it already when this init runs in a user namespace
+    from . import privileges
+
     mods["privileges"] = privileges
     if (cfg.get("hooks") or {}).get("startContainer"):
         from . import hooks
@@ -116,7 +115,8 @@ def _preload(cfg: dict) -> dict:
     if lcfg.get("seccomp"):
         from . import seccomp
 
-        seccomp.preload()
+        # the program was compiled in start_init; this connects listenerPath, a host path
+        seccomp.preload(lcfg["seccomp"])
         mods["seccomp"] = seccomp
     return mods
 

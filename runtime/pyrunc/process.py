@@ -106,6 +106,14 @@ class Spawn:
 
 def start_init(sp: Spawn) -> int:
     """Fork stage1 -> init and drive them until init is ready. Returns init's host pid."""
+    # The init may sit in a user namespace that cannot read the host's Python (or in a rootfs
+    # without it): import the process-settings modules and compile seccomp here; fork keeps them.
+    from . import privileges  # noqa: F401
+    seccomp_cfg = (sp.cfg.get("linux") or {}).get("seccomp")
+    if seccomp_cfg:
+        from . import seccomp
+
+        seccomp.prepare(seccomp_cfg, connect=False)
     psock, csock = _socket.socketpair(_socket.AF_UNIX, _socket.SOCK_SEQPACKET)
     fifo_fd = os.open(sp.fifo_path, os.O_PATH | os.O_CLOEXEC)
     linux.set_subreaper()
