@@ -18,12 +18,12 @@ import struct
 import termios
 
 from ocispec.errors import OCIError
+from ocispec.tables import MS_BIND
 
 # Not in Python's termios module (include/uapi/asm-generic/ioctls.h).
 TIOCGPTN = 0x80045430
 TIOCSPTLCK = 0x40045431
 TIOCGPTPEER = 0x5441
-MS_BIND = 0x1000
 
 
 def connect(path: str) -> int:
@@ -133,17 +133,17 @@ def _open_slave(master: int, name: str) -> int:
 
 
 def _mount_console(slave: str, console: str) -> None:
-    import ctypes
+    from . import linux
 
     # An empty file to bind onto; the mode is what runc gives /dev/console.
     fd = os.open(console, os.O_CREAT | os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC, 0o666)
     os.fchmod(fd, 0o666)
     os.close(fd)
-    libc = ctypes.CDLL(None, use_errno=True)
-    if libc.mount(slave.encode(), console.encode(), None, MS_BIND, None) != 0:
-        err = ctypes.get_errno()
+    try:
+        linux.mount(slave, console, None, MS_BIND)
+    except OSError as e:
         raise OCIError(f"process.terminal: cannot bind {slave} onto {console}: "
-                       f"{os.strerror(err)}", errno=err)
+                       f"{os.strerror(e.errno)}", errno=e.errno) from None
 
 
 def _send_fd(sock_fd: int, name: str, fd: int) -> None:

@@ -7,25 +7,16 @@ a file whose owner on disk is containerID+n appears through the mount as owned b
 hostID+n (in the runtime's namespace; a container's user namespace then maps that again).
 
 The mount is made as a detached tree (open_tree(OPEN_TREE_CLONE)); the caller attaches it
-with attach() (move_mount(2)). Standard library only; ctypes only when a mount needs it.
+with attach() (move_mount(2)). The syscalls are pyrunc.linux's, imported only when used.
 """
 
+import errno
 import os
 
 from ocispec.errors import OCIError
+from ocispec.tables import MOUNT_ATTR_IDMAP
 
-# x86_64 syscall numbers (also the generic numbers on arm64 for these new calls).
-SYS_OPEN_TREE = 428
-SYS_MOVE_MOUNT = 429
-SYS_MOUNT_SETATTR = 442
-OPEN_TREE_CLONE = 1
-OPEN_TREE_CLOEXEC = os.O_CLOEXEC
 AT_FDCWD = -100
-AT_EMPTY_PATH = 0x1000
-AT_RECURSIVE = 0x8000
-MOVE_MOUNT_F_EMPTY_PATH = 0x4
-MOUNT_ATTR_IDMAP = 0x100000
-CLONE_NEWUSER = 0x10000000
 
 
 def plan(mount: dict, linux: dict | None, where: str = "mounts") -> tuple | None:
@@ -73,31 +64,28 @@ def make_idmapped_tree(source: str, uid_mappings: list, gid_mappings: list,
                        recursive: bool, where: str = "mounts") -> int:
     """A detached clone of the mount tree at source, idmapped with the given mappings
     (recursive: submounts too). Returns its fd (O_CLOEXEC); attach() it or close it."""
-    import ctypes
+    from . import linux
 
-    libc = ctypes.CDLL(None, use_errno=True)
     userns = userns_fd(uid_mappings, gid_mappings, where)
     try:
-        flags = OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | (AT_RECURSIVE if recursive else 0)
-        tree = libc.syscall(SYS_OPEN_TREE, AT_FDCWD, os.fsencode(source),
-                            ctypes.c_uint(flags))
-        if tree < 0:
-            err = ctypes.get_errno()
-            raise OCIError(f"{where}: cannot clone the mount at {source}: {os.strerror(err)}",
-                           errno=err)
-        # struct mount_attr { u64 attr_set, attr_clr, propagation, userns_fd; }
-        attr = (ctypes.c_uint64 * 4)(MOUNT_ATTR_IDMAP, 0, 0, userns)
-        at = AT_EMPTY_PATH | (AT_RECURSIVE if recursive else 0)
-        if libc.syscall(SYS_MOUNT_SETATTR, tree, b"", ctypes.c_uint(at), ctypes.byref(attr),
-                        ctypes.c_size_t(ctypes.sizeof(attr))) != 0:
-            err = ctypes.get_errno()
+        rec = linux.AT_RECURSIVE if recursive else 0
+        try:
+            tree = linux.open_tree(AT_FDCWD, source,
+                                   linux.OPEN_TREE_CLONE | linux.OPEN_TREE_CLOEXEC | rec)
+        except OSError as e:
+            raise OCIError(f"{where}: cannot clone the mount at {source}: "
+                           f"{os.strerror(e.errno)}", errno=e.errno) from None
+        try:
+            linux.mount_setattr(tree, "", linux.AT_EMPTY_PATH | rec,
+                                attr_set=MOUNT_ATTR_IDMAP, userns_fd=userns)
+        except OSError as e:
             os.close(tree)
-            hint = {22: "the filesystem of the source does not support idmapped mounts, or "
-                        "the kernel is older than 5.12",
-                    38: "the kernel has no mount_setattr (Linux 5.12 or later needed)",
-                    1: "no permission to idmap this mount"}.get(err)
-            raise OCIError(f"{where}: cannot idmap the mount of {source}: {os.strerror(err)}",
-                           errno=err, hint=hint)
+            hint = {errno.EINVAL: "the filesystem of the source does not support idmapped "
+                                  "mounts, or the kernel is older than 5.12",
+                    errno.ENOSYS: "the kernel has no mount_setattr (Linux 5.12 or later needed)",
+                    errno.EPERM: "no permission to idmap this mount"}.get(e.errno)
+            raise OCIError(f"{where}: cannot idmap the mount of {source}: "
+                           f"{os.strerror(e.errno)}", errno=e.errno, hint=hint) from None
         return tree
     finally:
         os.close(userns)
@@ -105,21 +93,20 @@ def make_idmapped_tree(source: str, uid_mappings: list, gid_mappings: list,
 
 def attach(tree_fd: int, target: str, where: str = "mounts") -> None:
     """move_mount(2) a detached tree (from make_idmapped_tree) onto target."""
-    import ctypes
+    from . import linux
 
-    libc = ctypes.CDLL(None, use_errno=True)
-    if libc.syscall(SYS_MOVE_MOUNT, tree_fd, b"", AT_FDCWD, os.fsencode(target),
-                    ctypes.c_uint(MOVE_MOUNT_F_EMPTY_PATH)) != 0:
-        err = ctypes.get_errno()
-        raise OCIError(f"{where}: cannot mount onto {target}: {os.strerror(err)}", errno=err)
+    try:
+        linux.move_mount(tree_fd, "", AT_FDCWD, target, linux.MOVE_MOUNT_F_EMPTY_PATH)
+    except OSError as e:
+        raise OCIError(f"{where}: cannot mount onto {target}: {os.strerror(e.errno)}",
+                       errno=e.errno) from None
 
 
 def userns_fd(uid_mappings: list, gid_mappings: list, where: str = "mounts") -> int:
     """An fd of a fresh user namespace with these mappings and no process in it: a child
     unshares CLONE_NEWUSER, we write its maps and open /proc/CHILD/ns/user, it exits."""
-    import ctypes
+    from . import linux
 
-    libc = ctypes.CDLL(None, use_errno=True)
     ready_r, ready_w = os.pipe()
     done_r, done_w = os.pipe()
     pid = os.fork()
@@ -127,8 +114,11 @@ def userns_fd(uid_mappings: list, gid_mappings: list, where: str = "mounts") -> 
         try:
             os.close(ready_r)
             os.close(done_w)
-            ok = libc.unshare(CLONE_NEWUSER) == 0
-            os.write(ready_w, b"1" if ok else b"0")
+            try:
+                linux.unshare(linux.CLONE_NEWUSER)
+                os.write(ready_w, b"1")
+            except OSError:
+                os.write(ready_w, b"0")
             os.read(done_r, 1)  # until the parent has opened our namespace
         finally:
             os._exit(0)

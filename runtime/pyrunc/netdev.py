@@ -22,7 +22,6 @@ SIOCSIFFLAGS = 0x8914
 IFF_UP = 0x1
 IFA_F_PERMANENT = 0x80
 RT_SCOPE_UNIVERSE = 0
-CLONE_NEWNET = 0x40000000
 IFNAMSIZ = 16
 
 
@@ -152,21 +151,18 @@ def _addr_args(msg) -> dict:
 def _netlink_socket_in(nsfd: int) -> socket.socket:
     """A route netlink socket that lives in the namespace nsfd: a socket belongs to the
     namespace its creator was in, so this thread visits nsfd just to create it."""
-    import ctypes
+    from . import linux
 
-    libc = ctypes.CDLL(None, use_errno=True)
     own = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
     try:
-        if libc.setns(nsfd, CLONE_NEWNET) != 0:
-            err = ctypes.get_errno()
-            raise OCIError(f"linux.netDevices: cannot enter the container's network "
-                           f"namespace: {os.strerror(err)}", errno=err)
+        try:
+            linux.setns(nsfd, linux.CLONE_NEWNET)
+        except OSError as e:
+            raise OCIError("linux.netDevices: cannot enter the container's network namespace: "
+                           f"{os.strerror(e.errno)}", errno=e.errno) from None
         try:
             return socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, socket.NETLINK_ROUTE)
         finally:
-            if libc.setns(own, CLONE_NEWNET) != 0:
-                err = ctypes.get_errno()
-                raise OCIError("linux.netDevices: cannot return to the runtime's network "
-                               f"namespace: {os.strerror(err)}", errno=err)
+            linux.setns(own, linux.CLONE_NEWNET)  # failing here must not go unnoticed
     finally:
         os.close(own)
