@@ -156,3 +156,19 @@ IOPRIO_CLASSES = {"IOPRIO_CLASS_RT": 1, "IOPRIO_CLASS_BE": 2, "IOPRIO_CLASS_IDLE
 
 # linux.devices[].type and linux.resources.devices[].type
 DEVICE_TYPES = ("c", "b", "u", "p")
+
+# cgroup v1 controllers (kernel names in /proc/cgroups). A v1 mount's super options name
+# the controllers it holds, among other options; this set tells them apart.
+CGROUP_V1_CONTROLLERS = frozenset((
+    "cpu", "cpuacct", "cpuset", "memory", "devices", "freezer", "net_cls", "net_prio",
+    "blkio", "perf_event", "hugetlb", "pids", "rdma", "misc",
+))
+# linux.resources keys -> the controllers that implement them, v1 first then v2.
+CGROUP_RESOURCE_CONTROLLERS = {
+    "memory": ("memory", "memory"),
+    "cpu": ("cpu", "cpu"),
+    "pids": ("pids", "pids"),
+    "blockIO": ("blkio", "io"),
+    "hugepageLimits": ("hugetlb", "hugetlb"),
+    "devices": ("devices", None),  # v2: an eBPF program, not a controller
+}

@@ -1,0 +1,21 @@
+"""Cgroups for pyrunc: one Manager over the v1, v2 and hybrid cgroupfs layouts.
+
+    m = Manager.for_container(id, cfg["linux"].get("cgroupsPath"), systemd=...)
+    m.create(); m.add(pid); m.set(resources)      # pyrunc create
+    Manager.from_state(m.to_state())                # later commands
+"""
+
+from .manager import Manager  # noqa: F401
+from .update import resources_from_update_flags  # noqa: F401
+
+
+def mount(m, dest: str, flags: int, cgroupns: bool) -> None:
+    """Mount the container's cgroups at dest (init's mount namespace, before pivot_root)."""
+    from .mount import mount_cgroups
+    mount_cgroups(m, dest, flags, cgroupns)
+
+
+def host_facts() -> dict:
+    """Cgroup layout and controllers of this host, for `pyrunc features`."""
+    from .facts import host_facts as facts
+    return facts()
