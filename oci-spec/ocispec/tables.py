@@ -163,12 +163,3 @@ CGROUP_V1_CONTROLLERS = frozenset((
     "cpu", "cpuacct", "cpuset", "memory", "devices", "freezer", "net_cls", "net_prio",
     "blkio", "perf_event", "hugetlb", "pids", "rdma", "misc",
 ))
-# linux.resources keys -> the controllers that implement them, v1 first then v2.
-CGROUP_RESOURCE_CONTROLLERS = {
-    "memory": ("memory", "memory"),
-    "cpu": ("cpu", "cpu"),
-    "pids": ("pids", "pids"),
-    "blockIO": ("blkio", "io"),
-    "hugepageLimits": ("hugetlb", "hugetlb"),
-    "devices": ("devices", None),  # v2: an eBPF program, not a controller
-}

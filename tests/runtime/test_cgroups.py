@@ -393,3 +393,87 @@ def test_state_round_trip_drives_a_live_cgroup(cg, procs):
     m2.thaw()
     with pytest.raises(OCIError, match="cgroup state version"):
         Manager.from_state({"version": 99})
+
+
+def test_hugetlb_limits_use_whichever_hierarchy_has_hugetlb(cg, procs):
+    from pyrunc.cgroups.stats import hugepage_sizes
+    sizes = hugepage_sizes()
+    m = cg()
+    if not sizes or ("hugetlb" not in m.v1 and not m.v2):
+        with pytest.raises(OCIError, match="linux.resources.hugepageLimits"):
+            m.set({"hugepageLimits": [{"pageSize": "2MB", "limit": 2 << 20}]})
+        return
+    p = procs.sleeper()
+    m.add(p.pid)
+    limits = [{"pageSize": s, "limit": (i + 1) << 30} for i, s in enumerate(sizes)]
+    m.set({"hugepageLimits": limits})
+    for lim in limits:
+        if "hugetlb" in m.v1:
+            got = read(m.v1["hugetlb"], f"hugetlb.{lim['pageSize']}.limit_in_bytes")
+        else:  # hybrid: hugetlb sits on the cgroup2 mount (where crun 1.8 gives up)
+            got = read(m.v2, f"hugetlb.{lim['pageSize']}.max")
+        assert int(got) == lim["limit"]
+    st = m.stats()["hugetlb"]
+    assert set(st) == set(sizes) and all(v["usage"] == 0 for v in st.values())
+
+
+def v2_only_manager(name):
+    """The v2 driver on this host's cgroup2 mount, as on a pure v2 host (where the v1
+    controllers are bound elsewhere, so v2 only has what its cgroup.controllers lists)."""
+    mount = paths.mounts()[1][0]
+    return Manager("v2", {}, f"{mount}/{name}", mount)
+
+
+def test_v2_driver_freeze_pids_unified_and_missing_controllers(procs):
+    if not paths.mounts()[1]:
+        pytest.skip("host has no cgroup2 mount")
+    name = unique("v2")
+    m = v2_only_manager(name)
+    m.create()
+    try:
+        p = procs.gated("sleep 1000 & while :; do :; done")
+        m.add(p.pid)
+        go(p)
+        deadline = time.monotonic() + 5
+        while len(m.pids()) < 2:
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        m.freeze()
+        assert m.state() == "frozen"
+        assert "frozen 1" in read(m.v2, "cgroup.events")
+        m.thaw()
+        assert m.state() == "thawed" and "frozen 0" in read(m.v2, "cgroup.events")
+        ctrls = set(read(m.v2, "cgroup.controllers").split())
+        if "memory" not in ctrls:
+            with pytest.raises(OCIError, match="linux.resources.memory: the memory controller "
+                                               "is not available on this host"):
+                m.set({"memory": {"limit": 1 << 30}})
+        m.set({"unified": {"cgroup.max.descendants": "5"}})
+        assert read(m.v2, "cgroup.max.descendants") == "5"
+        s = Manager.from_state(m.to_state()).stats()
+        assert s["cpu"]["usage"]["total"] > 0  # from cpu.stat, which v2 always has
+        procs.kill_all()
+        for pid in m.pids():
+            os.kill(pid, 9)
+    finally:
+        procs.kill_all()
+        for pid in m.pids():
+            os.kill(pid, 9)
+        m.destroy()
+    assert leftovers(name) == []
+
+
+def test_v2_value_conversions():
+    from pyrunc.cgroups import fs2
+    assert fs2.shares_to_weight(2) == 1
+    assert fs2.shares_to_weight(1024) == 39
+    assert fs2.shares_to_weight(262144) == 10000
+    assert fs2.blkio_to_io_weight(10) == 1 and fs2.blkio_to_io_weight(1000) == 10000
+    assert fs2.swap_max(None, 100) is None
+    assert fs2.swap_max(300, 100) == 200
+    assert fs2.swap_max(-1, 100) == -1
+    assert fs2.swap_max(None, -1) == -1
+    with pytest.raises(OCIError, match="linux.resources.memory.swap"):
+        fs2.swap_max(50, 100)
+    with pytest.raises(OCIError, match="linux.resources.memory.swap"):
+        fs2.swap_max(50, None)
