@@ -477,3 +477,47 @@ def test_v2_value_conversions():
         fs2.swap_max(50, 100)
     with pytest.raises(OCIError, match="linux.resources.memory.swap"):
         fs2.swap_max(50, None)
+
+
+def test_v2_devices_ebpf_program_is_enforced(procs):
+    """On v2 the rules become a BPF cgroup-device program; the kernel runs it for a task in
+    this host's cgroup2 tree as on a pure v2 host."""
+    if not paths.mounts()[1]:
+        pytest.skip("host has no cgroup2 mount")
+    from pyrunc.cgroups import ebpf
+    name = unique("bpf")
+    m = v2_only_manager(name)
+    m.create()
+    dd = "busybox dd if=/dev/zero of=/dev/null count=1 2>&1 && echo WROTE; " \
+         "busybox dd if=/dev/null of=/dev/zero count=1 2>&1 && echo READ; " \
+         "busybox dd if=/dev/zero of=/dev/full count=1 2>&1; echo done"
+    try:
+        m.set({"devices": [{"allow": True, "type": "c", "major": 1, "minor": 3,
+                            "access": "r"},
+                           {"allow": True, "type": "c", "major": 1, "minor": 5,
+                            "access": "rw"}]})
+        p = procs.gated(dd)
+        m.add(p.pid)
+        go(p)
+        out = p.communicate(timeout=10)[0].decode()
+        assert "WROTE" not in out and "READ" in out and "Operation not permitted" in out
+        assert "No space left" not in out  # /dev/full (1:7) denied before it is written
+        # an update replaces the program: /dev/null and /dev/full writable, /dev/zero not
+        m.set({"devices": [{"allow": True, "type": "c", "major": 1, "access": "rwm"},
+                           {"allow": False, "type": "c", "major": 1, "minor": 5,
+                            "access": "w"}]})
+        fd = os.open(m.v2, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            assert len(ebpf.attached(fd)) == 1
+        finally:
+            os.close(fd)
+        p = procs.gated(dd)
+        m.add(p.pid)
+        go(p)
+        out = p.communicate(timeout=10)[0].decode()
+        assert "WROTE" in out and "No space left" in out
+        assert "READ" not in out and "can't open '/dev/zero': Operation not permitted" in out
+    finally:
+        procs.kill_all()
+        m.destroy()
+    assert leftovers(name) == []
