@@ -398,7 +398,7 @@ def test_state_round_trip_drives_a_live_cgroup(cg, procs):
 def test_hugetlb_limits_use_whichever_hierarchy_has_hugetlb(cg, procs):
     from pyrunc.cgroups.stats import hugepage_sizes
     sizes = hugepage_sizes()
-    m = cg()
+    m = cg("{name}/nested")  # every level of the v2 path must enable hugetlb
     if not sizes or ("hugetlb" not in m.v1 and not m.v2):
         with pytest.raises(OCIError, match="linux.resources.hugepageLimits"):
             m.set({"hugepageLimits": [{"pageSize": "2MB", "limit": 2 << 20}]})

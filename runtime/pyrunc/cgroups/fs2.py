@@ -30,10 +30,11 @@ def enable(mount: str, leaf: str, controllers, field: str) -> None:
                 write(d, "cgroup.subtree_control", "+" + c, field)
 
 
-def available(leaf: str) -> set:
-    """Controllers the container's cgroup can have (its parent's cgroup.controllers)."""
+def available(mount: str) -> set:
+    """Controllers the hierarchy has (its root's cgroup.controllers): any of them can be
+    enabled down to the container's cgroup."""
     try:
-        return set(read(os.path.dirname(leaf), "cgroup.controllers").split())
+        return set(read(mount, "cgroup.controllers").split())
     except OSError:
         return set()
 
@@ -169,9 +170,10 @@ def set_unified(d: str, unified: dict, mount: str) -> None:
         if not exists(d, key):
             # A controller's files appear once the parent enables it: do that if we can.
             ctrl = key.split(".", 1)[0]
-            if ctrl in available(d):
+            have = available(mount)
+            if ctrl in have:
                 enable(mount, d, (ctrl,), field)
             if not exists(d, key):
                 raise OCIError(f"{field}: this host's cgroup v2 has no {key} file "
-                               f"(controllers here: {' '.join(sorted(available(d))) or 'none'})")
+                               f"(controllers here: {' '.join(sorted(have)) or 'none'})")
         write(d, key, value, field)

@@ -146,7 +146,7 @@ class Manager:
 
     def _v2_available(self) -> set:
         if self._v2_ctrls is None:
-            self._v2_ctrls = fs2.available(self.v2) if self.v2 else set()
+            self._v2_ctrls = fs2.available(self.v2_mount) if self.v2 else set()
         return self._v2_ctrls
 
     def _where(self, v1name: str, v2name: str | None, field: str):
