@@ -6,7 +6,12 @@
 """
 
 from .manager import Manager  # noqa: F401
-from .update import resources_from_update_flags  # noqa: F401
+
+
+def resources_from_update_flags(**flags) -> dict:
+    """runc update's per-field flags (--memory "10M", --cpu-quota, ...) as linux.resources."""
+    from .update import resources_from_update_flags as convert
+    return convert(**flags)
 
 
 def mount(m, dest: str, flags: int, cgroupns: bool) -> None:

@@ -6,8 +6,8 @@ import time
 
 from ocispec.errors import OCIError
 
-from . import devices, fs1, fs2, paths
-from .files import read, read_int, write
+from . import paths
+from .files import read, write
 
 R = "linux.resources"
 STATE_VERSION = 1
@@ -79,18 +79,15 @@ class Manager:
         made = []
         try:
             for d in self.dirs():
-                top = d
-                while not os.path.isdir(os.path.dirname(top)):
-                    top = os.path.dirname(top)
-                existed = os.path.isdir(d)
-                os.makedirs(d, exist_ok=True)
-                if not existed:
+                top = _mkdirs(d)
+                if top:
                     made.append(top)
                     self.created.append(top)
             cpuset = self.v1.get("cpuset")
             if cpuset and any(cpuset == m or cpuset.startswith(m + "/") for m in made):
                 _fill_cpuset(cpuset)
             if self.layout == "v2":
+                from . import fs2
                 fs2.enable(self.v2_mount, self.v2, None, "linux.cgroupsPath")
         except OSError as e:
             self._remove(made)
@@ -145,6 +142,7 @@ class Manager:
     # -- resources -------------------------------------------------------------------
 
     def _v2_available(self) -> set:
+        from . import fs2
         if self._v2_ctrls is None:
             self._v2_ctrls = fs2.available(self.v2_mount) if self.v2 else set()
         return self._v2_ctrls
@@ -156,6 +154,7 @@ class Manager:
         if self.v2 and v2name and v2name in self._v2_available():
             ctrls = set(read(self.v2, "cgroup.controllers").split())
             if v2name not in ctrls:
+                from . import fs2
                 fs2.enable(self.v2_mount, self.v2, (v2name,), field)
             return "v2", self.v2
         raise OCIError(f"{field}: the {v1name} controller is not available on this host")
@@ -166,6 +165,8 @@ class Manager:
             return
         if not isinstance(resources, dict):
             raise OCIError(f"{R}: must be an object")
+        # drivers load on first use: most starts need only fs1 (or only fs2)
+        from . import fs1, fs2
         cpu = resources.get("cpu") or {}
         if cpu.get("cpus") or cpu.get("mems"):
             kind, d = self._where("cpuset", "cpuset", f"{R}.cpu.cpus")
@@ -175,6 +176,7 @@ class Manager:
             if not isinstance(rules, list):
                 raise OCIError(f"{R}.devices: must be a list")
             if "devices" in self.v1:
+                from . import devices
                 devices.set_v1(self.v1["devices"], rules)
             elif self.v2:
                 from . import ebpf
@@ -310,6 +312,23 @@ def _fill_cpuset(d: str) -> None:
         for name in ("cpuset.cpus", "cpuset.mems"):
             if not read(c, name).strip():
                 write(c, name, read(parent, name).strip(), "linux.resources.cpu")
+
+
+def _mkdirs(d: str) -> str | None:
+    """mkdir -p that returns the topmost directory it made (None if d existed); one
+    mkdir in the common case of an existing parent."""
+    try:
+        os.mkdir(d, 0o755)
+        return d
+    except FileExistsError:
+        return None
+    except FileNotFoundError:
+        pass
+    top = d
+    while not os.path.isdir(os.path.dirname(top)):
+        top = os.path.dirname(top)
+    os.makedirs(d, 0o755, exist_ok=True)
+    return top
 
 
 def _rmtree(d: str, wait: float = 1.0) -> None:
