@@ -521,3 +521,26 @@ def test_v2_devices_ebpf_program_is_enforced(procs):
         procs.kill_all()
         m.destroy()
     assert leftovers(name) == []
+
+
+def test_create_resources_keep_runc_default_devices(cg, procs):
+    from pyrunc.cgroups import create_resources
+    linux = {"resources": {"devices": [{"allow": False, "access": "rwm"}],
+                           "pids": {"limit": 9}},
+             "devices": [{"path": "/dev/fuse", "type": "c", "major": 10, "minor": 229}]}
+    res = create_resources(linux)
+    assert res["pids"] == {"limit": 9} and linux["resources"]["devices"] == \
+        [{"allow": False, "access": "rwm"}]
+    m = cg()
+    p = procs.gated("busybox dd if=/dev/zero of=/dev/null count=1 && echo WROTE; "
+                    "busybox dd if=/dev/zero of=/dev/loop0 count=0 2>&1")
+    m.add(p.pid)
+    m.set(res)
+    listed = read(m.v1["devices"], "devices.list").splitlines()
+    assert "c 1:3 rwm" in listed and "c 10:229 rwm" in listed and "c 136:* rwm" in listed
+    assert "a *:* rwm" not in listed and not any(x.startswith("b 7:") for x in listed)
+    go(p)
+    out, err = p.communicate(timeout=10)
+    assert b"WROTE" in out and b"Operation not permitted" in out + err
+    with pytest.raises(OCIError, match=r"linux.devices\[0\].type"):
+        create_resources({"devices": [{"type": "x"}]})

@@ -1,7 +1,8 @@
 """Cgroups for pyrunc: one Manager over the v1, v2 and hybrid cgroupfs layouts.
 
     m = Manager.for_container(id, cfg["linux"].get("cgroupsPath"), systemd=...)
-    m.create(); m.add(pid); m.set(resources)      # pyrunc create
+    m.create(); m.add(pid)                          # pyrunc create
+    m.set(create_resources(cfg["linux"]))           # resources + runc's default devices
     Manager.from_state(m.to_state())                # later commands
 """
 
@@ -12,6 +13,13 @@ def resources_from_update_flags(**flags) -> dict:
     """runc update's per-field flags (--memory "10M", --cpu-quota, ...) as linux.resources."""
     from .update import resources_from_update_flags as convert
     return convert(**flags)
+
+
+def create_resources(linux: dict) -> dict:
+    """linux.resources with the device rules runc applies at create (config rules, then
+    linux.devices nodes, then runc's defaults: /dev/null, zero, full, tty, ptmx, pts, ...)."""
+    from .devices import create_resources as expand
+    return expand(linux)
 
 
 def mount(m, dest: str, flags: int, cgroupns: bool) -> None:
