@@ -16,9 +16,14 @@ def _num(res: dict, key: str, field: str):
     return v
 
 
+def _size(res: dict, key: str, field: str):
+    """A memory figure; 0 means "not set", as in runc (whose config zero-values it)."""
+    return _num(res, key, field) or None
+
+
 def set_memory(d: str, mem: dict) -> None:
     f = F + ".memory"
-    limit, swap = _num(mem, "limit", f), _num(mem, "swap", f)
+    limit, swap = _size(mem, "limit", f), _size(mem, "swap", f)
     # An unlimited memory with no swap given means unlimited swap too (runc's rule).
     if limit == -1 and swap is None:
         swap = -1
@@ -39,7 +44,7 @@ def set_memory(d: str, mem: dict) -> None:
         write(d, memsw, swap, f + ".swap")
     for key, name in (("kernel", "memory.kmem.limit_in_bytes"),
                       ("kernelTCP", "memory.kmem.tcp.limit_in_bytes")):
-        v = _num(mem, key, f)
+        v = _size(mem, key, f)
         if v is None:
             continue
         if not exists(d, name):
@@ -49,7 +54,7 @@ def set_memory(d: str, mem: dict) -> None:
         if v > 0 and read_int(d, name) != _page_round(v):
             raise OCIError(f"{f}.{key}: this kernel ignores {name} (kernel memory limits are "
                            "deprecated)")
-    v = _num(mem, "reservation", f)
+    v = _size(mem, "reservation", f)
     if v is not None:
         write(d, "memory.soft_limit_in_bytes", v, f + ".reservation")
     v = _num(mem, "swappiness", f)
@@ -183,6 +188,16 @@ def set_net_prio(d: str, prios: list) -> None:
     for i, p in enumerate(prios):
         write(d, "net_prio.ifpriomap", f"{p.get('name')} {p.get('priority', 0)}",
               f"{F}.network.priorities[{i}]")
+
+
+def set_rdma(d: str, rdma: dict) -> None:
+    for dev, lim in rdma.items():
+        field = f"{F}.rdma.{dev}"
+        parts = [f"{k}={lim[key]}" for key, k in (("hcaHandles", "hca_handle"),
+                                                  ("hcaObjects", "hca_object"))
+                 if (lim or {}).get(key) is not None]
+        if parts:
+            write(d, "rdma.max", f"{dev} {' '.join(parts)}", field)
 
 
 def set_cpuset(d: str, cpu: dict) -> None:

@@ -61,8 +61,8 @@ def _max(v) -> str:
 
 def set_memory(d: str, mem: dict) -> None:
     f = F + ".memory"
-    limit = fs1._num(mem, "limit", f)
-    swap = swap_max(fs1._num(mem, "swap", f), limit)
+    limit = fs1._size(mem, "limit", f)
+    swap = swap_max(fs1._size(mem, "swap", f), limit)
     for key in ("kernel", "kernelTCP"):
         if mem.get(key):
             raise OCIError(f"{f}.{key}: cgroup v2 has no kernel memory limit")
@@ -75,6 +75,10 @@ def set_memory(d: str, mem: dict) -> None:
             raise OCIError(f"{f}.swap: this kernel has no swap accounting (memory.swap.max)")
         write(d, "memory.swap.max", _max(swap), f + ".swap")
     if limit is not None:
+        if mem.get("checkBeforeUpdate") and limit > 0 and \
+                read_int(d, "memory.current") > limit:
+            raise OCIError(f"{f}.limit: cannot set {limit}: below the cgroup's current usage "
+                           f"of {read_int(d, 'memory.current')} bytes (checkBeforeUpdate)")
         try:
             write(d, "memory.max", _max(limit), f + ".limit")
         except OCIError as e:
@@ -83,7 +87,7 @@ def set_memory(d: str, mem: dict) -> None:
                                f"cgroup already uses {read_int(d, 'memory.current')} bytes)",
                                errno=e.errno) from None
             raise
-    v = fs1._num(mem, "reservation", f)
+    v = fs1._size(mem, "reservation", f)
     if v is not None:
         write(d, "memory.low", _max(v), f + ".reservation")
 

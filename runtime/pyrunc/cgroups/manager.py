@@ -212,6 +212,10 @@ class Manager:
             if net.get("priorities"):
                 kind, d = self._where("net_prio", None, f"{R}.network.priorities")
                 fs1.set_net_prio(d, net["priorities"])
+        rdma = resources.get("rdma")
+        if rdma:
+            kind, d = self._where("rdma", "rdma", f"{R}.rdma")
+            fs1.set_rdma(d, rdma)
         unified = resources.get("unified")
         if unified:
             if not self.v2:
