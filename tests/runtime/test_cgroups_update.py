@@ -74,3 +74,5 @@ def test_host_facts_describe_this_host():
         assert f["v2_controllers"] == sorted(read(v2[0], "cgroup.controllers").split())
     assert f["v1"] == bool(v1) and f["v2"] == bool(v2)
     assert f["devices"] in ("v1", "ebpf")
+    assert f["features"] == {"v1": True, "v2": True, "systemd": False, "systemdUser": False,
+                             "rdma": True}
