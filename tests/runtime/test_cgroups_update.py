@@ -76,3 +76,48 @@ def test_host_facts_describe_this_host():
     assert f["devices"] in ("v1", "ebpf")
     assert f["features"] == {"v1": True, "v2": True, "systemd": False, "systemdUser": False,
                              "rdma": True}
+
+
+@pytest.mark.parametrize("res, match", [
+    ({"memory": {"limit": "1G"}}, r"config.json: linux.resources.memory.limit: '1G' is not"),
+    ({"memory": {"swappiness": 200}}, r"linux.resources.memory.swappiness: 200 is outside"),
+    ({"memory": {"limit": 100, "swap": 50}}, r"linux.resources.memory.swap: 50 is below"),
+    ({"memory": {"disableOOMKiller": 1}}, r"linux.resources.memory.disableOOMKiller: 1 is not"),
+    ({"cpu": {"cpus": 3}}, r"linux.resources.cpu.cpus: 3 is not a string"),
+    ({"cpu": {"quota": 1.5}}, r"linux.resources.cpu.quota: 1.5 is not an integer"),
+    ({"pids": "x"}, r"linux.resources.pids: must be an object"),
+    ({"blockIO": {"weightDevice": [{"major": 8}]}},
+     r"linux.resources.blockIO.weightDevice\[0\]: needs integer major and minor"),
+    ({"hugepageLimits": [{"pageSize": "3MB", "limit": 1}]},
+     r"linux.resources.hugepageLimits\[0\].pageSize: this host has no 3MB huge pages"),
+    ({"hugepageLimits": [{"limit": 1}]}, r"linux.resources.hugepageLimits\[0\].pageSize"),
+    ({"network": {"priorities": [{"name": "eth0"}]}},
+     r"linux.resources.network.priorities\[0\]: needs a name and an integer priority"),
+    ({"unified": {"a/b": "1"}}, r"linux.resources.unified.a/b: needs a cgroup file name"),
+    ({"unified": {"pids.max": 5}}, r"linux.resources.unified.pids.max: needs a cgroup file"),
+    ({"devices": [{"allow": "yes"}]}, r"linux.resources.devices\[0\].allow: must be true"),
+    ({"devices": {}}, r"linux.resources.devices: must be a list"),
+])
+def test_validate_resources_names_the_field(res, match):
+    from ocispec.errors import SpecError
+    from pyrunc.cgroups import validate_resources
+    with pytest.raises(SpecError, match=match):
+        validate_resources(res)
+
+
+def test_validate_resources_refuses_missing_controllers_only_on_such_hosts():
+    from ocispec.errors import SpecError
+    from pyrunc.cgroups import validate_resources
+    v1, _ = paths.mounts()
+    res = {"network": {"classID": 1048577}}
+    validate_resources(res, host=False)
+    if "net_cls" in v1:
+        validate_resources(res)
+    else:
+        with pytest.raises(SpecError, match="linux.resources.network.classID: the net_cls "
+                                            "controller is not available on this host"):
+            validate_resources(res)
+    validate_resources({"memory": {"limit": 1 << 30, "swap": -1, "swappiness": -1},
+                        "cpu": {"shares": 2, "cpus": "0"}, "pids": {"limit": 1},
+                        "devices": [{"allow": False, "access": "rwm"}],
+                        "unified": {"pids.max": "5"}})

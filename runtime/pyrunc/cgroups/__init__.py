@@ -22,6 +22,13 @@ def create_resources(linux: dict) -> dict:
     return expand(linux)
 
 
+def validate_resources(resources, *, host: bool = True) -> None:
+    """Check linux.resources before acting (SpecError naming the field); host=True also
+    refuses controllers and huge page sizes this host lacks."""
+    from .validate import validate_resources as check
+    check(resources, host=host)
+
+
 def mount(m, dest: str, flags: int, cgroupns: bool) -> None:
     """Mount the container's cgroups at dest (init's mount namespace, before pivot_root)."""
     from .mount import mount_cgroups
