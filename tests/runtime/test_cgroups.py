@@ -549,3 +549,16 @@ def test_create_resources_keep_runc_default_devices(cg, procs):
     assert b"WROTE" in out and b"Operation not permitted" in out + err
     with pytest.raises(OCIError, match=r"linux.devices\[0\].type"):
         create_resources({"devices": [{"type": "x"}]})
+
+
+def test_destroy_of_a_frozen_cgroup_with_killed_tasks(procs):
+    name = unique()
+    m = Manager.for_container(name, f"/{name}")
+    m.create()
+    p = procs.sleeper()
+    m.add(p.pid)
+    m.freeze()
+    os.kill(p.pid, 9)  # delete -f of a paused container: the task cannot exit while frozen
+    m.destroy()
+    assert p.wait(timeout=5) == -9
+    assert leftovers(name) == []

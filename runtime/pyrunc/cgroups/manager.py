@@ -110,6 +110,8 @@ class Manager:
     def destroy(self) -> None:
         """Remove the cgroup in every hierarchy (sub-cgroups first) and the parents create()
         made; waits briefly for exiting tasks. Safe to call again."""
+        if self.state() == "frozen":
+            self.thaw()  # killed tasks of a frozen cgroup only exit once thawed
         failed = []
         for d in self.dirs():
             try:
