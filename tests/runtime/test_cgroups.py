@@ -562,3 +562,17 @@ def test_destroy_of_a_frozen_cgroup_with_killed_tasks(procs):
     m.destroy()
     assert p.wait(timeout=5) == -9
     assert leftovers(name) == []
+
+
+def test_oom_kills_are_counted(cg, procs):
+    m = cg()
+    m.set({"memory": {"limit": 8 << 20, "swap": 8 << 20}})
+    assert m.oom_kills() == 0
+    # a shell that grows a string past the limit is OOM-killed in the cgroup
+    p = procs.gated("x=y; while :; do x=$x$x; done")
+    m.add(p.pid)
+    go(p)
+    assert p.wait(timeout=20) == -9
+    assert m.oom_kills() >= 1
+    mem = m.stats()["memory"]
+    assert mem["usage"]["failcnt"] + mem["swap"]["failcnt"] > 0  # memsw hits first

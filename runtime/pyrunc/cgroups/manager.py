@@ -288,6 +288,16 @@ class Manager:
             out.extend(int(p) for p in text.split())
         return out
 
+    def oom_kills(self) -> int:
+        """How many tasks the OOM killer has killed in the cgroup (for `events` to report
+        an "oom" event when it grows)."""
+        from .files import read_keyed
+        if "memory" in self.v1:
+            return read_keyed(self.v1["memory"], "memory.oom_control").get("oom_kill", 0)
+        if self.v2:
+            return read_keyed(self.v2, "memory.events").get("oom_kill", 0)
+        return 0
+
     def stats(self) -> dict:
         from . import stats
         return stats.collect(self)
