@@ -36,18 +36,21 @@ class Manager:
     def for_container(cls, container_id: str, cgroups_path: str | None, *,
                       systemd: bool = False) -> "Manager":
         """Compute the container's cgroup directories; writes nothing."""
-        unit = None
-        inner = None
+        unit = inner = base = None
         if systemd:
+            # No systemd runs here to ask for a unit: the path its driver would give the
+            # unit is used directly on cgroupfs.
             inner = paths.systemd_path(container_id, cgroups_path)
-            unit = inner and os.path.basename(inner)
+            if inner is not None:
+                unit = os.path.basename(inner)
+                base = paths.systemd_base()
         if inner is None:
             # runc's default for no cgroupsPath: the container id, below our own cgroup
             inner = paths.clean(cgroups_path) if cgroups_path else container_id
         if not inner.strip("/"):
             raise OCIError(f"linux.cgroupsPath: {cgroups_path!r} names no cgroup below the root")
         layout = paths.layout()
-        v1, v2 = paths.resolve(inner, v2_parent=(layout == "v2"))
+        v1, v2 = paths.resolve(inner, v2_parent=(layout == "v2" and base is None), base=base)
         _, v2m = paths.mounts()
         return cls(layout, v1, v2, v2m[0] if v2m else None, systemd_unit=unit)
 

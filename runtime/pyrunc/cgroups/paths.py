@@ -96,16 +96,18 @@ def _under_mount(mountpoint: str, root: str, cgpath: str) -> str:
     return mountpoint + "/" + cgpath.lstrip("/") if cgpath.strip("/") else mountpoint
 
 
-def resolve(inner: str, v2_parent: bool = False) -> tuple[dict, str | None]:
+def resolve(inner: str, v2_parent: bool = False, base: dict | None = None
+            ) -> tuple[dict, str | None]:
     """Directories of the cgroup `inner` in each hierarchy: ({controller: dir}, unified dir).
 
     Absolute: that path under each hierarchy's mountpoint. Relative: below the calling
     process's own cgroup in each hierarchy (runc's rule for cgroupfs). On a pure v2 host
     (v2_parent) relative means below the parent of our cgroup, as runc's fs2 does: our
-    own cgroup has tasks, so it cannot enable controllers for a child."""
+    own cgroup has tasks, so it cannot enable controllers for a child. `base` gives other
+    starting cgroups per controller (systemd paths start at pid 1's)."""
     v1, v2 = mounts()
-    rel = not inner.startswith("/")
-    own = own_cgroups() if rel else {}
+    rel = not inner.startswith("/") or base is not None
+    own = base if base is not None else (own_cgroups() if rel else {})
     dirs = {}
     for ctrl, (mountpoint, root, _) in v1.items():
         base = _under_mount(mountpoint, root, own.get(ctrl, "/")) if rel else mountpoint
@@ -156,6 +158,19 @@ def systemd_path(container_id: str, cgroups_path: str | None) -> str | None:
     else:
         unit = f"{prefix}-{name}.scope" if prefix else f"{name}.scope"
     return posixpath.join(expand_slice(slice_), unit)
+
+
+def systemd_base() -> dict:
+    """Where runc's systemd driver puts slices on v1: below pid 1's cgroup in each
+    hierarchy, minus a trailing init.scope; on the cgroup2 tree, at its root."""
+    base = {}
+    for ctrl, path in own_cgroups("1").items():
+        path = posixpath.normpath(path)
+        if path.endswith("init.scope"):
+            path = path[: -len("init.scope")] or "/"
+        base[ctrl] = path
+    base[UNIFIED] = "/"
+    return base
 
 
 def online_cpus() -> str:
