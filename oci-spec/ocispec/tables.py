@@ -169,3 +169,10 @@ PERSONALITY_FLAGS = {
     "ADDR_LIMIT_32BIT": 0x0800000, "SHORT_INODE": 0x1000000, "WHOLE_SECONDS": 0x2000000,
     "STICKY_TIMEOUTS": 0x4000000, "ADDR_LIMIT_3GB": 0x8000000,
 }
+
+# cgroup v1 controllers (kernel names in /proc/cgroups). A v1 mount's super options name
+# the controllers it holds, among other options; this set tells them apart.
+CGROUP_V1_CONTROLLERS = frozenset((
+    "cpu", "cpuacct", "cpuset", "memory", "devices", "freezer", "net_cls", "net_prio",
+    "blkio", "perf_event", "hugetlb", "pids", "rdma", "misc",
+))
