@@ -193,7 +193,7 @@ def cmd_spec(a, log) -> int:
         raise OCIError(f"{path} already exists: remove it first")
     data = json.dumps(default_spec(rootless=a.opts["rootless"]), indent="\t").encode()
     try:
-        write_atomic(path, data, 0o644)
+        write_atomic(path, data, 0o644, durable=True)
     except OSError as e:
         raise OCIError(f"{path}: {e.strerror}") from None
     return 0
