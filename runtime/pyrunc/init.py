@@ -69,17 +69,19 @@ def _setup(sp, ch) -> dict:
 
         hookrun.run(hooks, "createContainer", state)
     rs.pivot(sp.no_pivot)
-    rs.finalize()
+    # runc's order: names and sysctls while /proc/sys is still writable, then the
+    # read-only and masked paths, then the read-only root.
+    if "hostname" in cfg and cfg["hostname"] is not None:
+        linux.sethostname(cfg["hostname"])
+    if cfg.get("domainname"):
+        linux.setdomainname(cfg["domainname"])
     for key, value in (lcfg.get("sysctl") or {}).items():
         try:
             with open("/proc/sys/" + key.replace(".", "/"), "w") as f:
                 f.write(str(value))
         except OSError as e:
             raise OCIError(f"linux.sysctl.{key}: cannot set {value!r}: {e.strerror}") from None
-    if "hostname" in cfg and cfg["hostname"] is not None:
-        linux.sethostname(cfg["hostname"])
-    if cfg.get("domainname"):
-        linux.setdomainname(cfg["domainname"])
+    rs.finalize()
     if process.get("terminal"):
         if sp.console_fd < 0:
             raise OCIError("process.terminal is true but no --console-socket was given")

@@ -389,10 +389,10 @@ class Setup:
         """After pivot_root: masked and read-only paths, read-only root."""
         root = Root("/")
         try:
-            for p in self.lcfg.get("maskedPaths") or []:
-                self._mask(root, p)
             for p in self.lcfg.get("readonlyPaths") or []:
                 self._readonly(root, p)
+            for p in self.lcfg.get("maskedPaths") or []:
+                self._mask(root, p)
         finally:
             root.close()
         if (self.cfg.get("root") or {}).get("readonly"):
