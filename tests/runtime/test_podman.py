@@ -3,9 +3,11 @@
 import os
 import shutil
 import subprocess
+import tempfile
 import time
 
 import pytest
+from conftest import safe_rmtree
 
 pytestmark = pytest.mark.skipif(shutil.which("podman") is None, reason="podman is not installed")
 
@@ -14,7 +16,9 @@ pytestmark = pytest.mark.skipif(shutil.which("podman") is None, reason="podman i
 def podman(workdir, pyrunc_bin, rootfs_template):
     rootfs = os.path.join(workdir, "rootfs")
     subprocess.run(["cp", "-a", rootfs_template, rootfs], check=True)
-    base = ["podman", "--root", os.path.join(workdir, "storage"), "--runroot", os.path.join(workdir, "run"),
+    # podman refuses a runroot path over 50 characters.
+    runroot = tempfile.mkdtemp(prefix="pm-")
+    base = ["podman", "--root", os.path.join(workdir, "storage"), "--runroot", runroot,
             "--storage-driver", "vfs", "--cgroup-manager", "cgroupfs", "--runtime", pyrunc_bin]
 
     def pm(*args, check=True, timeout=60):
@@ -31,6 +35,7 @@ def podman(workdir, pyrunc_bin, rootfs_template):
     yield pm
     pm("rm", "-a", "-f", check=False)
     subprocess.run(base + ["system", "reset", "-f"], capture_output=True, timeout=60)
+    safe_rmtree(runroot)
 
 
 def test_podman_run_foreground(podman):
