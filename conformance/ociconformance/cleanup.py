@@ -48,7 +48,8 @@ def unmount_under(directory: str) -> list[str]:
 
 
 def remove_tree(path: str) -> None:
-    """rm -rf --one-file-system: never descends into a directory on another device."""
+    """rm -rf --one-file-system: never descends into a mount point, whether of another
+    device or a bind mount of this one (same st_dev: found in mountinfo)."""
     try:
         top = os.lstat(path)
     except FileNotFoundError:
@@ -56,13 +57,15 @@ def remove_tree(path: str) -> None:
     if not stat.S_ISDIR(top.st_mode):
         os.unlink(path)
         return
+    mountpoints = set(mounts_under(path))
 
     def walk(p: str) -> bool:
         clean = True
         for entry in os.scandir(p):
             st = entry.stat(follow_symlinks=False)
             if stat.S_ISDIR(st.st_mode):
-                if st.st_dev != top.st_dev:  # a mount we could not remove: leave it be
+                if st.st_dev != top.st_dev or os.path.realpath(entry.path) in mountpoints:
+                    # a mount we could not remove: leave it, and all beneath it, be
                     clean = False
                     continue
                 if walk(entry.path):
@@ -73,7 +76,7 @@ def remove_tree(path: str) -> None:
                 os.unlink(entry.path)
         return clean
 
-    if walk(path):
+    if os.path.realpath(path) not in mountpoints and walk(path):
         os.rmdir(path)
 
 

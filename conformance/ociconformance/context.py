@@ -35,6 +35,14 @@ class Context:
             raise CaseFailed(f"create exited {cp.returncode}: {last_line(cp.stderr)}")
         return cid
 
+    def control(self) -> None:
+        """A default container must run first, so that a refusal the case expects is a
+        refusal of the invalid value, not a runtime that refuses everything."""
+        try:
+            self.run(self.bundle(), "true")
+        except CaseFailed as e:
+            raise CaseFailed(f"control run of the default config failed: {e}") from None
+
     def create_fails(self, bundle: Bundle, why: str) -> str:
         """Create a container the spec says must be refused; return the runtime's error."""
         cid = self.new_id()

@@ -146,6 +146,7 @@ def prestart(ctx):
 def prestart_fail(ctx):
     """A failing prestart hook is an error: create or start fails, the program never runs,
     the later hooks of that phase do not run, and the container ends up stopped/deleted."""
+    ctx.control()
     b, logdir = _setup(ctx)
     b.config["hooks"] = {"prestart": [_hook(logdir, "prestart1", code=1),
                                       _hook(logdir, "prestart2")]}

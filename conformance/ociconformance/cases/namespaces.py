@@ -105,6 +105,7 @@ def linux_ns_path(ctx):
 def linux_ns_path_type(ctx):
     """A path that is not a namespace of the given type MUST be an error (a uts namespace
     given as the network namespace)."""
+    ctx.control()
     holder = _holder(ctx)
     b = ctx.bundle()
     b.config["linux"]["namespaces"] = [

@@ -96,6 +96,7 @@ def process_capabilities_fail(ctx):
     """An unknown capability name is an invalid value: create MUST fail (config.md: unknown
     capability names are errors). runc deviates: it ignores unknown names; this case
     follows the spec."""
+    ctx.control()
     b = ctx.bundle()
     for s in ("bounding", "effective", "permitted"):
         b.config["process"]["capabilities"][s] = ["CAP_CHOWN", "CAP_OCC_NO_SUCH"]
@@ -148,6 +149,7 @@ def process_rlimits(ctx):
 @case("process_rlimits_fail")
 def process_rlimits_fail(ctx):
     """An unknown rlimit type is an invalid value: create MUST fail."""
+    ctx.control()
     assert "RLIMIT_OCC_NO_SUCH" not in RLIMITS
     b = ctx.bundle()
     b.config["process"]["rlimits"] = [{"type": "RLIMIT_OCC_NO_SUCH", "soft": 1, "hard": 1}]
