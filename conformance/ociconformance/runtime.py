@@ -24,11 +24,12 @@ class Runtime:
         self.path = path
         self.root = root
         self.timeout = timeout
+        self.globals: list[str] = []  # extra global options, e.g. ["--log", FILE]
 
     def __call__(self, *args: str, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                  timeout: float | None = None) -> subprocess.CompletedProcess:
         """Run one command; a non-zero exit is returned, a hang becomes CaseFailed."""
-        argv = [self.path, "--root", self.root, *args]
+        argv = [self.path, "--root", self.root, *self.globals, *args]
         try:
             return subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=stdout, stderr=stderr,
                                   text=True, timeout=timeout or self.timeout)
@@ -76,7 +77,8 @@ class Runtime:
         """`create`, with the container's stdio (and the runtime's) going to files: a pipe
         would stay open as long as the container lives."""
         with open(out + ".out", "ab") as o, open(out + ".err", "ab") as e:
-            argv = [self.path, "--root", self.root, "create", "--bundle", bundle, *extra, cid]
+            argv = [self.path, "--root", self.root, *self.globals, "create", "--bundle", bundle,
+                    *extra, cid]
             try:
                 rc = subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=o, stderr=e,
                                     timeout=self.timeout).returncode
