@@ -16,10 +16,10 @@ from . import host, report, runner
 from .registry import all_cases
 
 
-def _resolve(path: str) -> str:
+def _resolve(p: argparse.ArgumentParser, path: str) -> str:
     found = shutil.which(path) if os.sep not in path else path
-    if not found or not os.access(found, os.X_OK):
-        raise SystemExit(f"oci-conformance: runtime {path!r} is not an executable")
+    if not found or not os.access(found, os.X_OK) or os.path.isdir(found):
+        p.error(f"runtime {path!r} is not an executable")
     return os.path.abspath(found)
 
 
@@ -52,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.root:
         os.makedirs(args.root, exist_ok=True)
 
-    runtimes = [_resolve(r) for r in (args.compare or [args.runtime])]
+    runtimes = [_resolve(p, r) for r in (args.compare or [args.runtime])]
     runs = []
     for rt in runtimes:
         print(f"# runtime: {rt}")

@@ -107,6 +107,28 @@ def cgroup_dirs(pid: int) -> dict[str, str]:
     return dirs
 
 
+def has_file(controller: str, name: str) -> bool:
+    """Whether the host's cgroups of this controller offer a file (the root cgroup lacks
+    some that every child has, so look at our own cgroup and its children too)."""
+    h = hierarchy_for(controller)
+    if h is None:
+        return False
+    try:
+        _, own = cgroup_of(os.getpid(), controller)
+    except LookupError:
+        own = h.mountpoint
+    for d in (own, h.mountpoint):
+        if os.path.exists(os.path.join(d, name)):
+            return True
+        try:
+            for e in os.scandir(d):
+                if e.is_dir() and os.path.exists(os.path.join(e.path, name)):
+                    return True
+        except OSError:
+            pass
+    return False
+
+
 def find_named(token: str, max_depth: int = 8) -> list[str]:
     """Cgroup directories, in any hierarchy, whose name contains token."""
     found = []

@@ -159,3 +159,40 @@ def test_remove_tree_never_crosses_a_mount():
         shutil.rmtree(outside)
         if os.path.exists(inside):
             cleanup.remove_tree(inside)
+
+
+@needs_root
+@pytest.mark.skipif(not RUNC, reason="runc is not installed")
+def test_compare_exit_status_and_json(tmp_path):
+    # /bin/false is a "runtime" that fails every command: a regression against runc.
+    js = tmp_path / "r.json"
+    cp = subprocess.run([sys.executable, "-m", "ociconformance", "--compare", "/bin/false", RUNC,
+                         "--root", str(tmp_path), "--json", str(js), "hostname", "create"],
+                        capture_output=True, text=True, timeout=120)
+    assert cp.returncode == 1, cp.stdout + cp.stderr
+    assert "Traceback" not in cp.stderr
+    assert "A fails 2 case(s) that B passes: hostname, create" in cp.stdout
+    import json
+    doc = json.loads(js.read_text())
+    assert [r["runtime"] for r in doc["runs"]] == ["/bin/false", RUNC]
+    assert [r["status"] for r in doc["runs"][1]["results"]] == ["ok", "ok"]
+    assert doc["host"]["cgroup_mode"] in ("v1", "v2")
+    cp = subprocess.run([sys.executable, "-m", "ociconformance", "--compare", RUNC, RUNC,
+                         "--root", str(tmp_path), "hostname"],
+                        capture_output=True, text=True, timeout=120)
+    assert cp.returncode == 0, cp.stdout + cp.stderr
+    assert cp.stdout.rstrip().splitlines()[-1].split() == ["hostname", "ok", "ok"]
+
+
+@needs_root
+@pytest.mark.skipif(not shutil.which("crun"), reason="crun is not installed")
+def test_a_runtime_refusing_the_host_is_reported_not_crashed(tmp_path):
+    # crun 1.8 refuses hybrid cgroup hosts: each case must say why, as a TAP line.
+    cp = subprocess.run([sys.executable, "-m", "ociconformance", "--runtime",
+                         shutil.which("crun"), "--root", str(tmp_path), "default"],
+                        capture_output=True, text=True, timeout=120)
+    assert "Traceback" not in cp.stderr + cp.stdout
+    line = next(ln for ln in cp.stdout.splitlines() if ln.endswith("- default")
+                or " - default # " in ln)
+    assert line == "ok 1 - default" or line.startswith("not ok 1 - default # create exited")
+    assert cp.returncode == (0 if line.startswith("ok") else 1)

@@ -106,12 +106,9 @@ def cpus(ctx, relative):
 def memory(ctx, relative):
     limit, reservation, swap = 50 << 20, 30 << 20, 100 << 20
     mode = cgroupfs.mode()
-    h = cgroupfs.hierarchy_for("memory")
     # Swap accounting is a host option: test memory.swap only where the host has it.
     swap_file = "memory.swap.max" if mode == "v2" else "memory.memsw.limit_in_bytes"
-    has_swap = h is not None and any(
-        os.path.exists(os.path.join(dirpath, swap_file))
-        for dirpath in (h.mountpoint, os.path.join(h.mountpoint, "init.scope")))
+    has_swap = cgroupfs.has_file("memory", swap_file)
     mem = {"limit": limit, "reservation": reservation}
     if has_swap:
         mem["swap"] = swap

@@ -52,7 +52,9 @@ def _order(ctx, log, *names):
     for n in names:
         ctx.check(n in log, f"{n} missing from the log {log}")
         pos.append(log.index(n))
-    ctx.check(pos == sorted(pos), f"expected order {list(names)}, log is {log}")
+    for (a, pa), (b, pb) in zip(zip(names, pos), zip(names[1:], pos[1:])):
+        ctx.check(pa < pb, f"{b} happened before {a} (expected order {', '.join(names)}; "
+                           f"log: {' '.join(log)})")
 
 
 def _lifecycle(ctx, b, logdir, expect_stop=True):

@@ -67,6 +67,7 @@ def create(ctx):
 def start(ctx):
     """start runs the program of a created container, exactly once; start of an unknown
     id, of a stopped container and a second start all fail."""
+    ctx.rt.fails("no container id was given", "start")
     ctx.rt.fails("the id does not exist", "start", ctx.token + "-nosuch")
     b = ctx.bundle()
     b.config["process"]["args"] = ["/bin/sh", "-c", "echo ran"]
@@ -87,6 +88,7 @@ def start(ctx):
 def state(ctx):
     """state prints ociVersion, id, status, pid (while created/running), bundle (absolute)
     and the config's annotations; state of an unknown id fails."""
+    ctx.rt.fails("no container id was given", "state")
     ctx.rt.fails("the id does not exist", "state", ctx.token + "-nosuch")
     b = _sleeper(ctx)
     b.config["annotations"] = {"org.example.occ": "yes"}
@@ -112,6 +114,7 @@ def state(ctx):
 def kill(ctx):
     """kill delivers a signal to a created and to a running container (both stop), and fails
     for an unknown id."""
+    ctx.rt.fails("no container id was given", "kill")
     ctx.rt.fails("the id does not exist", "kill", ctx.token + "-nosuch", "KILL")
     cid = ctx.create(_sleeper(ctx))
     pid = ctx.rt.state(cid)["pid"]
@@ -172,6 +175,7 @@ def delete(ctx):
     """delete removes a stopped container; delete of a running or of a created container
     MUST fail and have no effect (runtime.md). runc deviates: it deletes a created
     container by killing it; this case follows the spec."""
+    ctx.rt.fails("no container id was given", "delete")
     ctx.rt.fails("the id does not exist", "delete", ctx.token + "-nosuch")
     cid = ctx.create(_sleeper(ctx))
     ctx.rt.ok("start", cid)
