@@ -1,7 +1,9 @@
 """What a case gets: the runtime, fresh bundles, unique ids, and short ways to assert."""
 
 import os
+import re
 
+from . import cgroupfs
 from .bundle import Bundle
 from .runtime import CaseFailed, CaseSkipped, Runtime, read
 
@@ -52,7 +54,15 @@ class Context:
             raise CaseFailed(f"create succeeded, but {why}")
         if self.rt.exists(cid):
             raise CaseFailed(f"create failed but left container {cid} behind")
+        self.check_no_cgroups(cid, "a failed create")
         return last_line(cp.stderr)
+
+    def check_no_cgroups(self, cid: str, after: str) -> None:
+        """No cgroup named for the container (runtimes name it by id) survives."""
+        pat = re.compile(re.escape(cid) + r"(?![0-9])")
+        left = [d for d in cgroupfs.find_named(cid) if pat.search(os.path.basename(d))]
+        if left:
+            raise CaseFailed(f"{after} left cgroups behind: {left}")
 
     def output(self, cid: str) -> str:
         return read(self.path(cid) + ".out")

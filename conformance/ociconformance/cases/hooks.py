@@ -156,7 +156,8 @@ def prestart(ctx):
 @case("prestart_fail")
 def prestart_fail(ctx):
     """A failing prestart hook is an error: create or start fails, the program never runs,
-    the later hooks of that phase do not run, and the container ends up stopped/deleted."""
+    the later hooks do not run, the container is stopped, and once deleted (if it still
+    exists) none of its cgroups remain."""
     ctx.control()
     b, logdir = _setup(ctx)
     b.config["hooks"] = {"prestart": [_hook(logdir, "prestart1", code=1),
@@ -175,6 +176,8 @@ def prestart_fail(ctx):
         st = ctx.rt.state(cid)
         ctx.check(st.get("status") == "stopped", f"status {st.get('status')!r} after a "
                                                  "failed prestart hook")
+        ctx.rt.ok("delete", cid)
+    ctx.check_no_cgroups(cid, "a failed prestart hook and delete")
 
 
 @case("poststart")

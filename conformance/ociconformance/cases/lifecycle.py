@@ -4,8 +4,9 @@ import os
 import signal
 import time
 
+from ..context import parse_kv
 from ..registry import case
-from ..runtime import pid_alive
+from ..runtime import ns_inode, pid_alive
 
 SLEEPER = "trap 'exit 0' TERM; while :; do sleep 0.05; done"
 
@@ -18,22 +19,66 @@ def _sleeper(ctx):
 
 @case("default")
 def default(ctx):
-    """The default config (what `runc spec` writes) runs through the whole lifecycle:
-    created -> running -> stopped -> deleted, and the process sees that config."""
+    """The default config (what `runc spec` writes) runs through the whole lifecycle
+    (created -> running -> stopped -> deleted) and the process sees all of it: new pid,
+    network, ipc, uts and mount namespaces; the default filesystems, devices and /dev
+    links; masked and read-only /proc paths; hostname, uid, cwd, the NOFILE rlimit,
+    the capability bounding set and no_new_privs."""
+    from ocispec.tables import CAPABILITIES, NAMESPACES
+    from .filesystem import _mountinfo
+    from ..bundle import DEFAULT_CAPS
     b = ctx.bundle()
+    # A masked /proc file that this kernel has and that has content on the host.
+    masked = next((p for p in b.config["linux"]["maskedPaths"]
+                   if p.startswith("/proc/") and os.path.isfile(p) and _nonempty(p)), None)
     b.config["process"]["args"] = ["/bin/sh", "-c",
                                    "echo host=$(hostname); echo uid=$(id -u); echo cwd=$(pwd);"
-                                   " test -r /proc/self/status && echo proc=yes"]
+                                   f" echo masked=$(cat {masked or '/dev/null'} | wc -c);"
+                                   " for l in fd stdin stdout stderr ptmx; do"
+                                   " echo link_$l=$(readlink /dev/$l); done;"
+                                   " for d in null zero full random urandom tty; do"
+                                   " test -c /dev/$d && echo dev_$d=c; done;"
+                                   " grep -E '^(CapBnd|NoNewPrivs):' /proc/self/status |"
+                                   " tr -d ' \\t' | tr : =;"
+                                   " echo nofile=$(ulimit -Sn)/$(ulimit -Hn);"
+                                   " cat /proc/self/mountinfo"]
     cid = ctx.create(b)
     st = ctx.rt.state(cid)
     ctx.check(st.get("status") == "created", f"after create: status {st.get('status')!r}")
+    for t in ("pid", "network", "ipc", "uts", "mount"):
+        name = NAMESPACES[t][1]
+        ctx.check(ns_inode(st["pid"], name) != ns_inode(os.getpid(), name),
+                  f"the container shares the runtime's {t} namespace")
     ctx.rt.ok("start", cid)
     ctx.rt.wait_status(cid, "stopped")
     ctx.rt.ok("delete", cid)
     ctx.check(not ctx.rt.exists(cid), "`state` still answers after delete")
-    out = ctx.output(cid).split()
-    for want in ("host=occ", "uid=0", "cwd=/", "proc=yes"):
-        ctx.check(want in out, f"process printed {out}, expected {want}")
+    out = ctx.output(cid)
+    kv, mi = parse_kv(out), _mountinfo(out)
+    want = {"host": "occ", "uid": "0", "cwd": "/", "masked": "0", "NoNewPrivs": "1",
+            "nofile": "1024/1024", "link_fd": "/proc/self/fd", "link_stdin": "/proc/self/fd/0",
+            "link_stdout": "/proc/self/fd/1", "link_stderr": "/proc/self/fd/2",
+            "link_ptmx": "pts/ptmx"}
+    want.update({f"dev_{d}": "c" for d in ("null", "zero", "full", "random", "urandom", "tty")})
+    for k, v in want.items():
+        ctx.check(kv.get(k) == v, f"{k} is {kv.get(k)!r}, expected {v!r}")
+    bnd = int(kv.get("CapBnd", "0"), 16)
+    mask = sum(1 << CAPABILITIES[c] for c in DEFAULT_CAPS)
+    ctx.check(bnd == mask, f"CapBnd {bnd:#x}, expected {mask:#x}")
+    for mp, fstype in (("/proc", "proc"), ("/sys", "sysfs"), ("/dev", "tmpfs"),
+                       ("/dev/pts", "devpts"), ("/dev/shm", "tmpfs"), ("/dev/mqueue", "mqueue")):
+        ctx.check(mp in mi and mi[mp][2] == fstype,
+                  f"{mp} is {mi.get(mp, (0, 0, 'not mounted'))[2]}, expected {fstype}")
+    ctx.check("ro" in mi["/sys"][0], "/sys is not read-only")
+    ctx.check("/proc/sys" in mi and "ro" in mi["/proc/sys"][0], "/proc/sys is not read-only")
+
+
+def _nonempty(path):
+    try:
+        with open(path, "rb") as f:
+            return bool(f.read(1))
+    except OSError:
+        return False
 
 
 @case("create")
@@ -61,6 +106,7 @@ def create(ctx):
     cp = ctx.rt.create(bad, empty, ctx.path(bad))
     ctx.check(cp.returncode != 0, "create succeeded on a bundle without config.json")
     ctx.check(not ctx.rt.exists(bad), "a failed create left a container behind")
+    ctx.check_no_cgroups(bad, "a failed create")
 
 
 @case("start")
