@@ -30,24 +30,33 @@ def _mask(names) -> int:
 
 @case("hostname")
 def hostname(ctx):
-    """hostname is set in the container's new UTS namespace; the host's is unchanged."""
-    before = socket.gethostname()
+    """hostname, and domainname (runtime-spec 1.1+), are set in the container's new UTS
+    namespace; the host's are unchanged."""
+    before = socket.gethostname(), read("/proc/sys/kernel/domainname")
     b = ctx.bundle()
     b.config["hostname"] = "occ-hostname-test"
-    out = ctx.run(b, "hostname; cat /proc/sys/kernel/hostname").split()
-    ctx.check(out == ["occ-hostname-test"] * 2, f"container sees hostname {out}")
-    ctx.check(socket.gethostname() == before, "the host's hostname changed")
+    b.config["domainname"] = "occ-domain.test"
+    out = ctx.run(b, "hostname; cat /proc/sys/kernel/hostname /proc/sys/kernel/domainname")
+    got = out.split()
+    ctx.check(got[:2] == ["occ-hostname-test"] * 2, f"container sees hostname {got[:2]}")
+    ctx.check(got[2:] == ["occ-domain.test"], f"container sees domainname {got[2:]}")
+    after = socket.gethostname(), read("/proc/sys/kernel/domainname")
+    ctx.check(after == before, f"the host's hostname/domainname changed to {after}")
 
 
 @case("process")
 def process(ctx):
-    """args are passed as given (spaces kept), env is exactly the config's, cwd is set."""
+    """args are passed as given (spaces kept) and args[0] is found through the config's
+    PATH (execvp); env is exactly the config's; cwd is set; noNewPrivileges false leaves
+    no_new_privs off."""
     b = ctx.bundle()
     os.makedirs(os.path.join(b.rootfs, "work", "dir"))
     b.config["process"]["env"] = ["PATH=/bin", "OCC_A=one two", "OCC_B="]
     b.config["process"]["cwd"] = "/work/dir"
-    script = 'echo "arg1=$1"; echo "arg2=$2"; echo "cwd=$(pwd)"; env | sort'
-    b.config["process"]["args"] = ["/bin/sh", "-c", script, "sh", "a b", "c"]
+    b.config["process"]["noNewPrivileges"] = False
+    script = ('echo "arg1=$1"; echo "arg2=$2"; echo "cwd=$(pwd)"; env | sort;'
+              ' grep ^NoNewPrivs: /proc/self/status | tr -d " \t" | tr : =')
+    b.config["process"]["args"] = ["sh", "-c", script, "sh", "a b", "c"]
     cid = ctx.create(b)
     ctx.rt.ok("start", cid)
     ctx.rt.wait_status(cid, "stopped")
@@ -57,6 +66,7 @@ def process(ctx):
     ctx.check(kv.get("cwd") == "/work/dir", f"cwd {kv.get('cwd')!r}")
     ctx.check(kv.get("OCC_A") == "one two" and "OCC_B" in kv, f"env seen: {out!r}")
     ctx.check(kv.get("PATH") == "/bin", f"PATH {kv.get('PATH')!r}")
+    ctx.check(kv.get("NoNewPrivs") == "0", f"NoNewPrivs {kv.get('NoNewPrivs')!r}, expected 0")
 
 
 @case("process_capabilities")
