@@ -92,7 +92,8 @@ def run_case(case, runtime: str, base: str, token: str, timeout: float) -> Resul
         result = Result(case.name, FAIL, "harness error: the case process died", seconds)
     else:
         status, reason = json.loads(data)
-        result = Result(case.name, status, reason, seconds)
+        # One line per result: TAP and the table have no room for more.
+        result = Result(case.name, status, " ".join(reason.split()), seconds)
     result.leftovers = clean(ctx)
     return result
 

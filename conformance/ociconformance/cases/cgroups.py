@@ -49,15 +49,18 @@ def _run(ctx, relative: bool, controllers, resources: dict, checks, script=None,
         ctx.check(os.path.exists(p), f"{name} missing in the container's cgroup {dirs[c]}")
         got = read(p).strip()
         ok = want(got) if callable(want) else got == want
-        ctx.check(ok, f"{name} is {got!r}, expected {getattr(want, 'text', want)!r}")
+        ctx.check(ok, f"{name} is {got!r}, expected {getattr(want, 'text', repr(want))}")
     return cid
 
 
-def _has(text):
-    def pred(got):
-        return text in got.splitlines() or text in got
-    pred.text = f"a line {text}"
-    return pred
+def _pred(text: str, fn):
+    """A check on a cgroup file's content, with the words to say what was expected."""
+    fn.text = text
+    return fn
+
+
+def _has(line: str):
+    return _pred(f"a line {line!r}", lambda got: line in got.splitlines())
 
 
 def blkio(ctx, relative):
@@ -74,9 +77,9 @@ def blkio(ctx, relative):
 
     def checks(v2, dirs):
         if v2:
-            out = [("io", "io.max", lambda g: all(
-                f in g for f in (f"{mm} ", "rbps=1048576", "wbps=2097152", "riops=300",
-                                 "wiops=400")))]
+            want = (f"{mm} ", "rbps=1048576", "wbps=2097152", "riops=300", "wiops=400")
+            out = [("io", "io.max", _pred(f"{mm} with {' '.join(want[1:])}",
+                                          lambda g: all(f in g for f in want)))]
             w = _weight_file(dirs["io"], ("io.bfq.weight", "io.weight"))
         else:
             out = [("blkio", "blkio.throttle.read_bps_device", _has(f"{mm} 1048576")),
@@ -85,7 +88,7 @@ def blkio(ctx, relative):
                    ("blkio", "blkio.throttle.write_iops_device", _has(f"{mm} 400"))]
             w = _weight_file(dirs["blkio"], ("blkio.weight", "blkio.bfq.weight"))
         if w and not v2:  # v2 weights are a conversion the spec leaves to the runtime
-            out.append(("blkio", w, lambda g: "300" in g.split()))
+            out.append(("blkio", w, _pred("weight 300", lambda g: "300" in g.split())))
         return out
     _run(ctx, relative, [ctrl], res, checks)
 
@@ -175,7 +178,9 @@ def devices(ctx, relative):
         if v2:
             return []
         return [("devices", "devices.list", _has("b 7:0 r")),
-                ("devices", "devices.list", lambda g: "a *:* rwm" not in g and "b 7:1" not in g)]
+                ("devices", "devices.list",
+                 _pred("no rule for b 7:1 and no a *:* rwm",
+                       lambda g: "a *:* rwm" not in g and "b 7:1" not in g))]
     cid = _run(ctx, relative, [ctrl], {"devices": rules}, checks, script=script,
                linux_extra={"devices": b_devices})
     ctx.rt.ok("start", cid)
