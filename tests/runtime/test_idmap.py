@@ -175,3 +175,27 @@ def test_plan(mount, linux, want):
 def test_plan_rejects(mount, linux, msg):
     with pytest.raises(OCIError, match=msg):
         idmap.plan(mount, linux, where="mounts[3]")
+
+
+def test_tree_made_in_the_runtime_namespace_attaches_in_a_new_mount_namespace(workdir):
+    """The flow for containers (as runc): the runtime makes the idmapped tree in its own
+    namespaces, the container's init inherits the fd and attaches it in its mount
+    namespace, so mappings stay relative to the host even under a container userns."""
+    src, dst = os.path.join(workdir, "src"), os.path.join(workdir, "dst")
+    os.mkdir(src)
+    os.mkdir(dst)
+    open(os.path.join(src, "f"), "w").close()
+    os.chown(os.path.join(src, "f"), 1000, 1000)
+    one = [{"containerID": 1000, "hostID": 0, "size": 1}]
+    tree = idmap.make_idmapped_tree(src, one, one, False)
+    try:
+        code = ("import os, sys; from pyrunc import idmap; idmap.attach(int(sys.argv[1]), "
+                "sys.argv[2]); st = os.stat(sys.argv[2] + '/f'); print(st.st_uid, st.st_gid)")
+        p = subprocess.run(["unshare", "--mount", "--propagation", "private", sys.executable,
+                            "-c", code, str(tree), dst], pass_fds=(tree,), capture_output=True,
+                           text=True, timeout=60)
+    finally:
+        os.close(tree)
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.split() == ["0", "0"]
+    assert os.listdir(dst) == []  # the mount exists only in the child's namespace
