@@ -34,6 +34,7 @@ GLOBAL_FLAGS = [
     Flag("systemd-cgroup", bool, help="treat cgroupsPath as slice:prefix:name (systemd style)"),
     Flag("rootless", default="auto", help="ignore cgroup permission errors: true, false or auto"),
     Flag("criu", default="criu", help="accepted for compatibility; checkpointing is not supported"),
+    Flag("version", bool, short="v", help="print the version"),
 ]
 
 _CREATE_FLAGS = [
@@ -163,15 +164,12 @@ def _parse_flags(argv, i, flags, out, stop_at_positional, positionals):
 def parse(argv: list[str]) -> Args:
     a = Args()
     a.g = {f.name: f.default for f in GLOBAL_FLAGS}
-    for x in argv:
-        if not x.startswith("-"):
-            break
-        if x in ("-v", "--version", "-version"):
-            a.command = "version"
-            return a
     i = _parse_flags(argv, 0, GLOBAL_FLAGS, a.g, True, [])
     if a.g.pop("help", False):
         a.command = "help"
+        return a
+    if a.g["version"]:
+        a.command = "version"
         return a
     if i >= len(argv):
         a.command = "help"

@@ -7,8 +7,11 @@ startContainer hooks, seccomp (when noNewPrivileges), exec. Any failure before `
 goes back to the parent as a message and becomes create's error.
 """
 
+import _socket
+import fcntl
 import os
 import posixpath
+import struct
 
 from ocispec.errors import OCIError
 
@@ -54,6 +57,9 @@ def _setup(sp, ch) -> dict:
 
     rs = Setup(cfg, sp.rootfs, sp.bundle, "user" in types, sp.cgroup_state)
     rs.prepare()
+    mods = _preload(cfg)
+    if "network" in types and not types["network"]:
+        _loopback_up()
     hooks = cfg.get("hooks") or {}
     if hooks.get("prestart") or hooks.get("createRuntime"):
         ch.send("hooks")
@@ -74,16 +80,12 @@ def _setup(sp, ch) -> dict:
         linux.sethostname(cfg["hostname"])
     if cfg.get("domainname"):
         linux.setdomainname(cfg["domainname"])
-    if "network" in types and not types["network"]:
-        _loopback_up()
     if process.get("terminal"):
         if sp.console_fd < 0:
             raise OCIError("process.terminal is true but no --console-socket was given")
-        from . import console
-
-        console.setup_in_init(sp.console_fd, process.get("consoleSize"))
+        mods["console"].setup_in_init(sp.console_fd, process.get("consoleSize"))
         sp.console_fd = -1
-    _apply_process(process, lcfg, state)
+    _apply_process(process, lcfg, state, mods)
     env = list(process.get("env") or [])
     argv0 = _lookpath(process["args"][0], env)
     ch.send("ready")
@@ -93,37 +95,46 @@ def _setup(sp, ch) -> dict:
     return state
 
 
-def _apply_process(process: dict, lcfg: dict, state: dict) -> None:
+def _preload(cfg: dict) -> dict:
+    """Import now what init needs after pivot_root, when the host's sys.path is gone."""
+    process = cfg.get("process") or {}
+    lcfg = cfg.get("linux") or {}
+    mods = {}
+    # start_init imported it already when this init runs in a user namespace
+    from . import privileges
+
+    mods["privileges"] = privileges
+    if (cfg.get("hooks") or {}).get("startContainer"):
+        from . import hooks
+
+        mods["hooks"] = hooks
+    if process.get("terminal"):
+        from . import console
+
+        mods["console"] = console
+    if lcfg.get("seccomp"):
+        from . import seccomp
+
+        # the program was compiled in start_init; this connects listenerPath, a host path
+        seccomp.preload(lcfg["seccomp"])
+        mods["seccomp"] = seccomp
+    return mods
+
+
+def _apply_process(process: dict, lcfg: dict, state: dict, mods: dict) -> None:
     seccomp_cfg = lcfg.get("seccomp")
     nnp = bool(process.get("noNewPrivileges"))
-    try:
-        from . import privileges
-    except ImportError:
-        privileges = None
-    if privileges is not None:
-        privileges.prepare(process, lcfg)
-        if seccomp_cfg and not nnp:
-            from . import seccomp
-
-            seccomp.load(seccomp_cfg, state)
-        privileges.finalize(process)
-    else:
-        _basic_user(process)
+    privileges = mods["privileges"]
+    privileges.prepare(process, lcfg)
+    if seccomp_cfg and not nnp:
+        mods["seccomp"].load(seccomp_cfg, state)
+    privileges.finalize(process)
     cwd = process.get("cwd") or "/"
     try:
         os.chdir(cwd)
     except OSError as e:
         raise OCIError(f"process.cwd: cannot change to {cwd}: {e.strerror}") from None
-
-
-def _basic_user(process: dict) -> None:
-    """uid, gid, additionalGids and umask, for when the privileges module is absent."""
-    user = process.get("user") or {}
-    os.setgroups(list(user.get("additionalGids") or []))
-    os.setresgid(user.get("gid", 0), user.get("gid", 0), user.get("gid", 0))
-    os.setresuid(user.get("uid", 0), user.get("uid", 0), user.get("uid", 0))
-    if "umask" in user:
-        os.umask(user["umask"])
+    state["mods"] = mods
 
 
 def _run(sp, fifo_fd: int, state: dict) -> None:
@@ -134,18 +145,14 @@ def _run(sp, fifo_fd: int, state: dict) -> None:
     os.close(fifo_fd)
     cfg = sp.cfg
     hooks = cfg.get("hooks") or {}
-    argv0, env = state.pop("argv0"), state.pop("env")
+    argv0, env, mods = state.pop("argv0"), state.pop("env"), state.pop("mods")
     state["status"] = "created"
     if hooks.get("startContainer"):
-        from . import hooks as hookrun
-
-        hookrun.run(hooks, "startContainer", state)
+        mods["hooks"].run(hooks, "startContainer", state)
     process = cfg.get("process") or {}
     seccomp_cfg = (cfg.get("linux") or {}).get("seccomp")
     if seccomp_cfg and process.get("noNewPrivileges"):
-        from . import seccomp
-
-        seccomp.load(seccomp_cfg, state)
+        mods["seccomp"].load(seccomp_cfg, state)
     keep = [0, 1, 2] + list(range(3, 3 + sp.preserve_fds))
     linux.close_fds_except(keep)
     os.execve(argv0, process["args"], dict(_env_pairs(env)))
@@ -171,14 +178,10 @@ def _lookpath(name: str, env: list[str]) -> str:
 
 
 def _loopback_up() -> None:
-    import fcntl
-    import socket
-    import struct
-
-    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM, 0)
+    s = _socket.socket(_socket.AF_INET, _socket.SOCK_DGRAM, 0)
     try:
         req = struct.pack("16sH14x", b"lo", 0)
-        flags = struct.unpack("16sH14x", fcntl.ioctl(s, 0x8913, req))[1]  # SIOCGIFFLAGS
-        fcntl.ioctl(s, 0x8914, struct.pack("16sH14x", b"lo", flags | 0x1))  # SIOCSIFFLAGS, IFF_UP
+        flags = struct.unpack("16sH14x", fcntl.ioctl(s.fileno(), 0x8913, req))[1]  # SIOCGIFFLAGS
+        fcntl.ioctl(s.fileno(), 0x8914, struct.pack("16sH14x", b"lo", flags | 0x1))  # SIOCSIFFLAGS, IFF_UP
     finally:
         s.close()

@@ -49,22 +49,34 @@ class Root:
         rel = posixpath.normpath("/" + path).lstrip("/") or "."
         return linux.openat2(self.fd, rel, flags, 0, _RESOLVE)
 
-    def mkdir_all(self, path: str, mode: int = 0o755) -> int:
-        """Resolve path in the root, creating missing directories; return an O_PATH fd."""
+    def mkdir_all(self, path: str, mode: int = 0o755, _depth: int = 0) -> int:
+        """Resolve path in the root, creating missing directories; return an O_PATH fd.
+
+        A dangling symlink on the way is followed the way the kernel will follow it once
+        the root is /: its target is created inside the root, never outside.
+        """
         try:
             return self.open(path, os.O_PATH | os.O_DIRECTORY)
         except FileNotFoundError:
             pass
+        if _depth > 40:
+            raise OSError(40, "too many levels of symbolic links", path)
         parent, name = posixpath.split(posixpath.normpath("/" + path))
-        pfd = self.mkdir_all(parent, mode)
+        pfd = self.mkdir_all(parent, mode, _depth + 1)
         dfd = _dirfd(pfd)
+        link = None
         try:
             os.mkdir(name, mode, dir_fd=dfd)
         except FileExistsError:
-            pass
+            try:
+                link = os.readlink(name, dir_fd=dfd)
+            except OSError:
+                pass
         finally:
             os.close(dfd)
             os.close(pfd)
+        if link is not None:
+            os.close(self.mkdir_all(posixpath.join(parent, link), mode, _depth + 1))
         return self.open(path, os.O_PATH | os.O_DIRECTORY)
 
     def mkfile(self, path: str, mode: int = 0o644) -> int:

@@ -1,0 +1,467 @@
+"""Writing image layers: tar, compression and both digests in one pass.
+
+`LayerWriter` collects entries (metadata and where their content lives), then on close
+writes them in sorted path order as one stream: tar bytes feed the diff_id hash and the
+compressor, compressed bytes feed the blob digest and a temp file in the store, which is
+committed under its digest. Nothing is read back to hash it.
+
+Determinism: sorted entries, integer mtimes (clamped to SOURCE_DATE_EPOCH when set), no
+user/group names, PAX headers only where needed, gzip headers without name or mtime.
+"""
+import os
+import queue
+import stat
+import tarfile
+import threading
+
+from ocispec import digest as _digest
+from ocispec import mediatypes as mt
+from ocispec.errors import OCIError
+
+WHITEOUT_PREFIX = ".wh."
+WHITEOUT_OPAQUE = ".wh..wh..opq"
+_BLOCK = 512
+_CHUNK = 1 << 20
+_FLUSH_AT = 1 << 20
+# overlayfs keeps its own bookkeeping in these xattrs; they never belong in a layer.
+_PRIVATE_XATTRS = ("trusted.overlay.", "user.overlay.")
+
+
+def clean_arcname(name: str) -> str:
+    """A layer-relative path: no leading '/', no '.' parts; '..' is refused."""
+    parts = []
+    for p in os.fspath(name).split("/"):
+        if p in ("", "."):
+            continue
+        if p == "..":
+            raise OCIError(f"layer path {name!r} must not contain '..'")
+        parts.append(p)
+    return "/".join(parts)
+
+
+class _Entry:
+    __slots__ = ("name", "type", "mode", "uid", "gid", "mtime", "size", "src", "data",
+                 "linkname", "devmajor", "devminor", "xattrs", "ino")
+
+    def __init__(self, name, type_, mode, uid, gid, mtime, *, size=0, src=None, data=None,
+                 linkname="", devmajor=0, devminor=0, xattrs=None, ino=None):
+        self.name, self.type, self.mode, self.uid, self.gid = name, type_, mode, uid, gid
+        self.mtime, self.size, self.src, self.data, self.linkname = mtime, size, src, data, linkname
+        self.devmajor, self.devminor, self.xattrs, self.ino = devmajor, devminor, xattrs, ino
+
+
+def _read_xattrs(path: str) -> dict | None:
+    try:
+        names = os.listxattr(path, follow_symlinks=False)
+    except OSError:
+        return None
+    out = {}
+    for n in names:
+        if n.startswith(_PRIVATE_XATTRS):
+            continue
+        try:
+            out[n] = os.getxattr(path, n, follow_symlinks=False)
+        except OSError:
+            continue
+    return out or None
+
+
+class _Pipeline:
+    """tar bytes -> [diff_id hash, compress] -> [blob hash, write], each stage a thread.
+
+    hashlib, the compressors and file writes release the GIL on large buffers, so the
+    stages overlap with the main thread reading files and making headers. Uncompressed
+    layers skip the second hash: their digest is their diff_id.
+    """
+
+    def __init__(self, comp, fileobj):
+        self.comp, self.f = comp, fileobj
+        self.diff = _digest.Hasher()
+        self.blob = _digest.Hasher() if comp is not None else self.diff
+        self.err = None
+        self.q1 = queue.Queue(maxsize=16)
+        self.q2 = queue.Queue(maxsize=16) if comp is not None else None
+        self.threads = [threading.Thread(target=self._stage1, daemon=True)]
+        if comp is not None:
+            self.threads.append(threading.Thread(target=self._stage2, daemon=True))
+        for t in self.threads:
+            t.start()
+
+    def put(self, data):
+        if self.err is not None:
+            raise self.err
+        self.q1.put(data)
+
+    def _stage1(self):
+        comp, diff, q2 = self.comp, self.diff, self.q2
+        while True:
+            b = self.q1.get()
+            if b is None:
+                break
+            if self.err is not None:
+                continue  # keep draining so put() never blocks forever
+            try:
+                diff.update(b)
+                if comp is None:
+                    self.f.write(b)
+                else:
+                    out = comp.compress(b)
+                    if out:
+                        q2.put(out)
+            except BaseException as e:
+                self.err = e
+        if comp is not None:
+            try:
+                if self.err is None:
+                    q2.put(comp.flush())
+            except BaseException as e:
+                self.err = e
+            q2.put(None)
+
+    def _stage2(self):
+        blob, f = self.blob, self.f
+        while True:
+            b = self.q2.get()
+            if b is None:
+                break
+            if self.err is not None:
+                continue
+            try:
+                blob.update(b)
+                f.write(b)
+            except BaseException as e:
+                self.err = e
+
+    def close(self):
+        self.q1.put(None)
+        for t in self.threads:
+            t.join()
+        if self.err is not None:
+            raise self.err
+
+
+_NUL_BLOCKS = b"\0" * (2 * _BLOCK)
+
+
+def _ustar(name: bytes, mode, uid, gid, size, mtime, typeflag: bytes, linkname: bytes,
+           devmajor=0, devminor=0) -> bytes | None:
+    """A plain ustar header, or None when a field does not fit (the caller uses PAX then)."""
+    if len(name) > 100 or len(linkname) > 100 or uid >= 0o7777777 or gid >= 0o7777777 \
+            or size >= 0o77777777777 or not 0 <= mtime < 0o77777777777:
+        return None
+    h = b"".join((
+        name.ljust(100, b"\0"), b"%07o\0" % mode, b"%07o\0" % uid, b"%07o\0" % gid,
+        b"%011o\0" % size, b"%011o\0" % mtime, b"        ", typeflag, linkname.ljust(100, b"\0"),
+        b"ustar\x0000", b"\0" * 64, b"%07o\0" % devmajor, b"%07o\0" % devminor, b"\0" * 167,
+    ))
+    return h[:148] + b"%06o\0 " % sum(h) + h[156:]
+
+
+class LayerWriter:
+    """Build one layer blob in the store.
+
+        with LayerWriter(store, compression="gzip", source_date_epoch=sde) as lw:
+            lw.add_dir_tree(ctx_dir, "app")
+        lw.result  # {"digest", "size", "diff_id", "media_type"}
+    """
+
+    def __init__(self, store, compression: str | None = "gzip", source_date_epoch: int | None = None,
+                 *, level: int | None = None):
+        if compression in ("none", "uncompressed", ""):
+            compression = None
+        if compression not in (None, "gzip", "zstd"):
+            raise OCIError(f"unknown layer compression {compression!r}: want gzip, zstd or none")
+        self.store = store
+        self.compression = compression
+        self.source_date_epoch = None if source_date_epoch is None else int(source_date_epoch)
+        self.level = level
+        self.media_type = mt.layer_media_type(compression)
+        self._entries: dict[str, _Entry] = {}
+        self.result: dict | None = None
+
+    # -- collecting entries --------------------------------------------------------------
+
+    def _mtime(self, mtime) -> int:
+        m = int(mtime or 0)
+        if self.source_date_epoch is not None and (mtime is None or m > self.source_date_epoch):
+            return self.source_date_epoch
+        return m
+
+    def _put(self, e: _Entry) -> None:
+        if not e.name:
+            raise OCIError("layer entry needs a name other than the root")
+        self._entries[e.name] = e
+
+    def __len__(self):
+        return len(self._entries)
+
+    def add_path(self, host_path, arcname, *, uid=None, gid=None, mode=None, _st=None) -> None:
+        """One entry from a host file, directory (not its contents), symlink, device or fifo."""
+        host_path = os.fspath(host_path)
+        st = _st or os.lstat(host_path)
+        name = clean_arcname(arcname)
+        perm = stat.S_IMODE(st.st_mode) if mode is None else (mode & 0o7777)
+        if stat.S_ISLNK(st.st_mode):
+            perm = 0o777
+        u = st.st_uid if uid is None else uid
+        g = st.st_gid if gid is None else gid
+        xattrs = _read_xattrs(host_path)
+        mtime = self._mtime(st.st_mtime)
+        fmt = stat.S_IFMT(st.st_mode)
+        if fmt == stat.S_IFREG:
+            e = _Entry(name, tarfile.REGTYPE, perm, u, g, mtime, size=st.st_size, src=host_path,
+                       xattrs=xattrs, ino=(st.st_dev, st.st_ino) if st.st_nlink > 1 else None)
+        elif fmt == stat.S_IFDIR:
+            e = _Entry(name, tarfile.DIRTYPE, perm, u, g, mtime, xattrs=xattrs)
+        elif fmt == stat.S_IFLNK:
+            e = _Entry(name, tarfile.SYMTYPE, perm, u, g, mtime, linkname=os.readlink(host_path),
+                       xattrs=xattrs)
+        elif fmt in (stat.S_IFCHR, stat.S_IFBLK):
+            e = _Entry(name, tarfile.CHRTYPE if fmt == stat.S_IFCHR else tarfile.BLKTYPE, perm, u, g,
+                       mtime, devmajor=os.major(st.st_rdev), devminor=os.minor(st.st_rdev),
+                       xattrs=xattrs)
+        elif fmt == stat.S_IFIFO:
+            e = _Entry(name, tarfile.FIFOTYPE, perm, u, g, mtime, xattrs=xattrs)
+        else:  # sockets have no tar form; docker and buildkit skip them too
+            return
+        self._put(e)
+
+    def add_dir_tree(self, host_dir, prefix: str = "", *, exclude=None, chown=None, chmod=None,
+                     _overlay=False) -> None:
+        """Every path below host_dir (not host_dir itself), named prefix/relpath.
+
+        exclude(relpath) -> True skips a path (and, for a directory, all below it).
+        chown=(uid, gid) and chmod=mode override every entry's owner and permission bits.
+        """
+        host_dir = os.fspath(host_dir)
+        prefix = clean_arcname(prefix)
+        uid, gid = chown if chown is not None else (None, None)
+        stack = [("", host_dir)]
+        while stack:
+            rel_dir, abs_dir = stack.pop()
+            with os.scandir(abs_dir) as it:
+                items = sorted(it, key=lambda d: d.name)
+            for d in items:
+                rel = f"{rel_dir}/{d.name}" if rel_dir else d.name
+                if exclude is not None and exclude(rel):
+                    continue
+                st = d.stat(follow_symlinks=False)
+                arc = f"{prefix}/{rel}" if prefix else rel
+                if _overlay and stat.S_ISCHR(st.st_mode) and st.st_rdev == 0:
+                    self.add_whiteout(arc)
+                    continue
+                if _overlay:
+                    _check_overlay_marks(d.path)
+                self.add_path(d.path, arc, uid=uid, gid=gid, mode=chmod, _st=st)
+                if stat.S_ISDIR(st.st_mode):
+                    if _overlay and _is_opaque(d.path):
+                        self.add_opaque(arc)
+                    stack.append((rel, d.path))
+
+    def add_file_bytes(self, arcname, data: bytes, mode: int = 0o644, uid: int = 0, gid: int = 0,
+                       *, mtime=None, xattrs=None) -> None:
+        self._put(_Entry(clean_arcname(arcname), tarfile.REGTYPE, mode & 0o7777, uid, gid,
+                         self._mtime(mtime), size=len(data), data=bytes(data), xattrs=xattrs))
+
+    def add_dir(self, arcname, mode: int = 0o755, uid: int = 0, gid: int = 0, *, mtime=None) -> None:
+        self._put(_Entry(clean_arcname(arcname), tarfile.DIRTYPE, mode & 0o7777, uid, gid,
+                         self._mtime(mtime)))
+
+    def add_symlink(self, arcname, target: str, uid: int = 0, gid: int = 0, *, mtime=None) -> None:
+        self._put(_Entry(clean_arcname(arcname), tarfile.SYMTYPE, 0o777, uid, gid,
+                         self._mtime(mtime), linkname=target))
+
+    def add_hardlink(self, arcname, target_arcname, *, mtime=None) -> None:
+        self._put(_Entry(clean_arcname(arcname), tarfile.LNKTYPE, 0o644, 0, 0, self._mtime(mtime),
+                         linkname=clean_arcname(target_arcname)))
+
+    def add_whiteout(self, path) -> None:
+        """Mark `path` deleted from the layers below."""
+        name = clean_arcname(path)
+        head, _, base = name.rpartition("/")
+        wh = f"{head}/{WHITEOUT_PREFIX}{base}" if head else WHITEOUT_PREFIX + base
+        self._put(_Entry(wh, tarfile.REGTYPE, 0o644, 0, 0, self._mtime(None)))
+
+    def add_opaque(self, dir_path) -> None:
+        """Hide everything the layers below have in `dir_path`."""
+        name = clean_arcname(dir_path)
+        wh = f"{name}/{WHITEOUT_OPAQUE}" if name else WHITEOUT_OPAQUE
+        self._put(_Entry(wh, tarfile.REGTYPE, 0o644, 0, 0, self._mtime(None)))
+
+    # -- writing -------------------------------------------------------------------------
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        if exc_type is None:
+            self.close()
+        return False
+
+    def close(self) -> dict:
+        """Write the layer (once) and return the result dict."""
+        if self.result is None:
+            self.result = self._write()
+        return self.result
+
+    def descriptor(self, **kw) -> dict:
+        from ocispec import image
+        r = self.close()
+        return image.descriptor(r["media_type"], r["digest"], r["size"], **kw)
+
+    def _compressor(self):
+        if self.compression == "gzip":
+            from isal import isal_zlib
+            lvl = 1 if self.level is None else self.level
+            # wbits 31: gzip wrapper with zero mtime, no file name -> deterministic.
+            return isal_zlib.compressobj(lvl, isal_zlib.DEFLATED, 31)
+        if self.compression == "zstd":
+            import zstandard
+            lvl = 1 if self.level is None else self.level
+            return zstandard.ZstdCompressor(level=lvl).compressobj()
+        return None
+
+    def _link_groups(self) -> dict:
+        """Entries with explicit hard links joined to their target's group, so whichever
+        path sorts first carries the data and the others link to it."""
+        out = dict(self._entries)
+        for name, e in self._entries.items():
+            if e.type != tarfile.LNKTYPE:
+                continue
+            t = self._entries.get(e.linkname)
+            if t is None or t.type != tarfile.REGTYPE:
+                continue  # a link to a lower layer's file stays a plain link entry
+            key = t.ino or ("link", t.name)
+            if t.ino is None:
+                t = out[t.name] = _Entry(t.name, t.type, t.mode, t.uid, t.gid, t.mtime, size=t.size,
+                                         src=t.src, data=t.data, xattrs=t.xattrs, ino=key)
+            out[name] = _Entry(name, t.type, t.mode, t.uid, t.gid, t.mtime, size=t.size, src=t.src,
+                               data=t.data, xattrs=t.xattrs, ino=key)
+        return out
+
+    def _write(self) -> dict:
+        f, tmp = self.store.temp_file(".layer")
+        pipe = None
+        try:
+            with f:
+                pipe = _Pipeline(self._compressor(), f)
+                put = pipe.put
+                buf = bytearray()
+
+                def emit(b):
+                    buf.extend(b)
+                    if len(buf) >= _FLUSH_AT:
+                        put(bytes(buf))
+                        buf.clear()
+
+                def emit_big(b):  # large file chunks skip the copy into buf
+                    if buf:
+                        put(bytes(buf))
+                        buf.clear()
+                    put(b)
+
+                links: dict = {}
+                entries = self._link_groups()
+                for key in sorted(entries, key=lambda n: n.split("/")):
+                    e = entries[key]
+                    typ, linkname = e.type, e.linkname
+                    size = e.size if typ == tarfile.REGTYPE else 0
+                    if e.ino is not None:
+                        first = links.get(e.ino)
+                        if first is None:
+                            links[e.ino] = e.name
+                        else:
+                            typ, linkname, size = tarfile.LNKTYPE, first, 0
+                    name = e.name + "/" if typ == tarfile.DIRTYPE else e.name
+                    hdr = None
+                    if not e.xattrs and name.isascii() and linkname.isascii():
+                        hdr = _ustar(name.encode(), e.mode, e.uid, e.gid, size, e.mtime, typ,
+                                     linkname.encode(), e.devmajor, e.devminor)
+                    if hdr is None:
+                        ti = tarfile.TarInfo(name)
+                        ti.mode, ti.uid, ti.gid, ti.mtime = e.mode, e.uid, e.gid, e.mtime
+                        ti.type, ti.linkname, ti.size = typ, linkname, size
+                        ti.devmajor, ti.devminor = e.devmajor, e.devminor
+                        ti.uname = ti.gname = ""
+                        if e.xattrs:
+                            ti.pax_headers = {f"SCHILY.xattr.{k}": v.decode("utf-8", "surrogateescape")
+                                              for k, v in sorted(e.xattrs.items())}
+                        hdr = ti.tobuf(tarfile.PAX_FORMAT, "utf-8", "surrogateescape")
+                    emit(hdr)
+                    if not size:
+                        continue
+                    if e.data is not None:
+                        emit(e.data)
+                    else:
+                        _copy_file(e.src, size, emit, emit_big)
+                    pad = -size % _BLOCK
+                    if pad:
+                        emit(b"\0" * pad)
+                emit(_NUL_BLOCKS)
+                if buf:
+                    put(bytes(buf))
+                pipe.close()
+            blob = self.store.commit_temp(tmp, pipe.blob.digest, pipe.blob.size, self.media_type)
+        except BaseException:
+            if pipe is not None and any(t.is_alive() for t in pipe.threads):
+                pipe.err = pipe.err or RuntimeError("layer write aborted")
+                pipe.q1.put(None)
+                for t in pipe.threads:
+                    t.join()
+            self.store.discard_temp(tmp)
+            raise
+        return {"digest": blob.digest, "size": blob.size, "diff_id": pipe.diff.digest,
+                "media_type": self.media_type}
+
+
+def _copy_file(path: str, size: int, emit, emit_big) -> None:
+    """Stream exactly `size` bytes of a file (it must not change while we write the layer)."""
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    try:
+        left = size
+        while left:
+            chunk = os.read(fd, min(left, _CHUNK))
+            if not chunk:
+                raise OCIError(f"{path}: file shrank while writing the layer")
+            left -= len(chunk)
+            (emit_big if len(chunk) >= 65536 else emit)(chunk)
+        if os.read(fd, 1):
+            raise OCIError(f"{path}: file grew while writing the layer")
+    finally:
+        os.close(fd)
+
+
+def _check_overlay_marks(path: str) -> None:
+    """Redirected dirs and metacopy files keep their data in a lower layer: a layer made
+    from the upper dir alone would lose it."""
+    try:
+        names = os.listxattr(path, follow_symlinks=False)
+    except OSError:
+        return
+    for n in names:
+        if n.endswith(("overlay.redirect", "overlay.metacopy")):
+            raise OCIError(f"{path}: overlayfs {n.rsplit('.', 1)[1]} entry in the upper dir",
+                           hint="mount the overlay with redirect_dir=off,metacopy=off")
+
+
+def _is_opaque(path: str) -> bool:
+    for name in ("trusted.overlay.opaque", "user.overlay.opaque"):
+        try:
+            if os.getxattr(path, name, follow_symlinks=False) == b"y":
+                return True
+        except OSError:
+            pass
+    return False
+
+
+def layer_from_overlay_upper(store, upperdir, *, compression: str | None = "gzip",
+                             source_date_epoch: int | None = None, exclude=None,
+                             level: int | None = None) -> dict:
+    """A layer from an overlayfs upper dir (unmounted, or at least quiescent).
+
+    Whiteouts (0:0 character devices) become `.wh.<name>`; opaque directories
+    (trusted.overlay.opaque=y) get a `.wh..wh..opq` entry; overlay's own xattrs are dropped.
+    """
+    with LayerWriter(store, compression, source_date_epoch, level=level) as lw:
+        lw.add_dir_tree(upperdir, exclude=exclude, _overlay=True)
+    return lw.result
