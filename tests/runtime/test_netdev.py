@@ -33,10 +33,10 @@ def links(ns=None):
     return {l["ifname"]: l for l in json.loads(ip("-j", "link", "show", ns=ns))}
 
 ip("link", "add", HOST, "mtu", "1400", "type", "veth", "peer", "name", PEER)
-ip("addr", "add", "127.1.2.3/8", "dev", HOST, "scope", "global")            # moves
-ip("addr", "add", "127.9.9.9/32", "dev", HOST)                               # host scope: stays behind
+ip("addr", "add", "127.1.2.3/8", "dev", HOST, "scope", "global")  # moves
+ip("addr", "add", "127.9.9.9/32", "dev", HOST)  # host scope: stays behind
 ip("addr", "add", "127.5.5.5/8", "dev", HOST, "scope", "global",
-   "valid_lft", "300", "preferred_lft", "300")                               # not permanent: stays behind
+   "valid_lft", "300", "preferred_lft", "300")  # not permanent: stays behind
 ctr = subprocess.Popen(["unshare", "--net", "sleep", "60"])
 try:
     # unshare(1) execs sleep once the namespace exists: wait for that.
