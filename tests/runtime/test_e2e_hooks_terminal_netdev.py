@@ -315,3 +315,16 @@ def test_missing_net_device_is_a_create_error(env):
     assert p.returncode == 1
     assert "linux.netDevices.pyrh-nosuch9: no such network interface on the host" in p.stderr
     assert not os.path.exists(os.path.join(env.root, cid))
+
+
+def test_hook_timeout_fails_create_within_the_timeout(env):
+    env.cfg["hooks"] = {"createRuntime": [{"path": "/bin/busybox", "args": ["sleep", "30"],
+                                           "timeout": 1}]}
+    env.write()
+    cid = env.new_id()
+    t0 = time.monotonic()
+    p = env.pyrunc("create", "--bundle", env.bundle, cid, check=False)
+    assert time.monotonic() - t0 < 15
+    assert p.returncode == 1
+    assert "hooks.createRuntime[0] (/bin/busybox): timed out after 1s, killed" in p.stderr
+    assert not os.path.exists(os.path.join(env.root, cid))
