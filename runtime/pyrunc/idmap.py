@@ -17,6 +17,7 @@ from ocispec.errors import OCIError
 from ocispec.tables import MOUNT_ATTR_IDMAP
 
 AT_FDCWD = -100
+MOVE_MOUNT_T_EMPTY_PATH = 0x40
 
 
 def plan(mount: dict, linux: dict | None) -> tuple | None:
@@ -65,12 +66,21 @@ def make_idmapped_tree(source: str, uid_mappings: list, gid_mappings: list,
         os.close(userns)
 
 
-def attach(tree_fd: int, target: str, where: str = "mounts") -> None:
-    """move_mount(2) a detached tree (from make_idmapped_tree) onto target."""
+def attach(tree_fd: int, target, where: str = "mounts") -> None:
+    """move_mount(2) a detached tree (from make_idmapped_tree) onto target: an fd (O_PATH
+    is enough) or a path. move_mount does not follow a final symlink, so a /proc/self/fd/N
+    path is taken as that fd."""
     from . import linux
 
+    if isinstance(target, str) and target.startswith("/proc/self/fd/") \
+            and target[14:].isdigit():
+        target = int(target[14:])
     try:
-        linux.move_mount(tree_fd, "", AT_FDCWD, target, linux.MOVE_MOUNT_F_EMPTY_PATH)
+        if isinstance(target, int):
+            linux.move_mount(tree_fd, "", target, "",
+                             linux.MOVE_MOUNT_F_EMPTY_PATH | MOVE_MOUNT_T_EMPTY_PATH)
+        else:
+            linux.move_mount(tree_fd, "", AT_FDCWD, target, linux.MOVE_MOUNT_F_EMPTY_PATH)
     except OSError as e:
         raise OCIError(f"{where}: cannot mount onto {target}: {os.strerror(e.errno)}",
                        errno=e.errno) from None
@@ -78,7 +88,11 @@ def attach(tree_fd: int, target: str, where: str = "mounts") -> None:
 
 def userns_fd(uid_mappings: list, gid_mappings: list, where: str = "mounts") -> int:
     """An fd of a fresh user namespace with these mappings and no process in it: a child
-    unshares CLONE_NEWUSER, we write its maps and open /proc/CHILD/ns/user, it exits."""
+    unshares CLONE_NEWUSER, we write its maps and open /proc/CHILD/ns/user, it exits.
+
+    CHILD is the child's pid as the /proc we see knows it: inside a new pid namespace
+    whose /proc is still the host's (a container's init before pivot_root), getpid()
+    would name another process, so the child reads its number from /proc/self."""
     from . import linux
 
     ready_r, ready_w = os.pipe()
@@ -90,27 +104,32 @@ def userns_fd(uid_mappings: list, gid_mappings: list, where: str = "mounts") -> 
             os.close(done_w)
             try:
                 linux.unshare(linux.CLONE_NEWUSER)
-                os.write(ready_w, b"1")
-            except OSError:
-                os.write(ready_w, b"0")
+                os.write(ready_w, os.readlink("/proc/self").encode())
+            except OSError as e:
+                os.write(ready_w, f"error {e.errno}".encode())
+            os.close(ready_w)
             os.read(done_r, 1)  # until the parent has opened our namespace
         finally:
             os._exit(0)
     os.close(ready_w)
     os.close(done_r)
     try:
-        if os.read(ready_r, 1) != b"1":
-            raise OCIError(f"{where}: cannot create a user namespace for the idmapped mount")
+        answer = os.read(ready_r, 64).decode()
+        if not answer.isdigit():
+            err = int(answer.split()[1]) if answer.startswith("error ") else 0
+            raise OCIError(f"{where}: cannot create a user namespace for the idmapped mount"
+                           + (f": {os.strerror(err)}" if err else ""), errno=err or None)
+        proc = f"/proc/{answer}"
         for name, maps in (("uid_map", uid_mappings), ("gid_map", gid_mappings)):
             text = "".join(f"{m['containerID']} {m['hostID']} {m['size']}\n" for m in maps)
             try:
-                with open(f"/proc/{pid}/{name}", "w") as f:
+                with open(f"{proc}/{name}", "w") as f:
                     f.write(text)
             except OSError as e:
                 key = "uidMappings" if name == "uid_map" else "gidMappings"
                 raise OCIError(f"{where}.{key}: the kernel refused the mapping "
                                f"{text.strip()!r}: {e.strerror}", errno=e.errno) from None
-        return os.open(f"/proc/{pid}/ns/user", os.O_RDONLY | os.O_CLOEXEC)
+        return os.open(f"{proc}/ns/user", os.O_RDONLY | os.O_CLOEXEC)
     finally:
         os.close(ready_r)
         os.close(done_w)

@@ -238,8 +238,6 @@ def test_unreachable_console_socket_is_a_create_error(env):
     assert not os.path.exists(os.path.join(env.root, cid))
 
 
-@pytest.mark.xfail(strict=True, reason="`pyrunc run` with process.terminal and no "
-                   "--console-socket is not wired to console.ForegroundTerminal yet")
 def test_run_in_the_foreground_with_a_terminal(env):
     env.cfg["process"]["terminal"] = True
     env.cfg["process"]["args"] = ["sh", "-c", CHECK]
@@ -328,3 +326,93 @@ def test_hook_timeout_fails_create_within_the_timeout(env):
     assert p.returncode == 1
     assert "hooks.createRuntime[0] (/bin/busybox): timed out after 1s, killed" in p.stderr
     assert not os.path.exists(os.path.join(env.root, cid))
+
+
+EXEC_CHECK = r"""
+tty
+stty size
+echo ctty-ok > /dev/tty
+read line
+echo "got:$line"
+"""
+
+
+def _running(env, cid):
+    env.cfg["process"]["args"] = ["sleep", "60"]
+    env.write()
+    env.pyrunc("create", "--bundle", env.bundle, cid)
+    env.pyrunc("start", cid)
+
+
+def test_exec_tty_with_console_socket(env):
+    cid = env.new_id()
+    _running(env, cid)
+    sock = os.path.join(env.top, "exec.sock")
+    listener = subprocess.Popen([sys.executable, os.path.join(HERE, "recvtty.py"), sock,
+                                 "--input", "to exec\n"],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        assert listener.stdout.readline() == b"listening\n"
+        env.pyrunc("exec", "--tty", "--detach", "--console-socket", sock, cid,
+                   "sh", "-c", EXEC_CHECK)
+        out, err = listener.communicate(timeout=30)
+    finally:
+        listener.kill()
+        listener.wait()
+    assert listener.returncode == 0, err.decode()
+    assert err.decode().startswith("name=/dev/pts/")
+    lines = out.decode().replace("\r\n", "\n").splitlines()
+    assert "ctty-ok" in lines and "got:to exec" in lines
+    assert any(line.startswith("/dev/pts/") for line in lines)
+
+
+def test_exec_tty_in_the_foreground(env):
+    cid = env.new_id()
+    _running(env, cid)
+    master, slave = os.openpty()
+    from pyrunc import console
+    console.set_size(slave, 17, 71)
+    try:
+        p = subprocess.Popen([PYRUNC, "--root", env.root, "exec", "--tty", cid,
+                              "sh", "-c", EXEC_CHECK], stdin=slave, stdout=slave, stderr=slave,
+                             start_new_session=True)
+        os.close(slave)
+        os.write(master, b"typed at exec\n")
+        out = b""
+        while True:
+            try:
+                data = os.read(master, 4096)
+            except OSError:
+                break
+            if not data:
+                break
+            out += data
+        assert p.wait(timeout=30) == 0, out
+    finally:
+        os.close(master)
+    lines = out.decode().replace("\r\n", "\n").splitlines()
+    assert "17 71" in lines and "ctty-ok" in lines and "got:typed at exec" in lines
+
+
+def test_idmapped_bind_mount_through_pyrunc(env):
+    src = os.path.join(env.top, "idmap-src")
+    os.mkdir(src)
+    f = os.path.join(src, "owned-by-1000")
+    open(f, "w").close()
+    os.chown(f, 1000, 1000)
+    one = [{"containerID": 1000, "hostID": 0, "size": 1}]
+    env.cfg["mounts"].append({"destination": "/idm", "type": "bind", "source": src,
+                              "options": ["bind", "idmap"], "uidMappings": one,
+                              "gidMappings": one})
+    env.cfg["process"]["args"] = ["sh", "-c", "ls -ln /idm"]
+    env.write()
+    out = os.path.join(env.top, "out")
+    with open(out, "w") as o:
+        p = subprocess.run([PYRUNC, "--root", env.root, "run", "--bundle", env.bundle,
+                            env.new_id()], stdin=subprocess.DEVNULL, stdout=o,
+                           stderr=subprocess.STDOUT, timeout=60)
+    text = open(out).read()
+    assert p.returncode == 0, text
+    fields = [line.split() for line in text.splitlines() if "owned-by-1000" in line][0]
+    assert fields[2:4] == ["0", "0"]  # uid 1000 on disk shows as 0 through the mount
+    assert os.stat(f).st_uid == 1000

@@ -59,7 +59,10 @@ def test_uid_1000_shows_as_0_through_the_mount(workdir, fs):
         touch(src + "/f1000", 1000, 1001)
         touch(src + "/f0", 0, 0)
         tree = idmap.make_idmapped_tree(src, m(1000, 0, 2), m(1000, 0, 2), False)
-        idmap.attach(tree, dst)
+        target = os.open(dst, os.O_PATH | os.O_DIRECTORY)
+        # As pyrunc's rootfs code does: the target by fd, named as a magic link.
+        idmap.attach(tree, f"/proc/self/fd/{{target}}")
+        os.close(target)
         os.close(tree)
         out["dir"] = owner(dst)
         out["f1000"] = owner(dst + "/f1000")
@@ -86,7 +89,9 @@ def test_recursive_idmaps_submounts_and_plain_idmap_does_not_take_them(workdir):
         touch(src + "/sub/f", 1000, 1000)
         for name, rec in (("flat", False), ("rec", True)):
             tree = idmap.make_idmapped_tree(src, m(1000, 0, 1), m(1000, 0, 1), rec)
-            idmap.attach(tree, D + "/" + name)
+            target = os.open(D + "/" + name, os.O_PATH | os.O_DIRECTORY)
+            idmap.attach(tree, target)  # by fd
+            os.close(target)
             os.close(tree)
         out["flat"] = os.listdir(D + "/flat/sub")
         out["rec"] = owner(D + "/rec/sub/f")
