@@ -145,6 +145,12 @@ class _V:
             ns = self.linux(linux)
         self.cross(c, linux or {}, ns)
 
+    def ifname(self, name, path):
+        # dev_valid_name() in the kernel's net/core/dev.c
+        if (not name or len(name) >= 16 or name in (".", "..")
+                or any(ch in "/:" or ch.isspace() for ch in name)):
+            self.err(path, f'invalid network interface name "{name}"')
+
     def mapping(self, m, path):
         self.obj(m, path, True)
         self.u32(m.get("containerID"), f"{path}.containerID", True)
@@ -168,8 +174,10 @@ class _V:
         for key in ("uidMappings", "gidMappings"):
             for i, mp in enumerate(self.arr(m.get(key), f"{path}.{key}")):
                 self.mapping(mp, f"{path}.{key}[{i}]")
+        if (m.get("uidMappings") is None) != (m.get("gidMappings") is None):
+            self.err(f"{path}.uidMappings", "uidMappings and gidMappings go together")
         bind = m.get("type") == "bind" or "bind" in opts or "rbind" in opts
-        if ("idmap" in opts or "ridmap" in opts) and not bind:
+        if ("idmap" in opts or "ridmap" in opts or m.get("uidMappings") is not None) and not bind:
             self.err(f"{path}.options", "idmap is only supported on bind mounts")
         if bind and not m.get("source"):
             self.err(f"{path}.source", "a bind mount needs a source")
@@ -290,12 +298,20 @@ class _V:
             self.u32(d.get("gid"), f"{path}.gid")
         nd = lx.get("netDevices")
         if self.obj(nd, "linux.netDevices"):
+            targets = {}
             for k, d in nd.items():
                 path = f"linux.netDevices.{k}"
-                if not k or "/" in k or k in (".", ".."):
-                    self.err(path, f'invalid interface name "{k}"')
+                self.ifname(k, path)
                 self.obj(d, path, True)
-                self.string(d.get("name"), f"{path}.name")
+                new = d.get("name")
+                if self.string(new, f"{path}.name") and new:
+                    self.ifname(new.replace("%d", "0"), f"{path}.name")
+                new = new or k
+                if "%d" not in new:  # a template lets the kernel pick a free name
+                    if new in targets:
+                        self.err(f"{path}.name", f'"{new}" is also the name for '
+                                 f"linux.netDevices.{targets[new]}")
+                    targets[new] = k
         self.string(lx.get("cgroupsPath"), "linux.cgroupsPath")
         rp = lx.get("rootfsPropagation")
         if rp is not None and rp != "":
@@ -443,6 +459,12 @@ class _V:
                 self.err("linux.timeOffsets", "time offsets need a time namespace (linux.namespaces has no \"time\")")
             if ns["time"] is not None:
                 self.err("linux.timeOffsets", "time offsets cannot be set when joining a time namespace by path")
+        for i, m in enumerate(c.get("mounts") or ()):
+            opts = m.get("options") or ()
+            if ("idmap" in opts or "ridmap" in opts) and m.get("uidMappings") is None \
+                    and not (lx.get("uidMappings") and lx.get("gidMappings")):
+                self.err(f"mounts[{i}].options", "idmap without uidMappings/gidMappings "
+                         "needs linux.uidMappings and linux.gidMappings to use")
         if lx.get("netDevices") and ("network" not in ns or ns["network"] is not None):
             self.err("linux.netDevices", "moving network devices needs a new network namespace")
         if c.get("hostname") and "uts" not in ns:
