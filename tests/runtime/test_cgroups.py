@@ -386,7 +386,10 @@ def test_stats_are_shaped_like_runc_events(cg, procs):
     assert s["cpu"]["usage"]["total"] > 0
     assert len(s["cpu"]["usage"]["percpu"]) == os.cpu_count()
     assert s["cpu"]["usage"]["user"] + s["cpu"]["usage"]["kernel"] > 0
-    assert set(s["cpu"]["throttling"]) == {"periods", "throttled_periods", "throttled_time"}
+    assert set(s["cpu"]["throttling"]) == {"periods", "throttledPeriods", "throttledTime"}
+    assert s["cpuset"]["cpus"] == list(range(os.cpu_count())) and s["cpuset"]["mems"] == [0]
+    assert set(s) == {"cpu", "cpuset", "memory", "pids", "blkio", "hugetlb", "intel_rdt",
+                      "network_interfaces"}  # runc's types.Stats
     assert s["memory"]["usage"]["usage"] > 0 and s["memory"]["usage"]["limit"] == 100 << 20
     assert s["memory"]["usage"]["max"] >= s["memory"]["usage"]["usage"]
     assert "failcnt" in s["memory"]["usage"] and "cache" in s["memory"]

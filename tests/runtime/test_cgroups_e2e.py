@@ -170,3 +170,88 @@ def test_bad_resources_fail_create_and_leave_nothing(runtime, bundle, cid, res, 
     assert field in msg and "\n" not in msg, msg
     assert not os.path.exists(os.path.join(runtime.root, cid))
     assert leftovers(name) == []
+
+
+def test_update_changes_limits_of_a_running_container(runtime, bundle, cid, workdir):
+    name = unique("e2e")
+    bundle.config["linux"]["cgroupsPath"] = f"/{name}"
+    bundle.config["linux"]["resources"] = {"memory": {"limit": 64 << 20, "swap": 64 << 20},
+                                           "pids": {"limit": 5},
+                                           "devices": [{"allow": False, "access": "rwm"}]}
+    bundle.set_args("sleep", "1000")
+    m = Manager.for_container(cid, f"/{name}")
+    runtime("run", "-d", "-b", bundle.path, cid, check=True)
+    try:
+        devices_before = read(m.v1["devices"], "devices.list")
+        # memory grows past the old memory+swap: the write order must adapt
+        runtime("update", "--memory", "200M", "--memory-swap", "300M", "--pids-limit", "9",
+                "--cpu-quota", "30000", "--cpu-period", "60000", "--cpuset-cpus", "0",
+                cid, check=True)
+        assert read(m.v1["memory"], "memory.limit_in_bytes") == str(200 << 20)
+        assert read(m.v1["memory"], "memory.memsw.limit_in_bytes") == str(300 << 20)
+        assert read(m.v1["pids"], "pids.max") == "9"
+        assert read(m.v1["cpu"], "cpu.cfs_quota_us") == "30000"
+        assert read(m.v1["cpu"], "cpu.cfs_period_us") == "60000"
+        assert read(m.v1["cpuset"], "cpuset.cpus") == "0"
+        res = os.path.join(workdir, "res.json")
+        with open(res, "w") as f:
+            json.dump({"cpu": {"shares": 700}, "pids": {"limit": 11},
+                       "devices": [{"allow": True, "access": "rwm"}]}, f)
+        runtime("update", "-r", res, cid, check=True)
+        assert read(m.v1["cpu"], "cpu.shares") == "700"
+        assert read(m.v1["pids"], "pids.max") == "11"
+        assert read(m.v1["devices"], "devices.list") == devices_before  # as runc: untouched
+        p = runtime("update", "--memory", "5x", cid)
+        assert p.returncode == 1 and "--memory" in p.stderr and p.stderr.count("\n") == 1
+        with open(res, "w") as f:
+            json.dump({"cpu": {"cpus": "0-63"}}, f)
+        p = runtime("update", "-r", res, cid)
+        assert p.returncode == 1 and "linux.resources.cpu.cpus" in p.stderr
+        assert read(m.v1["cpuset"], "cpuset.cpus") == "0"
+    finally:
+        runtime("delete", "-f", cid)
+    assert leftovers(name) == []
+
+
+def test_events_stats_and_oom(runtime, bundle, cid):
+    import subprocess
+    name = unique("e2e")
+    bundle.config["root"]["readonly"] = False
+    bundle.config["linux"]["cgroupsPath"] = f"/{name}"
+    bundle.config["linux"]["resources"] = {"memory": {"limit": 16 << 20, "swap": 16 << 20},
+                                           "pids": {"limit": 20}}
+    # a subshell that eats memory once /tmp/go exists; the container itself lives on
+    bundle.set_args("sh", "-c", "sleep 1000 & while [ ! -e /tmp/go ]; do sleep 0.05; done; "
+                    "(x=y; while :; do x=$x$x; done); wait")
+    runtime("run", "-d", "-b", bundle.path, cid, check=True)
+    ev = None
+    try:
+        st = json.loads(runtime("events", "--stats", cid, check=True).stdout)
+        assert st["type"] == "stats" and st["id"] == cid
+        data = st["data"]
+        assert data["memory"]["usage"]["limit"] == 16 << 20
+        assert data["pids"]["limit"] == 20 and data["pids"]["current"] >= 2
+        assert data["cpu"]["usage"]["total"] > 0
+        ev = subprocess.Popen([runtime.binary, "--root", runtime.root, "events", "--interval",
+                               "200ms", cid], stdout=subprocess.PIPE, text=True)
+        first = json.loads(ev.stdout.readline())
+        assert first["type"] == "stats" and first["id"] == cid
+        open(os.path.join(bundle.rootfs, "tmp", "go"), "w").close()
+        seen = []
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            e = json.loads(ev.stdout.readline())
+            seen.append(e["type"])
+            if e["type"] == "oom":
+                break
+        assert seen[-1] == "oom"
+        assert runtime.state(cid)["status"] == "running"
+    finally:
+        if ev is not None:
+            ev.kill()
+            ev.wait()
+            ev.stdout.close()
+        runtime("delete", "-f", cid)
+    assert leftovers(name) == []
+    p = runtime("events", "--stats", cid)
+    assert p.returncode == 1 and "does not exist" in p.stderr
