@@ -1,60 +1,54 @@
-"""`pyrunc events ID [--stats] [--interval 5s]`: one JSON object per line, as runc prints:
-{"type": "stats", "id": ID, "data": {...}} every interval (once with --stats), and
-{"type": "oom", "id": ID} when the OOM killer strikes in the container's cgroup."""
+"""`pyrunc events`: stats and OOM events of a container, as runc prints them."""
 
 import json
-import re
-import sys
 import time
 
 from ocispec.errors import OCIError
 
-_UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
+from .state import Container
 
 
-def parse_duration(text: str) -> float:
-    """Go's time.ParseDuration for the forms runc users write: 5s, 100ms, 1m30s, 0.5s."""
-    parts = re.findall(r"(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h)", text)
-    if not parts or "".join(n + u for n, u in parts) != text:
-        raise OCIError(f"events: invalid --interval {text!r} (use e.g. 5s, 500ms)")
-    return sum(float(n) * _UNITS[u] for n, u in parts)
-
-
-def _emit(obj: dict) -> None:
-    sys.stdout.write(json.dumps(obj, separators=(",", ":")) + "\n")
-    sys.stdout.flush()
+def _interval(text: str) -> float:
+    units = {"ms": 0.001, "s": 1, "m": 60, "h": 3600}
+    for u in ("ms", "s", "m", "h"):
+        if text.endswith(u) and text[: -len(u)].replace(".", "", 1).isdigit():
+            return float(text[: -len(u)]) * units[u]
+    raise OCIError(f"--interval {text!r}: use a duration such as 5s or 500ms")
 
 
 def events(a, log) -> int:
-    from .commands import _id
-    from .container import _manager
-    from .state import Container
+    from .cgroups import Manager
 
-    cid = _id(a, "events")
-    interval = parse_duration(a.opts.get("interval") or "5s")
-    if interval <= 0:
-        raise OCIError("events: --interval must be greater than 0")
+    if not a.args:
+        raise OCIError('"events" requires a container id')
+    cid = a.args[0]
+    interval = _interval(a.opts["interval"])
     c = Container.load(a.g["root"], cid, lock=False)
     if c.status() == "stopped":
         raise OCIError("container not running")
-    m = _manager(c)
-    if m is None:
+    if not c.data.get("cgroup"):
         raise OCIError("events: the container has no cgroup")
-    if a.opts.get("stats"):
-        _emit({"type": "stats", "id": cid, "data": m.stats()})
+    m = Manager.from_state(c.data["cgroup"])
+
+    def emit(kind: str, data=None) -> None:
+        ev = {"type": kind, "id": cid}
+        if data is not None:
+            ev["data"] = data
+        print(json.dumps(ev), flush=True)
+
+    if a.opts["stats"]:
+        emit("stats", m.stats())
         return 0
     ooms = m.oom_kills()
     next_stats = time.monotonic()
-    while c.status() != "stopped":
+    while c.init_alive():
+        now = time.monotonic()
+        if now >= next_stats:
+            emit("stats", m.stats())
+            next_stats = now + interval
         n = m.oom_kills()
         if n > ooms:
-            _emit({"type": "oom", "id": cid})
+            emit("oom")
             ooms = n
-        if time.monotonic() >= next_stats:
-            try:
-                _emit({"type": "stats", "id": cid, "data": m.stats()})
-            except OSError:
-                break  # the cgroup went with the container
-            next_stats += interval
-        time.sleep(min(0.1, interval))
+        time.sleep(min(0.2, interval))
     return 0
