@@ -116,9 +116,10 @@ class Manager:
         if self.state() == "frozen":
             self.thaw()  # killed tasks of a frozen cgroup only exit once thawed
         failed = []
+        deadline = time.monotonic() + 2  # for all hierarchies together
         for d in self.dirs():
             try:
-                _rmtree(d)
+                _rmtree(d, max(0.0, deadline - time.monotonic()))
             except OSError as e:
                 failed.append(f"{d}: {os.strerror(e.errno).lower()}")
         for top in self.created:
