@@ -189,6 +189,15 @@ def test_realtime_cpu(cg):
     m.set({"cpu": {"realtimePeriod": 1000000, "realtimeRuntime": 1000}})
     assert read(m.v1["cpu"], "cpu.rt_runtime_us") == "1000"
     assert read(m.v1["cpu"], "cpu.rt_period_us") == "1000000"
+    # nested: the parents create() made get just the share the leaf needs
+    n = cg("{name}/a/b")
+    n.set({"cpu": {"realtimePeriod": 100000, "realtimeRuntime": 5000}})
+    assert read(n.v1["cpu"], "cpu.rt_runtime_us") == "5000"
+    assert read(os.path.dirname(n.v1["cpu"]), "cpu.rt_runtime_us") == "50000"
+    assert read(os.path.dirname(os.path.dirname(n.v1["cpu"])), "cpu.rt_runtime_us") == "50000"
+    with pytest.raises(OCIError, match=r"linux.resources.cpu.realtimeRuntime: cannot set "
+                                       r"2000000: invalid argument"):
+        m.set({"cpu": {"realtimeRuntime": 2000000}})
 
 
 def test_cpuset_is_filled_from_parent(cg, procs):
