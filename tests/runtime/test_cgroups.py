@@ -547,25 +547,55 @@ def test_v2_devices_ebpf_program_is_enforced(procs):
     assert leftovers(name) == []
 
 
-def test_create_resources_allow_linux_devices_nodes(cg, procs):
+def test_linux_devices_nodes_get_only_what_resources_allow(cg, procs):
+    """As runc 1.1: a linux.devices node is not allowed by itself (conformance's
+    linux_cgroups_devices checks exactly this)."""
     from pyrunc.cgroups import create_resources
-    linux = {"resources": {"devices": [{"allow": False, "access": "rwm"}],
+    linux = {"resources": {"devices": [{"allow": False, "access": "rwm"},
+                                       {"allow": True, "type": "b", "major": 7, "minor": 0,
+                                        "access": "r"}],
                            "pids": {"limit": 9}},
-             "devices": [{"path": "/dev/loop1", "type": "b", "major": 7, "minor": 1}]}
+             "devices": [{"path": "/dev/loop0", "type": "b", "major": 7, "minor": 0},
+                         {"path": "/dev/loop1", "type": "b", "major": 7, "minor": 1}]}
     res = create_resources(linux)
-    assert res["pids"] == {"limit": 9} and linux["resources"]["devices"] == \
-        [{"allow": False, "access": "rwm"}]
-    assert create_resources({"resources": {"pids": {"limit": 1}}}) == {"pids": {"limit": 1}}
+    assert res == linux["resources"] and res is not linux["resources"]
     m = cg()
     p = procs.gated("busybox dd if=/dev/loop1 of=/dev/null count=0 2>&1 && echo LOOP1; "
                     f"{OPEN_LOOP0}")
     m.add(p.pid)
     m.set(res)
     listed = read(m.v1["devices"], "devices.list").splitlines()
-    assert "b 7:1 rwm" in listed and "c 1:3 rwm" in listed and "c 136:* rwm" in listed
-    assert "a *:* rwm" not in listed and "b 7:0 rwm" not in listed
+    assert "b 7:0 r" in listed and "c 1:3 rwm" in listed and "c 136:* rwm" in listed
+    assert "a *:* rwm" not in listed and not any(x.startswith("b 7:1") for x in listed)
     go(p)
     out = p.communicate(timeout=10)[0].decode()
-    assert "LOOP1" in out and "LOOP0" not in out and "Operation not permitted" in out
+    assert "LOOP0" in out and "LOOP1" not in out and "Operation not permitted" in out
     with pytest.raises(OCIError, match=r"linux.devices\[0\].type"):
         create_resources({"devices": [{"type": "x"}]})
+
+
+def test_destroy_of_a_frozen_cgroup_with_killed_tasks(procs):
+    name = unique()
+    m = Manager.for_container(name, f"/{name}")
+    m.create()
+    p = procs.sleeper()
+    m.add(p.pid)
+    m.freeze()
+    os.kill(p.pid, 9)  # delete -f of a paused container: the task cannot exit while frozen
+    m.destroy()
+    assert p.wait(timeout=5) == -9
+    assert leftovers(name) == []
+
+
+def test_oom_kills_are_counted(cg, procs):
+    m = cg()
+    m.set({"memory": {"limit": 8 << 20, "swap": 8 << 20}})
+    assert m.oom_kills() == 0
+    # a shell that grows a string past the limit is OOM-killed in the cgroup
+    p = procs.gated("x=y; while :; do x=$x$x; done")
+    m.add(p.pid)
+    go(p)
+    assert p.wait(timeout=20) == -9
+    assert m.oom_kills() >= 1
+    mem = m.stats()["memory"]
+    assert mem["usage"]["max"] == mem["usage"]["limit"] == 8 << 20  # it hit the limit

@@ -2,7 +2,7 @@
 
     m = Manager.for_container(id, cfg["linux"].get("cgroupsPath"), systemd=...)
     m.create(); m.add(pid)                          # pyrunc create
-    m.set(create_resources(cfg["linux"]))           # resources + linux.devices nodes
+    m.set(create_resources(cfg["linux"]))
     Manager.from_state(m.to_state())                # later commands
 """
 
@@ -16,9 +16,9 @@ def resources_from_update_flags(**flags) -> dict:
 
 
 def create_resources(linux: dict) -> dict:
-    """linux.resources with the device rules runc applies at create: the config's, then an
-    allow for each linux.devices node. (set() always appends runc's default allowed
-    devices: /dev/null, zero, full, tty, ptmx, pts, ... .)"""
+    """linux.resources as runc 1.1 applies it at create (linux.devices nodes get no rule
+    of their own; set() always appends runc's default allowed devices: /dev/null, zero,
+    full, tty, ptmx, pts, ...)."""
     from .devices import create_resources as expand
     return expand(linux)
 

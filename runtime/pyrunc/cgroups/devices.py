@@ -62,18 +62,11 @@ def with_defaults(rules: list) -> list:
 
 
 def create_resources(linux: dict) -> dict:
-    """linux.resources as runc applies it at create: the config's device rules plus an
-    allow-rwm rule per linux.devices node (Manager.set adds runc's defaults after them)."""
-    resources = dict(linux.get("resources") or {})
-    rules = list(resources.get("devices") or [])
-    if not rules and not linux.get("devices"):
-        return resources
+    """linux.resources as runc (1.1) applies it at create. linux.devices nodes get no rule
+    of their own: like runc, access to them is what resources.devices (plus runc's
+    defaults, added by Manager.set) allows, so a config can create a node it may not open."""
     for i, dev in enumerate(linux.get("devices") or ()):
-        typ = dev.get("type")
-        if typ not in ("c", "b", "u", "p"):
-            raise OCIError(f"linux.devices[{i}].type: {typ!r} is not one of c, b, u, p")
-        if typ == "p":  # a fifo has no device number to allow
-            continue
-        rules.append(_allow("c" if typ == "u" else typ, dev.get("major"), dev.get("minor")))
-    resources["devices"] = rules
-    return resources
+        if dev.get("type") not in ("c", "b", "u", "p"):
+            raise OCIError(f"linux.devices[{i}].type: {dev.get('type')!r} is not one of "
+                           "c, b, u, p")
+    return dict(linux.get("resources") or {})
