@@ -209,3 +209,28 @@ def test_podman_generated_config_validates(store, tmp_path, podman):
         validate_config(doc)
     finally:
         podman("rm", "-f", cid)
+
+
+def test_podman_save_imports_and_runs(store, tmp_path, podman):
+    """podman save (docker-archive and oci-archive) -> our import -> unpack -> runc run."""
+    name = f"localhost/pyoci-layout-{uuid.uuid4().hex[:8]}:v1"
+    _busybox_image(store, name, text="round trip")
+    arch = tmp_path / "ours.tar"
+    export_image(store, name, f"docker-archive:{arch}:{name}")
+    podman("load", "-i", str(arch))
+    for fmt in ("docker-archive", "oci-archive"):
+        saved = tmp_path / f"saved-{fmt}.tar"
+        podman("save", "--format", fmt, "-o", str(saved), name)
+        s2 = Store(tmp_path / f"store-{fmt}")
+        src = f"{fmt}:{saved}:{name}" if fmt == "docker-archive" else f"{fmt}:{saved}"
+        desc = import_image(s2, src, store_tag="back:v1")
+        assert s2.resolve("back:v1")["digest"] == desc["digest"]
+        bundle = tmp_path / f"bundle-{fmt}"
+        unpack(s2, "back:v1", bundle)
+        assert (bundle / "rootfs" / "msg").read_text() == "round trip\n"
+        assert not (bundle / "rootfs" / "etc" / "motd").exists()
+        r = subprocess.run(["runc", "--root", str(tmp_path / "runc-state"), "run", "--bundle", str(bundle),
+                            f"pyoci-layout-{uuid.uuid4().hex[:8]}"], capture_output=True, text=True, timeout=60)
+        assert r.returncode == 0 and r.stdout == "round trip\n", r.stderr
+    with pytest.raises(Exception, match="no image tagged"):
+        import_image(Store(tmp_path / "s3"), f"docker-archive:{tmp_path / 'saved-docker-archive.tar'}:other:v9")
