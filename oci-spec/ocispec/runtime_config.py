@@ -308,7 +308,8 @@ class _V:
         if self.obj(per, "linux.personality"):
             self.enum(per.get("domain"), "linux.personality.domain", T.PERSONALITY_DOMAINS,
                       "personality domain")
-            self.strings(per.get("flags"), "linux.personality.flags")
+            for i, f in enumerate(self.arr(per.get("flags"), "linux.personality.flags")):
+                self.enum(f, f"linux.personality.flags[{i}]", T.PERSONALITY_FLAGS, "personality flag")
         self.str_map(lx.get("sysctl"), "linux.sysctl")
         if lx.get("seccomp") is not None:
             self.seccomp(lx["seccomp"])
