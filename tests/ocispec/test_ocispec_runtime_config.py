@@ -291,3 +291,17 @@ def test_load_config(tmp_path, runc_spec):
     p.write_text(json.dumps({**runc_spec, "root": {"path": ""}}))
     with pytest.raises(SpecError, match=r"config.json: root.path: must not be empty"):
         load_config(p)
+
+
+def test_validate_process_for_exec(runc_spec):
+    from ocispec.runtime_config import validate_process
+    proc = copy.deepcopy(runc_spec["process"])
+    validate_process(proc)
+    proc["rlimits"].append({"type": "RLIMIT_BAD", "soft": 1, "hard": 1})
+    with pytest.raises(SpecError) as ei:
+        validate_process(proc)
+    assert str(ei.value) == 'process.json: rlimits[1].type: unknown rlimit "RLIMIT_BAD"'
+    with pytest.raises(SpecError, match=r"^process.json: args: must not be empty$"):
+        validate_process({**runc_spec["process"], "args": []})
+    with pytest.raises(SpecError, match=r"^process.json: must be an object, not array$"):
+        validate_process([])
