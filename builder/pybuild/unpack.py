@@ -33,7 +33,11 @@ def extracted_layer(store, layer_desc: dict, diff_id: str) -> str:
     path = os.path.join(base, hexd)
     if os.path.isdir(path):
         return path
-    os.makedirs(base, exist_ok=True)
+    # 0700: extracted layers hold the image's setuid files and device nodes; like
+    # /var/lib/docker, host users must not be able to reach them.
+    os.makedirs(base, mode=0o700, exist_ok=True)
+    if os.stat(base).st_mode & 0o077:
+        os.chmod(base, 0o700)
     tmp = os.path.join(base, f".tmp-{hexd[:12]}-{uuid.uuid4().hex[:8]}")
     os.mkdir(tmp, 0o755)
     try:
@@ -88,7 +92,9 @@ def unpack(store, image_ref, bundle_dir, *, overlay: bool = False, args=None,
         raise OCIError(f"image has {len(manifest['layers'])} layers but {len(diff_ids)} diff_ids")
     bundle_dir = os.path.abspath(os.fspath(bundle_dir))
     rootfs = os.path.join(bundle_dir, "rootfs")
-    os.makedirs(bundle_dir, exist_ok=True)
+    if not os.path.exists(bundle_dir):
+        os.makedirs(bundle_dir)
+        os.chmod(bundle_dir, 0o700)  # as umoci: the rootfs's setuid files stay out of reach
     if os.path.exists(rootfs) and (os.listdir(rootfs) or _is_mountpoint(rootfs)):
         raise OCIError(f"{rootfs} already exists and is not empty")
     os.makedirs(rootfs, exist_ok=True)

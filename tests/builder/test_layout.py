@@ -1,5 +1,6 @@
 """pybuild.layout/unpack: images our code writes are accepted by the ecosystem's own tools."""
 import json
+import os
 import shutil
 import subprocess
 import uuid
@@ -170,9 +171,11 @@ def test_unpack_plain_and_overlay(store, tmp_path):
     assert "A=1" in spec["process"]["env"] and any(e.startswith("PATH=") for e in spec["process"]["env"])
     assert (b1 / "rootfs" / "msg").read_text() == "hello from pybuild\n"
     assert not (b1 / "rootfs" / "etc" / "motd").exists()
+    assert b1.stat().st_mode & 0o777 == 0o700
     b2 = tmp_path / "bundle-ovl"
     try:
         unpack(store, "bb", b2, overlay=True)
+        assert os.stat(os.path.join(store.root, "layers")).st_mode & 0o777 == 0o700
         assert (b2 / "rootfs" / "msg").read_text() == "hello from pybuild\n"
         assert not (b2 / "rootfs" / "etc" / "motd").exists()  # whiteout honoured by overlayfs
         (b2 / "rootfs" / "new").write_text("n")
