@@ -237,3 +237,17 @@ def test_podman_save_imports_and_runs(store, tmp_path, podman):
         assert r.returncode == 0 and r.stdout == "round trip\n", r.stderr
     with pytest.raises(Exception, match="no image tagged"):
         import_image(Store(tmp_path / "s3"), f"docker-archive:{tmp_path / 'saved-docker-archive.tar'}:other:v9")
+
+
+def test_unpack_failure_leaves_nothing(store, tmp_path):
+    from pybuild.imagewriter import write_image
+    with LayerWriter(store, "gzip") as lw:
+        lw.add_file_bytes("etc/passwd", b"root:x:0:0::/:/bin/sh\n")
+    write_image(store, [lw.result], config={"Cmd": ["true"], "User": "nobody"}, tag="nouser")
+    for overlay in (False, True):
+        b = tmp_path / f"b-{overlay}"
+        with pytest.raises(Exception, match="unable to find user nobody"):
+            unpack(store, "nouser", b, overlay=overlay)
+        assert not b.exists()
+        with open("/proc/self/mountinfo") as f:
+            assert str(b) not in f.read()
