@@ -15,10 +15,8 @@ from .state import Container, check_id, now_rfc3339, proc_start_time, write_atom
 
 
 def _cgroups():
-    try:
-        from . import cgroups
-    except ImportError:  # TODO(integration): cgroup drivers land from their branch
-        return None
+    from . import cgroups
+
     return cgroups
 
 
@@ -49,6 +47,8 @@ def create(root: str, container_id: str, bundle: str, *, pid_file: str = "", con
 
             console_fd = console.connect(console_socket)
         lcfg = cfg.get("linux") or {}
+        cgmod = _cgroups()
+        cgmod.validate_resources(lcfg.get("resources") or {})
         sp = process.Spawn(cfg, rootfs, bundle, container_id)
         sp.fifo_path = c.fifo
         sp.console_fd = console_fd
@@ -63,13 +63,11 @@ def create(root: str, container_id: str, bundle: str, *, pid_file: str = "", con
         def on_pid(pid: int):
             nonlocal cg
             extra = {}
-            mod = _cgroups()
-            if mod is not None:
-                cg = mod.Manager.for_container(container_id, lcfg.get("cgroupsPath"), systemd=systemd)
-                cg.create()
-                cg.add(pid)
-                cg.set(lcfg.get("resources") or {})
-                extra["cgroup"] = cg.to_state()
+            cg = cgmod.Manager.for_container(container_id, lcfg.get("cgroupsPath"), systemd=systemd)
+            cg.create()
+            cg.add(pid)
+            cg.set(cgmod.create_resources(lcfg))
+            extra["cgroup"] = cg.to_state()
             if lcfg.get("netDevices"):
                 from . import netdev
 
@@ -210,8 +208,7 @@ def parse_signal(s: str) -> int:
 
 def _manager(c: Container):
     cgs = c.data.get("cgroup")
-    mod = _cgroups() if cgs else None
-    return mod.Manager.from_state(cgs) if mod else None
+    return _cgroups().Manager.from_state(cgs) if cgs else None
 
 
 def _kill_all(c: Container, sig: int) -> None:

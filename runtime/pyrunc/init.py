@@ -125,29 +125,16 @@ def _apply_process(process: dict, lcfg: dict, state: dict, mods: dict) -> None:
     seccomp_cfg = lcfg.get("seccomp")
     nnp = bool(process.get("noNewPrivileges"))
     privileges = mods["privileges"]
-    if privileges is not None:
-        privileges.prepare(process, lcfg)
-        if seccomp_cfg and not nnp:
-            mods["seccomp"].load(seccomp_cfg, state)
-        privileges.finalize(process)
-    else:
-        _basic_user(process)
+    privileges.prepare(process, lcfg)
+    if seccomp_cfg and not nnp:
+        mods["seccomp"].load(seccomp_cfg, state)
+    privileges.finalize(process)
     cwd = process.get("cwd") or "/"
     try:
         os.chdir(cwd)
     except OSError as e:
         raise OCIError(f"process.cwd: cannot change to {cwd}: {e.strerror}") from None
     state["mods"] = mods
-
-
-def _basic_user(process: dict) -> None:
-    """uid, gid, additionalGids and umask, for when the privileges module is absent."""
-    user = process.get("user") or {}
-    os.setgroups(list(user.get("additionalGids") or []))
-    os.setresgid(user.get("gid", 0), user.get("gid", 0), user.get("gid", 0))
-    os.setresuid(user.get("uid", 0), user.get("uid", 0), user.get("uid", 0))
-    if "umask" in user:
-        os.umask(user["umask"])
 
 
 def _run(sp, fifo_fd: int, state: dict) -> None:
