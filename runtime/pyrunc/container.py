@@ -315,14 +315,8 @@ def destroy(c: Container, log=None) -> None:
     if hooks.get("poststop"):
         from . import hooks as hookrun
 
-        try:
-            hookrun.run(hooks, "poststop", state)
-        except OCIError as e:
-            if log:
-                log.warn(f"poststop hook failed: {e}")
-            import sys
-
-            print(f"pyrunc: warning: poststop hook failed: {e}", file=sys.stderr)
+        # runtime-spec: a failing poststop hook is a warning; the others still run.
+        hookrun.run_lenient(hooks, "poststop", state, warn=log.warn if log else None)
 
 
 def pause(root: str, container_id: str) -> None:

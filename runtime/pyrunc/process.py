@@ -234,7 +234,7 @@ def _stage1(sp: Spawn, ch: Channel, fifo_fd: int) -> None:  # pragma: no cover -
             os.setresuid(0, 0, 0)
         except OSError:
             raise OCIError("linux.uidMappings: the user namespace has no mapping for uid/gid 0") from None
-    for t in ("ipc", "uts", "network", "pid", "time", "mount"):
+    for t in ("ipc", "uts", "network", "pid", "cgroup", "time", "mount"):
         if t in fds:
             _setns(plan, fds, t)
     new = 0
