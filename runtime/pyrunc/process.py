@@ -96,6 +96,7 @@ class Spawn:
         self.fifo_path = ""
         self.console_fd = -1
         self.no_pivot = False
+        self.no_new_keyring = False
         self.preserve_fds = 0
         self.init_pid = 0
         self.cgroup_state: dict | None = None
