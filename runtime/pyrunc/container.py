@@ -31,6 +31,7 @@ def create(root: str, container_id: str, bundle: str, *, pid_file: str = "", con
 
     check_id(container_id)
     bundle, cfg, rootfs = loaded or load_bundle(bundle)
+    warn_unknown_capabilities((cfg.get("process") or {}).get("capabilities"), log)
     os.makedirs(root, 0o700, exist_ok=True)
     c = Container(root, container_id)
     try:
@@ -120,6 +121,22 @@ def create(root: str, container_id: str, bundle: str, *, pid_file: str = "", con
                         log.warn(f"cleanup: {e}")
             _remove_dir(c.dir)
         c.unlock()
+
+
+def warn_unknown_capabilities(caps, log) -> None:
+    if not caps:
+        return
+    from .capabilities import unknown
+
+    names = unknown(caps)
+    if names:
+        msg = f"ignoring unknown or unavailable capabilities: {' '.join(names)}"
+        if log is not None:
+            log.warn(msg)
+        else:
+            import sys
+
+            print(f"pyrunc: warning: {msg}", file=sys.stderr)
 
 
 def _remove_dir(path: str) -> None:
