@@ -599,3 +599,18 @@ def test_oom_kills_are_counted(cg, procs):
     assert m.oom_kills() >= 1
     mem = m.stats()["memory"]
     assert mem["usage"]["max"] == mem["usage"]["limit"] == 8 << 20  # it hit the limit
+
+
+def test_unified_keys_go_to_the_cgroup2_directory(cg):
+    m = cg("{name}/nested")
+    if not m.v2:
+        with pytest.raises(OCIError, match="linux.resources.unified"):
+            m.set({"unified": {"pids.max": "5"}})
+        return
+    m.set({"unified": {"cgroup.max.descendants": "3", "cgroup.max.depth": "2"}})
+    assert read(m.v2, "cgroup.max.descendants") == "3"
+    assert read(m.v2, "cgroup.max.depth") == "2"
+    if "hugetlb" in read(paths.mounts()[1][0], "cgroup.controllers").split():
+        # a controller's file appears once the parents enable it: set() does that
+        m.set({"unified": {"hugetlb.2MB.max": str(4 << 20)}})
+        assert read(m.v2, "hugetlb.2MB.max") == str(4 << 20)
