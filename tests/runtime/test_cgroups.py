@@ -212,11 +212,14 @@ def test_cpuset_is_filled_from_parent(cg, procs):
 def test_memory_limit_below_usage_is_an_error(cg, procs):
     m = cg()
     # The shell allocates after it joins, so its pages are charged to the cgroup.
-    p = procs.gated("x=$(busybox seq 1 20000); sleep 1000")
+    # ~1.3 MB of anonymous memory held in a shell variable: nothing to reclaim it to (the
+    # trailing command keeps ash from exec'ing sleep, which would drop the variable)
+    p = procs.gated("x=$(busybox seq 1 200000); echo held; sleep 1000; echo ${#x}")
     m.add(p.pid)
     go(p)
-    deadline = time.monotonic() + 5
-    while int(read(m.v1["memory"], "memory.usage_in_bytes")) < 200_000:
+    assert p.stdout.readline() == b"held\n"
+    deadline = time.monotonic() + 20
+    while int(read(m.v1["memory"], "memory.usage_in_bytes")) < 1_000_000:
         assert time.monotonic() < deadline
         time.sleep(0.02)
     with pytest.raises(OCIError, match=r"linux.resources.memory.limit: cannot set 4096: "
