@@ -317,17 +317,13 @@ def destroy(c: Container, log=None) -> None:
     """Remove what create made, then run poststop hooks (failures only warn)."""
     m = _manager(c)
     if m is not None:
-        # Children of a dead init die with its pid namespace, but may still be exiting.
-        deadline = time.monotonic() + 5
-        while True:
-            try:
-                m.destroy()
-                break
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise
-                _kill_all(c, signal.SIGKILL)
-                time.sleep(0.005)
+        # destroy() waits for exiting tasks itself; a straggler (a process that joined the
+        # cgroup from outside the pid namespace) gets one SIGKILL and one more try.
+        try:
+            m.destroy()
+        except OCIError:
+            _kill_all(c, signal.SIGKILL)
+            m.destroy()
     state = c.spec_state("stopped")
     _remove_dir(c.dir)
     hooks = (c.data.get("config") or {}).get("hooks") or {}
