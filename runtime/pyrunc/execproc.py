@@ -7,12 +7,12 @@ protocol as create carries failures back as one-line errors.
 """
 
 import copy
-import json
 import os
 import signal
 
 import _socket
 
+from ocispec import fastjson as json
 from ocispec.errors import OCIError
 from ocispec.tables import NAMESPACES
 

@@ -15,13 +15,13 @@ The parent is a child subreaper, so init (orphaned when stage1 exits) is reparen
 and `run` can wait for it.
 """
 
-import json
 import os
-import signal
+import _signal as signal  # the C module: `signal` imports enum (~1 ms) for names we do not need
 
 # _socket, not socket: the wrapper module costs ~2 ms of imports (enum, selectors).
 import _socket
 
+from ocispec import fastjson as json
 from ocispec.errors import OCIError
 from ocispec.tables import NAMESPACES
 
