@@ -69,10 +69,11 @@ def run(bundle, args, process=None, linux=None, timeout=60):
     with open(os.path.join(d, "config.json"), "w") as f:
         json.dump(config(args, process, linux), f)
     cid = "security-" + uuid.uuid4().hex[:12]
-    p = subprocess.run(runtime_cmd() + ["--root", state, "run", "-b", d, cid],
-                       stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=timeout)
-    subprocess.run(runtime_cmd() + ["--root", state, "delete", "-f", cid], capture_output=True)
-    return p
+    try:
+        return subprocess.run(runtime_cmd() + ["--root", state, "run", "-b", d, cid],
+                              stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=timeout)
+    finally:
+        subprocess.run(runtime_cmd() + ["--root", state, "delete", "-f", cid], capture_output=True)
 
 
 STATUS = ["/bin/sh", "-c", "grep -E '^(Cap|NoNewPrivs|Seccomp)' /proc/self/status; id; umask"]
@@ -247,3 +248,17 @@ def test_bad_values_fail_create_with_one_line_and_leave_nothing(bundle, process,
     assert len(p.stderr.strip().splitlines()) == 1, p.stderr
     s = subprocess.run(runtime_cmd() + ["--root", state, "state", cid], capture_output=True, text=True)
     assert s.returncode == 1 and "does not exist" in s.stderr, s
+
+
+@pytest.mark.parametrize("nnp", [True, False], ids=["nnp", "privileged-load"])
+def test_allowlist_profile_without_close_range_does_not_hang(bundle, nnp):
+    """An ERRNO-default allow-list written before close_range(2) existed: the runtime's own
+    fd cleanup after the filter is loaded must not fall into closing 2^31 fds one by one."""
+    from test_security_seccomp import native_syscalls
+
+    names = [n for n in native_syscalls() if n not in ("close_range",)]
+    sc = {"defaultAction": "SCMP_ACT_ERRNO", "syscalls": [{"names": names, "action": "SCMP_ACT_ALLOW"},
+                                                         {"names": ["close_range"], "action": "SCMP_ACT_ERRNO"}]}
+    p = run(bundle, ["/bin/sh", "-c", "echo alive; ls /proc/self/fd"], {"noNewPrivileges": nnp}, {"seccomp": sc},
+            timeout=30)
+    assert p.returncode == 0 and p.stdout.split() == ["alive", "0", "1", "2", "3"], p
