@@ -150,7 +150,8 @@ def _spawn(c: Container, proc: dict, console_fd: int, preserve_fds: int) -> int:
     if lcfg.get("seccomp"):
         from . import seccomp
 
-        seccomp.prepare(lcfg["seccomp"], connect=False)
+        # listenerPath is a host path: connect before joining the container's mount namespace
+        seccomp.prepare(lcfg["seccomp"])
     console = None
     if proc.get("terminal"):
         from . import console
@@ -165,6 +166,8 @@ def _spawn(c: Container, proc: dict, console_fd: int, preserve_fds: int) -> int:
             keep = [0, 1, 2, ch.fileno()] + list(range(3, 3 + preserve_fds))
             if console_fd >= 0:
                 keep.append(console_fd)
+            if seccomp is not None:
+                keep += seccomp.held_fds()
             linux.close_fds_except(keep)
             linux.set_dumpable(False)
             _join(init_pid)

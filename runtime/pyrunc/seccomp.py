@@ -221,6 +221,12 @@ def prepare(sc: dict, cache_dir: str | None = None, connect: bool = True) -> Non
     _prepared[id(sc)] = (sc, prog, listener)
 
 
+def held_fds() -> list[int]:
+    """The listener connections prepare() holds: a runtime that closes fds between prepare()
+    and load() must keep these (load closes them)."""
+    return [p[2].fileno() for p in _prepared.values() if p[2] is not None]
+
+
 def preload(sc: dict | None = None) -> None:
     """The init's hook before pivot_root: prepare(sc), or with no profile just libseccomp."""
     if sc is None:
