@@ -325,7 +325,8 @@ def test_exec_gets_the_same_security(bundle):
                 "capabilities": caps, "noNewPrivileges": True, "terminal": False}
         with open(os.path.join(d, "process.json"), "w") as f:
             json.dump(proc, f)
-        e = subprocess.run(rt + ["exec", "--process", os.path.join(d, "process.json"), cid],
+        e = subprocess.run(rt + ["exec", "--pid-file", os.path.join(d, "exec.pid"),
+                                 "--process", os.path.join(d, "process.json"), cid],
                            capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL)
     finally:
         subprocess.run(rt + ["delete", "-f", cid], capture_output=True)
@@ -338,3 +339,7 @@ def test_exec_gets_the_same_security(bundle):
     assert "Read-only file system" in out and "Invalid cross-device link" in out, out
     assert out.split()[-4:] == ["0", "1", "2", "3"], out
     assert len(got) == 2 and all(isinstance(g, dict) and g["fds"] == ["seccompFd"] for g in got), got
+    init_pid = got[0]["pid"]
+    assert got[0]["state"]["pid"] == init_pid == got[1]["state"]["pid"] and got[1]["state"]["id"] == cid
+    with open(os.path.join(d, "exec.pid")) as f:
+        assert got[1]["pid"] == int(f.read()) != init_pid
