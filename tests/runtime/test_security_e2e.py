@@ -343,3 +343,51 @@ def test_exec_gets_the_same_security(bundle):
     assert got[0]["state"]["pid"] == init_pid == got[1]["state"]["pid"] and got[1]["state"]["id"] == cid
     with open(os.path.join(d, "exec.pid")) as f:
         assert got[1]["pid"] == int(f.read()) != init_pid
+
+
+def test_notify_listener_from_a_user_namespace(bundle):
+    """The listener socket is root's and mode 0755: a user-namespaced init could not connect
+    to it itself; the runtime connects before entering the namespace."""
+    d, _ = bundle
+    for dirpath, dirnames, filenames in os.walk(d):
+        for n in dirnames + filenames:
+            os.lchown(os.path.join(dirpath, n), 100000, 100000)
+    os.chown(d, 100000, 100000)
+    path = os.path.join(d, "listener.sock")
+    srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    srv.bind(path)
+    os.chmod(path, 0o755)
+    srv.listen(1)
+    srv.settimeout(30)
+    import threading
+    from test_security_seccomp import NOTIF_RECV, NOTIF_SEND
+    import fcntl
+    import struct
+    got = {}
+
+    def agent():
+        try:
+            conn, _ = srv.accept()
+            with conn:
+                msg, fds, _, _ = socket.recv_fds(conn, 1 << 16, 4)
+            got["state"] = json.loads(msg)
+            buf = bytearray(80)
+            fcntl.ioctl(fds[0], NOTIF_RECV, buf)
+            nid = struct.unpack_from("=Q", buf)[0]
+            fcntl.ioctl(fds[0], NOTIF_SEND, bytearray(struct.pack("=QqiI", nid, 0, -errno.EXDEV, 0)))
+            os.close(fds[0])
+        except Exception as e:
+            got["error"] = e
+
+    t = threading.Thread(target=agent, daemon=True)
+    t.start()
+    sc = {"defaultAction": "SCMP_ACT_ALLOW", "listenerPath": path,
+          "syscalls": [{"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_NOTIFY"}]}
+    linux = {"namespaces": [{"type": x} for x in ("pid", "mount", "ipc", "uts", "user")],
+             "uidMappings": [{"containerID": 0, "hostID": 100000, "size": 65536}],
+             "gidMappings": [{"containerID": 0, "hostID": 100000, "size": 65536}], "seccomp": sc}
+    p = run(bundle, ["/bin/sh", "-c", "mkdir /tmp/x 2>&1"], {"noNewPrivileges": True}, linux)
+    t.join(30)
+    srv.close()
+    assert "error" not in got and "Invalid cross-device link" in p.stdout, (p, got)
+    assert got["state"]["state"]["bundle"] == d
