@@ -21,6 +21,7 @@ def _create_kw(a) -> dict:
         "pid_file": a.opts["pid-file"],
         "console_socket": a.opts["console-socket"],
         "no_pivot": a.opts["no-pivot"],
+        "no_new_keyring": a.opts["no-new-keyring"],
         "preserve_fds": a.opts["preserve-fds"] + _listen_fds(),
         "systemd": a.g["systemd-cgroup"],
     }

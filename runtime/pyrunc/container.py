@@ -21,7 +21,8 @@ def _cgroups():
 
 
 def create(root: str, container_id: str, bundle: str, *, pid_file: str = "", console_socket: str = "",
-           no_pivot: bool = False, preserve_fds: int = 0, systemd: bool = False, log=None,
+           no_pivot: bool = False, no_new_keyring: bool = False, preserve_fds: int = 0,
+           systemd: bool = False, log=None,
            loaded=None, console_fd: int = -1) -> Container:
     """loaded: (bundle, cfg, rootfs) already read by the caller; console_fd: the socket end
     init sends its pty master to, when the caller listens itself (run -t)."""
@@ -57,6 +58,7 @@ def create(root: str, container_id: str, bundle: str, *, pid_file: str = "", con
         sp.fifo_path = c.fifo
         sp.console_fd = console_fd
         sp.no_pivot = no_pivot
+        sp.no_new_keyring = no_new_keyring
         sp.preserve_fds = preserve_fds
         hooks = cfg.get("hooks") or {}
 
@@ -315,14 +317,8 @@ def destroy(c: Container, log=None) -> None:
     if hooks.get("poststop"):
         from . import hooks as hookrun
 
-        try:
-            hookrun.run(hooks, "poststop", state)
-        except OCIError as e:
-            if log:
-                log.warn(f"poststop hook failed: {e}")
-            import sys
-
-            print(f"pyrunc: warning: poststop hook failed: {e}", file=sys.stderr)
+        # runtime-spec: a failing poststop hook is a warning; the others still run.
+        hookrun.run_lenient(hooks, "poststop", state, warn=log.warn if log else None)
 
 
 def pause(root: str, container_id: str) -> None:
