@@ -264,3 +264,25 @@ def test_sets_the_kernel_would_refuse(caps, match):
         privileges.check({"capabilities": caps})
     r = run(STATUS, {"capabilities": caps})
     assert r.status == 111 and "is not in" in r.error, r
+
+
+def test_unknown_capability_can_be_a_warning_like_runc():
+    caps = {s: ["CAP_CHOWN", "CAP_NOPE"] for s in ("bounding", "effective", "permitted")}
+    said = []
+    privileges.check({"capabilities": caps}, warn=said.append)
+    assert said == [f"process.capabilities.{s}[1]: ignoring unknown capability 'CAP_NOPE'"
+                    for s in ("bounding", "effective", "permitted")]
+    said.clear()
+    from pyrunc import capabilities
+    assert capabilities.parse(caps, warn=said.append)["bounding"] == 1 << 0
+    # and applied for real: the container process ends up with exactly CAP_CHOWN
+    pid = os.fork()
+    if pid == 0:
+        try:
+            privileges.finalize({"capabilities": caps}, warn=lambda m: None)
+            with open("/proc/self/status") as f:
+                os._exit(0 if f"CapBnd:\t{capmask('CAP_CHOWN')}\n" in f.read() else 3)
+        except BaseException:
+            os._exit(4)
+    _, st = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(st) == 0
