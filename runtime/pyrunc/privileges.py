@@ -17,12 +17,11 @@ from .capabilities import PR_SET_KEEPCAPS, prctl
 PR_SET_NO_NEW_PRIVS = 38
 
 
-def check(process: dict, linux: dict | None = None, warn=None) -> None:
+def check(process: dict, linux: dict | None = None) -> None:
     """Validate every field prepare() and finalize() use, without touching the kernel (for
-    create's validation pass). Host support of apparmor/selinux is checked too. warn: see
-    capabilities.parse (unknown capability names become warnings instead of errors)."""
+    create's validation pass). Host support of apparmor/selinux is checked too."""
     _parse_prepare(process, linux or {})
-    _parse_finalize(process, warn)
+    _parse_finalize(process)
 
 
 def _parse_prepare(process: dict, linux: dict):
@@ -90,8 +89,8 @@ def _set_personality(value: int) -> None:
         raise OCIError(f"linux.personality: personality({value:#x}): {os.strerror(e)}", errno=e)
 
 
-def _parse_finalize(process: dict, warn=None):
-    caps = capabilities.parse(process.get("capabilities"), warn=warn)
+def _parse_finalize(process: dict):
+    caps = capabilities.parse(process.get("capabilities"))
     user = process.get("user")
     if user is None:
         user = {}
@@ -128,15 +127,14 @@ def _setgroups_allowed() -> bool:
         return True
 
 
-def finalize(process: dict, warn=None) -> None:
+def finalize(process: dict) -> None:
     """additionalGids, gid, uid, umask, the five capability sets and noNewPrivileges.
 
     Caps survive the uid switch because PR_SET_KEEPCAPS keeps the permitted set; capset then
     sets exactly the configured sets (setuid cleared the effective one). An ambient capability
-    that is not in both permitted and inheritable is dropped, as runc does. warn: see
-    capabilities.parse.
+    that is not in both permitted and inheritable is dropped, as runc does.
     """
-    caps, uid, gid, groups, umask, nnp = _parse_finalize(process, warn)
+    caps, uid, gid, groups, umask, nnp = _parse_finalize(process)
     capabilities.drop_bounding(caps)
     prctl(PR_SET_KEEPCAPS, 1, 0, "process.user: PR_SET_KEEPCAPS")
     try:
