@@ -1,0 +1,368 @@
+"""Variable substitution: the word grammar of BuildKit's shell lexer.
+
+Not a shell: no globbing, no command substitution, no arithmetic. What it does, as
+BuildKit's frontend/dockerfile/shell does:
+
+- `$NAME`, `${NAME}`; `$1` style digits and the special parameters `$@ $* $# $? $- $$ $!
+  $0` expand to their env value (normally empty); a lone `$` stays `$`.
+- `${N:-w}` `${N-w}` `${N:+w}` `${N+w}` `${N:?msg}` `${N?msg}` (the `:` forms treat an
+  empty value as unset), `${N#pat}` `${N##pat}` `${N%pat}` `${N%%pat}`,
+  `${N/pat/repl}` `${N//pat/repl}`; patterns know `*`, `?` and `\\` escapes; the word
+  after a modifier is itself expanded (nested `${...}` and quotes work).
+- Single quotes are literal; double quotes keep spaces and expand `$`; the escape char
+  (`\\` or the `# escape=` one) escapes the next char outside quotes and `"`, `$` and itself
+  inside double quotes; an escape at the very end is dropped.
+
+`expand` returns one string (spaces kept); `expand_words` also splits into words on
+unquoted whitespace (including whitespace that came out of a variable).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+
+from ocispec.errors import OCIError
+
+_SPECIAL_PARAMS = frozenset("@*#?-$!0")
+_EOF = ""
+
+
+class _Words:
+    """Word splitting that runs alongside expansion (BuildKit's wordsStruct)."""
+
+    __slots__ = ("words", "buf", "in_word")
+
+    def __init__(self) -> None:
+        self.words: list[str] = []
+        self.buf: list[str] = []
+        self.in_word = False
+
+    def add_char(self, ch: str) -> None:
+        if ch.isspace():
+            if self.in_word:
+                self.words.append("".join(self.buf))
+                self.buf = []
+                self.in_word = False
+        else:
+            self.buf.append(ch)
+            self.in_word = True
+
+    def add_raw_char(self, ch: str) -> None:
+        self.buf.append(ch)
+        self.in_word = True
+
+    def add_string(self, s: str) -> None:
+        for ch in s:
+            self.add_char(ch)
+
+    def add_raw_string(self, s: str) -> None:
+        self.buf.append(s)
+        self.in_word = True
+
+    def result(self) -> list[str]:
+        if self.in_word:
+            self.words.append("".join(self.buf))
+            self.buf = []
+            self.in_word = False
+        return self.words
+
+
+class _Lexer:
+    __slots__ = ("s", "pos", "env", "escape", "raw_quotes", "raw_escapes", "skip_unset")
+
+    def __init__(self, s: str, env: Mapping[str, str], escape: str, *,
+                 raw_quotes: bool = False, raw_escapes: bool = False,
+                 skip_unset: bool = False):
+        self.s = s
+        self.pos = 0
+        self.env = env
+        self.escape = escape
+        self.raw_quotes = raw_quotes
+        self.raw_escapes = raw_escapes
+        self.skip_unset = skip_unset
+
+    def peek(self) -> str:
+        return self.s[self.pos] if self.pos < len(self.s) else _EOF
+
+    def next(self) -> str:
+        if self.pos < len(self.s):
+            ch = self.s[self.pos]
+            self.pos += 1
+            return ch
+        return _EOF
+
+    def process(self, stop: str, raw_escapes: bool) -> tuple[str, list[str]]:
+        """Read up to `stop` (consumed) or the end (stop == "")."""
+        out: list[str] = []
+        words = _Words()
+        s, esc = self.s, self.escape
+        n = len(s)
+        while self.pos < n:
+            ch = s[self.pos]
+            if stop and ch == stop:
+                self.pos += 1
+                return "".join(out), words.result()
+            if ch == "'":
+                tmp = self._single_quote()
+                out.append(tmp)
+                words.add_raw_string(tmp)
+            elif ch == '"':
+                tmp = self._double_quote()
+                out.append(tmp)
+                words.add_raw_string(tmp)
+            elif ch == "$":
+                tmp = self._dollar()
+                out.append(tmp)
+                words.add_string(tmp)
+            else:
+                self.pos += 1
+                if ch == esc:
+                    if raw_escapes:
+                        words.add_raw_char(ch)
+                        out.append(ch)
+                    ch = self.next()
+                    if ch == _EOF:
+                        break
+                    words.add_raw_char(ch)
+                else:
+                    words.add_char(ch)
+                out.append(ch)
+        if stop:
+            raise _LexError(f"unexpected end of statement while looking for matching {stop}")
+        return "".join(out), words.result()
+
+    def _single_quote(self) -> str:
+        # Everything up to the next ' is literal; a ' cannot be escaped inside.
+        start = self.pos + 1
+        end = self.s.find("'", start)
+        if end < 0:
+            raise _LexError("unexpected end of statement while looking for matching single-quote")
+        self.pos = end + 1
+        body = self.s[start:end]
+        return f"'{body}'" if self.raw_quotes else body
+
+    def _double_quote(self) -> str:
+        out: list[str] = []
+        self.next()
+        if self.raw_quotes:
+            out.append('"')
+        esc = self.escape
+        while True:
+            ch = self.peek()
+            if ch == _EOF:
+                raise _LexError("unexpected end of statement while looking for matching double-quote")
+            if ch == '"':
+                self.next()
+                if self.raw_quotes:
+                    out.append('"')
+                return "".join(out)
+            if ch == "$":
+                out.append(self._dollar())
+                continue
+            ch = self.next()
+            if ch == esc:
+                nxt = self.peek()
+                if self.raw_escapes:
+                    out.append(ch)
+                    if nxt in ('"', "$", esc):
+                        out.append(self.next())
+                    continue
+                if nxt == _EOF:
+                    continue  # an escape at the end of the word is dropped
+                if nxt in ('"', "$", esc):
+                    ch = self.next()
+            out.append(ch)
+
+    def _name(self) -> str:
+        s, i, n = self.s, self.pos, len(self.s)
+        if i < n and s[i].isdigit():
+            j = i
+            while j < n and s[j].isdigit():
+                j += 1
+            self.pos = j
+            return s[i:j]
+        if i < n and s[i] in _SPECIAL_PARAMS:
+            self.pos = i + 1
+            return s[i]
+        j = i
+        while j < n and (s[j].isalnum() or s[j] == "_"):
+            j += 1
+        self.pos = j
+        return s[i:j]
+
+    def _get(self, name: str) -> tuple[str, bool]:
+        v = self.env.get(name)
+        return ("", False) if v is None else (v, True)
+
+    def _dollar(self) -> str:
+        self.next()  # the $
+        if self.peek() != "{":
+            name = self._name()
+            if not name:
+                return "$"
+            value, found = self._get(name)
+            if not found and self.skip_unset:
+                return "$" + name
+            return value
+        self.next()  # the {
+        ch = self.peek()
+        if ch == _EOF:
+            raise _LexError("syntax error: missing '}'")
+        if ch in "{}:":
+            raise _LexError("syntax error: bad substitution")
+        name = self._name()
+        ch = self.next()
+        mod = ch
+        if ch == "}":
+            value, found = self._get(name)
+            if not found and self.skip_unset:
+                return "${" + name + "}"
+            return value
+        if ch == _EOF:
+            raise _LexError("syntax error: missing '}'")
+        null_is_unset = False
+        if ch == ":":
+            null_is_unset = True
+            ch = self.next()
+            mod += ch
+        if ch in "+-?#%" and ch:
+            keep_escapes = ch in "#%"
+            if null_is_unset and keep_escapes:
+                raise _LexError(f"unsupported modifier ({mod}) in substitution")
+            word = self._word_until("}", keep_escapes)
+            value, found = self._get(name)
+            if self.skip_unset and not found:
+                return "${" + name + mod + word + "}"
+            if ch == "-":
+                return word if (not found or (null_is_unset and value == "")) else value
+            if ch == "+":
+                return "" if (not found or (null_is_unset and value == "")) else word
+            if ch == "?":
+                if not found:
+                    raise _LexError(f"{name}: {word or 'is not allowed to be unset'}")
+                if null_is_unset and value == "":
+                    raise _LexError(f"{name}: {word or 'is not allowed to be empty'}")
+                return value
+            greedy = bool(word) and word[0] == ch
+            if greedy:
+                word = word[1:]
+            if ch == "%":
+                return _trim_suffix(word, value, greedy)
+            return _trim_prefix(word, value, greedy)
+        if ch == "/" and not null_is_unset:
+            replace_all = self.peek() == "/"
+            if replace_all:
+                self.next()
+            try:
+                pattern, _ = self.process("/", True)
+            except _LexError:
+                if self.peek() == _EOF:
+                    raise _LexError("syntax error: missing '/' in ${}") from None
+                raise
+            subst = self._word_until("}", True)
+            value, found = self._get(name)
+            if self.skip_unset and not found:
+                return "${" + name + "/" + pattern + "/" + subst + "}"
+            rx = _pattern_regex(pattern, greedy=True, anchored=False)
+            return rx.sub(lambda _m: subst, value, count=0 if replace_all else 1)
+        # consume the rest so the message can show it, then refuse
+        raise _LexError(f"unsupported modifier ({mod}) in substitution")
+
+    def _word_until(self, stop: str, raw_escapes: bool) -> str:
+        try:
+            word, _ = self.process(stop, raw_escapes)
+        except _LexError:
+            if self.peek() == _EOF:
+                raise _LexError("syntax error: missing '}'") from None
+            raise
+        return word
+
+
+class _LexError(Exception):
+    pass
+
+
+def _pattern_regex(pattern: str, *, greedy: bool, anchored: bool) -> re.Pattern[str]:
+    """A shell pattern (`*`, `?`, `\\x`) as a regex; other chars are literal."""
+    out = ["^"] if anchored else []
+    star = ".*" if greedy else ".*?"
+    i, n = 0, len(pattern)
+    while i < n:
+        ch = pattern[i]
+        i += 1
+        if ch == "*":
+            out.append(star)
+        elif ch == "?":
+            out.append(".")
+        elif ch == "\\":
+            if i < n and pattern[i] == "}":
+                continue  # `\}` inside ${...}: the escape is not part of the pattern
+            nxt = pattern[i] if i < n else ""
+            i += 1
+            if nxt not in ("*", "?", "\\"):
+                raise _LexError(f"invalid pattern ({pattern}) in substitution: invalid escape '\\{nxt}'")
+            out.append(re.escape(nxt))
+        else:
+            out.append(re.escape(ch))
+    return re.compile("".join(out), re.S)
+
+
+def _reverse_pattern(pattern: str) -> str:
+    # Reverse the pattern but keep each `\x` escape pair in order.
+    toks: list[str] = []
+    i = 0
+    while i < len(pattern):
+        if pattern[i] == "\\" and i + 1 < len(pattern):
+            toks.append(pattern[i:i + 2])
+            i += 2
+        else:
+            toks.append(pattern[i])
+            i += 1
+    return "".join(reversed(toks))
+
+
+def _trim_prefix(pattern: str, value: str, greedy: bool) -> str:
+    m = _pattern_regex(pattern, greedy=greedy, anchored=True).match(value)
+    return value[m.end():] if m else value
+
+
+def _trim_suffix(pattern: str, value: str, greedy: bool) -> str:
+    # Shortest/longest rightmost match = leftmost match on the reversed strings.
+    return _trim_prefix(_reverse_pattern(pattern), value[::-1], greedy)[::-1]
+
+
+def _run(word: str, env: Mapping[str, str], escape: str, **opts) -> tuple[str, list[str]]:
+    try:
+        return _Lexer(word, env, escape, **opts).process("", opts.get("raw_escapes", False))
+    except _LexError as e:
+        raise OCIError(f"failed to process {_go_quote(word)}: {e}") from None
+
+
+def _go_quote(s: str) -> str:
+    return '"' + s.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
+
+
+def expand(word: str, env: Mapping[str, str], *, escape: str = "\\") -> str:
+    """Expand variables in word and remove quotes; whitespace is kept.
+
+    Raises OCIError (`failed to process "...": reason`) on a syntax error or a `${N?msg}`.
+    """
+    if "$" not in word and "'" not in word and '"' not in word and escape not in word:
+        return word
+    return _run(word, env, escape)[0]
+
+
+def expand_words(text: str, env: Mapping[str, str], *, escape: str = "\\") -> list[str]:
+    """Expand text and split it into words on unquoted whitespace."""
+    return _run(text, env, escape)[1]
+
+
+def raw_words(text: str, *, escape: str = "\\") -> list[str]:
+    """Split text into words keeping quotes and variables as written (no expansion)."""
+    return _run(text, {}, escape, raw_quotes=True, raw_escapes=True, skip_unset=True)[1]
+
+
+def unquote(word: str, *, escape: str = "\\") -> str:
+    """word with quotes removed and no variable expanded."""
+    return _run(word, {}, escape, skip_unset=True)[0]

@@ -1,0 +1,865 @@
+"""Dockerfile text -> parse tree (`ast`), following BuildKit's frontend/dockerfile/parser.
+
+Two steps, as BuildKit does them: the line reader turns physical lines into logical
+instructions (directives, comments, continuations, heredoc bodies), then each logical
+line is split into keyword, flags and arguments and checked per instruction kind.
+Nothing is expanded here; nothing touches the filesystem.
+"""
+
+from __future__ import annotations
+
+import bisect
+import csv
+import difflib
+import json
+import re
+
+from ocispec.errors import OCIError
+
+from . import ast
+from .expand import raw_words, unquote
+
+_DIRECTIVE_RE = re.compile(r"^#[ \t]*([a-zA-Z][a-zA-Z0-9]*)[ \t]*=[ \t]*(.+?)[ \t]*$")
+_DIRECTIVES = ("syntax", "escape", "check")
+_HEREDOC_RE = re.compile(r"^(\d*)<<(-?)([^<]*)$")
+_STAGE_NAME_RE = re.compile(r"^[a-z][a-z0-9\-_.]*$")
+_WS = " \t\v\f\r"
+_LEADING_TABS_RE = re.compile(r"^\t+", re.M)
+
+# Flags each instruction accepts: name -> "str" (one value), "list" (repeatable), "bool".
+FLAGS: dict[str, dict[str, str]] = {
+    "FROM": {"platform": "str"},
+    "RUN": {"mount": "list", "network": "str", "security": "str"},
+    "COPY": {"from": "str", "chown": "str", "chmod": "str", "link": "bool",
+             "exclude": "list", "parents": "bool"},
+    "ADD": {"chown": "str", "chmod": "str", "link": "bool", "exclude": "list",
+            "checksum": "str", "keep-git-dir": "bool", "unpack": "bool"},
+    "HEALTHCHECK": {"interval": "str", "timeout": "str", "start-period": "str",
+                    "start-interval": "str", "retries": "str"},
+}
+INSTRUCTIONS = ("FROM", "RUN", "CMD", "LABEL", "EXPOSE", "ENV", "ADD", "COPY", "ENTRYPOINT",
+                "VOLUME", "USER", "WORKDIR", "ARG", "ONBUILD", "STOPSIGNAL", "HEALTHCHECK",
+                "SHELL", "MAINTAINER")
+_HEREDOC_KINDS = ("RUN", "COPY", "ADD")
+NETWORK_MODES = ("none", "host", "default")
+SECURITY_MODES = ("insecure", "sandbox")
+MOUNT_TYPES = ("bind", "cache", "tmpfs", "secret", "ssh")
+CACHE_SHARING = ("shared", "private", "locked")
+
+
+def parse(text: str, *, filename: str = "Dockerfile") -> ast.Dockerfile:
+    """Parse Dockerfile text. Raises OCIError `FILENAME:LINE:COL: reason` on bad input."""
+    return _Parser(text, filename).run()
+
+
+class _Positions:
+    """Maps offsets in a logical line (continuations joined) back to line and column."""
+
+    def __init__(self) -> None:
+        self.starts: list[int] = []
+        self.where: list[tuple[int, int]] = []  # (line, column of the segment's first char)
+
+    def add(self, offset: int, line: int, col: int) -> None:
+        self.starts.append(offset)
+        self.where.append((line, col))
+
+    def at(self, offset: int) -> tuple[int, int]:
+        i = max(0, bisect.bisect_right(self.starts, offset) - 1)
+        line, col = self.where[i]
+        return line, col + offset - self.starts[i]
+
+
+class _Logical:
+    """One instruction's text before it is parsed."""
+
+    def __init__(self, text: str, pos: _Positions, end_line: int):
+        self.text = text
+        self.pos = pos
+        self.end_line = end_line
+
+
+class _Parser:
+    def __init__(self, text: str, filename: str):
+        self.filename = filename
+        if text.startswith("\ufeff"):
+            text = text[1:]
+        self.lines = [ln[:-1] if ln.endswith("\r") else ln for ln in text.split("\n")]
+        self.escape = "\\"
+        self.directives: dict[str, str] = {}
+        self.warnings: list[str] = []
+        self._cont_re = re.compile(r"\\[ \t]*$")
+
+    # -- errors -------------------------------------------------------------------
+    def err(self, line: int, col: int, msg: str, hint: str | None = None) -> OCIError:
+        return OCIError(f"{self.filename}:{line}:{col}: {msg}", hint=hint)
+
+    # -- line reader ----------------------------------------------------------------
+    def _directive(self, raw: str, lineno: int) -> bool:
+        m = _DIRECTIVE_RE.match(raw)
+        if not m or m.group(1).lower() not in _DIRECTIVES:
+            return False
+        name, value = m.group(1).lower(), m.group(2)
+        if name in self.directives:
+            raise self.err(lineno, 1, f"only one {name} parser directive can be used")
+        if name == "escape":
+            if value not in ("\\", "`"):
+                raise self.err(lineno, raw.index(value) + 1,
+                               f"invalid escape token {value!r}: expected \\ or `")
+            self.escape = value
+            self._cont_re = re.compile(re.escape(value) + r"[ \t]*$")
+        self.directives[name] = value
+        return True
+
+    def _trim_cont(self, s: str) -> tuple[str, bool]:
+        m = self._cont_re.search(s)
+        if m:
+            return s[:m.start()], False
+        return s, True
+
+    def logical_lines(self):
+        """Yield (_Logical, heredoc-reader) per instruction, in order."""
+        lines = self.lines
+        n = len(lines)
+        i = 0
+        in_directives = True
+        while i < n:
+            raw = lines[i]
+            lineno = i + 1
+            i += 1
+            if in_directives:
+                if self._directive(raw, lineno):
+                    continue
+                in_directives = False
+            stripped = raw.lstrip(_WS)
+            if not stripped or stripped.startswith("#"):
+                continue
+            col0 = len(raw) - len(stripped) + 1
+            pos = _Positions()
+            pos.add(0, lineno, col0)
+            text, done = self._trim_cont(stripped)
+            parts = [text]
+            length = len(text)
+            end = lineno
+            while not done and i < n:
+                raw = lines[i]
+                i += 1
+                s = raw.lstrip(_WS)
+                if s.startswith("#"):
+                    continue  # comment lines inside a continuation are dropped
+                if not s.strip(_WS):
+                    self.warnings.append(f"{self.filename}:{i}: empty continuation line")
+                    continue
+                t, done = self._trim_cont(raw)
+                pos.add(length, i, 1)
+                parts.append(t)
+                length += len(t)
+                end = i
+            logical = _Logical("".join(parts), pos, end)
+            consumed = yield logical
+            if consumed:
+                i += consumed
+
+    # -- heredocs -------------------------------------------------------------------
+    def heredocs_in(self, lg: _Logical) -> list[tuple[ast.Heredoc, int]]:
+        """Heredoc markers on the line with their offsets, BuildKit's heredocsFromLine."""
+        found = []
+        for word, off in _words_with_offsets(lg.text, self.escape):
+            if "<<" not in word:
+                continue
+            m = _HEREDOC_RE.match(word)
+            if not m or not m.group(3):
+                continue
+            rest = m.group(3)
+            try:
+                words = raw_words(rest)
+                plain = unquote(rest)
+            except OCIError:
+                continue
+            if len(words) != 1:
+                continue
+            # Any quoting in the delimiter disables expansion of the body.
+            expand = plain == rest
+            found.append((ast.Heredoc(name=plain, content="", chomp=m.group(2) == "-",
+                                      expand=expand, fd=int(m.group(1) or 0)), off))
+        return found
+
+    def read_heredocs(self, lg: _Logical, start: int, docs) -> int:
+        """Fill heredoc bodies from the lines after index start; returns lines consumed."""
+        i = start
+        for doc, off in docs:
+            body: list[str] = []
+            while True:
+                if i >= len(self.lines):
+                    line, col = lg.pos.at(off)
+                    raise self.err(line, col, f"unterminated heredoc {doc.name!r}: "
+                                   f"expected a line {doc.name!r} before the end of the file")
+                raw = self.lines[i]
+                i += 1
+                cand = raw.lstrip("\t") if doc.chomp else raw
+                if cand == doc.name:
+                    break
+                body.append(raw + "\n")
+            content = "".join(body)
+            if doc.chomp:
+                content = _LEADING_TABS_RE.sub("", content)
+            doc.content = content
+        return i - start
+
+    # -- driver ---------------------------------------------------------------------
+    def run(self) -> ast.Dockerfile:
+        df = ast.Dockerfile(filename=self.filename)
+        gen = self.logical_lines()
+        insts: list[ast.Instruction] = []
+        consumed = None
+        while True:
+            try:
+                lg = gen.send(consumed) if consumed is not None else next(gen)
+            except StopIteration:
+                break
+            consumed = 0
+            inst = self.instruction(lg)
+            docs = self.heredocs_in(lg) if inst.kind in _HEREDOC_KINDS and "<<" in lg.text else []
+            if docs:
+                # Bodies start on the line after the instruction's last line.
+                consumed = self.read_heredocs(lg, lg.end_line, docs)
+                inst.heredocs = [h for h, _ in docs]
+                inst.end_line = lg.end_line + consumed
+                _attach_heredoc_sources(inst)
+            insts.append(inst)
+        df.directives = self.directives
+        df.escape = self.escape
+        df.warnings = self.warnings
+        self.group(df, insts)
+        return df
+
+    def group(self, df: ast.Dockerfile, insts: list[ast.Instruction]) -> None:
+        if not insts:
+            raise self.err(1, 1, "file with no instructions: expected at least a FROM")
+        names: dict[str, int] = {}
+        stage: ast.Stage | None = None
+        for inst in insts:
+            if isinstance(inst, ast.From):
+                if inst.name is not None and inst.name in names:
+                    raise self.err(inst.line, inst.column,
+                                   f"duplicate stage name {inst.name!r}: already used by "
+                                   f"stage {names[inst.name]}")
+                stage = ast.Stage(index=len(df.stages), name=inst.name, base=inst.image,
+                                  platform=inst.platform, line=inst.line, from_=inst)
+                if inst.name is not None:
+                    names[inst.name] = stage.index
+                df.stages.append(stage)
+            elif stage is None:
+                if isinstance(inst, ast.Arg):
+                    df.global_args.append(inst)
+                else:
+                    raise self.err(inst.line, inst.column,
+                                   f"{inst.kind} before the first FROM: only ARG may come "
+                                   "before FROM")
+            else:
+                stage.instructions.append(inst)
+        if not df.stages:
+            last = insts[-1]
+            raise self.err(last.line, last.column, "no FROM instruction: expected a build stage")
+
+    # -- one instruction --------------------------------------------------------------
+    def instruction(self, lg: _Logical, *, base: int = 0) -> ast.Instruction:
+        text = lg.text
+        # keyword
+        j = base
+        while j < len(text) and text[j] not in _WS:
+            j += 1
+        keyword = text[base:j]
+        line, col = lg.pos.at(base)
+        kind = keyword.upper()
+        if kind not in INSTRUCTIONS:
+            close = difflib.get_close_matches(kind, INSTRUCTIONS, n=1, cutoff=0.6)
+            hint = f"did you mean {close[0]}?" if close else None
+            raise self.err(line, col, f"unknown instruction {keyword!r}", hint=hint)
+        rest_off = j
+        while rest_off < len(text) and text[rest_off] in _WS:
+            rest_off += 1
+        flag_words, args_off = _extract_flags(text, rest_off)
+        ctx = _Ctx(self, lg, kind, line, col, args_off)
+        flags = ctx.parse_flags(flag_words)
+        rest = text[args_off:].rstrip(_WS)
+        original = text[base:].strip(_WS)
+        inst_cls = _CLASSES[kind]
+        inst = inst_cls(kind=kind, line=line, column=col, end_line=lg.end_line,
+                        original=original, flags=flags)
+        _BUILDERS[kind](ctx, inst, rest)
+        return inst
+
+
+class _Ctx:
+    """What an instruction builder needs to parse and to report errors."""
+
+    def __init__(self, parser: _Parser, lg: _Logical, kind: str, line: int, col: int, args_off: int):
+        self.p = parser
+        self.lg = lg
+        self.kind = kind
+        self.line = line
+        self.col = col
+        self.args_off = args_off
+
+    def err(self, msg: str, offset: int | None = None, hint: str | None = None) -> OCIError:
+        if offset is None:
+            line, col = self.line, self.col
+        else:
+            line, col = self.lg.pos.at(offset)
+        return self.p.err(line, col, msg, hint)
+
+    def parse_flags(self, words: list[tuple[str, int]]) -> dict[str, list[str]]:
+        table = FLAGS.get(self.kind, {})
+        out: dict[str, list[str]] = {}
+        for word, off in words:
+            name, eq, value = word[2:].partition("=")
+            kind = table.get(name)
+            if kind is None:
+                close = difflib.get_close_matches(name, list(table), n=1, cutoff=0.6)
+                hint = f"did you mean --{close[0]}?" if close else (
+                    f"{self.kind} takes no flags" if not table else
+                    "expected one of " + ", ".join("--" + f for f in table))
+                raise self.err(f"{self.kind}: unknown flag --{name}", off, hint)
+            if name in out and kind != "list":
+                raise self.err(f"{self.kind}: duplicate flag --{name}", off)
+            if kind == "bool":
+                if eq and not value:
+                    raise self.err(f"{self.kind}: missing a value on flag --{name}", off)
+                low = value.lower()
+                if low not in ("", "true", "false"):
+                    raise self.err(f"{self.kind}: --{name} expects true or false, not {value!r}", off)
+                out[name] = [low or "true"]
+            else:
+                if not eq:
+                    raise self.err(f"{self.kind}: missing a value on flag --{name}: "
+                                   f"expected --{name}=VALUE", off)
+                out.setdefault(name, []).append(value)
+        self.flag_offsets = {w[2:].partition("=")[0]: off for w, off in words}
+        return out
+
+    def flag_err(self, name: str, msg: str) -> OCIError:
+        return self.err(f"{self.kind}: --{name}: {msg}", self.flag_offsets.get(name))
+
+
+def _extract_flags(text: str, start: int) -> tuple[list[tuple[str, int]], int]:
+    """Leading `--flag[=value]` words (quotes and \\ handled as BuildKit does).
+
+    Returns the flag words with their offsets and the offset where the arguments start.
+    """
+    words: list[tuple[str, int]] = []
+    pos = start
+    n = len(text)
+    while True:
+        while pos < n and text[pos].isspace():
+            pos += 1
+        if pos >= n or not text.startswith("--", pos):
+            return words, pos
+        wstart = pos
+        word: list[str] = []
+        quote = ""
+        while pos < n:
+            ch = text[pos]
+            if quote:
+                if ch == quote:
+                    quote = ""
+                elif ch == "\\" and pos + 1 < n:
+                    pos += 1
+                    word.append(text[pos])
+                else:
+                    word.append(ch)
+            elif ch.isspace():
+                break
+            elif ch in "'\"":
+                quote = ch
+            elif ch == "\\":
+                if pos + 1 < n:
+                    pos += 1
+                    word.append(text[pos])
+            else:
+                word.append(ch)
+            pos += 1
+        w = "".join(word)
+        if w == "--":
+            while pos < n and text[pos].isspace():
+                pos += 1
+            return words, pos
+        words.append((w, wstart))
+
+
+def _words_with_offsets(rest: str, escape: str) -> list[tuple[str, int]]:
+    """BuildKit's parseWords: split on whitespace outside quotes, keeping quotes and
+    escapes in the words."""
+    words: list[tuple[str, int]] = []
+    n = len(rest)
+    pos = 0
+    while pos < n:
+        while pos < n and rest[pos].isspace():
+            pos += 1
+        if pos >= n:
+            break
+        start = pos
+        buf: list[str] = []
+        quote = ""
+        blank_ok = False
+        while pos < n:
+            ch = rest[pos]
+            if quote:
+                if ch == quote:
+                    quote = ""
+                elif ch == escape and quote != "'":
+                    if pos + 1 == n:
+                        pos += 1
+                        break
+                    buf.append(ch)
+                    pos += 1
+                    ch = rest[pos]
+                buf.append(ch)
+                pos += 1
+                continue
+            if ch.isspace():
+                break
+            if ch in "'\"":
+                quote = ch
+                blank_ok = True
+            elif ch == escape:
+                if pos + 1 == n:
+                    pos += 1
+                    continue
+                buf.append(ch)
+                pos += 1
+                ch = rest[pos]
+            buf.append(ch)
+            pos += 1
+        if buf or blank_ok:
+            words.append(("".join(buf), start))
+    return words
+
+
+def _split_ws(rest: str, base: int) -> list[tuple[str, int]]:
+    return [(m.group(), base + m.start()) for m in re.finditer(r"[^\t\v\f\r ]+", rest)]
+
+
+def _maybe_json(ctx: _Ctx, rest: str) -> tuple[list[str] | None, str]:
+    """(list, rest) for a JSON array of strings, else (None, rest). Invalid JSON falls
+    back to shell form, as in BuildKit; a JSON array of non-strings is an error."""
+    s = rest.lstrip()
+    if not s.startswith("["):
+        return None, rest
+    try:
+        value = json.loads(s)
+    except ValueError:
+        return None, rest
+    if not isinstance(value, list):
+        return None, rest
+    if not all(isinstance(v, str) for v in value):
+        raise ctx.err(f"{ctx.kind}: a JSON array must hold only strings", ctx.args_off)
+    return value, rest
+
+
+def _need_args(ctx: _Ctx, rest: str) -> None:
+    if not rest.strip():
+        raise ctx.err(f"{ctx.kind} requires at least one argument")
+
+
+# -- builders, one per kind -----------------------------------------------------------
+
+def _b_from(ctx: _Ctx, inst: ast.From, rest: str) -> None:
+    words = _split_ws(rest, ctx.args_off)
+    inst.args = [w for w, _ in words]
+    if len(words) not in (1, 3) or (len(words) == 3 and words[1][0].lower() != "as"):
+        raise ctx.err("FROM requires either one or three arguments: FROM [--platform=P] "
+                      "IMAGE [AS NAME]")
+    inst.image = words[0][0]
+    inst.platform = inst.flag("platform")
+    if len(words) == 3:
+        name = words[2][0].lower()
+        if not _STAGE_NAME_RE.match(name):
+            raise ctx.err(f"invalid stage name {words[2][0]!r}: it must start with a letter "
+                          "and hold only letters, digits, '-', '_' and '.'", words[2][1])
+        inst.name = name
+
+
+def _b_command(ctx: _Ctx, inst, rest: str) -> None:
+    _need_args(ctx, rest)
+    lst, rest = _maybe_json(ctx, rest)
+    if lst is not None:
+        inst.args, inst.json_form, inst.command = lst, True, lst
+    else:
+        inst.args, inst.command = [rest], rest
+
+
+def _b_run(ctx: _Ctx, inst: ast.Run, rest: str) -> None:
+    _b_command(ctx, inst, rest)
+    net = inst.flag("network")
+    if net is not None and net not in NETWORK_MODES:
+        raise ctx.flag_err("network", f"unsupported network mode {net!r}: expected one of "
+                           + ", ".join(NETWORK_MODES))
+    sec = inst.flag("security")
+    if sec is not None and sec not in SECURITY_MODES:
+        raise ctx.flag_err("security", f"unsupported security mode {sec!r}: expected one of "
+                           + ", ".join(SECURITY_MODES))
+    inst.network, inst.security = net, sec
+    inst.mounts = [_parse_mount(ctx, v) for v in inst.flags.get("mount", [])]
+
+
+def _b_shell(ctx: _Ctx, inst: ast.Shell, rest: str) -> None:
+    _need_args(ctx, rest)
+    lst, _ = _maybe_json(ctx, rest)
+    if lst is None:
+        raise ctx.err('SHELL requires the arguments in JSON form, e.g. SHELL ["/bin/sh", "-c"]',
+                      ctx.args_off)
+    if not lst:
+        raise ctx.err("SHELL requires at least one argument", ctx.args_off)
+    inst.args, inst.json_form, inst.shell = lst, True, lst
+
+
+def _key_values(ctx: _Ctx, rest: str) -> list[ast.KeyValue]:
+    _need_args(ctx, rest)
+    words = _words_with_offsets(rest, ctx.p.escape)
+    if "=" not in words[0][0]:
+        parts = re.split(r"[\t\v\f\r ]+", rest.strip(_WS), maxsplit=1)
+        if len(parts) < 2:
+            raise ctx.err(f"{ctx.kind} must have two arguments: {ctx.kind} KEY VALUE "
+                          f"or {ctx.kind} KEY=VALUE ...", ctx.args_off)
+        return [ast.KeyValue(parts[0], parts[1], legacy=True)]
+    out = []
+    for word, off in words:
+        key, eq, value = word.partition("=")
+        if not eq:
+            raise ctx.err(f"{ctx.kind}: can't find = in {word!r}: expected KEY=VALUE",
+                          ctx.args_off + off)
+        if not key:
+            raise ctx.err(f"{ctx.kind}: name can't be blank in {word!r}", ctx.args_off + off)
+        out.append(ast.KeyValue(key, value))
+    return out
+
+
+def _b_env(ctx: _Ctx, inst, rest: str) -> None:
+    inst.pairs = _key_values(ctx, rest)
+    inst.args = [rest]
+
+
+def _b_arg(ctx: _Ctx, inst: ast.Arg, rest: str) -> None:
+    _need_args(ctx, rest)
+    for word, off in _words_with_offsets(rest, ctx.p.escape):
+        name, eq, value = word.partition("=")
+        if not name:
+            raise ctx.err(f"ARG: name can't be blank in {word!r}", ctx.args_off + off)
+        inst.decls.append(ast.ArgDecl(name, value if eq else None))
+    inst.args = [w for w, _ in _words_with_offsets(rest, ctx.p.escape)]
+
+
+def _b_copy(ctx: _Ctx, inst: ast.Copy, rest: str) -> None:
+    _need_args(ctx, rest)
+    lst, _ = _maybe_json(ctx, rest)
+    if lst is not None:
+        inst.args, inst.json_form = lst, True
+        offs = [ctx.args_off] * len(lst)
+    else:
+        words = _split_ws(rest, ctx.args_off)
+        inst.args = [w for w, _ in words]
+        offs = [o for _, o in words]
+    if len(inst.args) < 2:
+        raise ctx.err(f"{ctx.kind} requires at least two arguments: {ctx.kind} SRC... DEST")
+    inst.sources, inst.dest = inst.args[:-1], inst.args[-1]
+    if not inst.json_form and _HEREDOC_RE.match(inst.dest) and inst.dest[inst.dest.index("<<") + 2:].lstrip("-"):
+        raise ctx.err(f"{ctx.kind} cannot take a heredoc as the destination", offs[-1])
+    inst.chown = inst.flag("chown")
+    inst.chmod = inst.flag("chmod")
+    inst.link = inst.flag("link") == "true"
+    inst.exclude = list(inst.flags.get("exclude", []))
+    if isinstance(inst, ast.Add):
+        inst.checksum = inst.flag("checksum")
+        inst.keep_git_dir = inst.flag("keep-git-dir") == "true"
+        unpack = inst.flag("unpack")
+        inst.unpack = None if unpack is None else unpack == "true"
+    else:
+        inst.from_ = inst.flag("from")
+        inst.parents = inst.flag("parents") == "true"
+        if inst.from_ == "":
+            raise ctx.flag_err("from", "expected a stage name, index or image")
+
+
+def _attach_heredoc_sources(inst: ast.Instruction) -> None:
+    """COPY/ADD: heredoc words among the sources become files named by the delimiter."""
+    if not isinstance(inst, ast.Copy) or inst.json_form:
+        return
+    docs = iter(inst.heredocs)
+    kept = []
+    for src in inst.sources:
+        m = _HEREDOC_RE.match(src)
+        if m and m.group(3):
+            doc = next(docs, None)
+            if doc is not None:
+                doc.path = doc.name
+                continue
+        kept.append(src)
+    inst.sources = kept
+
+
+def _b_expose(ctx: _Ctx, inst: ast.Expose, rest: str) -> None:
+    _need_args(ctx, rest)
+    inst.args = inst.ports = [w for w, _ in _split_ws(rest, 0)]
+
+
+def _b_volume(ctx: _Ctx, inst: ast.Volume, rest: str) -> None:
+    _need_args(ctx, rest)
+    lst, _ = _maybe_json(ctx, rest)
+    if lst is not None:
+        inst.json_form = True
+        inst.args = lst
+    else:
+        inst.args = [w for w, _ in _split_ws(rest, 0)]
+    if not inst.args or any(not p.strip() for p in inst.args):
+        raise ctx.err("VOLUME specified can not be an empty string", ctx.args_off)
+    inst.paths = list(inst.args)
+
+
+def _b_string(attr: str):
+    def build(ctx: _Ctx, inst, rest: str) -> None:
+        _need_args(ctx, rest)
+        inst.args = [rest]
+        setattr(inst, attr, rest)
+    return build
+
+
+def _b_user(ctx: _Ctx, inst: ast.User, rest: str) -> None:
+    _need_args(ctx, rest)
+    inst.args = [rest]
+    user, colon, group = rest.partition(":")
+    inst.user, inst.group = user, (group if colon else None)
+
+
+_DURATION_RE = re.compile(r"(\d*\.?\d*)(ns|us|µs|μs|ms|s|m|h)")
+_UNITS_NS = {"ns": 1, "us": 1_000, "µs": 1_000, "μs": 1_000, "ms": 1_000_000,
+             "s": 1_000_000_000, "m": 60_000_000_000, "h": 3_600_000_000_000}
+
+
+def parse_duration(s: str) -> int:
+    """A Go duration ("1m30s", "1.5h", "0") in nanoseconds; ValueError if malformed."""
+    text = s
+    sign = 1
+    if text[:1] in "+-":
+        sign = -1 if text[0] == "-" else 1
+        text = text[1:]
+    if text == "0":
+        return 0
+    if not text:
+        raise ValueError(s)
+    total = 0.0
+    pos = 0
+    while pos < len(text):
+        m = _DURATION_RE.match(text, pos)
+        if not m or m.group(1) in ("", "."):
+            raise ValueError(s)
+        total += float(m.group(1)) * _UNITS_NS[m.group(2)]
+        pos = m.end()
+    return sign * int(round(total))
+
+
+def _b_healthcheck(ctx: _Ctx, inst: ast.Healthcheck, rest: str) -> None:
+    _need_args(ctx, rest)
+    m = re.match(r"(\S+)\s*", rest)
+    typ = m.group(1).upper()
+    cmd = rest[m.end():]
+    if typ == "NONE":
+        if cmd.strip():
+            raise ctx.err("HEALTHCHECK NONE takes no arguments", ctx.args_off + m.end())
+        if inst.flags:
+            raise ctx.err("HEALTHCHECK NONE takes no options", ctx.args_off)
+        inst.none, inst.test, inst.args = True, ["NONE"], ["NONE"]
+        return
+    if typ != "CMD":
+        raise ctx.err(f"unknown type {m.group(1)!r} in HEALTHCHECK: expected CMD or NONE",
+                      ctx.args_off)
+    if not cmd.strip():
+        raise ctx.err("HEALTHCHECK CMD requires a command", ctx.args_off)
+    lst, _ = _maybe_json(ctx, cmd)
+    if lst is not None:
+        inst.json_form = True
+        inst.args = ["CMD", *lst]
+        inst.test = ["CMD", *lst]
+    else:
+        inst.args = ["CMD", cmd]
+        inst.test = ["CMD-SHELL", cmd]
+    for name in ("interval", "timeout", "start-period", "start-interval"):
+        v = inst.flag(name)
+        if v is None:
+            continue
+        try:
+            ns = parse_duration(v)
+        except ValueError:
+            raise ctx.flag_err(name, f"invalid duration {v!r}: expected e.g. 30s, 1m30s") from None
+        if ns < 0:
+            raise ctx.flag_err(name, f"{v!r} cannot be negative")
+        if 0 < ns < 1_000_000:
+            raise ctx.flag_err(name, f"{v!r} cannot be less than 1ms")
+        setattr(inst, name.replace("-", "_"), ns)
+    r = inst.flag("retries")
+    if r is not None:
+        try:
+            inst.retries = int(r, 10)
+        except ValueError:
+            raise ctx.flag_err("retries", f"expected a number, not {r!r}") from None
+        if inst.retries < 0:
+            raise ctx.flag_err("retries", f"cannot be negative ({r})")
+
+
+def _b_onbuild(ctx: _Ctx, inst: ast.Onbuild, rest: str) -> None:
+    _need_args(ctx, rest)
+    j = ctx.args_off
+    text = ctx.lg.text
+    k = j
+    while k < len(text) and text[k] not in _WS:
+        k += 1
+    inner_kind = text[j:k].upper()
+    if inner_kind == "ONBUILD":
+        raise ctx.err("chaining ONBUILD via ONBUILD ONBUILD isn't allowed", j)
+    if inner_kind in ("FROM", "MAINTAINER"):
+        raise ctx.err(f"{inner_kind} isn't allowed as an ONBUILD trigger", j)
+    inst.trigger = ctx.p.instruction(ctx.lg, base=j)
+    inst.expression = rest.strip(_WS)
+    inst.args = [inst.expression]
+
+
+_CLASSES: dict[str, type[ast.Instruction]] = {
+    "FROM": ast.From, "RUN": ast.Run, "CMD": ast.Cmd, "LABEL": ast.Label,
+    "EXPOSE": ast.Expose, "ENV": ast.Env, "ADD": ast.Add, "COPY": ast.Copy,
+    "ENTRYPOINT": ast.Entrypoint, "VOLUME": ast.Volume, "USER": ast.User,
+    "WORKDIR": ast.Workdir, "ARG": ast.Arg, "ONBUILD": ast.Onbuild,
+    "STOPSIGNAL": ast.StopSignal, "HEALTHCHECK": ast.Healthcheck, "SHELL": ast.Shell,
+    "MAINTAINER": ast.Maintainer,
+}
+_BUILDERS = {
+    "FROM": _b_from, "RUN": _b_run, "CMD": _b_command, "ENTRYPOINT": _b_command,
+    "SHELL": _b_shell, "ENV": _b_env, "LABEL": _b_env, "ARG": _b_arg, "COPY": _b_copy,
+    "ADD": _b_copy, "EXPOSE": _b_expose, "VOLUME": _b_volume, "USER": _b_user,
+    "WORKDIR": _b_string("path"), "STOPSIGNAL": _b_string("signal"),
+    "MAINTAINER": _b_string("name"), "HEALTHCHECK": _b_healthcheck, "ONBUILD": _b_onbuild,
+}
+
+
+# -- RUN --mount ------------------------------------------------------------------------
+
+_SIZE_RE = re.compile(r"^(\d+(?:\.\d+)*) ?([kKmMgGtTpP])?[iI]?[bB]?$")
+
+
+def parse_size(s: str) -> int:
+    """docker's RAMInBytes: "64m", "1.5GiB", "100" (binary multipliers)."""
+    m = _SIZE_RE.match(s)
+    if not m:
+        raise ValueError(s)
+    mult = 1024 ** ("kmgtp".index(m.group(2).lower()) + 1) if m.group(2) else 1
+    return int(float(m.group(1)) * mult)
+
+
+def _parse_mount(ctx: _Ctx, value: str) -> ast.Mount:
+    fields = next(csv.reader([value]), [])
+    m = ast.Mount()
+    ro_auto = True
+    seen_sharing = False
+
+    def bad(msg: str) -> OCIError:
+        return ctx.flag_err("mount", msg)
+
+    def parse_bool(key: str, v: str) -> bool:
+        low = v.lower()
+        if low in ("1", "t", "true"):
+            return True
+        if low in ("0", "f", "false"):
+            return False
+        raise bad(f"{key}={v!r}: expected true or false")
+
+    for fld in fields:
+        key, eq, v = fld.partition("=")
+        key = key.strip().lower()
+        if eq:
+            m.options[key] = v
+        else:
+            m.options[key] = ""
+        if not eq:
+            if key in ("readonly", "ro"):
+                m.readonly, ro_auto = True, False
+            elif key in ("readwrite", "rw"):
+                m.readonly, ro_auto = False, False
+            elif key == "required":
+                if m.type not in ("secret", "ssh"):
+                    raise bad(f"unexpected key 'required' for mount type {m.type!r}")
+                m.required = True
+            else:
+                raise bad(f"invalid field {fld!r}: expected a key=value pair")
+            continue
+        if key == "type":
+            t = v.lower()
+            if t not in MOUNT_TYPES:
+                raise bad(f"unsupported mount type {v!r}: expected one of " + ", ".join(MOUNT_TYPES))
+            m.type = t
+        elif key == "from":
+            m.from_ = v
+        elif key in ("source", "src"):
+            m.source = v
+        elif key in ("target", "dst", "destination"):
+            m.target = v
+        elif key in ("readonly", "ro"):
+            m.readonly, ro_auto = parse_bool(key, v), False
+        elif key in ("readwrite", "rw"):
+            m.readonly, ro_auto = not parse_bool(key, v), False
+        elif key == "required":
+            if m.type not in ("secret", "ssh"):
+                raise bad(f"unexpected key 'required' for mount type {m.type!r}")
+            m.required = parse_bool(key, v)
+        elif key == "size":
+            if m.type != "tmpfs":
+                raise bad(f"unexpected key 'size' for mount type {m.type!r}")
+            try:
+                m.size = parse_size(v)
+            except ValueError:
+                raise bad(f"invalid size {v!r}: expected e.g. 64m") from None
+        elif key == "id":
+            m.id = v
+        elif key == "sharing":
+            if m.type != "cache":
+                raise bad(f"invalid cache sharing set for {m.type} mount")
+            if v.lower() not in CACHE_SHARING:
+                raise bad(f"unsupported sharing value {v!r}: expected one of " + ", ".join(CACHE_SHARING))
+            m.sharing, seen_sharing = v.lower(), True
+        elif key in ("mode", "uid", "gid"):
+            try:
+                num = int(v, 8 if key == "mode" else 10)
+                if num < 0:
+                    raise ValueError
+            except ValueError:
+                raise bad(f"invalid {key} {v!r}") from None
+            setattr(m, key, num)
+        elif key == "env":
+            m.env = v
+        else:
+            raise bad(f"unexpected key {key!r} in {fld!r}")
+    if m.type not in ("secret", "ssh", "cache"):
+        for key in ("mode", "uid", "gid"):
+            if getattr(m, key) is not None:
+                raise bad(f"{key} not allowed for {m.type!r} type mounts")
+    if ro_auto:
+        m.readonly = m.type not in ("cache", "tmpfs")
+    if seen_sharing and m.type != "cache":
+        raise bad(f"invalid cache sharing set for {m.type} mount")
+    if m.type == "secret":
+        if m.from_ is not None:
+            raise bad("secret mount should not have a from")
+        if not (m.source or m.target or m.id):
+            raise bad("invalid secret mount: one of source, target, id required")
+        if m.source and m.id:
+            raise bad("secret mount: both source and id can't be set")
+        if not m.id:
+            m.id = (m.source or m.target).rstrip("/").rsplit("/", 1)[-1]
+        if not m.target and not m.env:
+            m.target = "/run/secrets/" + m.id
+    elif m.type == "ssh":
+        m.id = m.id or "default"
+        m.target = m.target or "/run/buildkit/ssh_agent.0"
+    else:
+        if not m.target:
+            raise bad(f"{m.type} mount requires target=PATH")
+        if m.type == "cache" and not m.id:
+            m.id = m.target
+    return m
