@@ -60,6 +60,9 @@ class Progress:
         self._emit(f"{s.label}{tail} {s.seconds:.2f}s")
 
     def output(self, s: Step, line: str) -> None:
+        if s.status == "running":  # first output: say whose it is
+            s.status = "output"
+            self._emit(s.label)
         self._emit(f"  | {line}")
 
     def info(self, text: str) -> None:

@@ -64,8 +64,20 @@ def _missing_ancestor(merged: str, path: str) -> str | None:
     return None
 
 
-def _cleanup_mountpoint(upper: str, target: str, stop: str) -> None:
-    """Remove an empty mount point (file or dir) and its created parents up to `stop`."""
+def _lower_parents(merged: str, stop: str) -> dict:
+    """(mode, uid, gid) of the existing parents of a mount point we create."""
+    out = {}
+    parts = stop.split("/")[:-1]
+    for i in range(1, len(parts) + 1):
+        sub = "/".join(parts[:i])
+        st = os.lstat(os.path.join(merged, sub))
+        out[sub] = (st.st_mode, st.st_uid, st.st_gid)
+    return out
+
+
+def _cleanup_mountpoint(upper: str, target: str, stop: str, parents: dict) -> None:
+    """Remove an empty mount point (file or dir) and its created parents up to `stop`; then
+    parents that were only copied up to hold it (empty, unchanged owner and mode)."""
     path = target.strip("/")
     while True:
         host = os.path.join(upper, path)
@@ -84,8 +96,26 @@ def _cleanup_mountpoint(upper: str, target: str, stop: str) -> None:
             else:
                 return
         if path == stop or "/" not in path:
-            return
+            break
         path = path.rsplit("/", 1)[0]
+    while "/" in path:
+        path = path.rsplit("/", 1)[0]
+        host = os.path.join(upper, path)
+        try:
+            st = os.lstat(host)
+        except FileNotFoundError:
+            continue
+        if parents.get(path) != (st.st_mode, st.st_uid, st.st_gid) or os.listdir(host) or \
+                _opaque(host):
+            return
+        os.rmdir(host)
+
+
+def _opaque(path: str) -> bool:
+    try:
+        return os.getxattr(path, "trusted.overlay.opaque", follow_symlinks=False) == b"y"
+    except OSError:
+        return False
 
 
 def run(builder, spec: RunSpec, layers, *, compression, sde) -> dict | None:
@@ -103,7 +133,7 @@ def run(builder, spec: RunSpec, layers, *, compression, sde) -> dict | None:
     extra_mounts: list[str] = []
     cid = f"pybuild-{uuid.uuid4().hex[:16]}"
     state_root = os.path.join(builder.scratch, "runtime")
-    created_points: list[tuple[str, str]] = []
+    created_points: list[tuple] = []
     try:
         mounts.overlay(merged, lowers, upper, wdir)
         extra_mounts.append(merged)
@@ -121,7 +151,7 @@ def run(builder, spec: RunSpec, layers, *, compression, sde) -> dict | None:
                     continue
                 miss = _missing_ancestor(merged, resolve_in_root(merged, m["destination"]))
                 if miss is not None:
-                    created_points.append((m["destination"], miss))
+                    created_points.append((m["destination"], miss, _lower_parents(merged, miss)))
             # WORKDIR is created if missing (and stays in the layer, as docker does).
             cwd_host = os.path.join(merged, resolve_in_root(merged, spec.cwd).lstrip("/"))
             uid, gid, extra = resolve_user(merged, spec.user, spec.what)
@@ -154,8 +184,8 @@ def run(builder, spec: RunSpec, layers, *, compression, sde) -> dict | None:
             for m in reversed(extra_mounts):
                 mounts.umount(m)
             extra_mounts.clear()
-        for target, stop in created_points:
-            _cleanup_mountpoint(upper, target, stop)
+        for target, stop, parents in created_points:
+            _cleanup_mountpoint(upper, target, stop, parents)
         return layer_from_overlay_upper(store, upper, compression=compression,
                                         source_date_epoch=sde)
     finally:
