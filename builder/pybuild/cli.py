@@ -131,12 +131,11 @@ def main(argv=None) -> int:
         return 130
     except SystemExit as e:
         return e.code if isinstance(e.code, int) else 1
-    except Exception as e:  # click usage errors and the like
-        import click
-        if isinstance(e, click.exceptions.ClickException):
+    except Exception as e:  # usage errors of typer's (vendored) click
+        if hasattr(e, "show") and hasattr(e, "exit_code"):
             e.show()
-            return 1 if e.exit_code == 1 else e.exit_code
-        if isinstance(e, click.exceptions.Abort):
+            return e.exit_code or 1
+        if type(e).__name__ == "Abort":
             return 1
         raise
     return 0

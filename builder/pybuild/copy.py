@@ -149,8 +149,11 @@ def select(ins, srcs: list[str], source: Source, *, is_add: bool, tmp_dir: str, 
 
 def _parents_rel(pattern: str, rel: str) -> str:
     """--parents keeps the source's path, from the `/./` pivot when there is one."""
-    if "/./" in "/" + pattern:
-        depth = len([p for p in ("/" + pattern).split("/./", 1)[0].split("/") if p])
+    p = pattern
+    while p.startswith(("./", "/")):
+        p = p[1:] if p.startswith("/") else p[2:]
+    if "/./" in p:
+        depth = len([x for x in p.split("/./", 1)[0].split("/") if x])
         return "/".join(rel.split("/")[depth:])
     return rel
 
