@@ -18,3 +18,9 @@ __all__ = [
     "Expose", "Volume", "User", "Workdir", "StopSignal", "Maintainer", "Healthcheck",
     "Onbuild",
 ]
+
+from .plan import BuildPlan, PlannedStage, plan  # noqa: E402
+from .scope import Platform, Scope, parse_platform, predefined_args  # noqa: E402
+
+__all__ += ["plan", "BuildPlan", "PlannedStage", "Scope", "Platform", "parse_platform",
+            "predefined_args"]

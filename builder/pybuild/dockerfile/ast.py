@@ -111,6 +111,7 @@ class Instruction:
         COPY/ADD/VOLUME shell form) the split words.
     json_form: args came from a JSON array.
     heredocs: here-documents attached to this instruction, in order.
+    flag_pos: (line, column) of each flag occurrence, parallel to flags (for errors).
     """
 
     kind: str
@@ -122,6 +123,8 @@ class Instruction:
     args: list[str] = field(default_factory=list)
     json_form: bool = False
     heredocs: list[Heredoc] = field(default_factory=list)
+    flag_pos: dict[str, list[tuple[int, int]]] = field(default_factory=dict, repr=False,
+                                                       compare=False)
 
     def flag(self, name: str, default: str | None = None) -> str | None:
         """The last value of a flag, or default when it was not given."""
@@ -131,11 +134,13 @@ class Instruction:
 
 @dataclass
 class From(Instruction):
-    """FROM [--platform=P] image [AS name]. image and platform raw (unexpanded)."""
+    """FROM [--platform=P] image [AS name]. image and platform raw (unexpanded);
+    image_pos: (line, column) of the image word."""
 
     image: str = ""
     platform: str | None = None
     name: str | None = None
+    image_pos: tuple[int, int] = (0, 0)
 
 
 @dataclass

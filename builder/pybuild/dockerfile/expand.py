@@ -69,12 +69,14 @@ class _Words:
 
 
 class _Lexer:
-    __slots__ = ("s", "pos", "env", "escape", "raw_quotes", "raw_escapes", "skip_unset")
+    __slots__ = ("s", "pos", "env", "escape", "raw_quotes", "raw_escapes", "skip_unset",
+                 "skip_quotes")
 
     def __init__(self, s: str, env: Mapping[str, str], escape: str, *,
                  raw_quotes: bool = False, raw_escapes: bool = False,
-                 skip_unset: bool = False):
+                 skip_unset: bool = False, skip_quotes: bool = False):
         self.s = s
+        self.skip_quotes = skip_quotes
         self.pos = 0
         self.env = env
         self.escape = escape
@@ -103,11 +105,11 @@ class _Lexer:
             if stop and ch == stop:
                 self.pos += 1
                 return "".join(out), words.result()
-            if ch == "'":
+            if ch == "'" and not self.skip_quotes:
                 tmp = self._single_quote()
                 out.append(tmp)
                 words.add_raw_string(tmp)
-            elif ch == '"':
+            elif ch == '"' and not self.skip_quotes:
                 tmp = self._double_quote()
                 out.append(tmp)
                 words.add_raw_string(tmp)
@@ -115,6 +117,15 @@ class _Lexer:
                 tmp = self._dollar()
                 out.append(tmp)
                 words.add_string(tmp)
+            elif ch == "<" and s.startswith("<<", self.pos):
+                # `<< EOF` stays one word, so heredoc markers survive word splitting
+                j = self.pos + 2
+                while j < n and s[j] in " \t":
+                    j += 1
+                tmp = s[self.pos:j]
+                self.pos = j
+                out.append(tmp)
+                words.add_raw_string(tmp)
             else:
                 self.pos += 1
                 if ch == esc:
@@ -361,6 +372,19 @@ def expand_words(text: str, env: Mapping[str, str], *, escape: str = "\\") -> li
 def raw_words(text: str, *, escape: str = "\\") -> list[str]:
     """Split text into words keeping quotes and variables as written (no expansion)."""
     return _run(text, {}, escape, raw_quotes=True, raw_escapes=True, skip_unset=True)[1]
+
+
+def expand_heredoc(content: str, env: Mapping[str, str]) -> str:
+    """Expand a COPY/ADD heredoc body as BuildKit does: `$` and `\\` are processed,
+    quotes are ordinary characters."""
+    if "$" not in content and "\\" not in content:
+        return content
+    return _run(content, env, "\\", skip_quotes=True)[0]
+
+
+def delimiter_words(text: str, *, raw_quotes: bool) -> list[str]:
+    """Words of a heredoc delimiter, variables left as written (for the parser)."""
+    return _run(text, {}, "\\", raw_quotes=raw_quotes, skip_unset=True)[1]
 
 
 def unquote(word: str, *, escape: str = "\\") -> str:

@@ -17,11 +17,11 @@ import re
 from ocispec.errors import OCIError
 
 from . import ast
-from .expand import raw_words, unquote
+from .expand import delimiter_words
 
 _DIRECTIVE_RE = re.compile(r"^#[ \t]*([a-zA-Z][a-zA-Z0-9]*)[ \t]*=[ \t]*(.+?)[ \t]*$")
 _DIRECTIVES = ("syntax", "escape", "check")
-_HEREDOC_RE = re.compile(r"^(\d*)<<(-?)([^<]*)$")
+_HEREDOC_RE = re.compile(r"^(\d*)<<(-?)\s*([^<]*)$")
 _STAGE_NAME_RE = re.compile(r"^[a-z][a-z0-9\-_.]*$")
 _WS = " \t\v\f\r"
 _LEADING_TABS_RE = re.compile(r"^\t+", re.M)
@@ -47,9 +47,20 @@ MOUNT_TYPES = ("bind", "cache", "tmpfs", "secret", "ssh")
 CACHE_SHARING = ("shared", "private", "locked")
 
 
+def _q(s: str) -> str:
+    """s in double quotes, for messages."""
+    return json.dumps(s, ensure_ascii=False)
+
+
 def parse(text: str, *, filename: str = "Dockerfile") -> ast.Dockerfile:
     """Parse Dockerfile text. Raises OCIError `FILENAME:LINE:COL: reason` on bad input."""
     return _Parser(text, filename).run()
+
+
+def _continuation_re(esc: str) -> re.Pattern[str]:
+    # The escape char ends a line as a continuation unless it is itself escaped.
+    e = re.escape(esc)
+    return re.compile(rf"(?:^|(?<=[^{e}])){e}[ \t]*$")
 
 
 class _Positions:
@@ -87,7 +98,7 @@ class _Parser:
         self.escape = "\\"
         self.directives: dict[str, str] = {}
         self.warnings: list[str] = []
-        self._cont_re = re.compile(r"\\[ \t]*$")
+        self._cont_re = _continuation_re("\\")
 
     # -- errors -------------------------------------------------------------------
     def err(self, line: int, col: int, msg: str, hint: str | None = None) -> OCIError:
@@ -104,9 +115,9 @@ class _Parser:
         if name == "escape":
             if value not in ("\\", "`"):
                 raise self.err(lineno, raw.index(value) + 1,
-                               f"invalid escape token {value!r}: expected \\ or `")
+                               f"invalid escape token {_q(value)}: expected \\ or `")
             self.escape = value
-            self._cont_re = re.compile(re.escape(value) + r"[ \t]*$")
+            self._cont_re = _continuation_re(value)
         self.directives[name] = value
         return True
 
@@ -163,22 +174,27 @@ class _Parser:
     def heredocs_in(self, lg: _Logical) -> list[tuple[ast.Heredoc, int]]:
         """Heredoc markers on the line with their offsets, BuildKit's heredocsFromLine."""
         found = []
-        for word, off in _words_with_offsets(lg.text, self.escape):
+        words = _words_with_offsets(lg.text, self.escape)
+        for k, (word, off) in enumerate(words):
             if "<<" not in word:
                 continue
+            if re.fullmatch(r"\d*<<", word) and k + 1 < len(words):
+                word = word + " " + words[k + 1][0]  # `<< EOF`: BuildKit keeps it one word
             m = _HEREDOC_RE.match(word)
             if not m or not m.group(3):
                 continue
             rest = m.group(3)
             try:
-                words = raw_words(rest)
-                plain = unquote(rest)
+                words = delimiter_words(rest, raw_quotes=False)
+                raw = delimiter_words(rest, raw_quotes=True)
             except OCIError:
                 continue
-            if len(words) != 1:
+            if len(words) != 1 or len(raw) != 1:
                 continue
-            # Any quoting in the delimiter disables expansion of the body.
-            expand = plain == rest
+            plain = words[0]
+            # Quotes that lexing removed mean part of the delimiter was quoted: then the
+            # body is not expanded (BuildKit compares the quote counts the same way).
+            expand = _quotes(plain) == _quotes(raw[0])
             found.append((ast.Heredoc(name=plain, content="", chomp=m.group(2) == "-",
                                       expand=expand, fd=int(m.group(1) or 0)), off))
         return found
@@ -191,8 +207,8 @@ class _Parser:
             while True:
                 if i >= len(self.lines):
                     line, col = lg.pos.at(off)
-                    raise self.err(line, col, f"unterminated heredoc {doc.name!r}: "
-                                   f"expected a line {doc.name!r} before the end of the file")
+                    raise self.err(line, col, f"unterminated heredoc {_q(doc.name)}: "
+                                   f"expected a line {_q(doc.name)} before the end of the file")
                 raw = self.lines[i]
                 i += 1
                 cand = raw.lstrip("\t") if doc.chomp else raw
@@ -218,13 +234,14 @@ class _Parser:
                 break
             consumed = 0
             inst = self.instruction(lg)
-            docs = self.heredocs_in(lg) if inst.kind in _HEREDOC_KINDS and "<<" in lg.text else []
+            target = inst.trigger if isinstance(inst, ast.Onbuild) else inst
+            docs = self.heredocs_in(lg) if target.kind in _HEREDOC_KINDS and "<<" in lg.text else []
             if docs:
                 # Bodies start on the line after the instruction's last line.
                 consumed = self.read_heredocs(lg, lg.end_line, docs)
-                inst.heredocs = [h for h, _ in docs]
-                inst.end_line = lg.end_line + consumed
-                _attach_heredoc_sources(inst)
+                target.heredocs = inst.heredocs = [h for h, _ in docs]
+                inst.end_line = target.end_line = lg.end_line + consumed
+                _attach_heredoc_sources(target)
             insts.append(inst)
         df.directives = self.directives
         df.escape = self.escape
@@ -241,7 +258,7 @@ class _Parser:
             if isinstance(inst, ast.From):
                 if inst.name is not None and inst.name in names:
                     raise self.err(inst.line, inst.column,
-                                   f"duplicate stage name {inst.name!r}: already used by "
+                                   f"duplicate stage name {_q(inst.name)}: already used by "
                                    f"stage {names[inst.name]}")
                 stage = ast.Stage(index=len(df.stages), name=inst.name, base=inst.image,
                                   platform=inst.platform, line=inst.line, from_=inst)
@@ -274,7 +291,7 @@ class _Parser:
         if kind not in INSTRUCTIONS:
             close = difflib.get_close_matches(kind, INSTRUCTIONS, n=1, cutoff=0.6)
             hint = f"did you mean {close[0]}?" if close else None
-            raise self.err(line, col, f"unknown instruction {keyword!r}", hint=hint)
+            raise self.err(line, col, f"unknown instruction {_q(keyword)}", hint=hint)
         rest_off = j
         while rest_off < len(text) and text[rest_off] in _WS:
             rest_off += 1
@@ -285,7 +302,7 @@ class _Parser:
         original = text[base:].strip(_WS)
         inst_cls = _CLASSES[kind]
         inst = inst_cls(kind=kind, line=line, column=col, end_line=lg.end_line,
-                        original=original, flags=flags)
+                        original=original, flags=flags, flag_pos=ctx.flag_pos)
         _BUILDERS[kind](ctx, inst, rest)
         return inst
 
@@ -327,7 +344,7 @@ class _Ctx:
                     raise self.err(f"{self.kind}: missing a value on flag --{name}", off)
                 low = value.lower()
                 if low not in ("", "true", "false"):
-                    raise self.err(f"{self.kind}: --{name} expects true or false, not {value!r}", off)
+                    raise self.err(f"{self.kind}: --{name} expects true or false, not {_q(value)}", off)
                 out[name] = [low or "true"]
             else:
                 if not eq:
@@ -335,6 +352,9 @@ class _Ctx:
                                    f"expected --{name}=VALUE", off)
                 out.setdefault(name, []).append(value)
         self.flag_offsets = {w[2:].partition("=")[0]: off for w, off in words}
+        self.flag_pos: dict[str, list[tuple[int, int]]] = {}
+        for w, off in words:
+            self.flag_pos.setdefault(w[2:].partition("=")[0], []).append(self.lg.pos.at(off))
         return out
 
     def flag_err(self, name: str, msg: str) -> OCIError:
@@ -435,6 +455,10 @@ def _words_with_offsets(rest: str, escape: str) -> list[tuple[str, int]]:
     return words
 
 
+def _quotes(s: str) -> int:
+    return s.count("'") + s.count('"')
+
+
 def _split_ws(rest: str, base: int) -> list[tuple[str, int]]:
     return [(m.group(), base + m.start()) for m in re.finditer(r"[^\t\v\f\r ]+", rest)]
 
@@ -464,17 +488,19 @@ def _need_args(ctx: _Ctx, rest: str) -> None:
 # -- builders, one per kind -----------------------------------------------------------
 
 def _b_from(ctx: _Ctx, inst: ast.From, rest: str) -> None:
+    _need_args(ctx, rest)
     words = _split_ws(rest, ctx.args_off)
     inst.args = [w for w, _ in words]
     if len(words) not in (1, 3) or (len(words) == 3 and words[1][0].lower() != "as"):
         raise ctx.err("FROM requires either one or three arguments: FROM [--platform=P] "
                       "IMAGE [AS NAME]")
     inst.image = words[0][0]
+    inst.image_pos = ctx.lg.pos.at(words[0][1])
     inst.platform = inst.flag("platform")
     if len(words) == 3:
         name = words[2][0].lower()
         if not _STAGE_NAME_RE.match(name):
-            raise ctx.err(f"invalid stage name {words[2][0]!r}: it must start with a letter "
+            raise ctx.err(f"invalid stage name {_q(words[2][0])}: it must start with a letter "
                           "and hold only letters, digits, '-', '_' and '.'", words[2][1])
         inst.name = name
 
@@ -492,11 +518,11 @@ def _b_run(ctx: _Ctx, inst: ast.Run, rest: str) -> None:
     _b_command(ctx, inst, rest)
     net = inst.flag("network")
     if net is not None and net not in NETWORK_MODES:
-        raise ctx.flag_err("network", f"unsupported network mode {net!r}: expected one of "
+        raise ctx.flag_err("network", f"unsupported network mode {_q(net)}: expected one of "
                            + ", ".join(NETWORK_MODES))
     sec = inst.flag("security")
     if sec is not None and sec not in SECURITY_MODES:
-        raise ctx.flag_err("security", f"unsupported security mode {sec!r}: expected one of "
+        raise ctx.flag_err("security", f"unsupported security mode {_q(sec)}: expected one of "
                            + ", ".join(SECURITY_MODES))
     inst.network, inst.security = net, sec
     inst.mounts = [_parse_mount(ctx, v) for v in inst.flags.get("mount", [])]
@@ -526,10 +552,10 @@ def _key_values(ctx: _Ctx, rest: str) -> list[ast.KeyValue]:
     for word, off in words:
         key, eq, value = word.partition("=")
         if not eq:
-            raise ctx.err(f"{ctx.kind}: can't find = in {word!r}: expected KEY=VALUE",
+            raise ctx.err(f"{ctx.kind}: can't find = in {_q(word)}: expected KEY=VALUE",
                           ctx.args_off + off)
         if not key:
-            raise ctx.err(f"{ctx.kind}: name can't be blank in {word!r}", ctx.args_off + off)
+            raise ctx.err(f"{ctx.kind}: name can't be blank in {_q(word)}", ctx.args_off + off)
         out.append(ast.KeyValue(key, value))
     return out
 
@@ -544,7 +570,7 @@ def _b_arg(ctx: _Ctx, inst: ast.Arg, rest: str) -> None:
     for word, off in _words_with_offsets(rest, ctx.p.escape):
         name, eq, value = word.partition("=")
         if not name:
-            raise ctx.err(f"ARG: name can't be blank in {word!r}", ctx.args_off + off)
+            raise ctx.err(f"ARG: name can't be blank in {_q(word)}", ctx.args_off + off)
         inst.decls.append(ast.ArgDecl(name, value if eq else None))
     inst.args = [w for w, _ in _words_with_offsets(rest, ctx.p.escape)]
 
@@ -670,7 +696,7 @@ def _b_healthcheck(ctx: _Ctx, inst: ast.Healthcheck, rest: str) -> None:
         inst.none, inst.test, inst.args = True, ["NONE"], ["NONE"]
         return
     if typ != "CMD":
-        raise ctx.err(f"unknown type {m.group(1)!r} in HEALTHCHECK: expected CMD or NONE",
+        raise ctx.err(f"unknown type {_q(m.group(1))} in HEALTHCHECK: expected CMD or NONE",
                       ctx.args_off)
     if not cmd.strip():
         raise ctx.err("HEALTHCHECK CMD requires a command", ctx.args_off)
@@ -689,18 +715,18 @@ def _b_healthcheck(ctx: _Ctx, inst: ast.Healthcheck, rest: str) -> None:
         try:
             ns = parse_duration(v)
         except ValueError:
-            raise ctx.flag_err(name, f"invalid duration {v!r}: expected e.g. 30s, 1m30s") from None
+            raise ctx.flag_err(name, f"invalid duration {_q(v)}: expected e.g. 30s, 1m30s") from None
         if ns < 0:
-            raise ctx.flag_err(name, f"{v!r} cannot be negative")
+            raise ctx.flag_err(name, f"{_q(v)} cannot be negative")
         if 0 < ns < 1_000_000:
-            raise ctx.flag_err(name, f"{v!r} cannot be less than 1ms")
+            raise ctx.flag_err(name, f"{_q(v)} cannot be less than 1ms")
         setattr(inst, name.replace("-", "_"), ns)
     r = inst.flag("retries")
     if r is not None:
         try:
             inst.retries = int(r, 10)
         except ValueError:
-            raise ctx.flag_err("retries", f"expected a number, not {r!r}") from None
+            raise ctx.flag_err("retries", f"expected a number, not {_q(r)}") from None
         if inst.retries < 0:
             raise ctx.flag_err("retries", f"cannot be negative ({r})")
 
@@ -768,7 +794,7 @@ def _parse_mount(ctx: _Ctx, value: str) -> ast.Mount:
             return True
         if low in ("0", "f", "false"):
             return False
-        raise bad(f"{key}={v!r}: expected true or false")
+        raise bad(f"{key}={_q(v)}: expected true or false")
 
     for fld in fields:
         key, eq, v = fld.partition("=")
@@ -784,15 +810,15 @@ def _parse_mount(ctx: _Ctx, value: str) -> ast.Mount:
                 m.readonly, ro_auto = False, False
             elif key == "required":
                 if m.type not in ("secret", "ssh"):
-                    raise bad(f"unexpected key 'required' for mount type {m.type!r}")
+                    raise bad(f"unexpected key 'required' for mount type {_q(m.type)}")
                 m.required = True
             else:
-                raise bad(f"invalid field {fld!r}: expected a key=value pair")
+                raise bad(f"invalid field {_q(fld)}: expected a key=value pair")
             continue
         if key == "type":
             t = v.lower()
             if t not in MOUNT_TYPES:
-                raise bad(f"unsupported mount type {v!r}: expected one of " + ", ".join(MOUNT_TYPES))
+                raise bad(f"unsupported mount type {_q(v)}: expected one of " + ", ".join(MOUNT_TYPES))
             m.type = t
         elif key == "from":
             m.from_ = v
@@ -806,22 +832,22 @@ def _parse_mount(ctx: _Ctx, value: str) -> ast.Mount:
             m.readonly, ro_auto = not parse_bool(key, v), False
         elif key == "required":
             if m.type not in ("secret", "ssh"):
-                raise bad(f"unexpected key 'required' for mount type {m.type!r}")
+                raise bad(f"unexpected key 'required' for mount type {_q(m.type)}")
             m.required = parse_bool(key, v)
         elif key == "size":
             if m.type != "tmpfs":
-                raise bad(f"unexpected key 'size' for mount type {m.type!r}")
+                raise bad(f"unexpected key 'size' for mount type {_q(m.type)}")
             try:
                 m.size = parse_size(v)
             except ValueError:
-                raise bad(f"invalid size {v!r}: expected e.g. 64m") from None
+                raise bad(f"invalid size {_q(v)}: expected e.g. 64m") from None
         elif key == "id":
             m.id = v
         elif key == "sharing":
             if m.type != "cache":
                 raise bad(f"invalid cache sharing set for {m.type} mount")
             if v.lower() not in CACHE_SHARING:
-                raise bad(f"unsupported sharing value {v!r}: expected one of " + ", ".join(CACHE_SHARING))
+                raise bad(f"unsupported sharing value {_q(v)}: expected one of " + ", ".join(CACHE_SHARING))
             m.sharing, seen_sharing = v.lower(), True
         elif key in ("mode", "uid", "gid"):
             try:
@@ -829,16 +855,16 @@ def _parse_mount(ctx: _Ctx, value: str) -> ast.Mount:
                 if num < 0:
                     raise ValueError
             except ValueError:
-                raise bad(f"invalid {key} {v!r}") from None
+                raise bad(f"invalid {key} {_q(v)}") from None
             setattr(m, key, num)
         elif key == "env":
             m.env = v
         else:
-            raise bad(f"unexpected key {key!r} in {fld!r}")
+            raise bad(f"unexpected key {_q(key)} in {_q(fld)}")
     if m.type not in ("secret", "ssh", "cache"):
         for key in ("mode", "uid", "gid"):
             if getattr(m, key) is not None:
-                raise bad(f"{key} not allowed for {m.type!r} type mounts")
+                raise bad(f"{key} not allowed for {_q(m.type)} type mounts")
     if ro_auto:
         m.readonly = m.type not in ("cache", "tmpfs")
     if seen_sharing and m.type != "cache":

@@ -1,0 +1,185 @@
+"""Image config -> runtime config.json (image-spec conversion.md, umoci's convert rules).
+
+Entrypoint + Cmd -> process.args, Env -> process.env, WorkingDir -> process.cwd, User
+(numeric or a name looked up in the rootfs's /etc/passwd and /etc/group, read without
+leaving the rootfs) -> process.user, Labels -> annotations, plus the conversion.md
+annotations; mounts, namespaces and masked/readonly paths as `runc spec` makes them.
+"""
+import copy
+import os
+
+from ocispec.errors import OCIError
+
+DEFAULT_PATH = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+# Docker's default capability set: what images expect to be able to do as root.
+DEFAULT_CAPS = [
+    "CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_FSETID", "CAP_FOWNER", "CAP_MKNOD", "CAP_NET_RAW",
+    "CAP_SETGID", "CAP_SETUID", "CAP_SETFCAP", "CAP_SETPCAP", "CAP_NET_BIND_SERVICE",
+    "CAP_SYS_CHROOT", "CAP_KILL", "CAP_AUDIT_WRITE",
+]
+DEFAULT_MOUNTS = [
+    {"destination": "/proc", "type": "proc", "source": "proc"},
+    {"destination": "/dev", "type": "tmpfs", "source": "tmpfs",
+     "options": ["nosuid", "strictatime", "mode=755", "size=65536k"]},
+    {"destination": "/dev/pts", "type": "devpts", "source": "devpts",
+     "options": ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5"]},
+    {"destination": "/dev/shm", "type": "tmpfs", "source": "shm",
+     "options": ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"]},
+    {"destination": "/dev/mqueue", "type": "mqueue", "source": "mqueue",
+     "options": ["nosuid", "noexec", "nodev"]},
+    {"destination": "/sys", "type": "sysfs", "source": "sysfs", "options": ["nosuid", "noexec", "nodev", "ro"]},
+    {"destination": "/sys/fs/cgroup", "type": "cgroup", "source": "cgroup",
+     "options": ["nosuid", "noexec", "nodev", "relatime", "ro"]},
+]
+MASKED_PATHS = ["/proc/acpi", "/proc/asound", "/proc/kcore", "/proc/keys", "/proc/latency_stats",
+                "/proc/timer_list", "/proc/timer_stats", "/proc/sched_debug", "/sys/firmware",
+                "/proc/scsi"]
+READONLY_PATHS = ["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"]
+NAMESPACES = ["pid", "network", "ipc", "uts", "mount"]
+
+
+def _read_in_root(rootfs: str, path: str) -> str | None:
+    """Text of `path` inside rootfs, resolving links as if rootfs were `/`; None if absent."""
+    from .extract import openat2_in_root
+    try:
+        root_fd = os.open(rootfs, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return None
+    try:
+        fd = openat2_in_root(root_fd, path.lstrip("/"), os.O_RDONLY)
+    except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
+        return None
+    finally:
+        os.close(root_fd)
+    with os.fdopen(fd, "r", encoding="utf-8", errors="replace") as f:
+        return f.read(1 << 22)
+
+
+def _entries(text: str | None, fields: int):
+    for line in (text or "").splitlines():
+        if not line or line.startswith("#"):
+            continue
+        parts = line.split(":")
+        if len(parts) >= fields:
+            yield parts
+
+
+def resolve_user(user: str | None, rootfs: str | None) -> dict:
+    """`User` of an image config -> {"uid", "gid", "additionalGids"?}.
+
+    Forms: "", "uid", "uid:gid", "name", "name:group", mixed. Names are looked up in the
+    rootfs's /etc/passwd and /etc/group; an unknown name is an error, as in Docker.
+    """
+    user = (user or "").strip()
+    if not user:
+        user = "0"
+    name, _, group = user.partition(":")
+    passwd = _read_in_root(rootfs, "/etc/passwd") if rootfs else None
+    groups = _read_in_root(rootfs, "/etc/group") if rootfs else None
+    uid = gid = None
+    username = None
+    if name.isdigit():
+        uid = int(name)
+        for p in _entries(passwd, 4):
+            if p[2].isdigit() and int(p[2]) == uid:
+                username, gid = p[0], int(p[3]) if p[3].isdigit() else None
+                break
+    else:
+        for p in _entries(passwd, 4):
+            if p[0] == name:
+                uid, gid, username = int(p[2]), int(p[3]), name
+                break
+        if uid is None:
+            raise OCIError(f"unable to find user {name}: no matching entries in the image's /etc/passwd")
+    if group:
+        if group.isdigit():
+            gid = int(group)
+        else:
+            for g in _entries(groups, 3):
+                if g[0] == group:
+                    gid = int(g[2])
+                    break
+            else:
+                raise OCIError(f"unable to find group {group}: no matching entries in the image's /etc/group")
+    out = {"uid": uid, "gid": gid if gid is not None else 0}
+    if username and not group:
+        extra = []
+        for g in _entries(groups, 4):
+            members = g[3].split(",") if len(g) > 3 and g[3] else []
+            if username in members and g[2].isdigit() and int(g[2]) != out["gid"]:
+                extra.append(int(g[2]))
+        if extra:
+            out["additionalGids"] = sorted(set(extra))
+    return out
+
+
+def default_spec() -> dict:
+    """A runtime config like `runc spec`'s, not yet tied to an image."""
+    caps = list(DEFAULT_CAPS)
+    return {
+        "ociVersion": "1.2.0",
+        "process": {
+            "terminal": False,
+            "user": {"uid": 0, "gid": 0},
+            "args": ["sh"],
+            "env": [DEFAULT_PATH],
+            "cwd": "/",
+            "capabilities": {"bounding": caps, "effective": list(caps), "permitted": list(caps)},
+            "rlimits": [{"type": "RLIMIT_NOFILE", "hard": 1024, "soft": 1024}],
+            "noNewPrivileges": False,
+        },
+        "root": {"path": "rootfs", "readonly": False},
+        "mounts": copy.deepcopy(DEFAULT_MOUNTS),
+        "linux": {
+            "resources": {"devices": [{"allow": False, "access": "rwm"}]},
+            "namespaces": [{"type": t} for t in NAMESPACES],
+            "maskedPaths": list(MASKED_PATHS),
+            "readonlyPaths": list(READONLY_PATHS),
+        },
+    }
+
+
+def runtime_config(image_config: dict, rootfs: str | None = None, *, args=None,
+                   terminal: bool = False, root_path: str = "rootfs", extra_env=None) -> dict:
+    """The config.json for a container of an image (its config document from the store)."""
+    c = image_config.get("config") or {}
+    spec = default_spec()
+    proc = spec["process"]
+    proc["terminal"] = bool(terminal)
+    entry = list(c.get("Entrypoint") or [])
+    cmd = list(args) if args is not None else list(c.get("Cmd") or [])
+    proc["args"] = entry + cmd
+    if not proc["args"]:
+        raise OCIError("the image has no Entrypoint or Cmd and no command was given")
+    env = list(c.get("Env") or [])
+    if not any(e.startswith("PATH=") for e in env):
+        env.insert(0, DEFAULT_PATH)
+    if terminal and not any(e.startswith("TERM=") for e in env):
+        env.append("TERM=xterm")
+    for e in extra_env or ():
+        key = e.split("=", 1)[0]
+        env = [x for x in env if x.split("=", 1)[0] != key] + [e]
+    proc["env"] = env
+    wd = c.get("WorkingDir") or "/"
+    proc["cwd"] = wd if wd.startswith("/") else "/" + wd
+    proc["user"] = resolve_user(c.get("User"), rootfs)
+    spec["root"]["path"] = root_path
+    ann = {}
+    for key, field in (("org.opencontainers.image.os", "os"),
+                       ("org.opencontainers.image.architecture", "architecture"),
+                       ("org.opencontainers.image.variant", "variant"),
+                       ("org.opencontainers.image.os.version", "os.version"),
+                       ("org.opencontainers.image.author", "author"),
+                       ("org.opencontainers.image.created", "created")):
+        if image_config.get(field):
+            ann[key] = str(image_config[field])
+    if image_config.get("os.features"):
+        ann["org.opencontainers.image.os.features"] = ",".join(image_config["os.features"])
+    if c.get("ExposedPorts"):
+        ann["org.opencontainers.image.exposedPorts"] = ",".join(sorted(c["ExposedPorts"]))
+    if c.get("StopSignal"):
+        ann["org.opencontainers.image.stopSignal"] = c["StopSignal"]
+    ann.update({str(k): str(v) for k, v in (c.get("Labels") or {}).items()})
+    if ann:
+        spec["annotations"] = ann
+    return spec

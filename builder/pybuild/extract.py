@@ -1,0 +1,355 @@
+"""Applying a layer onto a root filesystem directory, never writing outside it.
+
+Every entry's parent directory is opened with openat2(RESOLVE_IN_ROOT) relative to the
+destination: symlinks (absolute or relative) and `..` met on the way resolve as if the
+destination were `/`, so a layer can follow the tree's own links (`lib -> usr/lib`) but can
+never leave it. The final component is then created, replaced or removed relative to that
+directory fd without following it. Entries naming `..` are refused outright.
+
+Whiteouts: `.wh.NAME` removes NAME; `.wh..wh..opq` empties its directory of everything
+the layers below put there (entries of this same layer stay).
+"""
+import ctypes
+import errno
+import io
+import os
+import shutil
+import stat
+import tarfile
+
+from ocispec.errors import OCIError
+
+from .layer import WHITEOUT_OPAQUE, WHITEOUT_PREFIX
+
+_SYS_OPENAT2 = 437
+_RESOLVE_NO_MAGICLINKS = 0x02
+_RESOLVE_IN_ROOT = 0x10
+_O_PATH = getattr(os, "O_PATH", 0o10000000)
+_libc = ctypes.CDLL(None, use_errno=True)
+_CHUNK = 1 << 20
+# overlayfs's own marks: a layer must not smuggle them in (they would change what a
+# lowerdir means); whiteouts reach overlayfs only through the .wh. entries we translate.
+_OVERLAY_XATTRS = ("trusted.overlay.", "user.overlay.")
+
+GZIP_MAGIC = b"\x1f\x8b"
+ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
+BZIP2_MAGIC = b"BZh"
+XZ_MAGIC = b"\xfd7zXZ\x00"
+
+
+class _OpenHow(ctypes.Structure):
+    _fields_ = [("flags", ctypes.c_uint64), ("mode", ctypes.c_uint64), ("resolve", ctypes.c_uint64)]
+
+
+def openat2_in_root(root_fd: int, path: str, flags: int) -> int:
+    """Open `path` under root_fd as if root_fd were `/` (links and `..` cannot escape)."""
+    how = _OpenHow(flags | os.O_CLOEXEC, 0, _RESOLVE_IN_ROOT | _RESOLVE_NO_MAGICLINKS)
+    while True:
+        fd = _libc.syscall(_SYS_OPENAT2, ctypes.c_int(root_fd), os.fsencode(path or "."),
+                           ctypes.byref(how), ctypes.c_size_t(ctypes.sizeof(how)))
+        if fd >= 0:
+            return fd
+        err = ctypes.get_errno()
+        if err in (errno.EAGAIN, errno.EINTR):
+            continue
+        raise OSError(err, os.strerror(err), path)
+
+
+def detect_compression(head: bytes) -> str | None:
+    """Compression of a stream from its first bytes: "gzip", "zstd", "bzip2", "xz" or None."""
+    if head.startswith(GZIP_MAGIC):
+        return "gzip"
+    if head.startswith(ZSTD_MAGIC):
+        return "zstd"
+    if head.startswith(XZ_MAGIC):
+        return "xz"
+    if head.startswith(BZIP2_MAGIC) and len(head) > 3 and head[3:4].isdigit():
+        return "bzip2"
+    return None
+
+
+class _Peek(io.RawIOBase):
+    """A raw stream whose first bytes were already read for sniffing."""
+
+    def __init__(self, f, head: bytes):
+        super().__init__()
+        self.f, self.head = f, head
+
+    def readable(self):
+        return True
+
+    def readinto(self, b):
+        n = len(b)
+        if self.head:
+            k = min(n, len(self.head))
+            b[:k] = self.head[:k]
+            self.head = self.head[k:]
+            return k
+        data = self.f.read(n)
+        b[:len(data)] = data
+        return len(data)
+
+
+def _stream_errors() -> tuple:
+    """Exceptions that mean "the bytes are not what they claim" for any decompressor."""
+    import gzip
+    import zlib
+    errs = [tarfile.TarError, EOFError, gzip.BadGzipFile, zlib.error]
+    try:
+        from isal import isal_zlib
+        errs.append(isal_zlib.error)
+    except ImportError:
+        pass
+    try:
+        import zstandard
+        errs.append(zstandard.ZstdError)
+    except ImportError:
+        pass
+    return tuple(errs)
+
+
+def open_decompressed(fileobj):
+    """A readable stream of the uncompressed bytes, compression detected by content."""
+    head = fileobj.read(6)
+    src = io.BufferedReader(_Peek(fileobj, head), _CHUNK)
+    kind = detect_compression(head)
+    if kind == "gzip":
+        from isal import igzip
+        return igzip.GzipFile(fileobj=src, mode="rb")
+    if kind == "zstd":
+        import zstandard
+        return zstandard.ZstdDecompressor().stream_reader(src, read_across_frames=True)
+    if kind == "xz":
+        import lzma
+        return lzma.LZMAFile(src)
+    if kind == "bzip2":
+        import bz2
+        return bz2.BZ2File(src)
+    return src
+
+
+class _Applier:
+    def __init__(self, dest: str, *, same_owner: bool, overlay: bool = False):
+        self.overlay = overlay  # keep whiteouts as overlayfs marks instead of deleting
+        self.root_fd = os.open(dest, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        self.same_owner = same_owner
+        self.dirs: dict[str, int] = {}   # open parent dir fds by path
+        self.created: set[str] = set()  # paths this layer made (opaque must keep them)
+        self.dir_times: list = []        # directory mtimes are set last
+
+    def close(self):
+        for fd in self.dirs.values():
+            os.close(fd)
+        self.dirs.clear()
+        os.close(self.root_fd)
+
+    def _forget(self, path: str):
+        """Drop cached fds at or below `path` (it is being replaced)."""
+        pre = path + "/"
+        for k in [k for k in self.dirs if k == path or k.startswith(pre)]:
+            os.close(self.dirs.pop(k))
+
+    def dir_fd(self, path: str, *, create: bool = True) -> int:
+        """An fd for directory `path`, resolved in root (made, with parents, when missing)."""
+        if not path:
+            return self.root_fd
+        fd = self.dirs.get(path)
+        if fd is not None:
+            return fd
+        try:
+            fd = openat2_in_root(self.root_fd, path, os.O_RDONLY | os.O_DIRECTORY)
+        except (FileNotFoundError, NotADirectoryError):
+            if not create:
+                raise
+            head, _, base = path.rpartition("/")
+            pfd = self.dir_fd(head)
+            try:
+                st = os.stat(base, dir_fd=pfd, follow_symlinks=False)
+            except FileNotFoundError:
+                st = None
+            if st is not None and not stat.S_ISDIR(st.st_mode):
+                # a file, or a link to nothing or to a non-directory, where a directory
+                # must be: replace it, as tar does
+                os.unlink(base, dir_fd=pfd)
+                st = None
+            if st is None:
+                os.mkdir(base, 0o755, dir_fd=pfd)
+            fd = openat2_in_root(self.root_fd, path, os.O_RDONLY | os.O_DIRECTORY)
+        self.dirs[path] = fd
+        return fd
+
+    def _remove(self, pfd: int, base: str, path: str):
+        """Remove whatever is at base (a whole tree for a directory), never following links."""
+        self._forget(path)
+        try:
+            st = os.stat(base, dir_fd=pfd, follow_symlinks=False)
+        except FileNotFoundError:
+            return
+        if stat.S_ISDIR(st.st_mode):
+            shutil.rmtree(base, dir_fd=pfd)
+        else:
+            os.unlink(base, dir_fd=pfd)
+
+    def apply(self, tf: tarfile.TarFile):
+        for m in tf:
+            name = _clean(m.name)
+            if not name:
+                if m.isdir():
+                    continue
+                raise OCIError(f"layer entry {m.name!r} has no name")
+            head, _, base = name.rpartition("/")
+            if base == WHITEOUT_OPAQUE:
+                if self.overlay:
+                    os.setxattr(self.dir_fd(head), "trusted.overlay.opaque", b"y")
+                else:
+                    self.opaque(head)
+                continue
+            if base.startswith(WHITEOUT_PREFIX):
+                target = base[len(WHITEOUT_PREFIX):]
+                if target in ("", ".", ".."):
+                    raise OCIError(f"layer entry {m.name!r}: bad whiteout")
+                if self.overlay:  # overlayfs whiteout: a 0:0 character device
+                    pfd = self.dir_fd(head)
+                    self._remove(pfd, target, f"{head}/{target}" if head else target)
+                    os.mknod(target, stat.S_IFCHR | 0o600, 0, dir_fd=pfd)
+                    continue
+                try:
+                    pfd = self.dir_fd(head, create=False)
+                except (FileNotFoundError, NotADirectoryError):
+                    continue  # nothing below to hide
+                self._remove(pfd, target, f"{head}/{target}" if head else target)
+                continue
+            self.entry(tf, m, name, head, base)
+        for pfd_path, base, mtime in reversed(self.dir_times):
+            try:
+                os.utime(base, (mtime, mtime), dir_fd=self.dir_fd(pfd_path), follow_symlinks=False)
+            except FileNotFoundError:
+                pass
+
+    def opaque(self, path: str):
+        fd = self.dir_fd(path)
+        pre = f"{path}/" if path else ""
+        for child in os.listdir(fd):
+            if pre + child not in self.created:
+                self._remove(fd, child, pre + child)
+
+    def entry(self, tf, m: tarfile.TarInfo, name: str, head: str, base: str):
+        pfd = self.dir_fd(head)
+        self.created.add(name)
+        try:
+            old = os.stat(base, dir_fd=pfd, follow_symlinks=False)
+        except FileNotFoundError:
+            old = None
+        if old is not None and not (m.isdir() and stat.S_ISDIR(old.st_mode)):
+            self._remove(pfd, base, name)
+        mode = m.mode & 0o7777
+        if m.isreg():
+            fd = os.open(base, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+                         0o600, dir_fd=pfd)
+            try:
+                src = tf.extractfile(m)
+                left = m.size
+                while left:
+                    chunk = src.read(min(left, _CHUNK))
+                    if not chunk:
+                        raise OCIError(f"layer entry {m.name!r}: truncated data")
+                    os.write(fd, chunk)  # regular file: short writes only on error
+                    left -= len(chunk)
+                self._meta_fd(fd, m, mode)
+            finally:
+                os.close(fd)
+        elif m.isdir():
+            if old is None or not stat.S_ISDIR(old.st_mode):
+                os.mkdir(base, 0o700, dir_fd=pfd)
+            fd = os.open(base, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=pfd)
+            try:
+                self._meta_fd(fd, m, mode, times=False)
+            finally:
+                os.close(fd)
+            self.dir_times.append((head, base, m.mtime))
+        elif m.issym():
+            os.symlink(m.linkname, base, dir_fd=pfd)
+            self._owner(base, pfd, m)
+            os.utime(base, (m.mtime, m.mtime), dir_fd=pfd, follow_symlinks=False)
+        elif m.islnk():
+            target = _clean(m.linkname)
+            if not target:
+                raise OCIError(f"layer entry {m.name!r}: hard link to nothing")
+            thead, _, tbase = target.rpartition("/")
+            os.link(tbase, base, src_dir_fd=self.dir_fd(thead, create=False), dst_dir_fd=pfd, follow_symlinks=False)
+        elif m.ischr() or m.isblk() or m.isfifo():
+            kind = stat.S_IFCHR if m.ischr() else stat.S_IFBLK if m.isblk() else stat.S_IFIFO
+            dev = os.makedev(m.devmajor, m.devminor) if kind != stat.S_IFIFO else 0
+            os.mknod(base, kind | 0o600, dev, dir_fd=pfd)
+            fd = os.open(base, _O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=pfd)
+            try:
+                self._owner(base, pfd, m)
+                os.chmod(base, mode, dir_fd=pfd)
+                self._xattrs(f"/proc/self/fd/{fd}", m)
+                os.utime(base, (m.mtime, m.mtime), dir_fd=pfd, follow_symlinks=False)
+            finally:
+                os.close(fd)
+        else:
+            raise OCIError(f"layer entry {m.name!r}: unsupported tar type {m.type!r}")
+
+    def _owner(self, base, pfd, m):
+        if self.same_owner:
+            os.chown(base, m.uid, m.gid, dir_fd=pfd, follow_symlinks=False)
+
+    def _meta_fd(self, fd, m, mode, times=True):
+        if self.same_owner:
+            os.fchown(fd, m.uid, m.gid)
+        os.fchmod(fd, mode)  # after chown, which clears set-id bits
+        self._xattrs(fd, m)
+        if times:
+            os.utime(fd, (m.mtime, m.mtime))
+
+    def _xattrs(self, target, m):
+        for k, v in m.pax_headers.items():
+            if k.startswith("SCHILY.xattr.") and not k.startswith(_OVERLAY_XATTRS, 13):
+                try:
+                    os.setxattr(target, k[13:], v.encode("utf-8", "surrogateescape"))
+                except OSError as e:
+                    if e.errno not in (errno.ENOTSUP, errno.EPERM):
+                        raise
+
+
+def _clean(name: str) -> str:
+    parts = []
+    for p in name.split("/"):
+        if p in ("", "."):
+            continue
+        if p == "..":
+            raise OCIError(f"layer entry {name!r} escapes the root with '..'")
+        parts.append(p)
+    return "/".join(parts)
+
+
+def apply_layer(blob, media_type: str | None, dest_dir, *, same_owner: bool | None = None,
+                whiteouts: str = "apply") -> None:
+    """Unpack a layer (path or binary file object) onto dest_dir.
+
+    Compression is detected from the bytes (media_type is only informative). Owners are
+    kept when running as root (same_owner defaults to that). whiteouts="apply" deletes what
+    whiteouts name; whiteouts="overlay" records them as overlayfs does (0:0 char devices,
+    trusted.overlay.opaque=y), for a layer extracted on its own to serve as a lowerdir.
+    """
+    if whiteouts not in ("apply", "overlay"):
+        raise ValueError(f"whiteouts={whiteouts!r}: want 'apply' or 'overlay'")
+    if same_owner is None:
+        same_owner = os.geteuid() == 0
+    own = not hasattr(blob, "read")
+    f = open(blob, "rb") if own else blob
+    try:
+        stream = open_decompressed(f)
+        ap = _Applier(os.fspath(dest_dir), same_owner=same_owner, overlay=whiteouts == "overlay")
+        try:
+            with tarfile.open(fileobj=stream, mode="r|", errorlevel=2) as tf:
+                ap.apply(tf)
+        except _stream_errors() as e:
+            raise OCIError(f"layer ({media_type or 'tar'}): not a valid tar stream: {e}") from None
+        finally:
+            ap.close()
+    finally:
+        if own:
+            f.close()

@@ -1,0 +1,359 @@
+"""Moving images between the store and the formats other tools read.
+
+Export: `oci:DIR[:tag]` (an OCI image layout directory, merged into an existing one),
+`oci-archive:FILE[:tag]` (a tar of such a layout) and `docker-archive:FILE[:name:tag]`
+(`docker save` format: manifest.json, repositories, <config>.json, <diff_id>/layer.tar).
+Import: `oci:DIR[:tag]` and `oci-archive:FILE[:tag]` into the store (for `FROM oci:...`).
+
+Every output is built under a temporary name next to its destination and renamed into place,
+so a failed export leaves the destination as it was.
+"""
+import contextlib
+import fcntl
+import json
+import os
+import shutil
+import tarfile
+import tempfile
+
+from ocispec import digest as _digest
+from ocispec import image as _image
+from ocispec import mediatypes as mt
+from ocispec.errors import OCIError
+
+from .store import Store, normalize_ref, select_platform
+
+TRANSPORTS = ("oci", "oci-archive", "docker-archive")
+
+
+def parse_destination(text: str) -> tuple[str, str, str | None]:
+    """`oci:DIR:tag` -> ("oci", "DIR", "tag"); `docker-archive:F:name:tag` -> (..., "name:tag")."""
+    transport, sep, rest = text.partition(":")
+    if not sep or transport not in TRANSPORTS or not rest:
+        raise OCIError(f"invalid image location {text!r}",
+                       hint="want oci:DIR[:tag], oci-archive:FILE[:tag] or docker-archive:FILE[:name:tag]")
+    path, _, ref = rest.partition(":")
+    if not path:
+        raise OCIError(f"invalid image location {text!r}: empty path")
+    return transport, path, ref or None
+
+
+def _tag_of(ref_name: str | None) -> str:
+    """The tag part of a store reference (`name:tag` -> `tag`), for a layout's ref.name."""
+    if not ref_name:
+        return "latest"
+    ref = normalize_ref(ref_name)
+    if "@" in ref:
+        return "latest"
+    return ref.rsplit(":", 1)[1]
+
+
+def image_blobs(store: Store, manifest_desc: dict) -> list[dict]:
+    """Descriptors of every blob an image needs: manifest (or index and its manifests),
+    configs and layers."""
+    out, todo = [], [manifest_desc]
+    while todo:
+        d = todo.pop(0)
+        out.append(d)
+        doc = store.read_json(d["digest"])
+        if "manifests" in doc:
+            todo.extend(doc["manifests"])
+        else:
+            out.append(doc["config"])
+            out.extend(doc.get("layers") or [])
+    seen, uniq = set(), []
+    for d in out:
+        if d["digest"] not in seen:
+            seen.add(d["digest"])
+            uniq.append(d)
+    return uniq
+
+
+def _resolve(store: Store, image) -> tuple[dict, str | None]:
+    if isinstance(image, dict):
+        return {k: v for k, v in image.items() if k != "annotations"}, _image.ref_name(image)
+    desc = store.resolve(image)
+    return {k: v for k, v in desc.items() if k != "annotations"}, normalize_ref(image)
+
+
+def _link_or_copy(src: str, dst: str) -> None:
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copyfile(src, dst)
+
+
+@contextlib.contextmanager
+def _dir_lock(path: str):
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+def _write_file_atomic(path: str, data: bytes) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=".pybuild-", dir=os.path.dirname(path))
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)
+        os.rename(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def write_oci_layout(store: Store, image, layout_dir, tag: str | None = None) -> dict:
+    """Export to an OCI image layout dir (created or merged); returns the index entry."""
+    desc, ref = _resolve(store, image)
+    tag = tag or _tag_of(ref)
+    layout_dir = os.path.abspath(os.fspath(layout_dir))
+    os.makedirs(layout_dir, exist_ok=True)
+    with _dir_lock(layout_dir):
+        lay = os.path.join(layout_dir, mt.IMAGE_LAYOUT_FILE)
+        if os.path.exists(lay):
+            with open(lay) as f:
+                version = json.load(f).get("imageLayoutVersion")
+            if version != mt.IMAGE_LAYOUT_VERSION:
+                raise OCIError(f"{lay}: unsupported imageLayoutVersion {version!r}")
+        blobs = os.path.join(layout_dir, "blobs", "sha256")
+        os.makedirs(blobs, exist_ok=True)
+        for d in image_blobs(store, desc):  # blobs first: index.json never names a missing one
+            dst = os.path.join(blobs, _digest.parse(d["digest"])[1])
+            if not os.path.exists(dst):
+                tmp = f"{dst}.pybuild-tmp-{os.getpid()}"
+                _link_or_copy(store.blob_path(d["digest"]), tmp)
+                os.rename(tmp, dst)
+        if not os.path.exists(lay):
+            _write_file_atomic(lay, json.dumps({"imageLayoutVersion": mt.IMAGE_LAYOUT_VERSION}).encode())
+        idx_path = os.path.join(layout_dir, mt.IMAGE_INDEX_FILE)
+        manifests = []
+        if os.path.exists(idx_path):
+            with open(idx_path, "rb") as f:
+                manifests = _image.parse_index(f.read(), source=idx_path)["manifests"]
+        entry = dict(desc, annotations={_image.ANNOTATION_REF_NAME: tag})
+        manifests = [m for m in manifests if _image.ref_name(m) != tag] + [entry]
+        _write_file_atomic(idx_path, json.dumps(_image.index(manifests), indent=2).encode())
+    return entry
+
+
+def _tar_add_bytes(tf: tarfile.TarFile, name: str, data: bytes, mode: int = 0o644) -> None:
+    ti = tarfile.TarInfo(name)
+    ti.size, ti.mode = len(data), mode
+    tf.addfile(ti, _BytesReader(data))
+
+
+class _BytesReader:
+    def __init__(self, data):
+        self.data, self.pos = data, 0
+
+    def read(self, n=-1):
+        end = len(self.data) if n is None or n < 0 else self.pos + n
+        out = self.data[self.pos:end]
+        self.pos += len(out)
+        return out
+
+
+def _tar_add_dir(tf: tarfile.TarFile, name: str) -> None:
+    ti = tarfile.TarInfo(name)
+    ti.type, ti.mode = tarfile.DIRTYPE, 0o755
+    tf.addfile(ti)
+
+
+def _tar_add_file(tf: tarfile.TarFile, name: str, path: str) -> None:
+    ti = tarfile.TarInfo(name)
+    ti.size, ti.mode = os.stat(path).st_size, 0o644
+    with open(path, "rb") as f:
+        tf.addfile(ti, f)
+
+
+@contextlib.contextmanager
+def _atomic_output(path: str):
+    """Yield a temp path beside `path`; rename it over `path` on success."""
+    path = os.path.abspath(os.fspath(path))
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", dir=os.path.dirname(path))
+    os.close(fd)
+    try:
+        yield tmp
+        os.chmod(tmp, 0o644)
+        os.rename(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def write_oci_archive(store: Store, image, path, tag: str | None = None) -> dict:
+    """Export to a tar of an OCI image layout (one image)."""
+    desc, ref = _resolve(store, image)
+    tag = tag or _tag_of(ref)
+    entry = dict(desc, annotations={_image.ANNOTATION_REF_NAME: tag})
+    with _atomic_output(path) as tmp, tarfile.open(tmp, "w", format=tarfile.PAX_FORMAT) as tf:
+        _tar_add_bytes(tf, mt.IMAGE_LAYOUT_FILE,
+                       json.dumps({"imageLayoutVersion": mt.IMAGE_LAYOUT_VERSION}).encode())
+        _tar_add_bytes(tf, mt.IMAGE_INDEX_FILE, json.dumps(_image.index([entry]), indent=2).encode())
+        _tar_add_dir(tf, "blobs")
+        _tar_add_dir(tf, "blobs/sha256")
+        for d in image_blobs(store, desc):
+            _tar_add_file(tf, "blobs/sha256/" + _digest.parse(d["digest"])[1], store.blob_path(d["digest"]))
+    return entry
+
+
+def write_docker_archive(store: Store, image, path, repo_tag: str | None = None) -> dict:
+    """Export in `docker save` format; layers are stored uncompressed as docker does."""
+    from .extract import open_decompressed
+    desc, ref = _resolve(store, image)
+    manifest = store.manifest(desc)
+    config_hex = _digest.parse(manifest["config"]["digest"])[1]
+    cfg = store.image_config(manifest)
+    diff_ids = cfg["rootfs"]["diff_ids"]
+    if len(diff_ids) != len(manifest["layers"]):
+        raise OCIError(f"image {ref or desc['digest']}: {len(manifest['layers'])} layers but "
+                       f"{len(diff_ids)} diff_ids in its config")
+    tags = [normalize_ref(repo_tag or ref)] if (repo_tag or ref) and "@" not in (repo_tag or ref) else []
+    layer_names = []
+    with _atomic_output(path) as tmp, tarfile.open(tmp, "w", format=tarfile.PAX_FORMAT) as tf:
+        _tar_add_file(tf, f"{config_hex}.json", store.blob_path(manifest["config"]["digest"]))
+        for layer, diff_id in zip(manifest["layers"], diff_ids):
+            lhex = _digest.parse(diff_id)[1]
+            name = f"{lhex}/layer.tar"
+            if name in layer_names:
+                continue
+            # tar headers need the size first: decompress to a temp file, checking the diff_id
+            f, ltmp = store.temp_file(".tar")
+            try:
+                h = _digest.Hasher()
+                with f, store.open_blob(layer["digest"]) as src:
+                    stream = open_decompressed(src)
+                    for chunk in iter(lambda: stream.read(1 << 20), b""):
+                        h.update(chunk)
+                        f.write(chunk)
+                if h.digest != diff_id:
+                    raise OCIError(f"layer {layer['digest']}: uncompressed digest {h.digest} "
+                                   f"does not match diff_id {diff_id}")
+                _tar_add_dir(tf, lhex)
+                _tar_add_bytes(tf, f"{lhex}/VERSION", b"1.0")
+                _tar_add_file(tf, name, ltmp)
+            finally:
+                store.discard_temp(ltmp)
+            layer_names.append(name)
+        manifest_json = [{"Config": f"{config_hex}.json", "RepoTags": tags, "Layers": layer_names}]
+        _tar_add_bytes(tf, "manifest.json", json.dumps(manifest_json).encode())
+        repos = {}
+        for t in tags:
+            name, _, tg = t.rpartition(":")
+            repos.setdefault(name, {})[tg] = layer_names[-1].split("/")[0] if layer_names else config_hex
+        _tar_add_bytes(tf, "repositories", json.dumps(repos).encode())
+    return {"config": manifest["config"]["digest"], "repo_tags": tags, "layers": layer_names}
+
+
+def export_image(store: Store, image, destination: str) -> dict:
+    """Export `image` (a store name or manifest descriptor) to `oci:`, `oci-archive:` or
+    `docker-archive:` destination text."""
+    transport, path, ref = parse_destination(destination)
+    if transport == "oci":
+        return write_oci_layout(store, image, path, ref)
+    if transport == "oci-archive":
+        return write_oci_archive(store, image, path, ref)
+    return write_docker_archive(store, image, path, ref)
+
+
+# -- import ----------------------------------------------------------------------------
+
+def _pick(manifests: list[dict], tag: str | None, where: str) -> dict:
+    if tag:
+        for m in manifests:
+            if _image.ref_name(m) == tag:
+                return m
+        raise OCIError(f"{where}: no image tagged {tag!r}",
+                       hint="tags: " + (", ".join(sorted(filter(None, map(_image.ref_name, manifests)))) or "none"))
+    if len(manifests) == 1:
+        return manifests[0]
+    raise OCIError(f"{where}: holds {len(manifests)} images; name one with :tag")
+
+
+def _copy_in(store: Store, opener, d: dict) -> None:
+    if store.has(d["digest"]):
+        return
+    with opener(d["digest"]) as f:
+        blob = store.put_blob_stream(f, expected_digest=d["digest"])
+    if blob.size != d["size"]:
+        raise OCIError(f"blob {d['digest']}: size {blob.size} does not match descriptor size {d['size']}")
+
+
+def _import(store: Store, index_doc: dict, opener, tag: str | None, where: str, store_tag: str | None) -> dict:
+    idx = _image.parse_index(index_doc, source=f"{where}/index.json")
+    desc = _pick(idx["manifests"], tag, where)
+    desc = {k: v for k, v in desc.items() if k != "annotations"}
+    # an entry may itself be an index: take this platform's manifest
+    with opener(desc["digest"]) as f:
+        doc = json.loads(f.read())
+    if "manifests" in doc:
+        desc = {k: v for k, v in select_platform(doc["manifests"]).items() if k != "annotations"}
+        with opener(desc["digest"]) as f:
+            doc = json.loads(f.read())
+    manifest = _image.parse_manifest(doc, source=f"{where} manifest {desc['digest']}")
+    for d in [manifest["config"], *manifest["layers"]]:
+        _copy_in(store, opener, d)
+    _copy_in(store, opener, desc)
+    if store_tag:
+        store.tag(store_tag, desc)
+    return desc
+
+
+def import_oci_layout(store: Store, layout_dir, tag: str | None = None, *, store_tag: str | None = None) -> dict:
+    """Copy an image from an OCI layout dir into the store; returns its manifest descriptor."""
+    layout_dir = os.fspath(layout_dir)
+    try:
+        with open(os.path.join(layout_dir, mt.IMAGE_INDEX_FILE), "rb") as f:
+            index_doc = f.read()
+    except FileNotFoundError:
+        raise OCIError(f"{layout_dir}: not an OCI image layout (no index.json)") from None
+
+    def opener(dg):
+        algorithm, hexd = _digest.parse(dg)
+        try:
+            return open(os.path.join(layout_dir, "blobs", algorithm, hexd), "rb")
+        except FileNotFoundError:
+            raise OCIError(f"{layout_dir}: blob {dg} does not exist") from None
+    return _import(store, index_doc, opener, tag, layout_dir, store_tag)
+
+
+def import_oci_archive(store: Store, path, tag: str | None = None, *, store_tag: str | None = None) -> dict:
+    """Copy an image from a tar of an OCI layout into the store."""
+    path = os.fspath(path)
+    try:
+        tf = tarfile.open(path, "r:*")
+    except (OSError, tarfile.TarError) as e:
+        raise OCIError(f"{path}: cannot read the archive: {e}") from None
+    with tf:
+        members = {m.name.lstrip("./").lstrip("/"): m for m in tf.getmembers() if m.isreg()}
+
+        def read(name):
+            m = members.get(name)
+            if m is None:
+                raise OCIError(f"{path}: {name} does not exist in the archive")
+            return tf.extractfile(m)
+
+        def opener(dg):
+            algorithm, hexd = _digest.parse(dg)
+            return read(f"blobs/{algorithm}/{hexd}")
+        with read(mt.IMAGE_INDEX_FILE) as f:
+            index_doc = f.read()
+        return _import(store, index_doc, opener, tag, path, store_tag)
+
+
+def import_image(store: Store, source: str, *, store_tag: str | None = None) -> dict:
+    """`oci:DIR[:tag]` or `oci-archive:FILE[:tag]` into the store; returns the manifest descriptor."""
+    transport, path, ref = parse_destination(source)
+    if transport == "oci":
+        return import_oci_layout(store, path, ref, store_tag=store_tag)
+    if transport == "oci-archive":
+        return import_oci_archive(store, path, ref, store_tag=store_tag)
+    raise OCIError(f"importing from {transport}: is not supported", hint="use oci: or oci-archive:")

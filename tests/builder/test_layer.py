@@ -1,0 +1,149 @@
+"""pybuild.layer: one-pass digests, determinism, metadata, overlay whiteouts."""
+import gzip
+import hashlib
+import io
+import os
+import subprocess
+import tarfile
+
+import pytest
+import zstandard
+
+from ocispec import mediatypes as mt
+from ocispec.errors import OCIError
+from pybuild.layer import LayerWriter, layer_from_overlay_upper
+from pybuild.store import Store
+
+
+def _decompress(data, compression):
+    if compression == "gzip":
+        return gzip.decompress(data)
+    if compression == "zstd":
+        return zstandard.ZstdDecompressor().stream_reader(io.BytesIO(data)).read()
+    return data
+
+
+def _tree(root):
+    os.makedirs(root / "d" / "sub")
+    (root / "d" / "a.txt").write_bytes(b"alpha\n")
+    (root / "big").write_bytes(os.urandom(3 << 20))
+    os.link(root / "d" / "a.txt", root / "hard")
+    os.symlink("d/a.txt", root / "link")
+    os.mkfifo(root / "fifo")
+    os.mknod(root / "null", 0o666 | 0o020000, os.makedev(1, 3))
+    (root / "suid").write_bytes(b"#!/bin/sh\n")
+    os.chown(root / "suid", 1234, 5678)
+    os.chmod(root / "suid", 0o4755)
+    os.setxattr(root / "d" / "a.txt", "trusted.pyoci", b"val")
+    return root
+
+
+@pytest.mark.parametrize("compression", ["gzip", "zstd", None])
+def test_digests_in_one_pass(tmp_path, compression):
+    s = Store(tmp_path / "st")
+    src = _tree(tmp_path / "src")
+    with LayerWriter(s, compression) as lw:
+        lw.add_dir_tree(src, "app")
+    r = lw.result
+    blob = open(s.blob_path(r["digest"]), "rb").read()
+    assert r["digest"] == "sha256:" + hashlib.sha256(blob).hexdigest()
+    assert r["size"] == len(blob)
+    raw = _decompress(blob, compression)
+    assert r["diff_id"] == "sha256:" + hashlib.sha256(raw).hexdigest()
+    assert r["media_type"] == mt.layer_media_type(compression)
+    if compression == "gzip":
+        assert blob[:10] == b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\xff"  # no name, mtime 0
+
+
+def test_entries_sorted_with_metadata(tmp_path):
+    s = Store(tmp_path / "st")
+    src = _tree(tmp_path / "src")
+    with LayerWriter(s, None) as lw:
+        lw.add_file_bytes("zz/last", b"x", 0o600, 7, 8)
+        lw.add_dir("zz", 0o700, 7, 8)
+        lw.add_dir_tree(src, "app")
+        lw.add_whiteout("etc/gone")
+        lw.add_opaque("var/empty")
+    tf = tarfile.open(s.blob_path(lw.result["digest"]))
+    ms = {m.name.rstrip("/"): m for m in tf}
+    names = [m.name.rstrip("/") for m in tf.getmembers()]
+    assert names == sorted(names, key=lambda n: n.split("/"))
+    assert ms["app/suid"].mode == 0o4755 and (ms["app/suid"].uid, ms["app/suid"].gid) == (1234, 5678)
+    assert ms["app/link"].issym() and ms["app/link"].linkname == "d/a.txt"
+    assert ms["app/d/a.txt"].isreg()  # first in order carries the data
+    assert ms["app/hard"].islnk() and ms["app/hard"].linkname == "app/d/a.txt"
+    assert ms["app/fifo"].isfifo()
+    assert ms["app/null"].ischr() and (ms["app/null"].devmajor, ms["app/null"].devminor) == (1, 3)
+    assert ms["app/d/a.txt"].pax_headers.get("SCHILY.xattr.trusted.pyoci") == "val"
+    assert ms["etc/.wh.gone"].isreg() and ms["var/empty/.wh..wh..opq"].isreg()
+    assert ms["zz"].isdir() and ms["zz"].mode == 0o700
+    assert tf.extractfile(ms["zz/last"]).read() == b"x"
+    assert ms["app/d"].uname == ""
+
+
+def test_source_date_epoch_is_reproducible(tmp_path):
+    s = Store(tmp_path / "st")
+    src = _tree(tmp_path / "src")
+    results = []
+    for i in range(2):
+        os.utime(src / "d" / "a.txt", (2_000_000_000 + i, 2_000_000_000 + i))
+        for comp in ("gzip", "zstd"):
+            with LayerWriter(s, comp, source_date_epoch=1_000_000) as lw:
+                lw.add_dir_tree(src)
+            results.append(lw.result)
+    assert results[0] == results[2] and results[1] == results[3]
+    tf = tarfile.open(fileobj=io.BytesIO(_decompress(open(s.blob_path(results[0]["digest"]), "rb").read(), "gzip")))
+    assert {m.mtime for m in tf} == {1_000_000}
+    # clamp, not set: older times stay
+    os.utime(src / "big", (10, 10))
+    with LayerWriter(s, None, source_date_epoch=1_000_000) as lw:
+        lw.add_path(src / "big", "big")
+    assert tarfile.open(s.blob_path(lw.result["digest"])).getmember("big").mtime == 10
+
+
+def test_bad_names_and_failures_leave_no_blob(tmp_path):
+    s = Store(tmp_path / "st")
+    with pytest.raises(OCIError, match=r"must not contain '\.\.'"):
+        LayerWriter(s).add_file_bytes("../x", b"", 0o644, 0, 0)
+    with pytest.raises(OCIError, match="unknown layer compression"):
+        LayerWriter(s, "lz4")
+    f = tmp_path / "vanishing"
+    f.write_bytes(b"abc")
+    lw = LayerWriter(s)
+    lw.add_path(f, "v")
+    f.unlink()
+    with pytest.raises(FileNotFoundError):
+        lw.close()
+    assert os.listdir(s.tmp_dir) == [] and os.listdir(s.blobs_dir) == []
+
+
+def _mounted(path):
+    with open("/proc/self/mountinfo") as f:
+        return any(line.split()[4] == str(path) for line in f)
+
+
+def test_overlay_upper_whiteouts(tmp_path):
+    lower, upper, work, merged = (tmp_path / n for n in ("lower", "upper", "work", "merged"))
+    for d in (lower, upper, work, merged):
+        d.mkdir()
+    (lower / "gone.txt").write_text("x")
+    (lower / "keep.txt").write_text("k")
+    (lower / "opq").mkdir()
+    (lower / "opq" / "old").write_text("o")
+    subprocess.run(["mount", "-t", "overlay", "overlay", "-o",
+                    f"lowerdir={lower},upperdir={upper},workdir={work}", str(merged)], check=True)
+    try:
+        os.unlink(merged / "gone.txt")
+        os.system(f"rm -rf {merged / 'opq'}")
+        (merged / "opq").mkdir()
+        (merged / "opq" / "new").write_text("n")
+        (merged / "added").write_text("a")
+    finally:
+        subprocess.run(["umount", str(merged)], check=True)
+    assert not _mounted(merged)
+    s = Store(tmp_path / "st")
+    r = layer_from_overlay_upper(s, upper, compression=None)
+    tf = tarfile.open(s.blob_path(r["digest"]))
+    names = {m.name.rstrip("/") for m in tf}
+    assert names == {".wh.gone.txt", "added", "opq", "opq/.wh..wh..opq", "opq/new"}
+    assert not any(k.startswith("SCHILY.xattr.trusted.overlay") for m in tf for k in m.pax_headers)

@@ -1,0 +1,185 @@
+"""pybuild.layout/unpack: images our code writes are accepted by the ecosystem's own tools."""
+import json
+import os
+import shutil
+import subprocess
+import uuid
+
+import pytest
+
+from ocispec.schema import validate_document
+from pybuild.extract import apply_layer
+from pybuild.layer import LayerWriter
+from pybuild.imagewriter import write_image
+from pybuild.layout import (export_image, import_image, parse_destination, write_oci_layout)
+from pybuild.store import Store
+from pybuild.unpack import cleanup_bundle, unpack
+
+BUSYBOX = "/bin/busybox"
+SDE = 1_700_000_000
+
+
+def _busybox_image(store, tag, compression="gzip", text="hello from pybuild"):
+    """A two-layer busybox image: base rootfs + a layer adding /msg and deleting /etc/motd."""
+    with LayerWriter(store, compression, source_date_epoch=SDE) as base:
+        for d in ("bin", "etc", "tmp", "root"):
+            base.add_dir(d, 0o1777 if d == "tmp" else 0o755)
+        base.add_path(BUSYBOX, "bin/busybox", uid=0, gid=0)
+        for applet in ("sh", "echo", "cat", "ls", "id", "true"):
+            base.add_symlink(f"bin/{applet}", "busybox")
+        base.add_file_bytes("etc/passwd", b"root:x:0:0:root:/root:/bin/sh\napp:x:1000:1000::/home/app:/bin/sh\n")
+        base.add_file_bytes("etc/group", b"root:x:0:\napp:x:1000:\nextra:x:2000:app\n")
+        base.add_file_bytes("etc/motd", b"gone later\n")
+    with LayerWriter(store, compression, source_date_epoch=SDE) as top:
+        top.add_file_bytes("msg", (text + "\n").encode())
+        top.add_whiteout("etc/motd")
+    history = [{"created_by": "base", "created": "2023-11-14T22:13:20Z"},
+               {"created_by": "msg", "created": "2023-11-14T22:13:20Z"}]
+    return write_image(store, [base.result, top.result], history=history, created="2023-11-14T22:13:20Z",
+                       config={"Cmd": ["cat", "/msg"], "Env": ["A=1"], "WorkingDir": "/tmp",
+                               "Labels": {"org.example": "yes"}, "User": "app"}, tag=tag)
+
+
+@pytest.fixture
+def store(tmp_path):
+    return Store(tmp_path / "store")
+
+
+def test_parse_destination():
+    assert parse_destination("oci:/x/y:v1") == ("oci", "/x/y", "v1")
+    assert parse_destination("docker-archive:/f.tar:a/b:v2") == ("docker-archive", "/f.tar", "a/b:v2")
+    assert parse_destination("oci-archive:f.tar") == ("oci-archive", "f.tar", None)
+    with pytest.raises(Exception, match="invalid image location"):
+        parse_destination("dir:/x")
+
+
+def test_reproducible_manifest(tmp_path):
+    a, b = Store(tmp_path / "a"), Store(tmp_path / "b")
+    assert _busybox_image(a, "x")["digest"] == _busybox_image(b, "x")["digest"]
+
+
+def test_oci_layout_validates_and_umoci_unpacks(store, tmp_path):
+    _busybox_image(store, "bb:v1")
+    lay = tmp_path / "layout"
+    export_image(store, "bb:v1", f"oci:{lay}:v1")
+    export_image(store, "bb:v1", f"oci:{lay}:v2")  # merge into the existing layout
+    idx = json.loads((lay / "index.json").read_text())
+    assert sorted(m["annotations"]["org.opencontainers.image.ref.name"] for m in idx["manifests"]) == ["v1", "v2"]
+    validate_document(idx, "index")
+    r = subprocess.run(["oci-image-tool", "validate", "--type", "image", "--ref", "name=v1", str(lay)],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout + r.stderr
+    bundle = tmp_path / "umoci-bundle"
+    r = subprocess.run(["umoci", "unpack", "--image", f"{lay}:v1", str(bundle)], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert (bundle / "rootfs" / "msg").read_text() == "hello from pybuild\n"
+    assert not (bundle / "rootfs" / "etc" / "motd").exists()
+    cfg = json.loads((bundle / "config.json").read_text())
+    assert cfg["process"]["args"] == ["cat", "/msg"]
+    # the store itself is an OCI layout skopeo reads; round-trip through an oci-archive
+    arch = tmp_path / "skopeo.tar"
+    r = subprocess.run(["skopeo", "copy", f"oci:{lay}:v1", f"oci-archive:{arch}"], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    r = subprocess.run(["skopeo", "copy", f"oci:{store.root}:bb:v1", f"oci:{tmp_path / 'copy'}:z"],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    # and we import what skopeo wrote
+    s2 = Store(tmp_path / "store2")
+    desc = import_image(s2, f"oci-archive:{arch}", store_tag="back:in")
+    assert s2.resolve("back:in")["digest"] == desc["digest"]
+    desc2 = import_image(s2, f"oci:{lay}:v2")
+    assert desc2["digest"] == store.resolve("bb:v1")["digest"]
+
+
+def test_import_errors(store, tmp_path):
+    _busybox_image(store, "bb")
+    lay = tmp_path / "l"
+    write_oci_layout(store, "bb", lay, "t1")
+    with pytest.raises(Exception, match="no image tagged 'nope'"):
+        import_image(Store(tmp_path / "s2"), f"oci:{lay}:nope")
+    # a corrupted blob is refused and nothing is tagged
+    man = json.loads((lay / "index.json").read_text())["manifests"][0]
+    mdoc = json.loads((lay / "blobs" / "sha256" / man["digest"][7:]).read_text())
+    victim = lay / "blobs" / "sha256" / mdoc["layers"][1]["digest"][7:]
+    victim.unlink()
+    victim.write_bytes(b"tampered")
+    s3 = Store(tmp_path / "s3")
+    with pytest.raises(Exception, match="does not match"):
+        import_image(s3, f"oci:{lay}:t1", store_tag="x")
+    assert s3.list_images() == []
+
+
+@pytest.fixture
+def podman(tmp_path):
+    """podman on a private vfs store (never the default one); cleaned up after."""
+    import tempfile
+    run = tempfile.mkdtemp(prefix="pyoci-pm-")  # runroot must be short
+    root = tmp_path / "podman-root"
+    base = ["podman", "--root", str(root), "--runroot", run, "--storage-driver", "vfs",
+            "--cgroup-manager", "cgroupfs", "--events-backend", "none", "--runtime", "runc"]
+
+    def call(*args, check=True):
+        r = subprocess.run([*base, *args], capture_output=True, text=True, timeout=180)
+        if check:
+            assert r.returncode == 0, f"{args}: {r.stdout}{r.stderr}"
+        return r
+    yield call
+    call("system", "reset", "--force", check=False)
+    with open("/proc/self/mountinfo") as f:
+        leftovers = [line.split()[4] for line in f if str(tmp_path) in line or run in line]
+    for m in sorted(leftovers, reverse=True):
+        subprocess.run(["umount", "-l", m], check=False)
+    subprocess.run(["rm", "-rf", "--one-file-system", run], check=False)
+    assert not leftovers, leftovers
+
+
+@pytest.mark.parametrize("fmt", ["docker-archive", "oci-archive"])
+def test_podman_loads_and_runs(store, tmp_path, fmt, podman):
+    name = f"localhost/pyoci-layout-{uuid.uuid4().hex[:8]}"
+    _busybox_image(store, f"{name}:v1", compression="gzip" if fmt == "docker-archive" else "zstd",
+                   text=f"hello via {fmt}")
+    arch = tmp_path / f"img-{fmt}.tar"
+    ref = f"{name}:v1" if fmt == "docker-archive" else "v1"
+    export_image(store, f"{name}:v1", f"{fmt}:{arch}:{ref}")
+    r = podman("load", "-i", str(arch))
+    if fmt == "docker-archive":
+        assert f"{name}:v1" in r.stdout
+        image = f"{name}:v1"
+    else:
+        image = r.stdout.strip().split()[-1]
+    r = podman("run", "--rm", "--network", "none", "--ulimit", "nofile=1024:1024", "--ulimit", "nproc=1024:1024", image)
+    assert r.stdout == f"hello via {fmt}\n"
+    r = podman("run", "--rm", "--network", "none", "--ulimit", "nofile=1024:1024", "--ulimit", "nproc=1024:1024", image, "id")
+    assert r.stdout.startswith("uid=1000(app) gid=1000(app)")
+
+
+def test_unpack_plain_and_overlay(store, tmp_path):
+    _busybox_image(store, "bb")
+    b1 = tmp_path / "bundle-plain"
+    spec = unpack(store, "bb", b1)
+    validate_document(spec, "config")
+    from ocispec.runtime_config import validate_config
+    validate_config(spec)
+    assert spec["process"]["args"] == ["cat", "/msg"] and spec["process"]["cwd"] == "/tmp"
+    assert spec["process"]["user"] == {"uid": 1000, "gid": 1000, "additionalGids": [2000]}
+    assert spec["annotations"]["org.example"] == "yes"
+    assert spec["annotations"]["org.opencontainers.image.created"] == "2023-11-14T22:13:20Z"
+    assert "A=1" in spec["process"]["env"] and any(e.startswith("PATH=") for e in spec["process"]["env"])
+    assert (b1 / "rootfs" / "msg").read_text() == "hello from pybuild\n"
+    assert not (b1 / "rootfs" / "etc" / "motd").exists()
+    b2 = tmp_path / "bundle-ovl"
+    try:
+        unpack(store, "bb", b2, overlay=True)
+        assert (b2 / "rootfs" / "msg").read_text() == "hello from pybuild\n"
+        assert not (b2 / "rootfs" / "etc" / "motd").exists()  # whiteout honoured by overlayfs
+        (b2 / "rootfs" / "new").write_text("n")
+        assert (b2 / "upper" / "new").exists()
+        r = subprocess.run(["runc", "--root", str(tmp_path / "runc-state"), "run", "--bundle", str(b2),
+                            f"pyoci-layout-{uuid.uuid4().hex[:8]}"], capture_output=True, text=True, timeout=60)
+        assert r.returncode == 0, r.stderr
+        assert r.stdout == "hello from pybuild\n"
+    finally:
+        cleanup_bundle(b2)
+    assert not b2.exists()
+    with open("/proc/self/mountinfo") as f:
+        assert str(b2) not in f.read()
