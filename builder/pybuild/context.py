@@ -52,17 +52,6 @@ class StatCache:
         os.replace(tmp, self.path)
 
 
-def _load_matcher(root: str):
-    """The .dockerignore matcher of the context (None when there is no .dockerignore)."""
-    path = os.path.join(root, ".dockerignore")
-    if not os.path.isfile(path):
-        return None
-    with open(path, encoding="utf-8") as f:
-        text = f.read()
-    from .dockerignore import Matcher
-    return Matcher.from_text(text) if hasattr(Matcher, "from_text") else Matcher(text)
-
-
 def match_path(pattern: str, rel: str) -> bool:
     """Go filepath.Match per component (what COPY source wildcards use)."""
     pp = [p for p in pattern.split("/") if p not in ("", ".")]
@@ -90,9 +79,9 @@ class Source:
         self.stat_cache = stat_cache
 
     def ignored(self, rel: str) -> bool:
-        if self.ignore is None or not rel:
+        if not self.ignore or not rel:
             return False
-        return bool(self.ignore.matches(rel))
+        return self.ignore.excluded(rel)
 
     def host(self, rel: str) -> str:
         """Host path of `rel`, symlinks in its parents resolved inside the source root."""
@@ -159,12 +148,9 @@ class Source:
 
     def _may_reinclude(self, rel: str, entry) -> bool:
         """A directory excluded by .dockerignore may still hold `!`-re-included paths."""
-        if not entry.is_dir(follow_symlinks=False) or self.ignore is None:
+        if not entry.is_dir(follow_symlinks=False) or not self.ignore:
             return False
-        fn = getattr(self.ignore, "may_match_below", None) or getattr(self.ignore, "has_exceptions", None)
-        if fn is None:
-            return False
-        return bool(fn(rel)) if callable(fn) else bool(fn)
+        return self.ignore.may_include_below(rel)
 
     def digest_entries(self, entries) -> str:
         """Digest of a selection: paths, types, modes, link targets, content digests.
@@ -188,7 +174,11 @@ class Source:
         return "sha256:" + h.hexdigest()
 
 
-def context_source(root: str, stat_cache) -> Source:
+def context_source(root: str, stat_cache, dockerfile: str | None = None) -> Source:
+    """The context, with the .dockerignore BuildKit would use (`<Dockerfile>.dockerignore`
+    next to the Dockerfile wins over the context's own)."""
+    from .dockerignore import Matcher
     if not os.path.isdir(root):
         raise OCIError(f"build context {root} is not a directory")
-    return Source(root, is_context=True, ignore=_load_matcher(root), stat_cache=stat_cache)
+    return Source(root, is_context=True, ignore=Matcher.for_context(root, dockerfile),
+                  stat_cache=stat_cache)

@@ -93,15 +93,9 @@ class Builder:
         self.sde = opts.source_date_epoch
         self.platform = (_image.parse_platform(opts.platform) if opts.platform
                          else _image.host_platform())
-        if self.platform != _image.host_platform() and \
-                self.platform["architecture"] != _image.host_platform()["architecture"]:
-            self._cross = True
-        else:
-            self._cross = False
         self._results: dict[int, StageState] = {}
         self._events: dict[int, threading.Event] = {}
         self._errors: list[BaseException] = []
-        self._used_args: set[str] = set()
 
     # -- entry point ------------------------------------------------------------------
 
@@ -120,8 +114,7 @@ class Builder:
         self.df = parse(text, filename=self.fname)
         if not self.df.stages:
             raise OCIError(f"{self.fname}: no FROM instruction: a Dockerfile needs at least one stage")
-        self.context = _context.context_source(opts.context, self.stat_cache)
-        self.global_args = self._global_args()
+        self.context = _context.context_source(opts.context, self.stat_cache, dfpath)
         order, target = self._plan()
         self._order = order
         os.makedirs(self.scratch, exist_ok=True)
@@ -155,101 +148,29 @@ class Builder:
 
     # -- planning ---------------------------------------------------------------------
 
-    def _global_args(self) -> dict:
-        env = self._predefined()
-        out = dict(env)
-        for ins in self.df.global_args:
-            for d in ins.decls:
-                if d.name in self.opts.build_args:
-                    out[d.name] = self.opts.build_args[d.name]
-                    self._used_args.add(d.name)
-                elif d.default is not None:
-                    out[d.name] = self._expand(d.default, out)
-                else:
-                    out.setdefault(d.name, None)
-        return out
-
-    def _predefined(self) -> dict:
-        p = self.platform
-        host = _image.host_platform()
-
-        def fmt(x):
-            return f"{x['os']}/{x['architecture']}" + (f"/{x['variant']}" if x.get("variant") else "")
-        return {"TARGETPLATFORM": fmt(p), "TARGETOS": p["os"], "TARGETARCH": p["architecture"],
-                "TARGETVARIANT": p.get("variant", ""), "BUILDPLATFORM": fmt(host),
-                "BUILDOS": host["os"], "BUILDARCH": host["architecture"],
-                "BUILDVARIANT": host.get("variant", "")}
-
     def _expand(self, word: str, env: dict) -> str:
         from .dockerfile import expand
         return expand(word, {k: v for k, v in env.items() if v is not None},
                       escape=getattr(self, "df", None) and self.df.escape or "\\")
 
-    def _stage_ref(self, ref: str, before: int | None = None):
-        st = self.df.stage(ref)
-        if st is not None and before is not None and st.index >= before and not ref.isdigit():
-            # a name used before its stage is defined refers to an image (as BuildKit)
-            return None
-        return st
-
-    def _base_of(self, stage) -> str:
-        return self._expand(stage.base, self.global_args)
-
-    def _deps(self, stage) -> list:
-        """Stages this stage reads from: its FROM, COPY --from, RUN --mount from=."""
-        deps = []
-        base = self._base_of(stage)
-        b = self._stage_ref(base, stage.index)
-        if b is not None:
-            deps.append((b, stage.line))
-        for ins in stage.instructions:
-            refs = []
-            if ins.kind == "COPY" and getattr(ins, "from_", None):
-                refs.append(ins.from_)
-            if ins.kind == "RUN":
-                refs += [m.from_ for m in getattr(ins, "mounts", []) if m.from_]
-            for r in refs:
-                r = self._expand(r, self.global_args)
-                s = self.df.stage(r)
-                if s is not None:
-                    if s.index == stage.index:
-                        raise OCIError(f"{self.fname}:{ins.line}: stage {r!r} refers to itself")
-                    deps.append((s, ins.line))
-        return deps
-
     def _plan(self):
-        if self.opts.target:
-            target = self.df.stage(self.opts.target)
-            if target is None:
-                names = [s.name or str(s.index) for s in self.df.stages]
-                raise OCIError(f"target stage {self.opts.target!r} not found "
-                               f"(stages: {', '.join(names)})")
-        else:
-            target = self.df.stages[-1]
-        order, state = [], {}
-
-        def visit(st, line):
-            s = state.get(st.index)
-            if s == "done":
-                return
-            if s == "visiting":
-                raise OCIError(f"{self.fname}:{line}: circular dependency between stages "
-                               f"involving {st.name or st.index!r}")
-            state[st.index] = "visiting"
-            for dep, dline in self._deps(st):
-                visit(dep, dline)
-            state[st.index] = "done"
-            order.append(st)
-        visit(target, target.line)
-        return order, target
+        """The stages the target needs, dependencies first (pybuild.dockerfile.plan)."""
+        from .dockerfile.plan import plan
+        bp = plan(self.df, target=self.opts.target, build_args=self.opts.build_args,
+                  platform=self.opts.platform)
+        for w in bp.warnings:
+            self.progress.info(f"warning: {w}")
+        self._planned = {ps.index: ps for ps in bp.stages}
+        self.global_args = dict(bp.globals)
+        return [ps.stage for ps in bp.stages], bp.target.stage
 
     # -- stage execution --------------------------------------------------------------
 
     def _stage_thread(self, stage) -> None:
         try:
-            for dep, _ in self._deps(stage):
-                self._events[dep.index].wait()
-                if dep.index not in self._results:
+            for dep in self._planned[stage.index].deps:
+                self._events[dep].wait()
+                if dep not in self._results:
                     return  # a dependency failed; its error is reported
             self._results[stage.index] = self._build_stage(stage)
         except BaseException as e:  # noqa: BLE001 - reported by build()
@@ -264,14 +185,13 @@ class Builder:
         n_total = len(stage.instructions) + 1
         pos = self._order.index(stage) + 1
         nst = len(self._order)
-        base = self._base_of(stage)
-        plat = self.platform
-        if stage.platform:
-            plat = _image.parse_platform(self._expand(stage.platform, self.global_args))
+        ps = self._planned[stage.index]
+        base = ps.base
+        plat = _image.parse_platform(ps.platform) if ps.platform else self.platform
         h = self.progress.step(pos, nst, 1, n_total, f"FROM {base}" + (
             f" AS {stage.name}" if stage.name else ""))
         try:
-            st, triggers = self._from(stage, base, plat)
+            st, triggers = self._from(stage, ps, plat)
         except BaseException:
             self.progress.fail(h)
             raise
@@ -303,16 +223,16 @@ class Builder:
         if step is not None:
             self.progress.output(step, line)
 
-    def _from(self, stage, base: str, plat):
+    def _from(self, stage, ps, plat):
         st = StageState(plat)
         st.args = {}
         triggers = []
-        if base == "scratch":
+        base = ps.base
+        if ps.base_kind == "scratch":
             st.chain = _cache.chain_key("scratch", plat, self.sde, self.opts.compression)
             return st, triggers
-        prev = self._stage_ref(base, stage.index)
-        if prev is not None:
-            src = self._results[prev.index]
+        if ps.base_kind == "stage":
+            src = self._results[ps.base_stage]
             st.layers = list(src.layers)
             st.config = _copy.deepcopy(src.config)
             st.history = _copy.deepcopy(src.history)
@@ -401,7 +321,6 @@ class Builder:
         for d in ins.decls:
             if d.name in self.opts.build_args:
                 val = self.opts.build_args[d.name]
-                self._used_args.add(d.name)
             elif d.default is not None:
                 val = self._expand(d.default, env)
             else:

@@ -18,7 +18,7 @@ from ocispec.errors import OCIError
 
 from . import mounts
 from .layer import layer_from_overlay_upper
-from .rootfs import mounted_view, resolve_in_root, rmtree_safe
+from .rootfs import resolve_in_root, rmtree_safe
 from .users import resolve_user
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"

@@ -13,12 +13,12 @@ def test_copy_from_and_target_builds_only_needed_stages(env):
     env.dockerfile(busybox_base(env, """\
 FROM scratch AS unused
 COPY does-not-exist /x
-FROM 0 AS builder
+FROM bb AS builder
 ARG N=3
 RUN seq $N > /numbers
 FROM scratch AS final
 COPY --from=builder /numbers /out/numbers
-COPY --from=0 /bin/busybox /bin/
+COPY --from=bb /bin/busybox /bin/
 FROM final AS extended
 LABEL extended=yes
 """).replace("FROM scratch\n", "FROM scratch AS bb\n", 1))
@@ -35,9 +35,9 @@ LABEL extended=yes
 
 def test_independent_stages_build_concurrently(env):
     env.dockerfile(busybox_base(env, """\
-FROM 0 AS a
+FROM bb AS a
 RUN sleep 1 && echo a > /a
-FROM 0 AS b
+FROM bb AS b
 RUN sleep 1 && echo b > /b
 FROM scratch
 COPY --from=a /a /a
@@ -71,10 +71,14 @@ def test_from_store_name_and_oci_layout(env):
 def test_stage_errors(env):
     env.dockerfile("FROM scratch AS a\nCOPY --from=b /x /x\nFROM scratch AS b\nCOPY --from=a /y /y\n")
     p = env.build(ok=False)
+    last = p.stderr.strip().splitlines()[-1]
+    assert last.startswith("Dockerfile:2:") and '"b"' in last and "defined after" in last
+    env.dockerfile("FROM scratch AS a\nCOPY --from=a /x /x\n")
+    p = env.build(ok=False)
     assert "circular" in p.stderr.strip().splitlines()[-1]
     env.dockerfile("FROM scratch AS a\nENV A=1\n")
     p = env.build("--target", "nope", ok=False)
-    assert "nope" in p.stderr and "not found" in p.stderr
+    assert "nope" in p.stderr and "could not be found" in p.stderr
     env.dockerfile("FROM no-such-image:1\n")
     p = env.build(ok=False)
     last = p.stderr.strip().splitlines()[-1]
