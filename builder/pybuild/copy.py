@@ -4,17 +4,13 @@ Two phases, so the cache can decide in between: `select()` expands sources and d
 their content (the cache key's inputs); `write()` resolves the destination inside the
 image rootfs (symlinks there never lead out of it) and writes the layer.
 """
-import bz2
-import lzma
 import os
 import posixpath
 import stat
 import tarfile
 import urllib.parse
-import urllib.request
 import uuid
 from dataclasses import dataclass, field
-from email.utils import parsedate_to_datetime
 
 from ocispec import digest as _digest
 from ocispec.errors import OCIError
@@ -79,6 +75,8 @@ def _exclude_fn(patterns, base: str):
 
 
 def fetch_url(url: str, tmp_dir: str, checksum: str | None, what: str) -> Item:
+    import urllib.request  # imported here: ~10 ms a build without ADD URL need not pay
+    from email.utils import parsedate_to_datetime
     parsed = urllib.parse.urlparse(url)
     name = posixpath.basename(parsed.path.rstrip("/")) or "index.html"
     path = os.path.join(tmp_dir, f"add-{uuid.uuid4().hex}")
@@ -170,6 +168,8 @@ def _detect_archive(path: str):
 
 
 def _open_decompressed(f, comp: str):
+    import bz2
+    import lzma
     if comp == "gzip":
         from isal import igzip
         return igzip.IGzipFile(fileobj=f, mode="rb")
@@ -188,9 +188,7 @@ def _is_tar(path: str, comp: str) -> bool:
         try:
             with tarfile.open(fileobj=_open_decompressed(f, comp), mode="r|") as tf:
                 return tf.next() is not None
-        except (tarfile.TarError, OSError, EOFError, lzma.LZMAError, ValueError):
-            return False
-        except Exception:  # zstandard raises its own error type
+        except Exception:  # tarfile, lzma, bz2 and zstandard each raise their own errors
             return False
 
 

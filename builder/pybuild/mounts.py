@@ -1,11 +1,10 @@
 """mount(2)/umount2(2) for the builder's overlays, through libc (no mount(8) fork per step)."""
 import ctypes
-import ctypes.util
 import os
 
 from ocispec.errors import OCIError
 
-_libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+_libc = ctypes.CDLL(None, use_errno=True)  # the process's libc (find_library forks ldconfig)
 _libc.mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong,
                         ctypes.c_char_p]
 _libc.umount2.argtypes = [ctypes.c_char_p, ctypes.c_int]
