@@ -122,7 +122,11 @@ def unpack(image: str = typer.Argument(...), bundle: str = typer.Argument(...)):
 
 def main(argv=None) -> int:
     try:
-        app(args=argv, standalone_mode=False)
+        rv = app(args=argv, standalone_mode=False)
+        if isinstance(rv, int) and rv:  # typer returns Exit codes (130 on Ctrl-C) here
+            if rv == 130:
+                print("interrupted", file=sys.stderr)
+            return rv
     except OCIError as e:
         print(str(e), file=sys.stderr)
         return 1

@@ -96,6 +96,8 @@ class Builder:
         self._results: dict[int, StageState] = {}
         self._events: dict[int, threading.Event] = {}
         self._errors: list[BaseException] = []
+        self.procs: set = set()  # runtime processes running now
+        self.cancelled = False
 
     # -- entry point ------------------------------------------------------------------
 
@@ -126,8 +128,16 @@ class Builder:
                 th = threading.Thread(target=self._stage_thread, args=(st,), daemon=True)
                 threads.append(th)
                 th.start()
-            for th in threads:
-                th.join()
+            try:
+                self._wait_stages(order)
+            except BaseException:
+                # Ctrl-C: stop the stage threads' containers, let their finally blocks
+                # unmount, then go
+                self.cancelled = True
+                for kill in list(self.procs):
+                    kill()
+                self._wait_stages(order)
+                raise
             if self._errors:
                 raise self._errors[0]
             final = self._results[target.index]
@@ -145,6 +155,13 @@ class Builder:
             self.store.tag(tag, desc)
         self.progress.result(desc["digest"], time.monotonic() - t0)
         return desc
+
+    def _wait_stages(self, order) -> None:
+        # Event.wait, not Thread.join: an interrupted join in CPython 3.11 can mark a live
+        # thread as finished (bpo-45274's fix), and we must really wait for the cleanup.
+        for st in order:
+            while not self._events[st.index].wait(0.5):
+                pass
 
     # -- planning ---------------------------------------------------------------------
 
@@ -198,6 +215,8 @@ class Builder:
         self.progress.done(h, cached=False)
         instructions = list(triggers) + list(stage.instructions)
         for n, ins in enumerate(instructions, 2):
+            if self.cancelled:
+                raise OCIError("build cancelled")
             text = ins.original or ins.kind
             h = self.progress.step(pos, nst, n, len(instructions) + 1, text)
             self._local.step = h

@@ -203,6 +203,11 @@ def _exec_runtime(builder, state_root: str, bundle: str, cid: str, what: str) ->
     except OSError as e:
         raise OCIError(f"{what}: cannot start the runtime {builder.runtime!r}: {e.strerror}",
                        hint="pass --runtime PATH") from None
+    def kill():  # on Ctrl-C: the container holds our pipe open, so kill it, then runc
+        subprocess.run([builder.runtime, "--root", state_root, "kill", cid, "KILL"],
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        p.kill()
+    builder.procs.add(kill)
     try:
         for raw in p.stdout:
             line = raw.decode("utf-8", "replace").rstrip("\n")
@@ -210,6 +215,7 @@ def _exec_runtime(builder, state_root: str, bundle: str, cid: str, what: str) ->
             builder.on_output(line)
         rc = p.wait()
     finally:
+        builder.procs.discard(kill)
         if p.poll() is None:
             p.kill()
             p.wait()

@@ -100,3 +100,44 @@ def test_failed_run_leaves_nothing(env):
     assert os.listdir(os.path.join(env.root, ".tmp")) == []
     assert not os.path.exists(os.path.join(env.root, "build")) or \
         os.listdir(os.path.join(env.root, "build")) == []
+
+
+def test_interrupted_run_cleans_up(env):
+    import signal
+    import subprocess
+    import time
+
+    from build_e2e import RUNTIME, pybuild_cmd
+    env.dockerfile(busybox_base(env, "RUN echo started && sleep 60\n"))
+    cmd = [pybuild_cmd(), "--root", env.root, "build", "--runtime", RUNTIME, "--progress",
+           "plain", "-t", "int:1", env.ctx]
+    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        seen = ""
+        while "started" not in seen and time.monotonic() < deadline:
+            seen += p.stderr.readline()
+        assert "started" in seen
+        p.send_signal(signal.SIGINT)
+        p.wait(timeout=30)
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+    assert p.returncode != 0
+    assert mounts_under(env.base) == []
+    assert env.index()["manifests"] == []
+    state = os.path.join(env.root, "build")
+    assert not os.path.exists(state) or os.listdir(state) == []
+
+
+def test_context_symlink_cannot_reach_host(env):
+    os.symlink("/etc", os.path.join(env.ctx, "hostetc"))
+    env.dockerfile("FROM scratch\nCOPY hostetc/passwd /stolen\n")
+    p = env.build(ok=False)
+    assert "does not exist" in p.stderr.strip().splitlines()[-1]
+    # the link itself may be copied, as a link
+    env.dockerfile("FROM scratch\nCOPY . /ctx/\n")
+    env.build()
+    files = env.rootfs()
+    assert files["ctx/hostetc"].issym and "ctx/hostetc/passwd" not in files
