@@ -103,3 +103,26 @@ def test_zstd_compression(env):
     man, _ = env.manifest("z:1")
     assert all(d["mediaType"] == "application/vnd.oci.image.layer.v1.tar+zstd"
                for d in man["layers"])
+
+
+def test_concurrent_builds_share_one_store(env):
+    import subprocess
+
+    from build_e2e import RUNTIME, pybuild_cmd
+    env.busybox()
+    procs = []
+    for n in range(3):
+        d = os.path.join(env.base, f"df{n}")
+        with open(d, "w") as f:
+            f.write("FROM scratch\nCOPY busybox /bin/busybox\n"
+                    'RUN ["/bin/busybox", "--install", "-s", "/bin"]\n'
+                    f"RUN echo {n} > /n\n")
+        procs.append(subprocess.Popen(
+            [pybuild_cmd(), "--root", env.root, "build", "--runtime", RUNTIME, "--progress",
+             "quiet", "-f", d, "-t", f"par:{n}", env.ctx],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+    for p in procs:
+        out, err = p.communicate(timeout=300)
+        assert p.returncode == 0, err
+    for n in range(3):
+        assert env.rootfs(f"par:{n}")["n"].data == f"{n}\n".encode()

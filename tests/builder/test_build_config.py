@@ -89,3 +89,13 @@ def test_json_progress_and_quiet(env):
     q = env.pybuild("build", "--progress", "quiet", env.ctx, env=sde)
     assert q.stdout.strip() == events[-1]["digest"]
     assert q.stderr == ""
+
+
+def test_platform_sets_config(env):
+    env.write("f", "x")
+    env.dockerfile("FROM --platform=$TARGETPLATFORM scratch\nARG TARGETARCH\nCOPY f /f\n"
+                   "LABEL arch=$TARGETARCH\n")
+    env.build("--platform", "linux/arm64")
+    cfg = env.config()
+    assert (cfg["os"], cfg["architecture"]) == ("linux", "arm64")
+    assert cfg["config"]["Labels"]["arch"] == "arm64"
