@@ -126,3 +126,23 @@ def test_concurrent_builds_share_one_store(env):
         assert p.returncode == 0, err
     for n in range(3):
         assert env.rootfs(f"par:{n}")["n"].data == f"{n}\n".encode()
+
+
+def test_copy_link_layer_survives_parent_change(env):
+    env.write("app/main.txt", "linked\n")
+    env.busybox()
+
+    def dockerfile(n):
+        env.dockerfile("FROM scratch\nCOPY busybox /bin/busybox\n"
+                       f'RUN ["/bin/busybox", "sh", "-c", "echo {n} > /parent"]\n'
+                       "COPY --link app/ /app/\n")
+    dockerfile(1)
+    s1, _ = _events(env)
+    man1, _ = env.manifest()
+    dockerfile(2)
+    s2, _ = _events(env)
+    man2, _ = env.manifest()
+    assert s2["COPY --link app/ /app/"]["cached"]  # the parent changed, the link layer did not
+    assert man1["layers"][-1] == man2["layers"][-1]
+    assert man1["layers"][1] != man2["layers"][1]
+    assert env.rootfs()["app/main.txt"].data == b"linked\n"
