@@ -242,22 +242,43 @@ class Matcher:
 
 
 def _check_syntax(p: str) -> None:
-    # filepath.Match's error cases: an unclosed `[` or a trailing `\\`.
-    in_class = False
+    """Reject what Go's filepath.Match rejects: a trailing `\\`, an unclosed `[`, and
+    `-` or `]` where a class needs a character (`[]a]`, `[x-]`, `[a-b-c]`)."""
+    def bad(why: str) -> OCIError:
+        return OCIError(f"{IGNORE_FILE}: bad pattern {_q(p)}: {why}")
+
+    def char(i: int) -> int:
+        if i >= n or p[i] in "-]":
+            raise bad("malformed character class")
+        if p[i] == "\\":
+            i += 1
+            if i >= n:
+                raise bad("trailing backslash")
+        return i + 1
+
+    n = len(p)
     i = 0
-    while i < len(p):
+    while i < n:
         c = p[i]
         if c == "\\":
-            if i + 1 >= len(p):
-                raise OCIError(f"{IGNORE_FILE}: bad pattern {_q(p)}: trailing backslash")
-            i += 1
+            if i + 1 >= n:
+                raise bad("trailing backslash")
+            i += 2
         elif c == "[":
-            in_class = True
-        elif c == "]":
-            in_class = False
-        i += 1
-    if in_class:
-        raise OCIError(f"{IGNORE_FILE}: bad pattern {_q(p)}: unclosed [")
+            i += 1
+            if i < n and p[i] == "^":
+                i += 1
+            ranges = 0
+            while not (i < n and p[i] == "]" and ranges):
+                if i >= n:
+                    raise bad("unclosed [")
+                i = char(i)
+                if i < n and p[i] == "-":
+                    i = char(i + 1)
+                ranges += 1
+            i += 1
+        else:
+            i += 1
 
 
 def clean_relpath(relpath: str) -> str:

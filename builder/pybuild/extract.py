@@ -9,6 +9,7 @@ directory fd without following it. Entries naming `..` are refused outright.
 Whiteouts: `.wh.NAME` removes NAME; `.wh..wh..opq` empties its directory of everything
 the layers below put there (entries of this same layer stay).
 """
+import collections
 import ctypes
 import errno
 import io
@@ -27,6 +28,7 @@ _RESOLVE_IN_ROOT = 0x10
 _O_PATH = getattr(os, "O_PATH", 0o10000000)
 _libc = ctypes.CDLL(None, use_errno=True)
 _CHUNK = 1 << 20
+_MAX_DIR_FDS = 128
 # overlayfs's own marks: a layer must not smuggle them in (they would change what a
 # lowerdir means); whiteouts reach overlayfs only through the .wh. entries we translate.
 _OVERLAY_XATTRS = ("trusted.overlay.", "user.overlay.")
@@ -129,11 +131,12 @@ def open_decompressed(fileobj):
 
 
 class _Applier:
-    def __init__(self, dest: str, *, same_owner: bool, overlay: bool = False):
-        self.overlay = overlay  # keep whiteouts as overlayfs marks instead of deleting
+    def __init__(self, dest: str, *, same_owner: bool, whiteouts: str = "apply"):
+        self.overlay = whiteouts == "overlay"  # keep whiteouts as overlayfs marks
+        self.plain = whiteouts == "none"  # an ordinary archive: .wh. names are just files
         self.root_fd = os.open(dest, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         self.same_owner = same_owner
-        self.dirs: dict[str, int] = {}   # open parent dir fds by path
+        self.dirs: collections.OrderedDict[str, int] = collections.OrderedDict()  # LRU of dir fds
         self.created: set[str] = set()  # paths this layer made (opaque must keep them)
         self.dir_times: list = []        # directory mtimes are set last
 
@@ -155,6 +158,7 @@ class _Applier:
             return self.root_fd
         fd = self.dirs.get(path)
         if fd is not None:
+            self.dirs.move_to_end(path)
             return fd
         try:
             fd = openat2_in_root(self.root_fd, path, os.O_RDONLY | os.O_DIRECTORY)
@@ -176,6 +180,8 @@ class _Applier:
                 os.mkdir(base, 0o755, dir_fd=pfd)
             fd = openat2_in_root(self.root_fd, path, os.O_RDONLY | os.O_DIRECTORY)
         self.dirs[path] = fd
+        if len(self.dirs) > _MAX_DIR_FDS:  # stay far below any RLIMIT_NOFILE
+            os.close(self.dirs.popitem(last=False)[1])
         return fd
 
     def _remove(self, pfd: int, base: str, path: str):
@@ -198,6 +204,9 @@ class _Applier:
                     continue
                 raise OCIError(f"layer entry {m.name!r} has no name")
             head, _, base = name.rpartition("/")
+            if self.plain:
+                self.entry(tf, m, name, head, base)
+                continue
             if base == WHITEOUT_OPAQUE:
                 if self.overlay:
                     os.setxattr(self.dir_fd(head), "trusted.overlay.opaque", b"y")
@@ -208,6 +217,8 @@ class _Applier:
                 target = base[len(WHITEOUT_PREFIX):]
                 if target in ("", ".", ".."):
                     raise OCIError(f"layer entry {m.name!r}: bad whiteout")
+                if (f"{head}/{target}" if head else target) in self.created:
+                    continue  # whiteouts hide lower layers only, never this layer's entries
                 if self.overlay:  # overlayfs whiteout: a 0:0 character device
                     pfd = self.dir_fd(head)
                     self._remove(pfd, target, f"{head}/{target}" if head else target)
@@ -221,9 +232,10 @@ class _Applier:
                 continue
             self.entry(tf, m, name, head, base)
         for pfd_path, base, mtime in reversed(self.dir_times):
-            try:
-                os.utime(base, (mtime, mtime), dir_fd=self.dir_fd(pfd_path), follow_symlinks=False)
-            except FileNotFoundError:
+            try:  # never create anything here: a later whiteout may have removed the dir
+                os.utime(base, (mtime, mtime), dir_fd=self.dir_fd(pfd_path, create=False),
+                         follow_symlinks=False)
+            except (FileNotFoundError, NotADirectoryError):
                 pass
 
     def opaque(self, path: str):
@@ -253,8 +265,10 @@ class _Applier:
                     chunk = src.read(min(left, _CHUNK))
                     if not chunk:
                         raise OCIError(f"layer entry {m.name!r}: truncated data")
-                    os.write(fd, chunk)  # regular file: short writes only on error
                     left -= len(chunk)
+                    view = memoryview(chunk)
+                    while view:
+                        view = view[os.write(fd, view):]
                 self._meta_fd(fd, m, mode)
             finally:
                 os.close(fd)
@@ -332,17 +346,18 @@ def apply_layer(blob, media_type: str | None, dest_dir, *, same_owner: bool | No
     Compression is detected from the bytes (media_type is only informative). Owners are
     kept when running as root (same_owner defaults to that). whiteouts="apply" deletes what
     whiteouts name; whiteouts="overlay" records them as overlayfs does (0:0 char devices,
-    trusted.overlay.opaque=y), for a layer extracted on its own to serve as a lowerdir.
+    trusted.overlay.opaque=y), for a layer extracted on its own to serve as a lowerdir;
+    whiteouts="none" treats an ordinary archive (ADD) whose .wh. names are plain files.
     """
-    if whiteouts not in ("apply", "overlay"):
-        raise ValueError(f"whiteouts={whiteouts!r}: want 'apply' or 'overlay'")
+    if whiteouts not in ("apply", "overlay", "none"):
+        raise ValueError(f"whiteouts={whiteouts!r}: want 'apply', 'overlay' or 'none'")
     if same_owner is None:
         same_owner = os.geteuid() == 0
     own = not hasattr(blob, "read")
     f = open(blob, "rb") if own else blob
     try:
         stream = open_decompressed(f)
-        ap = _Applier(os.fspath(dest_dir), same_owner=same_owner, overlay=whiteouts == "overlay")
+        ap = _Applier(os.fspath(dest_dir), same_owner=same_owner, whiteouts=whiteouts)
         try:
             with tarfile.open(fileobj=stream, mode="r|", errorlevel=2) as tf:
                 ap.apply(tf)

@@ -9,8 +9,10 @@ Determinism: sorted entries, integer mtimes (clamped to SOURCE_DATE_EPOCH when s
 user/group names, PAX headers only where needed, gzip headers without name or mtime.
 """
 import os
+import queue
 import stat
 import tarfile
+import threading
 
 from ocispec import digest as _digest
 from ocispec import mediatypes as mt
@@ -64,17 +66,95 @@ def _read_xattrs(path: str) -> dict | None:
     return out or None
 
 
-class _Sink:
-    """Compressed side: digest + temp file."""
+class _Pipeline:
+    """tar bytes -> [diff_id hash, compress] -> [blob hash, write], each stage a thread.
 
-    def __init__(self, fileobj):
-        self.f = fileobj
-        self.h = _digest.Hasher()
+    hashlib, the compressors and file writes release the GIL on large buffers, so the
+    stages overlap with the main thread reading files and making headers. Uncompressed
+    layers skip the second hash: their digest is their diff_id.
+    """
 
-    def write(self, data):
-        if data:
-            self.h.update(data)
-            self.f.write(data)
+    def __init__(self, comp, fileobj):
+        self.comp, self.f = comp, fileobj
+        self.diff = _digest.Hasher()
+        self.blob = _digest.Hasher() if comp is not None else self.diff
+        self.err = None
+        self.q1 = queue.Queue(maxsize=16)
+        self.q2 = queue.Queue(maxsize=16) if comp is not None else None
+        self.threads = [threading.Thread(target=self._stage1, daemon=True)]
+        if comp is not None:
+            self.threads.append(threading.Thread(target=self._stage2, daemon=True))
+        for t in self.threads:
+            t.start()
+
+    def put(self, data):
+        if self.err is not None:
+            raise self.err
+        self.q1.put(data)
+
+    def _stage1(self):
+        comp, diff, q2 = self.comp, self.diff, self.q2
+        while True:
+            b = self.q1.get()
+            if b is None:
+                break
+            if self.err is not None:
+                continue  # keep draining so put() never blocks forever
+            try:
+                diff.update(b)
+                if comp is None:
+                    self.f.write(b)
+                else:
+                    out = comp.compress(b)
+                    if out:
+                        q2.put(out)
+            except BaseException as e:
+                self.err = e
+        if comp is not None:
+            try:
+                if self.err is None:
+                    q2.put(comp.flush())
+            except BaseException as e:
+                self.err = e
+            q2.put(None)
+
+    def _stage2(self):
+        blob, f = self.blob, self.f
+        while True:
+            b = self.q2.get()
+            if b is None:
+                break
+            if self.err is not None:
+                continue
+            try:
+                blob.update(b)
+                f.write(b)
+            except BaseException as e:
+                self.err = e
+
+    def close(self):
+        self.q1.put(None)
+        for t in self.threads:
+            t.join()
+        if self.err is not None:
+            raise self.err
+
+
+_NUL_BLOCKS = b"\0" * (2 * _BLOCK)
+
+
+def _ustar(name: bytes, mode, uid, gid, size, mtime, typeflag: bytes, linkname: bytes,
+           devmajor=0, devminor=0) -> bytes | None:
+    """A plain ustar header, or None when a field does not fit (the caller uses PAX then)."""
+    if len(name) > 100 or len(linkname) > 100 or uid >= 0o7777777 or gid >= 0o7777777 \
+            or size >= 0o77777777777 or not 0 <= mtime < 0o77777777777:
+        return None
+    h = b"".join((
+        name.ljust(100, b"\0"), b"%07o\0" % mode, b"%07o\0" % uid, b"%07o\0" % gid,
+        b"%011o\0" % size, b"%011o\0" % mtime, b"        ", typeflag, linkname.ljust(100, b"\0"),
+        b"ustar\x0000", b"\0" * 64, b"%07o\0" % devmajor, b"%07o\0" % devminor, b"\0" * 167,
+    ))
+    return h[:148] + b"%06o\0 " % sum(h) + h[156:]
 
 
 class LayerWriter:
@@ -87,6 +167,8 @@ class LayerWriter:
 
     def __init__(self, store, compression: str | None = "gzip", source_date_epoch: int | None = None,
                  *, level: int | None = None):
+        if compression in ("none", "uncompressed", ""):
+            compression = None
         if compression not in (None, "gzip", "zstd"):
             raise OCIError(f"unknown layer compression {compression!r}: want gzip, zstd or none")
         self.store = store
@@ -168,6 +250,8 @@ class LayerWriter:
                 if _overlay and stat.S_ISCHR(st.st_mode) and st.st_rdev == 0:
                     self.add_whiteout(arc)
                     continue
+                if _overlay:
+                    _check_overlay_marks(d.path)
                 self.add_path(d.path, arc, uid=uid, gid=gid, mode=chmod, _st=st)
                 if stat.S_ISDIR(st.st_mode):
                     if _overlay and _is_opaque(d.path):
@@ -237,51 +321,73 @@ class LayerWriter:
             return zstandard.ZstdCompressor(level=lvl).compressobj()
         return None
 
+    def _link_groups(self) -> dict:
+        """Entries with explicit hard links joined to their target's group, so whichever
+        path sorts first carries the data and the others link to it."""
+        out = dict(self._entries)
+        for name, e in self._entries.items():
+            if e.type != tarfile.LNKTYPE:
+                continue
+            t = self._entries.get(e.linkname)
+            if t is None or t.type != tarfile.REGTYPE:
+                continue  # a link to a lower layer's file stays a plain link entry
+            key = t.ino or ("link", t.name)
+            if t.ino is None:
+                t = out[t.name] = _Entry(t.name, t.type, t.mode, t.uid, t.gid, t.mtime, size=t.size,
+                                         src=t.src, data=t.data, xattrs=t.xattrs, ino=key)
+            out[name] = _Entry(name, t.type, t.mode, t.uid, t.gid, t.mtime, size=t.size, src=t.src,
+                               data=t.data, xattrs=t.xattrs, ino=key)
+        return out
+
     def _write(self) -> dict:
         f, tmp = self.store.temp_file(".layer")
+        pipe = None
         try:
             with f:
-                sink = _Sink(f)
-                comp = self._compressor()
-                diff = _digest.Hasher()
+                pipe = _Pipeline(self._compressor(), f)
+                put = pipe.put
                 buf = bytearray()
-
-                def flush():
-                    if buf:
-                        diff.update(buf)
-                        sink.write(comp.compress(bytes(buf)) if comp else bytes(buf))
-                        buf.clear()
 
                 def emit(b):
                     buf.extend(b)
                     if len(buf) >= _FLUSH_AT:
-                        flush()
+                        put(bytes(buf))
+                        buf.clear()
 
                 def emit_big(b):  # large file chunks skip the copy into buf
-                    flush()
-                    diff.update(b)
-                    sink.write(comp.compress(b) if comp else b)
+                    if buf:
+                        put(bytes(buf))
+                        buf.clear()
+                    put(b)
 
                 links: dict = {}
-                for key in sorted(self._entries, key=lambda n: n.split("/")):
-                    e = self._entries[key]
-                    ti = tarfile.TarInfo(e.name + ("/" if e.type == tarfile.DIRTYPE else ""))
-                    ti.mode, ti.uid, ti.gid, ti.mtime = e.mode, e.uid, e.gid, e.mtime
-                    ti.type, ti.linkname = e.type, e.linkname
-                    ti.devmajor, ti.devminor = e.devmajor, e.devminor
-                    ti.uname = ti.gname = ""
-                    size = e.size if e.type == tarfile.REGTYPE else 0
+                entries = self._link_groups()
+                for key in sorted(entries, key=lambda n: n.split("/")):
+                    e = entries[key]
+                    typ, linkname = e.type, e.linkname
+                    size = e.size if typ == tarfile.REGTYPE else 0
                     if e.ino is not None:
                         first = links.get(e.ino)
                         if first is None:
                             links[e.ino] = e.name
                         else:
-                            ti.type, ti.linkname, size = tarfile.LNKTYPE, first, 0
-                    if e.xattrs:
-                        ti.pax_headers = {f"SCHILY.xattr.{k}": v.decode("utf-8", "surrogateescape")
-                                          for k, v in sorted(e.xattrs.items())}
-                    ti.size = size
-                    emit(ti.tobuf(tarfile.PAX_FORMAT, "utf-8", "surrogateescape"))
+                            typ, linkname, size = tarfile.LNKTYPE, first, 0
+                    name = e.name + "/" if typ == tarfile.DIRTYPE else e.name
+                    hdr = None
+                    if not e.xattrs and name.isascii() and linkname.isascii():
+                        hdr = _ustar(name.encode(), e.mode, e.uid, e.gid, size, e.mtime, typ,
+                                     linkname.encode(), e.devmajor, e.devminor)
+                    if hdr is None:
+                        ti = tarfile.TarInfo(name)
+                        ti.mode, ti.uid, ti.gid, ti.mtime = e.mode, e.uid, e.gid, e.mtime
+                        ti.type, ti.linkname, ti.size = typ, linkname, size
+                        ti.devmajor, ti.devminor = e.devmajor, e.devminor
+                        ti.uname = ti.gname = ""
+                        if e.xattrs:
+                            ti.pax_headers = {f"SCHILY.xattr.{k}": v.decode("utf-8", "surrogateescape")
+                                              for k, v in sorted(e.xattrs.items())}
+                        hdr = ti.tobuf(tarfile.PAX_FORMAT, "utf-8", "surrogateescape")
+                    emit(hdr)
                     if not size:
                         continue
                     if e.data is not None:
@@ -291,15 +397,20 @@ class LayerWriter:
                     pad = -size % _BLOCK
                     if pad:
                         emit(b"\0" * pad)
-                emit(b"\0" * (2 * _BLOCK))
-                flush()
-                if comp is not None:
-                    sink.write(comp.flush())
-            blob = self.store.commit_temp(tmp, sink.h.digest, sink.h.size, self.media_type)
+                emit(_NUL_BLOCKS)
+                if buf:
+                    put(bytes(buf))
+                pipe.close()
+            blob = self.store.commit_temp(tmp, pipe.blob.digest, pipe.blob.size, self.media_type)
         except BaseException:
+            if pipe is not None and any(t.is_alive() for t in pipe.threads):
+                pipe.err = pipe.err or RuntimeError("layer write aborted")
+                pipe.q1.put(None)
+                for t in pipe.threads:
+                    t.join()
             self.store.discard_temp(tmp)
             raise
-        return {"digest": blob.digest, "size": blob.size, "diff_id": diff.digest,
+        return {"digest": blob.digest, "size": blob.size, "diff_id": pipe.diff.digest,
                 "media_type": self.media_type}
 
 
@@ -318,6 +429,19 @@ def _copy_file(path: str, size: int, emit, emit_big) -> None:
             raise OCIError(f"{path}: file grew while writing the layer")
     finally:
         os.close(fd)
+
+
+def _check_overlay_marks(path: str) -> None:
+    """Redirected dirs and metacopy files keep their data in a lower layer: a layer made
+    from the upper dir alone would lose it."""
+    try:
+        names = os.listxattr(path, follow_symlinks=False)
+    except OSError:
+        return
+    for n in names:
+        if n.endswith(("overlay.redirect", "overlay.metacopy")):
+            raise OCIError(f"{path}: overlayfs {n.rsplit('.', 1)[1]} entry in the upper dir",
+                           hint="mount the overlay with redirect_dir=off,metacopy=off")
 
 
 def _is_opaque(path: str) -> bool:

@@ -251,7 +251,7 @@ class Store:
     def list_images(self) -> list[tuple[str, dict]]:
         """[(name:tag, manifest descriptor)], sorted by name."""
         out = [(_image.ref_name(m), m) for m in self._read_index()["manifests"]]
-        return sorted((n, m) for n, m in out if n)
+        return sorted(((n, m) for n, m in out if n), key=lambda x: x[0])
 
     def delete(self, name: str) -> None:
         """Remove a reference (blobs stay until gc())."""
@@ -313,6 +313,10 @@ class Store:
                 if dg not in keep and now - os.lstat(p).st_mtime > grace_seconds:
                     os.unlink(p)
                     removed.append(dg)
+            for name in os.listdir(self.tmp_dir):  # left by crashed writers
+                p = os.path.join(self.tmp_dir, name)
+                if os.path.isfile(p) and now - os.lstat(p).st_mtime > grace_seconds:
+                    os.unlink(p)
         return removed
 
 

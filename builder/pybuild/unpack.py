@@ -54,7 +54,10 @@ def extracted_layer(store, layer_desc: dict, diff_id: str) -> str:
 
 def mount_overlay(lowerdirs: list[str], upperdir: str, workdir: str, target: str) -> None:
     """Mount an overlay: lowerdirs top-most first, writable upperdir."""
-    opts = f"lowerdir={':'.join(lowerdirs)},upperdir={upperdir},workdir={workdir}"
+    # redirect_dir/metacopy off: the upper dir must hold whole files and directories,
+    # so it can become a layer on its own.
+    opts = (f"lowerdir={':'.join(lowerdirs)},upperdir={upperdir},workdir={workdir},"
+            "redirect_dir=off,metacopy=off")
     if len(opts) > 4000:
         raise OCIError(f"too many layers ({len(lowerdirs)}) for one overlay mount")
     if _libc.mount(b"overlay", os.fsencode(target), b"overlay", 0, opts.encode()) != 0:

@@ -8,16 +8,13 @@ problem raises a SpecError such as
 `config.json: process.rlimits[2].type: unknown rlimit "RLIMIT_FOO"`.
 Unknown properties are ignored, as the spec requires.
 """
-import re
-
 from . import tables as T
 from .errors import SpecError
 
 _U32 = (1 << 32) - 1
 _U64 = (1 << 64) - 1
 _I64 = (-(1 << 63), (1 << 63) - 1)
-_VERSION = re.compile(r"^1\.\d+\.\d+(?:[-+][0-9A-Za-z.+-]*)?$")
-_ACCESS = re.compile(r"^[rwm]*$")
+_ACCESS = frozenset("rwm")
 _MOUNT_ATTR_NAMES = frozenset(T.MOUNT_FLAGS) | frozenset(T.PROPAGATION) | \
     frozenset(T.RECURSIVE_MOUNT_ATTRS) | frozenset(T.EXTRA_MOUNT_OPTIONS)
 _CAPS = T.CAPABILITIES
@@ -124,7 +121,7 @@ class _V:
             self.err("", f"must be a JSON object, not {_tname(c)}")
         v = c.get("ociVersion")
         self.string(v, "ociVersion", True)
-        if not _VERSION.match(v):
+        if not _is_version(v):
             self.err("ociVersion", f'"{v}" is not a runtime-spec 1.x version')
         root = c.get("root")
         self.obj(root, "root", True)
@@ -265,8 +262,9 @@ class _V:
             self.enum(t, f"{path}.type", T.NAMESPACES, "namespace type")
             if t in ns:
                 self.err(f"{path}.type", f'duplicate namespace "{t}"')
-            self.abspath(n.get("path"), f"{path}.path")
-            ns[t] = n.get("path")
+            nspath = n.get("path") or None  # "" means "make a new one", as in runc
+            self.abspath(nspath, f"{path}.path")
+            ns[t] = nspath
         for key in ("uidMappings", "gidMappings"):
             for i, m in enumerate(self.arr(lx.get(key), f"linux.{key}")):
                 self.mapping(m, f"linux.{key}[{i}]")
@@ -371,7 +369,7 @@ class _V:
             if d.get("minor") is not None:
                 self.i64(d["minor"], f"{path}.minor")
             acc = d.get("access")
-            if self.string(acc, f"{path}.access") and not _ACCESS.match(acc):
+            if self.string(acc, f"{path}.access") and not _ACCESS.issuperset(acc):
                 self.err(f"{path}.access", f'"{acc}" must be made of r, w and m')
         m = r.get("memory")
         if self.obj(m, f"{P}.memory"):
@@ -464,6 +462,20 @@ class _V:
             self.err("linux.cgroupsPath", "must not contain NUL")
 
 
+def _is_version(v: str) -> bool:
+    """A runtime-spec 1.x semver: 1.MINOR.PATCH with an optional -pre or +build suffix.
+    (No `re`: this module sits on pyrunc's start-up path and re costs milliseconds to import.)"""
+    core, suffix = v, ""
+    for i, ch in enumerate(v):
+        if ch in "-+":
+            core, suffix = v[:i], v[i + 1:]
+            break
+    parts = core.split(".")
+    if len(parts) != 3 or parts[0] != "1" or not all(p.isdigit() and p.isascii() for p in parts):
+        return False
+    return all(c.isalnum() and c.isascii() or c in ".+-" for c in suffix)
+
+
 def _sysctl_namespace(key: str):
     """The namespace a sysctl key belongs to, or None if the kernel does not namespace it."""
     k = key.replace("/", ".")
@@ -486,6 +498,26 @@ def _tname(v) -> str:
 def validate_config(cfg: dict, *, source: str = "config.json") -> None:
     """Raise SpecError for the first problem in a runtime config; return None when valid."""
     _V(source).config(cfg)
+
+
+def load_config(path, *, validate: bool = True) -> dict:
+    """Read and (by default) validate a bundle's config.json; errors name the file."""
+    import json
+    source = str(path)
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except FileNotFoundError:
+        raise SpecError("", "does not exist", source=source) from None
+    except OSError as e:
+        raise SpecError("", f"cannot read: {e.strerror}", source=source) from None
+    try:
+        cfg = json.loads(data)
+    except ValueError as e:
+        raise SpecError("", f"invalid JSON: {e}", source=source) from None
+    if validate:
+        validate_config(cfg, source=source)
+    return cfg
 
 
 def validate_state(doc: dict, *, source: str = "state") -> None:

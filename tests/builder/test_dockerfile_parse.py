@@ -83,9 +83,9 @@ def test_continuation_at_eof_and_escaped_escape():
 
 
 def test_empty_continuation_line_is_a_warning():
-    d = df("FROM scratch\nRUN a \\\n\n  b\n")
-    assert d.stages[0].instructions[0].args == ["a   b"]
-    assert d.warnings and "empty continuation line" in d.warnings[0]
+    d = df("FROM scratch\nRUN a \\\n\n  b \\\n\n c\nRUN x \\\n# comment\n y\n")
+    assert d.stages[0].instructions[0].args == ["a   b  c"]
+    assert d.warnings == ['Dockerfile:3: empty continuation line in "RUN a   b  c"']
 
 
 def test_crlf_and_bom():
@@ -121,6 +121,12 @@ def test_directives_only_at_top():
     assert d.directives == {"check": "skip=all", "syntax": "docker/dockerfile:1.7"}
     assert d.escape == "\\"
     assert d.stages[0].instructions[0].args == ["a   b"]
+
+
+def test_directive_may_be_indented():
+    d = df("  # escape=`\nFROM scratch\nRUN a `\n b\n")
+    assert d.escape == "`" and d.stages[0].instructions[0].args == ["a  b"]
+    assert error("  # escape=x\nFROM scratch\n").startswith("Dockerfile:1:12:")
 
 
 def test_directive_after_comment_is_a_comment():
@@ -386,6 +392,12 @@ def test_heredoc_delimiter_forms(marker, name, expand):
     assert h.fd == (3 if marker.startswith("3") else 0)
 
 
+def test_several_spaced_heredocs_on_one_line():
+    (r,) = parse("FROM scratch\nRUN cat << A - << 'B' > out\na\nA\nb\nB\n").stages[0].instructions
+    assert [(h.name, h.content, h.expand) for h in r.heredocs] == [("A", "a\n", True),
+                                                                    ("B", "b\n", False)]
+
+
 def test_heredoc_not_in_quotes_or_json():
     (r1, r2) = insts("""
         FROM scratch
@@ -480,3 +492,24 @@ def test_error_uses_filename():
 def test_parse_is_pure_and_repeatable():
     text = "FROM scratch\nRUN --mount=type=cache,target=/c x\n"
     assert parse(text) == parse(text)
+
+
+def test_lookup_helpers():
+    d = df("FROM a AS Build\nFROM b\nCOPY --exclude=x --exclude=y a b\n")
+    assert d.stage("build").index == 0 and d.stage("BUILD").index == 0
+    assert d.stage("1").index == 1 and d.stage("2") is None and d.stage("nope") is None
+    c = d.stages[1].instructions[0]
+    assert c.flag("exclude") == "y" and c.flag("from") is None and c.flag("from", "ctx") == "ctx"
+    assert c.flag_pos["exclude"] == [(3, 6), (3, 18)]
+
+
+def test_mount_error_points_at_its_flag():
+    e = error("FROM scratch\nRUN --mount=type=cache,target=/a --mount=type=nfs true\n")
+    assert e.startswith('Dockerfile:2:34: RUN: --mount: unsupported mount type "nfs"')
+
+
+def test_mount_csv_quoting():
+    # the flag word loses one level of quotes (as in BuildKit), CSV the next
+    r = one('RUN --mount=type=bind,\'"source=a,b"\',target=/x true')
+    assert r.mounts[0].source == "a,b"
+    assert "invalid field" in error('FROM scratch\nRUN --mount=type=bind,"source=a,b",target=/x true\n')

@@ -147,3 +147,101 @@ def test_overlay_upper_whiteouts(tmp_path):
     names = {m.name.rstrip("/") for m in tf}
     assert names == {".wh.gone.txt", "added", "opq", "opq/.wh..wh..opq", "opq/new"}
     assert not any(k.startswith("SCHILY.xattr.trusted.overlay") for m in tf for k in m.pax_headers)
+
+
+def test_gnu_tar_reads_headers(tmp_path):
+    """Our hand-made ustar headers and the PAX fallback both read back with GNU tar."""
+    s = Store(tmp_path / "st")
+    long = "d/" + "x" * 120
+    with LayerWriter(s, None, source_date_epoch=5) as lw:
+        lw.add_dir("d", 0o750, 3, 4)
+        lw.add_file_bytes("d/short", b"abc", 0o640, 1, 2)
+        lw.add_file_bytes(long, b"long", 0o600, 5_000_000, 6)  # long name, big uid: PAX
+        lw.add_file_bytes("d/ünï", b"u", 0o644, 0, 0)
+        lw.add_symlink("d/l", "short")
+        lw.add_hardlink("d/h", "d/short")
+    path = s.blob_path(lw.result["digest"])
+    out = subprocess.run(["tar", "--numeric-owner", "-tvf", path], capture_output=True, text=True, check=True)
+    lines = out.stdout.splitlines()
+    assert lines[0].startswith("drwxr-x--- 3/4") and lines[0].endswith(" d/")
+    assert any(line.startswith("-rw-r----- 1/2") and line.endswith(" d/h") for line in lines)
+    assert any(line.startswith("-rw------- 5000000/6") and line.endswith(long) for line in lines)
+    assert any("d/l -> short" in line for line in lines) and any("d/short link to d/h" in line for line in lines)
+    assert any(line.endswith("d/ünï") for line in lines)
+    dest = tmp_path / "x"
+    dest.mkdir()
+    subprocess.run(["tar", "-xf", path, "-C", str(dest)], check=True)
+    assert (dest / long).read_bytes() == b"long" and (dest / "d" / "short").read_bytes() == b"abc"
+
+
+def test_overlay_redirect_refused(tmp_path):
+    upper = tmp_path / "upper"
+    (upper / "moved").mkdir(parents=True)
+    os.setxattr(upper / "moved", "trusted.overlay.redirect", b"/orig")
+    with pytest.raises(OCIError, match="redirect entry in the upper dir"):
+        layer_from_overlay_upper(Store(tmp_path / "st"), upper)
+
+
+def _snapshot(root):
+    """{relpath: (type, mode, uid, gid, content-or-target)} of a tree."""
+    import stat as st_
+    out = {}
+    for dirpath, dirnames, filenames in os.walk(root):
+        for n in dirnames + filenames:
+            p = os.path.join(dirpath, n)
+            s = os.lstat(p)
+            rel = os.path.relpath(p, root)
+            if st_.S_ISLNK(s.st_mode):
+                v = ("l", os.readlink(p))
+            elif st_.S_ISDIR(s.st_mode):
+                v = ("d", None)
+            else:
+                v = ("f", open(p, "rb").read())
+            out[rel] = (*v, st_.S_IMODE(s.st_mode), s.st_uid, s.st_gid)
+    return out
+
+
+def test_overlay_upper_roundtrip(tmp_path):
+    """lower + layer(upper) applied with pybuild.extract == what the overlay showed."""
+    from pybuild.extract import apply_layer
+    lower, upper, work, merged = (tmp_path / n for n in ("lower", "upper", "work", "merged"))
+    for d in (lower, upper, work, merged):
+        d.mkdir()
+    (lower / "etc").mkdir()
+    (lower / "etc" / "conf").write_text("old")
+    (lower / "etc" / "gone").write_text("x")
+    (lower / "var" / "cache" / "deep").mkdir(parents=True)
+    (lower / "var" / "cache" / "deep" / "f").write_text("c")
+    (lower / "dir2file").mkdir()
+    (lower / "dir2file" / "x").write_text("x")
+    (lower / "file2dir").write_text("f")
+    (lower / "link").symlink_to("etc/conf")
+    subprocess.run(["mount", "-t", "overlay", "overlay", "-o",
+                    f"lowerdir={lower},upperdir={upper},workdir={work},redirect_dir=off,metacopy=off",
+                    str(merged)], check=True)
+    try:
+        (merged / "etc" / "conf").write_text("new")
+        os.unlink(merged / "etc" / "gone")
+        subprocess.run(["rm", "-rf", str(merged / "var" / "cache")], check=True)
+        (merged / "var" / "cache").mkdir()
+        (merged / "var" / "cache" / "fresh").write_text("fresh")
+        subprocess.run(["rm", "-rf", str(merged / "dir2file")], check=True)
+        (merged / "dir2file").write_text("now file")
+        os.unlink(merged / "file2dir")
+        (merged / "file2dir").mkdir()
+        (merged / "file2dir" / "in").write_text("i")
+        os.unlink(merged / "link")
+        (merged / "link").symlink_to("var/cache/fresh")
+        (merged / "new").write_text("n")
+        os.link(merged / "new", merged / "new-hard")
+        os.chown(merged / "etc" / "conf", 12, 34)
+        os.chmod(merged / "etc" / "conf", 0o600)
+        want = _snapshot(merged)
+    finally:
+        subprocess.run(["umount", str(merged)], check=True)
+    s = Store(tmp_path / "st")
+    r = layer_from_overlay_upper(s, upper, compression="zstd")
+    apply_layer(s.blob_path(r["digest"]), r["media_type"], lower)
+    got = _snapshot(lower)
+    assert got == want
+    assert os.lstat(lower / "new").st_ino == os.lstat(lower / "new-hard").st_ino

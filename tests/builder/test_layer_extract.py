@@ -164,3 +164,61 @@ def test_whiteout_through_symlink_stays_inside(jail):
 def test_not_a_tar(jail):
     with pytest.raises(OCIError, match="not a valid tar"):
         _apply(b"\x1f\x8b" + b"garbage" * 100, jail)
+
+
+def test_layer_cannot_set_overlay_xattrs(tmp_path):
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tf:
+        ti = tarfile.TarInfo("d")
+        ti.type = tarfile.DIRTYPE
+        ti.pax_headers = {"SCHILY.xattr.trusted.overlay.opaque": "y", "SCHILY.xattr.trusted.ok": "1"}
+        tf.addfile(ti)
+    dest = tmp_path / "r"
+    dest.mkdir()
+    _apply(buf.getvalue(), dest)
+    assert os.getxattr(dest / "d", "trusted.ok") == b"1"
+    with pytest.raises(OSError):
+        os.getxattr(dest / "d", "trusted.overlay.opaque")
+
+
+def test_overlay_whiteout_mode(tmp_path):
+    dest = tmp_path / "layer"
+    dest.mkdir()
+    apply_layer(io.BytesIO(_tar([("a/.wh.x", "file", b""), ("b/.wh..wh..opq", "file", b""),
+                                 ("b/keep", "file", b"k")])), None, dest, whiteouts="overlay")
+    st = os.lstat(dest / "a" / "x")
+    assert stat.S_ISCHR(st.st_mode) and st.st_rdev == 0
+    assert os.getxattr(dest / "b", "trusted.overlay.opaque") == b"y"
+    assert (dest / "b" / "keep").read_bytes() == b"k"
+
+
+def test_many_directories_bounded_fds(tmp_path):
+    entries = []
+    for i in range(600):
+        entries += [(f"d{i}", "dir", None), (f"d{i}/f", "file", b"x")]
+    dest = tmp_path / "r"
+    dest.mkdir()
+    before = len(os.listdir("/proc/self/fd"))
+    _apply(_tar(entries), dest)
+    assert len(os.listdir("/proc/self/fd")) == before
+    assert len(os.listdir(dest)) == 600
+
+
+def test_plain_archive_mode_keeps_wh_names(tmp_path):
+    dest = tmp_path / "r"
+    dest.mkdir()
+    (dest / "x").write_text("stays")
+    data = _tar([(".wh.x", "file", b"literal"), ("bz/f", "file", b"1")])
+    import bz2
+    apply_layer(io.BytesIO(bz2.compress(data)), None, dest, whiteouts="none")
+    assert (dest / "x").read_text() == "stays" and (dest / ".wh.x").read_bytes() == b"literal"
+    assert (dest / "bz" / "f").read_bytes() == b"1"
+
+
+def test_whiteout_never_hides_same_layer(tmp_path):
+    dest = tmp_path / "r"
+    dest.mkdir()
+    (dest / "-a").write_text("lower")
+    # '-' sorts before '.', so the new file precedes its whiteout in the stream
+    _apply(_tar([("-a", "file", b"upper"), (".wh.-a", "file", b"")]), dest)
+    assert (dest / "-a").read_bytes() == b"upper"

@@ -1,6 +1,5 @@
 """pybuild.layout/unpack: images our code writes are accepted by the ecosystem's own tools."""
 import json
-import os
 import shutil
 import subprocess
 import uuid
@@ -8,14 +7,13 @@ import uuid
 import pytest
 
 from ocispec.schema import validate_document
-from pybuild.extract import apply_layer
 from pybuild.layer import LayerWriter
 from pybuild.imagewriter import write_image
 from pybuild.layout import (export_image, import_image, parse_destination, write_oci_layout)
 from pybuild.store import Store
 from pybuild.unpack import cleanup_bundle, unpack
 
-BUSYBOX = "/bin/busybox"
+BUSYBOX = shutil.which("busybox")
 SDE = 1_700_000_000
 
 
@@ -64,6 +62,11 @@ def test_oci_layout_validates_and_umoci_unpacks(store, tmp_path):
     export_image(store, "bb:v1", f"oci:{lay}:v1")
     export_image(store, "bb:v1", f"oci:{lay}:v2")  # merge into the existing layout
     idx = json.loads((lay / "index.json").read_text())
+    man = json.loads((lay / "blobs" / "sha256" / idx["manifests"][0]["digest"][7:]).read_text())
+    validate_document(man, "manifest")
+    validate_document(json.loads((lay / "blobs" / "sha256" / man["config"]["digest"][7:]).read_text()),
+                      "image-config")
+    validate_document(json.loads((lay / "oci-layout").read_text()), "oci-layout")
     assert sorted(m["annotations"]["org.opencontainers.image.ref.name"] for m in idx["manifests"]) == ["v1", "v2"]
     validate_document(idx, "index")
     r = subprocess.run(["oci-image-tool", "validate", "--type", "image", "--ref", "name=v1", str(lay)],
@@ -183,3 +186,26 @@ def test_unpack_plain_and_overlay(store, tmp_path):
     assert not b2.exists()
     with open("/proc/self/mountinfo") as f:
         assert str(b2) not in f.read()
+
+
+def test_podman_generated_config_validates(store, tmp_path, podman):
+    """The config.json podman writes for conmon (seccomp profile, mounts, sysctls) passes
+    both our schema and the fast validator pyrunc's create runs."""
+    import glob
+    from ocispec.runtime_config import validate_config
+    name = f"localhost/pyoci-layout-{uuid.uuid4().hex[:8]}:v1"
+    _busybox_image(store, name)
+    arch = tmp_path / "img.tar"
+    export_image(store, name, f"docker-archive:{arch}:{name}")
+    podman("load", "-i", str(arch))
+    cid = podman("create", "--ulimit", "nofile=1024:1024", "--ulimit", "nproc=1024:1024", "--cap-add", "SYS_ADMIN", "--sysctl",
+                 "net.ipv4.ip_forward=1", "-v", f"{tmp_path}:/host:ro", name).stdout.strip()
+    podman("init", cid)
+    try:
+        [path] = glob.glob(str(tmp_path / "podman-root" / "**" / cid / "userdata" / "config.json"), recursive=True)
+        doc = json.loads(open(path).read())
+        assert doc["linux"]["seccomp"]["syscalls"]
+        validate_document(doc, "config")
+        validate_config(doc)
+    finally:
+        podman("rm", "-f", cid)

@@ -125,6 +125,7 @@ CASES = [
     ("ns-dup", {"linux.namespaces.1": {"type": "pid"}}, 'linux.namespaces[1].type: duplicate namespace "pid"'),
     ("ns-path-relative", {"linux.namespaces.1": {"type": "network", "path": "proc/1/ns/net"}},
      "linux.namespaces[1].path: 'proc/1/ns/net' must be an absolute path"),
+    ("ns-empty-path-is-new", {"linux.namespaces.1": {"type": "network", "path": ""}, "linux.netDevices": {"e": {}}}, None),
     ("userns-ok", USERNS, None),
     ("mapping-without-userns", {"linux.uidMappings": [{"containerID": 0, "hostID": 1000, "size": 1}]},
      'linux.uidMappings: mappings need a user namespace'),
@@ -273,3 +274,18 @@ def test_fast_enough(runc_spec):
         validate_config(runc_spec)
         times.append(time.perf_counter() - t)
     assert statistics.median(times) < 0.001, statistics.median(times)
+
+
+def test_load_config(tmp_path, runc_spec):
+    from ocispec.runtime_config import load_config
+    p = tmp_path / "config.json"
+    with pytest.raises(SpecError, match=r"config.json: does not exist"):
+        load_config(p)
+    p.write_text('{"ociVersion": "1.0.2",\n "root": }')
+    with pytest.raises(SpecError, match=r"config.json: invalid JSON: Expecting value: line 2 column 10"):
+        load_config(p)
+    p.write_text(json.dumps(runc_spec))
+    assert load_config(p) == runc_spec
+    p.write_text(json.dumps({**runc_spec, "root": {"path": ""}}))
+    with pytest.raises(SpecError, match=r"config.json: root.path: must not be empty"):
+        load_config(p)

@@ -108,7 +108,8 @@ class Instruction:
         flags keep their order; a bare boolean flag `--link` is stored as ["true"].
     args: for JSON form the decoded list; for shell form a one-element list holding the
         text after the keyword and flags; for whitespace-split kinds (FROM, EXPOSE,
-        COPY/ADD/VOLUME shell form) the split words.
+        COPY/ADD/VOLUME shell form) the split words; for ENV/LABEL the raw `key=value`
+        words (legacy form: [key, value]); for ARG the raw words.
     json_form: args came from a JSON array.
     heredocs: here-documents attached to this instruction, in order.
     flag_pos: (line, column) of each flag occurrence, parallel to flags (for errors).

@@ -95,7 +95,16 @@ class _Lexer:
         return _EOF
 
     def process(self, stop: str, raw_escapes: bool) -> tuple[str, list[str]]:
-        """Read up to `stop` (consumed) or the end (stop == "")."""
+        """Read up to `stop` (consumed) or the end (stop == ""). raw_escapes holds for
+        everything read meanwhile, double quotes included, as in BuildKit."""
+        saved = self.raw_escapes
+        self.raw_escapes = raw_escapes
+        try:
+            return self._process(stop, raw_escapes)
+        finally:
+            self.raw_escapes = saved
+
+    def _process(self, stop: str, raw_escapes: bool) -> tuple[str, list[str]]:
         out: list[str] = []
         words = _Words()
         s, esc = self.s, self.escape

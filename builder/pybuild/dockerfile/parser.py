@@ -9,7 +9,6 @@ Nothing is expanded here; nothing touches the filesystem.
 from __future__ import annotations
 
 import bisect
-import csv
 import difflib
 import json
 import re
@@ -18,6 +17,7 @@ from ocispec.errors import OCIError
 
 from . import ast
 from .expand import delimiter_words
+from .mounts import MountError, parse_mount
 
 _DIRECTIVE_RE = re.compile(r"^#[ \t]*([a-zA-Z][a-zA-Z0-9]*)[ \t]*=[ \t]*(.+?)[ \t]*$")
 _DIRECTIVES = ("syntax", "escape", "check")
@@ -43,8 +43,6 @@ INSTRUCTIONS = ("FROM", "RUN", "CMD", "LABEL", "EXPOSE", "ENV", "ADD", "COPY", "
 _HEREDOC_KINDS = ("RUN", "COPY", "ADD")
 NETWORK_MODES = ("none", "host", "default")
 SECURITY_MODES = ("insecure", "sandbox")
-MOUNT_TYPES = ("bind", "cache", "tmpfs", "secret", "ssh")
-CACHE_SHARING = ("shared", "private", "locked")
 
 
 def _q(s: str) -> str:
@@ -106,6 +104,8 @@ class _Parser:
 
     # -- line reader ----------------------------------------------------------------
     def _directive(self, raw: str, lineno: int) -> bool:
+        indent = len(raw) - len(raw.lstrip(_WS))
+        raw = raw[indent:]  # BuildKit strips leading space before looking
         m = _DIRECTIVE_RE.match(raw)
         if not m or m.group(1).lower() not in _DIRECTIVES:
             return False
@@ -114,7 +114,7 @@ class _Parser:
             raise self.err(lineno, 1, f"only one {name} parser directive can be used")
         if name == "escape":
             if value not in ("\\", "`"):
-                raise self.err(lineno, raw.index(value) + 1,
+                raise self.err(lineno, indent + raw.index(value) + 1,
                                f"invalid escape token {_q(value)}: expected \\ or `")
             self.escape = value
             self._cont_re = _continuation_re(value)
@@ -128,7 +128,8 @@ class _Parser:
         return s, True
 
     def logical_lines(self):
-        """Yield (_Logical, heredoc-reader) per instruction, in order."""
+        """Yield each instruction's _Logical in order; the caller sends back how many of
+        the following lines its heredoc bodies took, so they are skipped."""
         lines = self.lines
         n = len(lines)
         i = 0
@@ -151,6 +152,7 @@ class _Parser:
             parts = [text]
             length = len(text)
             end = lineno
+            empty_line = 0
             while not done and i < n:
                 raw = lines[i]
                 i += 1
@@ -158,7 +160,7 @@ class _Parser:
                 if s.startswith("#"):
                     continue  # comment lines inside a continuation are dropped
                 if not s.strip(_WS):
-                    self.warnings.append(f"{self.filename}:{i}: empty continuation line")
+                    empty_line = empty_line or i
                     continue
                 t, done = self._trim_cont(raw)
                 pos.add(length, i, 1)
@@ -166,6 +168,10 @@ class _Parser:
                 length += len(t)
                 end = i
             logical = _Logical("".join(parts), pos, end)
+            if empty_line:
+                # BuildKit warns once per instruction; such lines will become errors there
+                self.warnings.append(f"{self.filename}:{empty_line}: empty continuation line "
+                                     f"in {_q(logical.text)}")
             consumed = yield logical
             if consumed:
                 i += consumed
@@ -185,13 +191,13 @@ class _Parser:
                 continue
             rest = m.group(3)
             try:
-                words = delimiter_words(rest, raw_quotes=False)
+                lexed = delimiter_words(rest, raw_quotes=False)
                 raw = delimiter_words(rest, raw_quotes=True)
             except OCIError:
                 continue
-            if len(words) != 1 or len(raw) != 1:
+            if len(lexed) != 1 or len(raw) != 1:
                 continue
-            plain = words[0]
+            plain = lexed[0]
             # Quotes that lexing removed mean part of the delimiter was quoted: then the
             # body is not expanded (BuildKit compares the quote counts the same way).
             expand = _quotes(plain) == _quotes(raw[0])
@@ -525,7 +531,13 @@ def _b_run(ctx: _Ctx, inst: ast.Run, rest: str) -> None:
         raise ctx.flag_err("security", f"unsupported security mode {_q(sec)}: expected one of "
                            + ", ".join(SECURITY_MODES))
     inst.network, inst.security = net, sec
-    inst.mounts = [_parse_mount(ctx, v) for v in inst.flags.get("mount", [])]
+    positions = ctx.flag_pos.get("mount", [])
+    for k, value in enumerate(inst.flags.get("mount", [])):
+        try:
+            inst.mounts.append(parse_mount(value))
+        except MountError as e:
+            line, col = positions[k]
+            raise ctx.p.err(line, col, f"RUN: --mount: {e}") from None
 
 
 def _b_shell(ctx: _Ctx, inst: ast.Shell, rest: str) -> None:
@@ -562,7 +574,10 @@ def _key_values(ctx: _Ctx, rest: str) -> list[ast.KeyValue]:
 
 def _b_env(ctx: _Ctx, inst, rest: str) -> None:
     inst.pairs = _key_values(ctx, rest)
-    inst.args = [rest]
+    if inst.pairs[0].legacy:
+        inst.args = [inst.pairs[0].key, inst.pairs[0].value]
+    else:
+        inst.args = [f"{p.key}={p.value}" for p in inst.pairs]
 
 
 def _b_arg(ctx: _Ctx, inst: ast.Arg, rest: str) -> None:
@@ -763,129 +778,3 @@ _BUILDERS = {
     "WORKDIR": _b_string("path"), "STOPSIGNAL": _b_string("signal"),
     "MAINTAINER": _b_string("name"), "HEALTHCHECK": _b_healthcheck, "ONBUILD": _b_onbuild,
 }
-
-
-# -- RUN --mount ------------------------------------------------------------------------
-
-_SIZE_RE = re.compile(r"^(\d+(?:\.\d+)*) ?([kKmMgGtTpP])?[iI]?[bB]?$")
-
-
-def parse_size(s: str) -> int:
-    """docker's RAMInBytes: "64m", "1.5GiB", "100" (binary multipliers)."""
-    m = _SIZE_RE.match(s)
-    if not m:
-        raise ValueError(s)
-    mult = 1024 ** ("kmgtp".index(m.group(2).lower()) + 1) if m.group(2) else 1
-    return int(float(m.group(1)) * mult)
-
-
-def _parse_mount(ctx: _Ctx, value: str) -> ast.Mount:
-    fields = next(csv.reader([value]), [])
-    m = ast.Mount()
-    ro_auto = True
-    seen_sharing = False
-
-    def bad(msg: str) -> OCIError:
-        return ctx.flag_err("mount", msg)
-
-    def parse_bool(key: str, v: str) -> bool:
-        low = v.lower()
-        if low in ("1", "t", "true"):
-            return True
-        if low in ("0", "f", "false"):
-            return False
-        raise bad(f"{key}={_q(v)}: expected true or false")
-
-    for fld in fields:
-        key, eq, v = fld.partition("=")
-        key = key.strip().lower()
-        if eq:
-            m.options[key] = v
-        else:
-            m.options[key] = ""
-        if not eq:
-            if key in ("readonly", "ro"):
-                m.readonly, ro_auto = True, False
-            elif key in ("readwrite", "rw"):
-                m.readonly, ro_auto = False, False
-            elif key == "required":
-                if m.type not in ("secret", "ssh"):
-                    raise bad(f"unexpected key 'required' for mount type {_q(m.type)}")
-                m.required = True
-            else:
-                raise bad(f"invalid field {_q(fld)}: expected a key=value pair")
-            continue
-        if key == "type":
-            t = v.lower()
-            if t not in MOUNT_TYPES:
-                raise bad(f"unsupported mount type {_q(v)}: expected one of " + ", ".join(MOUNT_TYPES))
-            m.type = t
-        elif key == "from":
-            m.from_ = v
-        elif key in ("source", "src"):
-            m.source = v
-        elif key in ("target", "dst", "destination"):
-            m.target = v
-        elif key in ("readonly", "ro"):
-            m.readonly, ro_auto = parse_bool(key, v), False
-        elif key in ("readwrite", "rw"):
-            m.readonly, ro_auto = not parse_bool(key, v), False
-        elif key == "required":
-            if m.type not in ("secret", "ssh"):
-                raise bad(f"unexpected key 'required' for mount type {_q(m.type)}")
-            m.required = parse_bool(key, v)
-        elif key == "size":
-            if m.type != "tmpfs":
-                raise bad(f"unexpected key 'size' for mount type {_q(m.type)}")
-            try:
-                m.size = parse_size(v)
-            except ValueError:
-                raise bad(f"invalid size {_q(v)}: expected e.g. 64m") from None
-        elif key == "id":
-            m.id = v
-        elif key == "sharing":
-            if m.type != "cache":
-                raise bad(f"invalid cache sharing set for {m.type} mount")
-            if v.lower() not in CACHE_SHARING:
-                raise bad(f"unsupported sharing value {_q(v)}: expected one of " + ", ".join(CACHE_SHARING))
-            m.sharing, seen_sharing = v.lower(), True
-        elif key in ("mode", "uid", "gid"):
-            try:
-                num = int(v, 8 if key == "mode" else 10)
-                if num < 0:
-                    raise ValueError
-            except ValueError:
-                raise bad(f"invalid {key} {_q(v)}") from None
-            setattr(m, key, num)
-        elif key == "env":
-            m.env = v
-        else:
-            raise bad(f"unexpected key {_q(key)} in {_q(fld)}")
-    if m.type not in ("secret", "ssh", "cache"):
-        for key in ("mode", "uid", "gid"):
-            if getattr(m, key) is not None:
-                raise bad(f"{key} not allowed for {_q(m.type)} type mounts")
-    if ro_auto:
-        m.readonly = m.type not in ("cache", "tmpfs")
-    if seen_sharing and m.type != "cache":
-        raise bad(f"invalid cache sharing set for {m.type} mount")
-    if m.type == "secret":
-        if m.from_ is not None:
-            raise bad("secret mount should not have a from")
-        if not (m.source or m.target or m.id):
-            raise bad("invalid secret mount: one of source, target, id required")
-        if m.source and m.id:
-            raise bad("secret mount: both source and id can't be set")
-        if not m.id:
-            m.id = (m.source or m.target).rstrip("/").rsplit("/", 1)[-1]
-        if not m.target and not m.env:
-            m.target = "/run/secrets/" + m.id
-    elif m.type == "ssh":
-        m.id = m.id or "default"
-        m.target = m.target or "/run/buildkit/ssh_agent.0"
-    else:
-        if not m.target:
-            raise bad(f"{m.type} mount requires target=PATH")
-        if m.type == "cache" and not m.id:
-            m.id = m.target
-    return m

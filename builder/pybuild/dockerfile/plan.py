@@ -3,8 +3,9 @@
 A stage depends on the stage its FROM names, on stages named by `COPY --from` and by
 `RUN --mount=from=`. References go by stage name (case-insensitive) or, for --from, by
 index. A reference to a later stage or to the stage itself is an error (BuildKit: "it
-needs to be defined before current stage"); a name that is not a stage is an image,
-unless it is a near miss of a stage name, which is reported as an unknown stage.
+needs to be defined before current stage"); a name that is not a stage is an image, but
+a bare --from name one typo away from a stage name is reported as an unknown stage (and
+such a FROM gets a warning).
 """
 
 from __future__ import annotations
@@ -54,7 +55,8 @@ class BuildPlan:
     globals: the variables FROM lines saw (predefined args + global ARGs).
     predefined: BUILDPLATFORM, TARGETPLATFORM, ... for this build.
     images: every external image the needed stages use (bases and --from images), in order.
-    warnings: e.g. build args no needed stage declares.
+    warnings: the parser's (df.warnings), FROM names one typo off a stage name, and build
+        args no needed stage declares.
     """
 
     dockerfile: ast.Dockerfile
@@ -119,8 +121,9 @@ def plan(df: ast.Dockerfile, *, target: str | None = None,
         for inst in ps.stage.instructions:
             if isinstance(inst, ast.Arg):
                 declared.update(d.name for d in inst.decls)
-    unused = sorted(k for k in build_args if k not in declared and k not in BUILTIN_ARGS)
-    warnings = []
+    unused = sorted(k for k in build_args if k not in declared and k not in BUILTIN_ARGS
+                    and not k.startswith("BUILDKIT_"))
+    warnings = list(df.warnings) + graph.warnings
     if unused:
         warnings.append("one or more build args were not consumed: " + ", ".join(unused))
 
@@ -149,6 +152,7 @@ class _Graph:
         self.df = df
         self.globals = globals_
         self.names = {st.name: st.index for st in df.stages if st.name}
+        self.warnings: list[str] = []
 
     def err(self, pos: tuple[int, int], msg: str, hint: str | None = None) -> OCIError:
         return OCIError(f"{self.df.filename}:{pos[0]}:{pos[1]}: {msg}", hint=hint)
@@ -183,19 +187,33 @@ class _Graph:
                 ps.base_kind, ps.base_stage = "stage", idx
                 ps.deps.append(idx)
             else:
-                self._check_typo(base, pos, "FROM")
+                near = self._near_stage(base)
+                if near:
+                    # An image may legitimately be one letter off a stage name (bash/base):
+                    # only warn here; --from is stricter.
+                    self.warnings.append(
+                        f"{self.df.filename}:{pos[0]}:{pos[1]}: FROM {base}: no stage has "
+                        f"this name, using it as an image (did you mean stage {near}?)")
+        if ps.base_stage is not None:
+            # The base stage's ONBUILD triggers run in this stage (BuildKit does the same).
+            for inst in self.df.stages[ps.base_stage].instructions:
+                if isinstance(inst, ast.Onbuild) and inst.trigger is not None:
+                    self._inst_deps(ps, inst.trigger)
         for inst in st.instructions:
-            if isinstance(inst, ast.Copy) and not isinstance(inst, ast.Add) and inst.from_ is not None:
-                fpos = (inst.flag_pos.get("from") or [(inst.line, inst.column)])[-1]
-                self._dep(ps, inst.from_, fpos, "--from")
-            if isinstance(inst, ast.Run):
-                mpos = inst.flag_pos.get("mount") or []
-                for k, m in enumerate(inst.mounts):
-                    if m.from_:
-                        p = mpos[k] if k < len(mpos) else (inst.line, inst.column)
-                        self._dep(ps, m.from_, p, "--mount from")
+            self._inst_deps(ps, inst)
         ps.deps = sorted(set(ps.deps))
         return ps
+
+    def _inst_deps(self, ps: PlannedStage, inst: ast.Instruction) -> None:
+        if isinstance(inst, ast.Copy) and not isinstance(inst, ast.Add) and inst.from_ is not None:
+            fpos = (inst.flag_pos.get("from") or [(inst.line, inst.column)])[-1]
+            self._dep(ps, inst.from_, fpos, "--from")
+        if isinstance(inst, ast.Run):
+            mpos = inst.flag_pos.get("mount") or []
+            for k, m in enumerate(inst.mounts):
+                if m.from_:
+                    p = mpos[k] if k < len(mpos) else (inst.line, inst.column)
+                    self._dep(ps, m.from_, p, "--mount from")
 
     def _dep(self, ps: PlannedStage, ref: str, pos: tuple[int, int], what: str) -> None:
         if "$" in ref:
@@ -209,7 +227,11 @@ class _Graph:
         else:
             idx = self.names.get(ref.lower())
         if idx is None:
-            self._check_typo(ref, pos, what)
+            near = self._near_stage(ref)
+            if near:
+                raise self.err(pos, f"{what}: unknown stage {_q(ref)}",
+                               hint=f"did you mean {near}? to copy from an image, give it a tag, "
+                               f"e.g. {ref}:latest")
             if ref not in ps.images:
                 ps.images.append(ref)
             return
@@ -225,13 +247,12 @@ class _Graph:
             raise self.err(pos, f"{what}: stage {_q(ref)} is defined after the current stage "
                            f"{_q(cur)}: a stage can only use stages defined before it")
 
-    def _check_typo(self, ref: str, pos: tuple[int, int], what: str) -> None:
+    def _near_stage(self, ref: str) -> str | None:
+        """A stage name ref is probably a typo of (bare names only, not tagged images)."""
         low = ref.lower()
         if not _STAGE_NAME_RE.match(low) or any(c in ref for c in ":/@"):
-            return
-        near = _near_miss(low, list(self.names))
-        if near:
-            raise self.err(pos, f"{what}: unknown stage {_q(ref)}", hint=f"did you mean {near}?")
+            return None
+        return _near_miss(low, list(self.names))
 
 
 def _near_miss(word: str, candidates: list[str]) -> str | None:

@@ -5,12 +5,16 @@
   globals so far. A global ARG without a value is not set.
 - Stage scope: starts empty (or with the parent stage's ARGs and ENV when FROM names a
   stage, and with the base image's ENV). `ARG X` takes the --build-arg value, else the
-  default expanded in the stage, else the global value of X. ENV wins over an ARG of the
-  same name (Dockerfile reference). Proxy build args (HTTP_PROXY, ...) reach RUN without
-  being declared but are not visible to expansion.
-- Which parts an instruction expands follows the Dockerfile reference: ADD, COPY, ENV,
-  EXPOSE, FROM, LABEL, STOPSIGNAL, USER, VOLUME, WORKDIR (and ARG defaults). RUN, CMD,
-  ENTRYPOINT, SHELL, HEALTHCHECK and ONBUILD triggers are left to the shell / the child build.
+  default expanded in the stage, else the global value of X. ARG values join the build
+  environment like ENV does and the later assignment wins (BuildKit's AddEnv), so an ENV
+  after an ARG of the same name shadows it, as the Dockerfile reference says. Proxy build
+  args (HTTP_PROXY, ...) reach RUN without being declared but are not visible to expansion.
+- Which parts an instruction expands follows the Dockerfile reference and BuildKit: ADD
+  and COPY (sources, dest, --chown, --chmod, ADD --checksum, heredoc bodies with an
+  unquoted delimiter; not --exclude, and --from never), ENV and LABEL (keys and values),
+  EXPOSE (split into words), STOPSIGNAL, USER, VOLUME, WORKDIR, ARG defaults, and RUN's
+  --mount options. RUN/CMD/ENTRYPOINT commands, SHELL, HEALTHCHECK and
+  ONBUILD triggers are left to the shell / the child build.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from ocispec.errors import OCIError
 from . import ast
 from .parser import _q
 from .expand import expand, expand_heredoc, expand_words
+from .mounts import MountError, parse_mount
 
 PROXY_ARGS = ("HTTP_PROXY", "http_proxy", "HTTPS_PROXY", "https_proxy", "FTP_PROXY",
               "ftp_proxy", "NO_PROXY", "no_proxy", "ALL_PROXY", "all_proxy")
@@ -130,14 +135,16 @@ class Scope:
     """Variables in effect at one point of a stage; `apply` walks the stage forward.
 
     args: declared ARG values of this stage (insertion order kept);
-    env: the ENV of the image being built (base image ENV + ENV instructions).
+    env: the ENV of the image being built (base image ENV + ENV instructions);
+    state: what `$NAME` and RUN see: ENV and ARG values, the later assignment winning.
     """
 
     def __init__(self, *, filename: str = "Dockerfile", escape: str = "\\",
                  build_args: Mapping[str, str] | None = None,
                  globals_: Mapping[str, str] | None = None,
                  env: Mapping[str, str] | None = None,
-                 args: Mapping[str, str] | None = None):
+                 args: Mapping[str, str] | None = None,
+                 state: Mapping[str, str] | None = None):
         self.filename = filename
         self.escape = escape
         self.build_args = dict(build_args or {})
@@ -145,6 +152,7 @@ class Scope:
         self.env: dict[str, str] = dict(env or {})
         self.args: dict[str, str] = dict(args or {})
         self.declared: set[str] = set(self.args)
+        self.state: dict[str, str] = dict(state) if state is not None else {**self.args, **self.env}
 
     @classmethod
     def for_stage(cls, df: ast.Dockerfile, *, build_args: Mapping[str, str],
@@ -154,24 +162,24 @@ class Scope:
         (its ARGs and ENV carry over, as in BuildKit); base_env: an image's config ENV."""
         env = dict(parent.env) if parent else {}
         env.update(base_env or {})
+        state = dict(parent.state) if parent else {}
+        state.update(base_env or {})
         return cls(filename=df.filename, escape=df.escape, build_args=build_args,
-                   globals_=globals_, env=env, args=dict(parent.args) if parent else None)
+                   globals_=globals_, env=env, args=dict(parent.args) if parent else None,
+                   state=state)
 
     def copy(self) -> Scope:
         return copy.deepcopy(self)
 
     @property
     def vars(self) -> dict[str, str]:
-        """What `$NAME` sees: ARGs, with ENV winning on the same name."""
-        merged = dict(self.args)
-        merged.update(self.env)
-        return merged
+        """What `$NAME` sees."""
+        return self.state
 
     def run_env(self) -> dict[str, str]:
-        """Environment for a RUN: ENV, declared ARGs, and proxy build args."""
+        """Environment for a RUN: the build state plus proxy build args."""
         out = {k: v for k, v in self.build_args.items() if k in PROXY_ARGS}
-        out.update(self.args)
-        out.update(self.env)
+        out.update(self.state)
         return out
 
     # -- expansion ----------------------------------------------------------------
@@ -199,6 +207,7 @@ class Scope:
             value = self.globals.get(name)
         if value is not None:
             self.args[name] = value
+            self.state[name] = value
         return value
 
     def apply(self, inst: ast.Instruction) -> ast.Instruction:
@@ -224,16 +233,19 @@ def _apply_env(sc: Scope, inst) -> ast.Instruction:
     if inst.kind == "ENV":
         for p in pairs:
             sc.env[p.key] = p.value
+            sc.state[p.key] = p.value
     return dataclasses.replace(inst, pairs=pairs)
 
 
 def _apply_copy(sc: Scope, inst: ast.Copy) -> ast.Copy:
-    e = lambda s: None if s is None else sc.expand(s, inst)  # noqa: E731
+    def opt(s: str | None) -> str | None:
+        return None if s is None else sc.expand(s, inst)
+
+    # --exclude patterns stay as written (BuildKit does not expand them either)
     changes = dict(sources=[sc.expand(s, inst) for s in inst.sources],
-                   dest=sc.expand(inst.dest, inst), chown=e(inst.chown), chmod=e(inst.chmod),
-                   exclude=[sc.expand(s, inst) for s in inst.exclude])
+                   dest=sc.expand(inst.dest, inst), chown=opt(inst.chown), chmod=opt(inst.chmod))
     if isinstance(inst, ast.Add):
-        changes["checksum"] = e(inst.checksum)
+        changes["checksum"] = opt(inst.checksum)
     heredocs = []
     for h in inst.heredocs:
         content = h.content
@@ -247,14 +259,32 @@ def _apply_copy(sc: Scope, inst: ast.Copy) -> ast.Copy:
     return dataclasses.replace(inst, **changes)
 
 
-def _apply_words(attr: str):
-    def fn(sc: Scope, inst):
-        if inst.json_form:
-            vals = [sc.expand(w, inst) for w in getattr(inst, attr)]
-        else:
-            vals = [w for raw in getattr(inst, attr) for w in sc.expand_words(raw, inst)]
-        return dataclasses.replace(inst, **{attr: vals, "args": vals})
-    return fn
+def _apply_run(sc: Scope, inst: ast.Run) -> ast.Run:
+    # Only the mount options are expanded; the command is left to the shell.
+    values = inst.flags.get("mount", [])
+    if not values:
+        return inst
+    mounts = []
+    for value in values:
+        try:
+            mounts.append(parse_mount(value, lambda w: sc.expand(w, inst)))
+        except MountError as e:
+            raise OCIError(where(sc.filename, inst) + f"RUN: --mount: {e}") from None
+    return dataclasses.replace(inst, mounts=mounts)
+
+
+def _apply_expose(sc: Scope, inst: ast.Expose) -> ast.Expose:
+    # A variable may hold several ports: EXPOSE splits into words (BuildKit's ProcessWords).
+    ports = [w for raw in inst.ports for w in sc.expand_words(raw, inst)]
+    return dataclasses.replace(inst, ports=ports, args=ports)
+
+
+def _apply_volume(sc: Scope, inst: ast.Volume) -> ast.Volume:
+    # Each path is one word even if a variable holds spaces (BuildKit's ProcessWord).
+    paths = [sc.expand(p, inst) for p in inst.paths]
+    if any(not p for p in paths):
+        raise OCIError(where(sc.filename, inst) + "VOLUME specified can not be an empty string")
+    return dataclasses.replace(inst, paths=paths, args=paths)
 
 
 def _apply_string(attr: str):
@@ -272,7 +302,7 @@ def _apply_user(sc: Scope, inst: ast.User) -> ast.User:
 
 _APPLY = {
     "ARG": _apply_arg, "ENV": _apply_env, "LABEL": _apply_env, "COPY": _apply_copy,
-    "ADD": _apply_copy, "EXPOSE": _apply_words("ports"), "VOLUME": _apply_words("paths"),
+    "ADD": _apply_copy, "EXPOSE": _apply_expose, "VOLUME": _apply_volume,
     "WORKDIR": _apply_string("path"), "STOPSIGNAL": _apply_string("signal"),
-    "USER": _apply_user,
+    "USER": _apply_user, "RUN": _apply_run,
 }

@@ -1,0 +1,399 @@
+"""Container lifecycle: create, start, run, kill, delete, pause, resume.
+
+The library under the CLI. Every operation takes the state root and the container id,
+holds the container's lock while it works, and raises OCIError with the words containerd
+matches on ("does not exist", "container not running", ...).
+"""
+
+import os
+import signal
+import time
+
+from ocispec.errors import OCIError
+
+from .state import Container, check_id, now_rfc3339, proc_start_time, write_atomic
+
+
+def _cgroups():
+    try:
+        from . import cgroups
+    except ImportError:  # TODO(integration): cgroup drivers land from their branch
+        return None
+    return cgroups
+
+
+def create(root: str, container_id: str, bundle: str, *, pid_file: str = "", console_socket: str = "",
+           no_pivot: bool = False, preserve_fds: int = 0, systemd: bool = False, log=None) -> Container:
+    from . import process
+    from .config import load_bundle
+
+    check_id(container_id)
+    bundle, cfg, rootfs = load_bundle(bundle)
+    os.makedirs(root, 0o700, exist_ok=True)
+    c = Container(root, container_id)
+    try:
+        os.mkdir(c.dir, 0o711)
+    except FileExistsError:
+        raise OCIError(f"container with id exists: {container_id}") from None
+    except OSError as e:
+        raise OCIError(f"--root {root}: cannot create the state directory: {e.strerror}") from None
+    c.lock()
+    cg = None
+    console_fd = -1
+    ok = False
+    try:
+        os.mkfifo(c.fifo, 0o622)
+        os.chmod(c.fifo, 0o622)
+        if console_socket:
+            from . import console
+
+            console_fd = console.connect(console_socket)
+        lcfg = cfg.get("linux") or {}
+        sp = process.Spawn(cfg, rootfs, bundle, container_id)
+        sp.fifo_path = c.fifo
+        sp.console_fd = console_fd
+        sp.no_pivot = no_pivot
+        sp.preserve_fds = preserve_fds
+        hooks = cfg.get("hooks") or {}
+
+        def spec_state(pid: int, status: str = "creating") -> dict:
+            return {"ociVersion": "1.2.0", "id": container_id, "status": status, "pid": pid,
+                    "bundle": bundle, "annotations": cfg.get("annotations") or {}}
+
+        def on_pid(pid: int):
+            nonlocal cg
+            extra = {}
+            mod = _cgroups()
+            if mod is not None:
+                cg = mod.Manager.for_container(container_id, lcfg.get("cgroupsPath"), systemd=systemd)
+                cg.create()
+                cg.add(pid)
+                cg.set(lcfg.get("resources") or {})
+                extra["cgroup"] = cg.to_state()
+            if lcfg.get("netDevices"):
+                from . import netdev
+
+                netdev.move(lcfg["netDevices"], pid)
+            return extra
+
+        def on_hooks(pid: int):
+            from . import hooks as hookrun
+
+            st = spec_state(pid)
+            hookrun.run(hooks, "prestart", st)
+            hookrun.run(hooks, "createRuntime", st)
+
+        sp.on_pid = on_pid
+        sp.on_hooks = on_hooks
+        pid = process.start_init(sp)
+        st = proc_start_time(pid)
+        c.data = {
+            "id": container_id,
+            "pid": pid,
+            "init_start": st[0] if st else 0,
+            "bundle": bundle,
+            "rootfs": rootfs,
+            "created": now_rfc3339(),
+            "annotations": cfg.get("annotations") or {},
+            "owner": "",
+            "cgroup": cg.to_state() if cg is not None else None,
+            "config": cfg,
+        }
+        c.save()
+        if pid_file:
+            write_atomic(os.path.abspath(pid_file), str(pid).encode(), 0o644)
+        ok = True
+        return c
+    finally:
+        if console_fd >= 0:
+            os.close(console_fd)
+        if not ok:
+            if cg is not None:
+                try:
+                    cg.destroy()
+                except Exception as e:  # the original error matters more
+                    if log:
+                        log.warn(f"cleanup: {e}")
+            _remove_dir(c.dir)
+        c.unlock()
+
+
+def _remove_dir(path: str) -> None:
+    # Only our own flat files live here, never a mount or a subdirectory.
+    try:
+        names = os.listdir(path)
+    except FileNotFoundError:
+        return
+    for n in names:
+        try:
+            os.unlink(os.path.join(path, n))
+        except FileNotFoundError:
+            pass
+    try:
+        os.rmdir(path)
+    except FileNotFoundError:
+        pass
+
+
+def start(root: str, container_id: str, log=None) -> Container:
+    c = Container.load(root, container_id)
+    try:
+        st = c.status()
+        if st == "stopped":
+            raise OCIError("cannot start a container that has stopped")
+        if st != "created":
+            raise OCIError(f"cannot start an already {st} container")
+        _open_fifo(c)
+        hooks = (c.data.get("config") or {}).get("hooks") or {}
+        if hooks.get("poststart"):
+            from . import hooks as hookrun
+
+            try:
+                hookrun.run(hooks, "poststart", c.spec_state("running"))
+            except OCIError as e:
+                # runtime-spec: a failing poststart hook is an error and the container is stopped.
+                _kill_all(c, signal.SIGKILL)
+                raise OCIError(f"poststart hook failed, container stopped: {e}") from None
+        return c
+    finally:
+        c.unlock()
+
+
+def _open_fifo(c: Container) -> None:
+    import select
+
+    try:
+        fd = os.open(c.fifo, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except FileNotFoundError:
+        raise OCIError("cannot start an already running container") from None
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            r, _, _ = select.select([fd], [], [], 0.1)
+            if r:
+                data = os.read(fd, 1)
+                if data:
+                    break
+                time.sleep(0.001)  # the writer has not attached yet
+            if not c.init_alive():
+                raise OCIError("container init exited before start; see its output for why")
+            if time.monotonic() > deadline:
+                raise OCIError("timed out waiting for the container's init to start")
+    finally:
+        os.close(fd)
+    os.unlink(c.fifo)
+
+
+SIGNALS = {n: int(getattr(signal, n)) for n in dir(signal) if n.startswith("SIG") and not n.startswith("SIG_")}
+
+
+def parse_signal(s: str) -> int:
+    s = (s or "SIGTERM").strip()
+    if s.isdigit():
+        n = int(s)
+        if 0 < n < 65:
+            return n
+        raise OCIError(f"invalid signal number {s}")
+    name = s.upper()
+    if not name.startswith("SIG"):
+        name = "SIG" + name
+    if name.startswith("SIGRTMIN+") or name.startswith("SIGRTMAX-"):
+        base, _, off = name[3:].partition("+" if "+" in name else "-")
+        if off.isdigit():
+            n = signal.SIGRTMIN + int(off) if base == "RTMIN" else signal.SIGRTMAX - int(off)
+            if signal.SIGRTMIN <= n <= signal.SIGRTMAX:
+                return int(n)
+    if name in SIGNALS:
+        return SIGNALS[name]
+    raise OCIError(f"unknown signal {s!r}")
+
+
+def _manager(c: Container):
+    cgs = c.data.get("cgroup")
+    mod = _cgroups() if cgs else None
+    return mod.Manager.from_state(cgs) if mod else None
+
+
+def _kill_all(c: Container, sig: int) -> None:
+    m = _manager(c)
+    pids = set()
+    if m is not None:
+        try:
+            pids.update(m.pids())
+        except OSError:
+            pass
+    if c.init_alive():
+        pids.add(c.pid)
+    for pid in pids:
+        try:
+            os.kill(pid, sig)
+        except ProcessLookupError:
+            pass
+    if m is not None and sig == signal.SIGKILL:
+        try:
+            if m.state() == "frozen":
+                m.thaw()
+        except OSError:
+            pass
+
+
+def kill(root: str, container_id: str, sig: str = "SIGTERM", all_: bool = False) -> None:
+    signum = parse_signal(sig)
+    c = Container.load(root, container_id)
+    try:
+        st = c.status()
+        if st == "stopped":
+            raise OCIError("container not running")
+        if all_:
+            _kill_all(c, signum)
+            return
+        try:
+            os.kill(c.pid, signum)
+        except ProcessLookupError:
+            raise OCIError("no such process") from None
+    finally:
+        c.unlock()
+
+
+def _wait_gone(c: Container, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while c.init_alive():
+        try:
+            os.waitpid(c.pid, os.WNOHANG)
+        except ChildProcessError:
+            pass
+        if time.monotonic() > deadline:
+            raise OCIError(f"container {c.id}: init (pid {c.pid}) did not die after SIGKILL")
+        time.sleep(0.002)
+
+
+def delete(root: str, container_id: str, force: bool = False, log=None) -> None:
+    try:
+        c = Container.load(root, container_id)
+    except OCIError:
+        # A state dir without state.json is a create that died half-way: remove it.
+        d = os.path.join(root, container_id)
+        check_id(container_id)
+        if os.path.isdir(d) and not os.path.exists(os.path.join(d, "state.json")):
+            _remove_dir(d)
+            if force:
+                return
+        if force:
+            return  # runc: delete --force of a missing container succeeds
+        raise
+    try:
+        st = c.status()
+        if st != "stopped":
+            if not force:
+                raise OCIError(f"cannot delete container {container_id} that is not stopped: {st}")
+            _kill_all(c, signal.SIGKILL)
+            _wait_gone(c)
+        destroy(c, log)
+    finally:
+        c.unlock()
+
+
+def destroy(c: Container, log=None) -> None:
+    """Remove what create made, then run poststop hooks (failures only warn)."""
+    m = _manager(c)
+    if m is not None:
+        # Children of a dead init die with its pid namespace, but may still be exiting.
+        deadline = time.monotonic() + 5
+        while True:
+            try:
+                m.destroy()
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise
+                _kill_all(c, signal.SIGKILL)
+                time.sleep(0.005)
+    state = c.spec_state("stopped")
+    _remove_dir(c.dir)
+    hooks = (c.data.get("config") or {}).get("hooks") or {}
+    if hooks.get("poststop"):
+        from . import hooks as hookrun
+
+        try:
+            hookrun.run(hooks, "poststop", state)
+        except OCIError as e:
+            if log:
+                log.warn(f"poststop hook failed: {e}")
+            import sys
+
+            print(f"pyrunc: warning: poststop hook failed: {e}", file=sys.stderr)
+
+
+def pause(root: str, container_id: str) -> None:
+    c = Container.load(root, container_id)
+    try:
+        st = c.status()
+        if st not in ("running", "created"):
+            raise OCIError(f"container not running (status: {st})")
+        m = _manager(c)
+        if m is None:
+            raise OCIError("cannot pause: the container has no cgroup")
+        m.freeze()
+    finally:
+        c.unlock()
+
+
+def resume(root: str, container_id: str) -> None:
+    c = Container.load(root, container_id)
+    try:
+        if c.status() != "paused":
+            raise OCIError("container not paused")
+        _manager(c).thaw()
+    finally:
+        c.unlock()
+
+
+def run(root: str, container_id: str, bundle: str, *, detach: bool, keep: bool = False, log=None, **kw) -> int:
+    c = create(root, container_id, bundle, log=log, **kw)
+    pid = c.pid
+    if detach:
+        start(root, container_id, log)
+        return 0
+    forwarded = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1,
+                 signal.SIGUSR2, signal.SIGWINCH)
+
+    def forward(signum, _frame):
+        try:
+            os.kill(pid, signum)
+        except ProcessLookupError:
+            pass
+
+    for s in forwarded:
+        signal.signal(s, forward)
+    try:
+        start(root, container_id, log)
+    except OCIError:
+        _cleanup_after_run(root, container_id, log)
+        raise
+    status = _wait_child(pid)
+    if not keep:
+        _cleanup_after_run(root, container_id, log)
+    return status
+
+
+def _cleanup_after_run(root, container_id, log) -> None:
+    try:
+        delete(root, container_id, force=True, log=log)
+    except OCIError as e:
+        if log:
+            log.warn(f"cleanup of {container_id}: {e}")
+
+
+def _wait_child(pid: int) -> int:
+    """Wait for pid (our child through the subreaper) and map its status like a shell."""
+    while True:
+        try:
+            wpid, status = os.waitpid(-1, 0)
+        except InterruptedError:
+            continue
+        except ChildProcessError:
+            return 255
+        if wpid == pid:
+            if os.WIFSIGNALED(status):
+                return 128 + os.WTERMSIG(status)
+            return os.WEXITSTATUS(status)

@@ -1,0 +1,200 @@
+"""The container's init: pid 1 of its pid namespace, until it execs process.args.
+
+Order (DESIGN.md section 2): cgroup namespace, mounts, prestart/createRuntime hooks (in
+the parent), createContainer hooks, pivot_root, masked/read-only paths, sysctl, hostname,
+loopback, console, then the process's own settings (privileges), ready, exec.fifo,
+startContainer hooks, seccomp (when noNewPrivileges), exec. Any failure before `ready`
+goes back to the parent as a message and becomes create's error.
+"""
+
+import _socket
+import fcntl
+import os
+import posixpath
+import struct
+
+from ocispec.errors import OCIError
+
+from . import linux
+
+DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+
+def main(sp, ch, fifo_fd: int) -> None:  # pragma: no cover - runs in the container
+    from .process import send_error
+
+    try:
+        state = _setup(sp, ch)
+    except BaseException as e:
+        send_error(ch, e)
+        os._exit(1)
+    # Past `ready` nobody listens: failures go to stderr, like runc's.
+    try:
+        _run(sp, fifo_fd, state)
+    except BaseException as e:
+        import sys
+
+        print(f"pyrunc init: {e}", file=sys.stderr)
+        os._exit(127 if isinstance(e, (FileNotFoundError, PermissionError, OCIError)) else 1)
+
+
+def _setup(sp, ch) -> dict:
+    cfg = sp.cfg
+    lcfg = cfg.get("linux") or {}
+    process = cfg.get("process") or {}
+    msg = ch.expect("continue")
+    state = {"ociVersion": "1.2.0", "id": sp.id, "status": "creating", "pid": msg["pid"],
+             "bundle": sp.bundle, "annotations": cfg.get("annotations") or {}}
+    sp.cgroup_state = msg.get("cgroup")
+    types = {n["type"]: n.get("path") for n in lcfg.get("namespaces") or []}
+    if "cgroup" in types and not types["cgroup"]:
+        linux.unshare(linux.CLONE_NEWCGROUP)
+    os.setsid()
+    if "mount" not in types:
+        raise OCIError("linux.namespaces: pyrunc needs a mount namespace to set up the rootfs "
+                       "(without one it would mount into the host's)")
+    from .rootfs import Setup
+
+    rs = Setup(cfg, sp.rootfs, sp.bundle, "user" in types, sp.cgroup_state)
+    rs.prepare()
+    mods = _preload(cfg)
+    if "network" in types and not types["network"]:
+        _loopback_up()
+    hooks = cfg.get("hooks") or {}
+    if hooks.get("prestart") or hooks.get("createRuntime"):
+        ch.send("hooks")
+        ch.expect("hooks-done")
+    if hooks.get("createContainer"):
+        from . import hooks as hookrun
+
+        hookrun.run(hooks, "createContainer", state)
+    rs.pivot(sp.no_pivot)
+    rs.finalize()
+    for key, value in (lcfg.get("sysctl") or {}).items():
+        try:
+            with open("/proc/sys/" + key.replace(".", "/"), "w") as f:
+                f.write(str(value))
+        except OSError as e:
+            raise OCIError(f"linux.sysctl.{key}: cannot set {value!r}: {e.strerror}") from None
+    if "hostname" in cfg and cfg["hostname"] is not None:
+        linux.sethostname(cfg["hostname"])
+    if cfg.get("domainname"):
+        linux.setdomainname(cfg["domainname"])
+    if process.get("terminal"):
+        if sp.console_fd < 0:
+            raise OCIError("process.terminal is true but no --console-socket was given")
+        mods["console"].setup_in_init(sp.console_fd, process.get("consoleSize"))
+        sp.console_fd = -1
+    _apply_process(process, lcfg, state, mods)
+    env = list(process.get("env") or [])
+    argv0 = _lookpath(process["args"][0], env)
+    ch.send("ready")
+    ch.close()
+    state["argv0"] = argv0
+    state["env"] = env
+    return state
+
+
+def _preload(cfg: dict) -> dict:
+    """Import now what init needs after pivot_root, when the host's sys.path is gone."""
+    process = cfg.get("process") or {}
+    lcfg = cfg.get("linux") or {}
+    mods = {}
+    try:
+        from . import privileges
+    except ImportError:  # TODO(integration): lands from the security branch
+        privileges = None
+    mods["privileges"] = privileges
+    if (cfg.get("hooks") or {}).get("startContainer"):
+        from . import hooks
+
+        mods["hooks"] = hooks
+    if process.get("terminal"):
+        from . import console
+
+        mods["console"] = console
+    if lcfg.get("seccomp"):
+        from . import seccomp
+
+        seccomp.preload()
+        mods["seccomp"] = seccomp
+    return mods
+
+
+def _apply_process(process: dict, lcfg: dict, state: dict, mods: dict) -> None:
+    seccomp_cfg = lcfg.get("seccomp")
+    nnp = bool(process.get("noNewPrivileges"))
+    privileges = mods["privileges"]
+    if privileges is not None:
+        privileges.prepare(process, lcfg)
+        if seccomp_cfg and not nnp:
+            mods["seccomp"].load(seccomp_cfg, state)
+        privileges.finalize(process)
+    else:
+        _basic_user(process)
+    cwd = process.get("cwd") or "/"
+    try:
+        os.chdir(cwd)
+    except OSError as e:
+        raise OCIError(f"process.cwd: cannot change to {cwd}: {e.strerror}") from None
+    state["mods"] = mods
+
+
+def _basic_user(process: dict) -> None:
+    """uid, gid, additionalGids and umask, for when the privileges module is absent."""
+    user = process.get("user") or {}
+    os.setgroups(list(user.get("additionalGids") or []))
+    os.setresgid(user.get("gid", 0), user.get("gid", 0), user.get("gid", 0))
+    os.setresuid(user.get("uid", 0), user.get("uid", 0), user.get("uid", 0))
+    if "umask" in user:
+        os.umask(user["umask"])
+
+
+def _run(sp, fifo_fd: int, state: dict) -> None:
+    # Blocks until `pyrunc start` opens the other end.
+    fd = os.open(f"/proc/self/fd/{fifo_fd}", os.O_WRONLY | os.O_CLOEXEC)
+    os.write(fd, b"0")
+    os.close(fd)
+    os.close(fifo_fd)
+    cfg = sp.cfg
+    hooks = cfg.get("hooks") or {}
+    argv0, env, mods = state.pop("argv0"), state.pop("env"), state.pop("mods")
+    state["status"] = "created"
+    if hooks.get("startContainer"):
+        mods["hooks"].run(hooks, "startContainer", state)
+    process = cfg.get("process") or {}
+    seccomp_cfg = (cfg.get("linux") or {}).get("seccomp")
+    if seccomp_cfg and process.get("noNewPrivileges"):
+        mods["seccomp"].load(seccomp_cfg, state)
+    keep = [0, 1, 2] + list(range(3, 3 + sp.preserve_fds))
+    linux.close_fds_except(keep)
+    os.execve(argv0, process["args"], dict(_env_pairs(env)))
+
+
+def _env_pairs(env):
+    for e in env:
+        k, _, v = e.partition("=")
+        yield k, v
+
+
+def _lookpath(name: str, env: list[str]) -> str:
+    if "/" in name:
+        if not os.path.exists(name):
+            raise OCIError(f"process.args[0]: {name}: no such file or directory in the container")
+        return name
+    path = next((e[5:] for e in env if e.startswith("PATH=")), DEFAULT_PATH)
+    for d in path.split(":"):
+        cand = posixpath.join(d or ".", name)
+        if os.path.isfile(cand) and os.access(cand, os.X_OK):
+            return cand
+    raise OCIError(f'process.args[0]: exec: "{name}": executable file not found in $PATH')
+
+
+def _loopback_up() -> None:
+    s = _socket.socket(_socket.AF_INET, _socket.SOCK_DGRAM, 0)
+    try:
+        req = struct.pack("16sH14x", b"lo", 0)
+        flags = struct.unpack("16sH14x", fcntl.ioctl(s.fileno(), 0x8913, req))[1]  # SIOCGIFFLAGS
+        fcntl.ioctl(s.fileno(), 0x8914, struct.pack("16sH14x", b"lo", flags | 0x1))  # SIOCSIFFLAGS, IFF_UP
+    finally:
+        s.close()

@@ -1,0 +1,159 @@
+"""The Linux system calls Python 3.11's os module lacks, through ctypes.
+
+This is the seam under the runtime: everything that mounts, unshares or pivots goes
+through here, so it is the one place to look when a syscall misbehaves. Each wrapper
+raises OSError with errno and the call's arguments, like the os module does.
+"""
+
+import ctypes
+import os
+
+_libc = ctypes.CDLL(None, use_errno=True)
+
+# x86_64 syscall numbers for calls glibc 2.36 has no wrapper for.
+SYS_pivot_root = 155
+SYS_open_tree = 428
+SYS_move_mount = 429
+SYS_openat2 = 437
+SYS_mount_setattr = 442
+
+CLONE_NEWTIME = 0x00000080
+CLONE_NEWNS = 0x00020000
+CLONE_NEWCGROUP = 0x02000000
+CLONE_NEWUTS = 0x04000000
+CLONE_NEWIPC = 0x08000000
+CLONE_NEWUSER = 0x10000000
+CLONE_NEWPID = 0x20000000
+CLONE_NEWNET = 0x40000000
+
+MNT_DETACH = 2
+UMOUNT_NOFOLLOW = 8
+
+PR_SET_PDEATHSIG = 1
+PR_SET_DUMPABLE = 4
+PR_SET_NAME = 15
+PR_SET_CHILD_SUBREAPER = 36
+
+RESOLVE_NO_XDEV = 0x01
+RESOLVE_NO_MAGICLINKS = 0x02
+RESOLVE_NO_SYMLINKS = 0x04
+RESOLVE_BENEATH = 0x08
+RESOLVE_IN_ROOT = 0x10
+
+OPEN_TREE_CLONE = 1
+OPEN_TREE_CLOEXEC = os.O_CLOEXEC
+AT_RECURSIVE = 0x8000
+AT_EMPTY_PATH = 0x1000
+MOVE_MOUNT_F_EMPTY_PATH = 0x4
+
+
+def _check(ret: int, what: str, *names) -> int:
+    if ret < 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"{what}: {os.strerror(err)}", *names[:1])
+    return ret
+
+
+def _b(path) -> bytes | None:
+    if path is None:
+        return None
+    return os.fsencode(path)
+
+
+def mount(source, target, fstype, flags: int = 0, data: str | None = None) -> None:
+    ret = _libc.mount(_b(source), _b(target), _b(fstype), ctypes.c_ulong(flags), _b(data))
+    if ret < 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"mount {source} on {target} ({fstype or 'bind/remount'}): {os.strerror(err)}")
+
+
+def umount(target, flags: int = 0) -> None:
+    _check(_libc.umount2(_b(target), ctypes.c_int(flags)), f"umount {target}")
+
+
+def unshare(flags: int) -> None:
+    _check(_libc.unshare(ctypes.c_int(flags)), "unshare")
+
+
+def setns(fd: int, nstype: int = 0) -> None:
+    _check(_libc.setns(ctypes.c_int(fd), ctypes.c_int(nstype)), "setns")
+
+
+def pivot_root(new_root, put_old) -> None:
+    ret = _libc.syscall(ctypes.c_long(SYS_pivot_root), _b(new_root), _b(put_old))
+    _check(ret, "pivot_root")
+
+
+def prctl(option: int, arg2: int = 0, arg3: int = 0, arg4: int = 0, arg5: int = 0) -> int:
+    return _check(
+        _libc.prctl(ctypes.c_int(option), ctypes.c_ulong(arg2), ctypes.c_ulong(arg3),
+                    ctypes.c_ulong(arg4), ctypes.c_ulong(arg5)),
+        "prctl",
+    )
+
+
+def sethostname(name: str) -> None:
+    b = name.encode()
+    _check(_libc.sethostname(b, ctypes.c_size_t(len(b))), "sethostname")
+
+
+def setdomainname(name: str) -> None:
+    b = name.encode()
+    _check(_libc.setdomainname(b, ctypes.c_size_t(len(b))), "setdomainname")
+
+
+class _OpenHow(ctypes.Structure):
+    _fields_ = [("flags", ctypes.c_uint64), ("mode", ctypes.c_uint64), ("resolve", ctypes.c_uint64)]
+
+
+def openat2(dirfd: int, path, flags: int, mode: int = 0, resolve: int = 0) -> int:
+    how = _OpenHow(flags | os.O_CLOEXEC, mode, resolve)
+    ret = _libc.syscall(ctypes.c_long(SYS_openat2), ctypes.c_int(dirfd), _b(path),
+                        ctypes.byref(how), ctypes.c_size_t(ctypes.sizeof(how)))
+    if ret < 0:
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err), os.fsdecode(path))
+    return ret
+
+
+def open_tree(dirfd: int, path, flags: int) -> int:
+    ret = _libc.syscall(ctypes.c_long(SYS_open_tree), ctypes.c_int(dirfd), _b(path),
+                        ctypes.c_uint(flags))
+    return _check(ret, f"open_tree {path}")
+
+
+def move_mount(from_dirfd: int, from_path, to_dirfd: int, to_path, flags: int) -> None:
+    ret = _libc.syscall(ctypes.c_long(SYS_move_mount), ctypes.c_int(from_dirfd), _b(from_path),
+                        ctypes.c_int(to_dirfd), _b(to_path), ctypes.c_uint(flags))
+    _check(ret, f"move_mount to {to_path}")
+
+
+class _MountAttr(ctypes.Structure):
+    _fields_ = [("attr_set", ctypes.c_uint64), ("attr_clr", ctypes.c_uint64),
+                ("propagation", ctypes.c_uint64), ("userns_fd", ctypes.c_uint64)]
+
+
+def mount_setattr(dirfd: int, path, flags: int, attr_set: int = 0, attr_clr: int = 0,
+                  propagation: int = 0, userns_fd: int = 0) -> None:
+    attr = _MountAttr(attr_set, attr_clr, propagation, userns_fd)
+    ret = _libc.syscall(ctypes.c_long(SYS_mount_setattr), ctypes.c_int(dirfd), _b(path),
+                        ctypes.c_uint(flags), ctypes.byref(attr), ctypes.c_size_t(ctypes.sizeof(attr)))
+    _check(ret, f"mount_setattr {path}")
+
+
+def set_subreaper() -> None:
+    prctl(PR_SET_CHILD_SUBREAPER, 1)
+
+
+def set_dumpable(on: bool) -> None:
+    prctl(PR_SET_DUMPABLE, 1 if on else 0)
+
+
+def close_fds_except(keep) -> None:
+    """Close every fd not in `keep` (CVE-2024-21626: no host fd may reach the container)."""
+    keep = sorted(set(keep))
+    lo = 0
+    for fd in keep + [2 ** 31 - 1]:
+        if fd > lo:
+            os.closerange(lo, fd)
+        lo = fd + 1

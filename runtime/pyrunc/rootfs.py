@@ -1,0 +1,424 @@
+"""The container's filesystem view: rootfs, config mounts, /dev, pivot_root, masking.
+
+Every path inside the rootfs is resolved with openat2(RESOLVE_IN_ROOT), so symlinks and
+`..` in the rootfs (or planted there by a previous container) resolve inside it and can
+never point a mount at a host path (CVE-2021-30465 class). Mounts then target the
+resolved file through /proc/self/fd/N, not the path string.
+"""
+
+import os
+import posixpath
+import stat
+
+from ocispec.errors import OCIError
+from ocispec.tables import (
+    EXTRA_MOUNT_OPTIONS, MOUNT_FLAGS, MS_BIND, MS_NODEV, MS_NOEXEC, MS_NOSUID, MS_PRIVATE,
+    MS_RDONLY, MS_REC, MS_REMOUNT, MS_SLAVE, PROPAGATION, RECURSIVE_MOUNT_ATTRS,
+)
+
+from . import linux
+
+_RESOLVE = linux.RESOLVE_IN_ROOT | linux.RESOLVE_NO_MAGICLINKS
+
+DEFAULT_DEVICES = (
+    # name, major, minor
+    ("null", 1, 3), ("zero", 1, 5), ("full", 1, 7),
+    ("random", 1, 8), ("urandom", 1, 9), ("tty", 5, 0),
+)
+DEV_SYMLINKS = (
+    ("/proc/self/fd", "fd"), ("/proc/self/fd/0", "stdin"), ("/proc/self/fd/1", "stdout"),
+    ("/proc/self/fd/2", "stderr"), ("pts/ptmx", "ptmx"),
+)
+
+
+def fdpath(fd: int) -> str:
+    return f"/proc/self/fd/{fd}"
+
+
+class Root:
+    """A directory fd that paths are resolved beneath."""
+
+    def __init__(self, path: str):
+        self.path = path
+        self.fd = os.open(path, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+
+    def close(self) -> None:
+        os.close(self.fd)
+
+    def open(self, path: str, flags: int = os.O_PATH) -> int:
+        rel = posixpath.normpath("/" + path).lstrip("/") or "."
+        return linux.openat2(self.fd, rel, flags, 0, _RESOLVE)
+
+    def mkdir_all(self, path: str, mode: int = 0o755, _depth: int = 0) -> int:
+        """Resolve path in the root, creating missing directories; return an O_PATH fd.
+
+        A dangling symlink on the way is followed the way the kernel will follow it once
+        the root is /: its target is created inside the root, never outside.
+        """
+        try:
+            return self.open(path, os.O_PATH | os.O_DIRECTORY)
+        except FileNotFoundError:
+            pass
+        if _depth > 40:
+            raise OSError(40, "too many levels of symbolic links", path)
+        parent, name = posixpath.split(posixpath.normpath("/" + path))
+        pfd = self.mkdir_all(parent, mode, _depth + 1)
+        dfd = _dirfd(pfd)
+        link = None
+        try:
+            os.mkdir(name, mode, dir_fd=dfd)
+        except FileExistsError:
+            try:
+                link = os.readlink(name, dir_fd=dfd)
+            except OSError:
+                pass
+        finally:
+            os.close(dfd)
+            os.close(pfd)
+        if link is not None:
+            os.close(self.mkdir_all(posixpath.join(parent, link), mode, _depth + 1))
+        return self.open(path, os.O_PATH | os.O_DIRECTORY)
+
+    def mkfile(self, path: str, mode: int = 0o644) -> int:
+        """Resolve path in the root, creating it as an empty file if missing."""
+        try:
+            return self.open(path, os.O_PATH)
+        except FileNotFoundError:
+            pass
+        parent, name = posixpath.split(posixpath.normpath("/" + path))
+        pfd = self.mkdir_all(parent)
+        try:
+            dfd = _dirfd(pfd)
+            try:
+                os.close(os.open(name, os.O_CREAT | os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC, mode, dir_fd=dfd))
+            finally:
+                os.close(dfd)
+        except FileExistsError:
+            pass
+        finally:
+            os.close(pfd)
+        return self.open(path, os.O_PATH)
+
+
+def _dirfd(opath_fd: int) -> int:
+    """A real directory fd from an O_PATH one (mkdirat needs search permission on it)."""
+    return os.open(fdpath(opath_fd), os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+
+
+def parse_options(options) -> tuple[int, int, list[int], int, int, list[str], set[str]]:
+    """mounts[].options -> (flags, cleared, propagation, attr_set, attr_clr, data, extra)."""
+    flags = cleared = attr_set = attr_clr = 0
+    props: list[int] = []
+    data: list[str] = []
+    extra: set[str] = set()
+    for opt in options or ():
+        if opt in MOUNT_FLAGS:
+            clear, f = MOUNT_FLAGS[opt]
+            if clear:
+                flags &= ~f
+                cleared |= f
+            else:
+                flags |= f
+        elif opt in PROPAGATION:
+            props.append(PROPAGATION[opt])
+        elif opt in RECURSIVE_MOUNT_ATTRS:
+            clear, a = RECURSIVE_MOUNT_ATTRS[opt]
+            if clear:
+                attr_clr |= a
+            else:
+                attr_set |= a
+        elif opt in EXTRA_MOUNT_OPTIONS:
+            extra.add(opt)
+        else:
+            data.append(opt)
+    return flags, cleared, props, attr_set, attr_clr, data, extra
+
+
+_ST_TO_MS = ((os.ST_RDONLY, MS_RDONLY), (os.ST_NOSUID, MS_NOSUID), (os.ST_NODEV, MS_NODEV),
+             (os.ST_NOEXEC, MS_NOEXEC))
+_LOCKED = MS_NOSUID | MS_NODEV | MS_NOEXEC
+
+
+def _current_flags(path: str) -> int:
+    f = os.statvfs(path).f_flag
+    return sum(ms for st, ms in _ST_TO_MS if f & st)
+
+
+def _remount(path: str, flags: int, in_userns: bool) -> None:
+    # In a user namespace the kernel refuses to clear the nosuid/nodev/noexec that the
+    # source mount had, so keep them.
+    if in_userns:
+        flags |= _current_flags(path) & _LOCKED
+    linux.mount(None, path, None, flags | MS_BIND | MS_REMOUNT)
+
+
+class Setup:
+    """Builds the container's mount tree in init's (new) mount namespace."""
+
+    def __init__(self, cfg: dict, rootfs: str, bundle: str, in_userns: bool, cgroup_state: dict | None):
+        self.cfg = cfg
+        self.lcfg = cfg.get("linux") or {}
+        self.rootfs = rootfs
+        self.bundle = bundle
+        self.in_userns = in_userns
+        self.cgroup_state = cgroup_state
+        self.root: Root | None = None
+
+    def prepare(self) -> None:
+        """Everything before pivot_root."""
+        prop = self.lcfg.get("rootfsPropagation")
+        linux.mount(None, "/", None, PROPAGATION[prop] if prop else MS_SLAVE | MS_REC)
+        self._parent_mount_private()
+        linux.mount(self.rootfs, self.rootfs, None, MS_BIND | MS_REC)
+        self.root = Root(self.rootfs)
+        mounts = self.cfg.get("mounts") or []
+        for i, m in enumerate(mounts):
+            try:
+                self._mount(m)
+            except OCIError:
+                raise
+            except OSError as e:
+                raise OCIError(f"mounts[{i}] ({m.get('destination')}): {e.strerror or e}") from None
+        if not any(posixpath.normpath(m.get("destination", "")) == "/dev" and _is_bind(m) for m in mounts):
+            self._devices(default=True)
+        self._devices(default=False)
+        cwd = (self.cfg.get("process") or {}).get("cwd")
+        if cwd:
+            os.close(self.root.mkdir_all(cwd))
+
+    def _parent_mount_private(self) -> None:
+        # pivot_root needs the new root's parent mount not to be shared.
+        best = "/"
+        with open("/proc/self/mountinfo") as f:
+            for line in f:
+                mp = line.split(" ", 5)[4]
+                if (self.rootfs == mp or self.rootfs.startswith(mp.rstrip("/") + "/")) and len(mp) > len(best):
+                    best = mp
+        linux.mount(None, best, None, MS_PRIVATE)
+
+    def _mount(self, m: dict) -> None:
+        dest = m["destination"]
+        mtype = m.get("type") or ""
+        src = m.get("source") or ""
+        flags, _, props, attr_set, attr_clr, data, extra = parse_options(m.get("options"))
+        bind = mtype == "bind" or flags & MS_BIND
+        if mtype == "cgroup":
+            self._cgroup_mount(dest, flags)
+            return
+        if bind:
+            if not os.path.isabs(src):
+                src = os.path.join(self.bundle, src)
+            try:
+                st = os.stat(src)
+            except OSError as e:
+                raise OCIError(f"mount source {src} for {dest}: {e.strerror}") from None
+            fd = self.root.mkdir_all(dest) if stat.S_ISDIR(st.st_mode) else self.root.mkfile(dest)
+            try:
+                linux.mount(src, fdpath(fd), None, MS_BIND | (flags & MS_REC))
+            finally:
+                os.close(fd)
+            fd = self.root.open(dest)  # the new mount's root, not the covered dentry
+            try:
+                if flags & ~(MS_BIND | MS_REC):
+                    _remount(fdpath(fd), flags & ~MS_REC, self.in_userns)
+                self._after(fd, props, attr_set, attr_clr, extra, m)
+            finally:
+                os.close(fd)
+            return
+        fd = self.root.mkdir_all(dest)
+        try:
+            try:
+                linux.mount(src or mtype, fdpath(fd), mtype, flags, ",".join(data) or None)
+            except OSError as e:
+                if mtype == "sysfs" and e.errno == 1:
+                    # In a user namespace without its own network namespace, sysfs cannot be
+                    # mounted: bind the host's read-only instead, as runc does.
+                    linux.mount("/sys", fdpath(fd), None, MS_BIND | MS_REC)
+                    _remount(fdpath(fd), MS_RDONLY | flags, True)
+                else:
+                    raise
+        finally:
+            os.close(fd)
+        if props or attr_set or attr_clr or extra:
+            fd = self.root.open(dest)
+            try:
+                self._after(fd, props, attr_set, attr_clr, extra, m)
+            finally:
+                os.close(fd)
+
+    def _after(self, fd, props, attr_set, attr_clr, extra, m) -> None:
+        for p in props:
+            linux.mount(None, fdpath(fd), None, p)
+        if attr_set or attr_clr:
+            linux.mount_setattr(fd, "", linux.AT_EMPTY_PATH | linux.AT_RECURSIVE, attr_set, attr_clr)
+        if "idmap" in extra or "ridmap" in extra or m.get("uidMappings"):
+            raise OCIError(f"mounts: {m['destination']}: idmapped mounts are not supported yet")
+        if "tmpcopyup" in extra:
+            raise OCIError(f"mounts: {m['destination']}: tmpcopyup is not supported yet")
+
+    def _cgroup_mount(self, dest: str, flags: int) -> None:
+        fd = self.root.mkdir_all(dest)
+        try:
+            from . import cgroups
+        except ImportError:  # cgroup drivers not present: a read-only view of the host's
+            try:
+                linux.mount("/sys/fs/cgroup", fdpath(fd), None, MS_BIND | MS_REC)
+            finally:
+                os.close(fd)
+            fd = self.root.open(dest)
+            try:
+                _remount(fdpath(fd), MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC, True)
+            finally:
+                os.close(fd)
+            return
+        try:
+            path = os.readlink(fdpath(fd))
+        finally:
+            os.close(fd)
+        m = cgroups.Manager.from_state(self.cgroup_state) if self.cgroup_state else None
+        cgroupns = any(n.get("type") == "cgroup" for n in self.lcfg.get("namespaces") or [])
+        cgroups.mount(m, path, flags, cgroupns)
+
+    def _devices(self, default: bool) -> None:
+        devfd = None
+        if default:
+            entries = [{"path": f"/dev/{n}", "type": "c", "major": ma, "minor": mi, "fileMode": 0o666,
+                        "uid": 0, "gid": 0} for n, ma, mi in DEFAULT_DEVICES]
+        else:
+            entries = self.lcfg.get("devices") or []
+        old = os.umask(0)
+        try:
+            for i, d in enumerate(entries):
+                self._device(d, i if not default else None)
+            if default:
+                devfd = self.root.mkdir_all("/dev")
+                dfd = _dirfd(devfd)
+                try:
+                    for target, name in DEV_SYMLINKS:
+                        try:
+                            os.symlink(target, name, dir_fd=dfd)
+                        except FileExistsError:
+                            pass
+                    if os.path.exists("/proc/kcore"):
+                        try:
+                            os.symlink("/proc/kcore", "core", dir_fd=dfd)
+                        except FileExistsError:
+                            pass
+                finally:
+                    os.close(dfd)
+        finally:
+            os.umask(old)
+            if devfd is not None:
+                os.close(devfd)
+
+    def _device(self, d: dict, index) -> None:
+        path = posixpath.normpath("/" + d["path"])
+        parent, name = posixpath.split(path)
+        kind = {"c": stat.S_IFCHR, "u": stat.S_IFCHR, "b": stat.S_IFBLK, "p": stat.S_IFIFO}[d["type"]]
+        mode = d.get("fileMode", 0o666) & 0o7777
+        where = f"linux.devices[{index}]" if index is not None else f"device {path}"
+        if self.in_userns and kind != stat.S_IFIFO:
+            # mknod is refused in a user namespace: bind the host's node instead.
+            host = path if os.path.exists(path) else None
+            if host is None:
+                raise OCIError(f"{where}: cannot create {path} in a user namespace and the host has none to bind")
+            fd = self.root.mkfile(path)
+            try:
+                linux.mount(host, fdpath(fd), None, MS_BIND)
+            finally:
+                os.close(fd)
+            return
+        pfd = self.root.mkdir_all(parent)
+        dfd = _dirfd(pfd)
+        try:
+            try:
+                os.unlink(name, dir_fd=dfd)
+            except FileNotFoundError:
+                pass
+            except IsADirectoryError:
+                raise OCIError(f"{where}: {path} is a directory in the rootfs") from None
+            dev = os.makedev(d.get("major", 0), d.get("minor", 0)) if kind != stat.S_IFIFO else 0
+            try:
+                os.mknod(name, kind | mode, dev, dir_fd=dfd)
+            except OSError as e:
+                raise OCIError(f"{where}: mknod {path}: {e.strerror}") from None
+            os.chown(name, d.get("uid", 0) or 0, d.get("gid", 0) or 0, dir_fd=dfd, follow_symlinks=False)
+        finally:
+            os.close(dfd)
+            os.close(pfd)
+
+    def pivot(self, no_pivot: bool) -> None:
+        if self.root is not None:
+            self.root.close()
+            self.root = None
+        if no_pivot:
+            os.chdir(self.rootfs)
+            linux.mount(self.rootfs, "/", None, 0x2000)  # MS_MOVE
+            os.chroot(".")
+            os.chdir("/")
+            return
+        old = os.open("/", os.O_DIRECTORY | os.O_RDONLY | os.O_CLOEXEC)
+        new = os.open(self.rootfs, os.O_DIRECTORY | os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            os.fchdir(new)
+            # pivot_root(".", ".") stacks the old root on top of the new one; then detach it
+            # without needing a directory for it in the rootfs.
+            linux.pivot_root(".", ".")
+            os.fchdir(old)
+            linux.mount(None, ".", None, MS_SLAVE | MS_REC)
+            linux.umount(".", linux.MNT_DETACH)
+        finally:
+            os.close(old)
+            os.close(new)
+        os.chdir("/")
+
+    def finalize(self) -> None:
+        """After pivot_root: masked and read-only paths, read-only root."""
+        root = Root("/")
+        try:
+            for p in self.lcfg.get("maskedPaths") or []:
+                self._mask(root, p)
+            for p in self.lcfg.get("readonlyPaths") or []:
+                self._readonly(root, p)
+        finally:
+            root.close()
+        if (self.cfg.get("root") or {}).get("readonly"):
+            _remount("/", MS_RDONLY | (_current_flags("/") & _LOCKED), self.in_userns)
+
+    def _mask(self, root: Root, path: str) -> None:
+        try:
+            fd = root.open(path)
+        except FileNotFoundError:
+            return
+        try:
+            if stat.S_ISDIR(os.fstat(fd).st_mode):
+                linux.mount("tmpfs", fdpath(fd), "tmpfs", MS_RDONLY, None)
+            else:
+                linux.mount("/dev/null", fdpath(fd), None, MS_BIND)
+        except OSError as e:
+            raise OCIError(f"linux.maskedPaths: {path}: {e.strerror}") from None
+        finally:
+            os.close(fd)
+
+    def _readonly(self, root: Root, path: str) -> None:
+        try:
+            fd = root.open(path)
+        except FileNotFoundError:
+            return
+        try:
+            linux.mount(fdpath(fd), fdpath(fd), None, MS_BIND | MS_REC)
+        except OSError as e:
+            os.close(fd)
+            raise OCIError(f"linux.readonlyPaths: {path}: {e.strerror}") from None
+        os.close(fd)
+        fd = root.open(path)
+        try:
+            _remount(fdpath(fd), MS_RDONLY | MS_REC, True)
+        except OSError as e:
+            raise OCIError(f"linux.readonlyPaths: {path}: {e.strerror}") from None
+        finally:
+            os.close(fd)
+
+
+def _is_bind(m: dict) -> bool:
+    return m.get("type") == "bind" or any(o in ("bind", "rbind") for o in m.get("options") or ())

@@ -1,0 +1,179 @@
+"""Per-container state under --root: one directory per container.
+
+<root>/<id>/state.json   what later commands need (written atomically)
+<root>/<id>/exec.fifo    exists from create until start: init blocks on it
+<root>/<id>/lock         flock'ed by every command that reads or changes the container
+
+The status is never stored: it is derived from the init process (alive? same start
+time? zombie?), the fifo and the freezer, as runc does, so it cannot go stale.
+"""
+
+import fcntl
+import json
+import os
+import time
+
+from ocispec.errors import OCIError
+
+SPEC_VERSION = "1.2.0"
+# runc's rule, ^[\w+-\.]+$, without paying for the re module on every start.
+_ID_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_+-.")
+
+
+def check_id(container_id: str) -> None:
+    if not container_id:
+        raise OCIError("container id cannot be empty")
+    if not _ID_CHARS.issuperset(container_id) or container_id in (".", ".."):
+        raise OCIError(f"invalid container id {container_id!r}: use letters, digits, '_', '+', '-' and '.'")
+
+
+def write_atomic(path: str, data: bytes, mode: int = 0o600) -> None:
+    tmp = f"{path}.tmp{os.getpid()}"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, mode)
+    try:
+        os.write(fd, data)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.rename(tmp, path)
+
+
+def proc_start_time(pid: int) -> tuple[int, str] | None:
+    """(start time in clock ticks, state letter) of a process, or None if it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            data = f.read()
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+    # The command name may hold spaces and parentheses: split after the last ')'.
+    fields = data[data.rindex(b")") + 2:].split()
+    return int(fields[19]), fields[0].decode()
+
+
+def now_rfc3339() -> str:
+    t = time.time_ns()
+    secs, nanos = divmod(t, 1_000_000_000)
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(secs)) + f".{nanos:09d}Z"
+
+
+class Container:
+    """A container's state directory and what it says."""
+
+    def __init__(self, root: str, container_id: str):
+        self.root = root
+        self.id = container_id
+        self.dir = os.path.join(root, container_id)
+        self.data: dict = {}
+        self._lock_fd: int | None = None
+
+    # -- paths
+    @property
+    def state_file(self) -> str:
+        return os.path.join(self.dir, "state.json")
+
+    @property
+    def fifo(self) -> str:
+        return os.path.join(self.dir, "exec.fifo")
+
+    # -- loading
+    @classmethod
+    def load(cls, root: str, container_id: str, lock: bool = True) -> "Container":
+        check_id(container_id)
+        c = cls(root, container_id)
+        if lock:
+            c.lock()
+        try:
+            with open(c.state_file, "rb") as f:
+                c.data = json.loads(f.read())
+        except FileNotFoundError:
+            c.unlock()
+            raise OCIError(f"container {container_id!r} does not exist") from None
+        except ValueError as e:
+            c.unlock()
+            raise OCIError(f"{c.state_file}: corrupt state: {e}") from None
+        return c
+
+    def lock(self) -> None:
+        try:
+            fd = os.open(os.path.join(self.dir, "lock"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        except FileNotFoundError:
+            raise OCIError(f"container {self.id!r} does not exist") from None
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        self._lock_fd = fd
+
+    def unlock(self) -> None:
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
+
+    def save(self) -> None:
+        write_atomic(self.state_file, json.dumps(self.data, separators=(",", ":")).encode())
+
+    # -- status
+    @property
+    def pid(self) -> int:
+        return int(self.data.get("pid") or 0)
+
+    def init_alive(self) -> bool:
+        pid = self.pid
+        if pid <= 0:
+            return False
+        st = proc_start_time(pid)
+        if st is None:
+            return False
+        start, letter = st
+        # A recycled pid has another start time; a zombie has exited.
+        return start == self.data.get("init_start") and letter not in ("Z", "X")
+
+    def status(self) -> str:
+        if not self.init_alive():
+            return "stopped"
+        if os.path.exists(self.fifo):
+            return "created"
+        cg = self.data.get("cgroup")
+        if cg:
+            from .cgroups import Manager
+
+            try:
+                if Manager.from_state(cg).state() == "frozen":
+                    return "paused"
+            except OSError:
+                pass
+        return "running"
+
+    def spec_state(self, status: str | None = None) -> dict:
+        """The runtime-spec state: what hooks get on stdin."""
+        st = status or self.status()
+        return {
+            "ociVersion": SPEC_VERSION,
+            "id": self.id,
+            "status": st,
+            "pid": self.pid if st != "stopped" else 0,
+            "bundle": self.data["bundle"],
+            "annotations": self.data.get("annotations") or {},
+        }
+
+    def runc_state(self) -> dict:
+        """`pyrunc state` output, field for field as runc prints it."""
+        st = self.status()
+        out = {
+            "ociVersion": SPEC_VERSION,
+            "id": self.id,
+            "pid": self.pid if st != "stopped" else 0,
+            "status": st,
+            "bundle": self.data["bundle"],
+            "rootfs": self.data["rootfs"],
+            "created": self.data["created"],
+        }
+        if self.data.get("annotations"):
+            out["annotations"] = self.data["annotations"]
+        out["owner"] = self.data.get("owner", "")
+        return out
+
+
+def list_ids(root: str) -> list[str]:
+    try:
+        names = os.listdir(root)
+    except FileNotFoundError:
+        return []
+    return sorted(n for n in names if os.path.isfile(os.path.join(root, n, "state.json")))
