@@ -74,6 +74,19 @@ class StageState:
         self.config["Env"] = env
 
 
+def find_runtime(name: str) -> str:
+    """The runtime's path: as given, on PATH, or installed next to pybuild (same venv)."""
+    if "/" in name:
+        return name
+    import shutil
+    import sys
+    found = shutil.which(name)
+    if found:
+        return found
+    beside = os.path.join(os.path.dirname(sys.argv[0] or sys.executable), name)
+    return beside if os.access(beside, os.X_OK) else name
+
+
 def _iso(ts: float) -> str:
     return datetime.datetime.fromtimestamp(ts, datetime.timezone.utc).strftime(
         "%Y-%m-%dT%H:%M:%S.%fZ" if ts % 1 else "%Y-%m-%dT%H:%M:%SZ")
@@ -87,7 +100,7 @@ class Builder:
         self.cache = _cache.LayerCache(store, enabled=not opts.no_cache)
         self.layer_cache = _rootfs.LayerCache(store)
         self.scratch = os.path.join(store.root, "build", uuid.uuid4().hex[:12])
-        self.runtime = opts.runtime
+        self.runtime = find_runtime(opts.runtime)
         self.stat_cache = _context.StatCache(os.path.join(store.root, "statcache.json"))
         self._local = threading.local()
         self.sde = opts.source_date_epoch

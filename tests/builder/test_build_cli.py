@@ -1,6 +1,7 @@
 """pybuild's other commands (images, rmi, unpack) and the bundled example."""
 import json
 import os
+import shutil
 import subprocess
 
 from build_e2e import RUNTIME, env, pybuild_cmd  # noqa: F401  (env is a fixture)
@@ -34,7 +35,10 @@ def test_images_rmi_unpack(env):
 
 
 def test_hello_example():
-    env_ = dict(os.environ, PYBUILD=pybuild_cmd(), PYRUNC=os.environ.get("PYRUNC", RUNTIME))
+    runtime = os.environ.get("PYRUNC", RUNTIME)
+    if "/" not in runtime and not shutil.which(runtime):
+        runtime = os.path.join(os.path.dirname(pybuild_cmd()), runtime)  # same venv
+    env_ = dict(os.environ, PYBUILD=pybuild_cmd(), PYRUNC=runtime)
     p = subprocess.run(["bash", os.path.join(REPO, "examples", "hello", "run.sh")],
                        capture_output=True, text=True, env=env_, timeout=300)
     assert p.returncode == 0, p.stderr

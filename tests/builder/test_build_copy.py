@@ -168,7 +168,8 @@ def test_add_extracts_archives_by_content(env):
     env.write("xz.tar.gz", lzma.compress(raw))
     env.write("bz.zip", bz2.compress(raw))
     env.write("zst.xz", zstandard.ZstdCompressor().compress(raw))
-    env.write("notatar.gz", gzip.compress(b"just text"))
+    notatar = gzip.compress(b"just text")
+    env.write("notatar.gz", notatar)
     env.dockerfile("""\
 FROM scratch
 ADD plain.bin /t/
@@ -185,7 +186,7 @@ COPY gz.dat /c/
         assert files[f"{d}/pkg/bin/tool"].data.startswith(b"#!/bin/sh"), d
         assert files[f"{d}/pkg/bin/tool"].mode == 0o755 and files[f"{d}/pkg/bin/tool"].uid == 7
         assert files[f"{d}/pkg/link"].linkname == "README"
-    assert files["n/notatar.gz"].data == gzip.compress(b"just text")
+    assert files["n/notatar.gz"].data == notatar
     assert "c/gz.dat" in files and "c/pkg" not in files  # COPY never extracts
 
 
