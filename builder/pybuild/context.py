@@ -10,9 +10,13 @@ import json
 import os
 import stat
 import threading
+import time
 import uuid
 
 from ocispec.errors import OCIError
+
+
+_RACY_NS = 2_000_000_000
 
 
 class StatCache:
@@ -36,9 +40,12 @@ class StatCache:
             return hit[4]
         with open(abspath, "rb") as f:
             dg = "sha256:" + hashlib.file_digest(f, "sha256").hexdigest()
-        with self._lock:
-            self._data[abspath] = [*key, dg]
-            self._dirty = True
+        # A file changed within the clock's granularity of now could change again without
+        # its stat changing (git's "racy clean" problem): remember only older ones.
+        if st.st_ctime_ns < time.time_ns() - _RACY_NS and st.st_mtime_ns < time.time_ns() - _RACY_NS:
+            with self._lock:
+                self._data[abspath] = [*key, dg]
+                self._dirty = True
         return dg
 
     def save(self) -> None:
