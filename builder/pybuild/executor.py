@@ -541,20 +541,10 @@ class Builder:
     def _i_run(self, st, ins):
         env = self._env(st)
         what = f"{self._where(ins)}: RUN"
+        from .dockerfile.command import run_command
+        rc = run_command(ins, st.shell)  # BuildKit's argv, heredocs included
+        args, files = rc.argv, dict(rc.files)
         cmd = ins.command
-        if isinstance(cmd, list):
-            args = list(cmd)
-        else:
-            stripped = cmd.strip()
-            if ins.heredocs and stripped.startswith("<<") and len(ins.heredocs) == 1 and \
-                    stripped.split()[0].lstrip("<-").strip("'\"") == ins.heredocs[0].name:
-                body = ins.heredocs[0].content
-                if body.startswith("#!"):
-                    args = list(st.shell) + [body]
-                else:
-                    args = list(st.shell) + [body]
-            else:
-                args = _run.shell_command(st.shell, cmd, ins.heredocs)
         run_env = dict(st.env_map())
         arg_env = {k: v for k, v in st.args.items() if v is not None and k not in run_env}
         full_env = dict(arg_env)
@@ -563,8 +553,13 @@ class Builder:
         network = ins.network or self.opts.network or "default"
         if network not in ("none", "host", "default"):
             raise OCIError(f"{what}: --network={network}: want none, host or default")
+        from .dockerfile.mounts import MountError, parse_mount
         mounts, mount_keys = [], []
-        for m in getattr(ins, "mounts", []):
+        for raw in ins.flags.get("mount", []):
+            try:  # again, now that $VARs in the options can be expanded
+                m = parse_mount(raw, lambda w: self._expand(w, env))
+            except MountError as e:
+                raise OCIError(f"{what}: --mount={raw}: {e}") from None
             rm, mk = self._run_mount(st, m, env, what)
             mounts.append(rm)
             mount_keys.append(mk)
@@ -574,14 +569,14 @@ class Builder:
         if arg_env:
             created_by = f"RUN |{len(arg_env)} " + " ".join(f"{k}={v}" for k, v in
                                                            sorted(arg_env.items())) + " " + created_by[4:]
-        key = _cache.chain_key(st.chain, "RUN", args, sorted(full_env.items()), user, cwd, network,
-                               mount_keys, self.sde, self.opts.compression)
+        key = _cache.chain_key(st.chain, "RUN", args, files, sorted(full_env.items()), user, cwd,
+                               network, mount_keys, self.sde, self.opts.compression)
         hit = self.cache.get(key)
         if hit is not None:
             self._add_layer(st, key, hit)
             return True
         spec = _run.RunSpec(args=args, env=[f"{k}={v}" for k, v in full_env.items()], user=user,
-                            cwd=cwd, network=network, mounts=mounts, what=what)
+                            cwd=cwd, network=network, mounts=mounts, what=what, files=files)
         result = _run.run(self, spec, st.layers, compression=self.opts.compression, sde=self.sde)
         self._add_layer(st, key, self._record(key, result, created_by))
         return False
@@ -647,7 +642,6 @@ class Builder:
         cfg = _copy.deepcopy(st.config)
         if self.opts.labels:
             cfg.setdefault("Labels", {}).update(self.opts.labels)
-        cfg.setdefault("Env", []) if cfg.get("Env") else None
         doc = _image.image_config(diff_ids=[d for _, d in st.layers], config=cfg,
                                   history=st.history, created=self._now(), author=st.author,
                                   platform=st.platform)

@@ -9,7 +9,6 @@ Every mount made here is undone in a finally block; a failed RUN leaves nothing 
 import collections
 import json
 import os
-import posixpath
 import stat
 import subprocess
 import uuid
@@ -49,8 +48,10 @@ def _default_mounts():
 class RunSpec:
     """What a RUN needs, gathered by the executor."""
 
-    def __init__(self, *, args, env, user, cwd, network, mounts, what, hostname="pybuild"):
+    def __init__(self, *, args, env, user, cwd, network, mounts, what, hostname="pybuild",
+                 files=None):
         self.args, self.env, self.user, self.cwd = args, env, user, cwd
+        self.files = files or {}  # container path -> content (heredoc scripts), read-only
         self.network, self.mounts, self.what, self.hostname = network, mounts, what, hostname
 
 
@@ -141,6 +142,13 @@ def run(builder, spec: RunSpec, layers, *, compression, sde) -> dict | None:
             cfg_mounts = _default_mounts()
             for m in spec.mounts:
                 cfg_mounts.append(m.to_oci(builder, work, extra_mounts))
+            for n, (path, content) in enumerate(sorted(spec.files.items())):
+                host = os.path.join(work, f"file-{n}")
+                with open(host, "w") as f:
+                    f.write(content)
+                os.chmod(host, 0o755)
+                cfg_mounts.append({"destination": path, "type": "bind", "source": host,
+                                   "options": ["rbind", "ro"]})
             if spec.network != "none":
                 for f in ("/etc/resolv.conf", "/etc/hosts"):
                     if os.path.exists(f):
@@ -148,7 +156,7 @@ def run(builder, spec: RunSpec, layers, *, compression, sde) -> dict | None:
                                            "options": ["rbind", "ro"]})
             for m in cfg_mounts:
                 if m["destination"].startswith("/dev/"):
-                    continue
+                    continue  # inside the /dev tmpfs, never in the upper dir
                 miss = _missing_ancestor(merged, resolve_in_root(merged, m["destination"]))
                 if miss is not None:
                     created_points.append((m["destination"], miss, _lower_parents(merged, miss)))
@@ -270,14 +278,3 @@ class RunMount:
             raise OCIError(f"RUN --mount source {m.source or '/'} does not exist")
         return {"destination": target, "type": "bind", "source": src,
                 "options": ["rbind", "ro" if ro else "rw"]}
-
-
-def shell_command(shell: list[str], text: str, heredocs) -> list[str]:
-    """Shell-form RUN: heredoc bodies follow the command line, as a shell reads them."""
-    if heredocs:
-        text = text + "\n" + "".join(h.content + h.name + "\n" for h in heredocs)
-    return list(shell) + [text]
-
-
-def join_cwd(workdir: str | None) -> str:
-    return posixpath.normpath(workdir or "/")

@@ -141,3 +141,31 @@ def test_context_symlink_cannot_reach_host(env):
     env.build()
     files = env.rootfs()
     assert files["ctx/hostetc"].issym and "ctx/hostetc/passwd" not in files
+
+
+
+def test_run_heredocs_and_mount_vars(env):
+    env.write("data/x", "bound\n")
+    env.dockerfile(busybox_base(env, """\
+ARG SRC=data
+RUN <<EOF
+echo plain script > /plain
+EOF
+RUN <<EOF
+#!/bin/sh
+echo "shebang $0" > /shebang
+EOF
+RUN cat <<A > /a && cat <<B > /b
+first
+A
+second
+B
+RUN --mount=type=bind,source=$SRC,target=/m cat /m/x > /mounted
+"""))
+    env.build()
+    f = env.rootfs()
+    assert f["plain"].data == b"plain script\n"
+    assert f["shebang"].data.startswith(b"shebang /dev/pipes/")
+    assert (f["a"].data, f["b"].data) == (b"first\n", b"second\n")
+    assert f["mounted"].data == b"bound\n"
+    assert not any(p.startswith("dev") for p in f)
