@@ -224,8 +224,7 @@ def _add_archive(lw: LayerWriter, path: str, comp: str, dest: str, what: str) ->
 
 
 def write(store, sel: Selection, *, dest: str, workdir: str, view: str | None, chown, chmod,
-          from_context: bool, is_add: bool, unpack, compression, sde, what: str,
-          expand_heredoc=None) -> dict:
+          from_context: bool, is_add: bool, unpack, compression, sde, what: str) -> dict:
     """Write the layer for a selection; returns LayerWriter.result."""
     dest_abs = posixpath.normpath(posixpath.join(workdir or "/", dest))
     n_sources = len(sel.items)
@@ -294,6 +293,5 @@ def write(store, sel: Selection, *, dest: str, workdir: str, view: str | None, c
             target = posixpath.join(resolved, it.name) if into_dir else resolved
             ensure_dirs(posixpath.dirname(target), owner if into_dir else None)
             u, g = owner or (0, 0)
-            data = expand_heredoc(it) if expand_heredoc else it.data
-            lw.add_file_bytes(target, data, mode if mode is not None else 0o644, u, g, mtime=sde)
+            lw.add_file_bytes(target, it.data, mode if mode is not None else 0o644, u, g, mtime=sde)
     return lw.close()

@@ -57,7 +57,7 @@ class StageState:
         self.author: str | None = None
         self.platform = platform
         self.chain = ""
-        self.args: dict[str, str] = {}
+        self.scope = None  # pybuild.dockerfile.scope.Scope: ARG/ENV in effect
         self.shell = ["/bin/sh", "-c"]
         self.cmd_from_base = False
 
@@ -178,11 +178,6 @@ class Builder:
 
     # -- planning ---------------------------------------------------------------------
 
-    def _expand(self, word: str, env: dict) -> str:
-        from .dockerfile import expand
-        return expand(word, {k: v for k, v in env.items() if v is not None},
-                      escape=getattr(self, "df", None) and self.df.escape or "\\")
-
     def _plan(self):
         """The stages the target needs, dependencies first (pybuild.dockerfile.plan)."""
         from .dockerfile.plan import plan
@@ -237,7 +232,7 @@ class Builder:
                 fn = getattr(self, "_i_" + ins.kind.lower(), None)
                 if fn is None:
                     raise OCIError(f"{self._where(ins)}: {ins.kind} is not supported here")
-                cached = fn(st, ins)
+                cached = fn(st, st.scope.apply(ins))  # expanded copy; ARG/ENV update scope
             except OCIError as e:
                 self.progress.fail(h)
                 msg = str(e)
@@ -255,16 +250,22 @@ class Builder:
         if step is not None:
             self.progress.output(step, line)
 
+    def _scope(self, parent=None, base_env=None):
+        from .dockerfile.scope import Scope
+        return Scope.for_stage(self.df, build_args=self.opts.build_args,
+                               globals_=self.global_args, parent=parent, base_env=base_env)
+
     def _from(self, stage, ps, plat):
         st = StageState(plat)
-        st.args = {}
         triggers = []
         base = ps.base
         if ps.base_kind == "scratch":
+            st.scope = self._scope()
             st.chain = _cache.chain_key("scratch", plat, self.sde, self.opts.compression)
             return st, triggers
         if ps.base_kind == "stage":
             src = self._results[ps.base_stage]
+            st.scope = self._scope(parent=src.scope)
             st.layers = list(src.layers)
             st.config = _copy.deepcopy(src.config)
             st.history = _copy.deepcopy(src.history)
@@ -278,6 +279,7 @@ class Builder:
         st.config = _copy.deepcopy(cfg.get("config") or {})
         st.history = list(cfg.get("history") or [])
         st.author = cfg.get("author")
+        st.scope = self._scope(base_env=st.env_map())
         if st.config.get("Shell"):
             st.shell = list(st.config["Shell"])
         st.cmd_from_base = "Cmd" in st.config
@@ -293,11 +295,6 @@ class Builder:
 
     # -- helpers ----------------------------------------------------------------------
 
-    def _env(self, st) -> dict:
-        """Variables for expansion: ARGs in scope, then ENV (ENV wins)."""
-        out = {k: v for k, v in st.args.items() if v is not None}
-        out.update(st.env_map())
-        return out
 
     def _now(self) -> str:
         return _iso(self.sde if self.sde is not None else time.time())
@@ -333,33 +330,21 @@ class Builder:
     # -- metadata instructions --------------------------------------------------------
 
     def _i_env(self, st, ins):
-        env = self._env(st)
-        pairs = [(kv.key, self._expand(kv.value, env)) for kv in ins.pairs]
+        pairs = [(kv.key, kv.value) for kv in ins.pairs]
         for k, v in pairs:
-            st.set_env(self._expand(k, env), v)
+            st.set_env(k, v)
         return self._meta(st, ins, "ENV " + " ".join(f"{k}={v}" for k, v in pairs))
 
     def _i_label(self, st, ins):
-        env = self._env(st)
         labels = st.config.setdefault("Labels", {})
-        pairs = [(self._expand(kv.key, env), self._expand(kv.value, env)) for kv in ins.pairs]
+        pairs = [(kv.key, kv.value) for kv in ins.pairs]
         for k, v in pairs:
             labels[k] = v
         return self._meta(st, ins, "LABEL " + " ".join(f"{k}={v}" for k, v in pairs))
 
     def _i_arg(self, st, ins):
-        env = self._env(st)
-        shown = []
-        for d in ins.decls:
-            if d.name in self.opts.build_args:
-                val = self.opts.build_args[d.name]
-            elif d.default is not None:
-                val = self._expand(d.default, env)
-            else:
-                val = self.global_args.get(d.name)
-            st.args[d.name] = val
-            env = self._env(st)
-            shown.append(d.name if val is None else f"{d.name}={val}")
+        # the scope already declared them: decls carry the values (None = unset)
+        shown = [d.name if d.default is None else f"{d.name}={d.default}" for d in ins.decls]
         return self._meta(st, ins, "ARG " + " ".join(shown))
 
     def _command(self, st, ins) -> list[str]:
@@ -386,11 +371,9 @@ class Builder:
         return self._meta(st, ins, "SHELL " + _json(ins.shell))
 
     def _i_expose(self, st, ins):
-        env = self._env(st)
         ports = st.config.setdefault("ExposedPorts", {})
         shown = []
         for p in ins.ports:
-            p = self._expand(p, env)
             num, _, proto = p.partition("/")
             proto = (proto or "tcp").lower()
             if proto not in ("tcp", "udp", "sctp"):
@@ -404,9 +387,8 @@ class Builder:
         return self._meta(st, ins, "EXPOSE " + " ".join(shown))
 
     def _i_volume(self, st, ins):
-        env = self._env(st)
         vols = st.config.setdefault("Volumes", {})
-        paths = [self._expand(p, env) for p in ins.paths]
+        paths = list(ins.paths)
         for p in paths:
             if not p:
                 raise OCIError("VOLUME: empty path")
@@ -414,21 +396,20 @@ class Builder:
         return self._meta(st, ins, "VOLUME " + _json(paths))
 
     def _i_user(self, st, ins):
-        env = self._env(st)
-        user = self._expand(ins.user, env)
-        if ins.group:
-            user += ":" + self._expand(ins.group, env)
+        user = ins.user
+        if ins.group is not None:
+            user += ":" + ins.group
         st.config["User"] = user
         return self._meta(st, ins, "USER " + user)
 
     def _i_workdir(self, st, ins):
-        path = self._expand(ins.path, self._env(st))
+        path = ins.path
         st.config["WorkingDir"] = posixpath.normpath(
             posixpath.join(st.config.get("WorkingDir") or "/", path))
         return self._meta(st, ins, "WORKDIR " + st.config["WorkingDir"])
 
     def _i_stopsignal(self, st, ins):
-        sig = self._expand(ins.signal, self._env(st))
+        sig = ins.signal
         name = sig.upper() if not sig.isdigit() else sig
         if not sig.isdigit():
             if not name.startswith("SIG"):
@@ -481,21 +462,16 @@ class Builder:
         return self._copy(st, ins, is_add=True)
 
     def _copy(self, st, ins, *, is_add: bool):
-        env = self._env(st)
         what = f"{self._where(ins)}: {ins.kind}"
-        srcs = [self._expand(s, env) for s in ins.sources]
-        dest = self._expand(ins.dest, env)
-        chown = self._expand(ins.chown, env) if ins.chown else None
-        chmod = self._expand(ins.chmod, env) if ins.chmod else None
+        srcs, dest, chown, chmod = list(ins.sources), ins.dest, ins.chown, ins.chmod
         if chmod and not all(c in "01234567" for c in chmod):
             raise OCIError(f"{what}: --chmod={chmod}: want an octal mode")
-        excludes = [self._expand(e, env) for e in (ins.exclude or [])]
-        from_ = self._expand(ins.from_, env) if getattr(ins, "from_", None) else None
+        excludes = list(ins.exclude or [])  # as written: BuildKit does not expand them
+        from_ = getattr(ins, "from_", None)  # never expanded (BuildKit)
         checksum = getattr(ins, "checksum", None)
-        checksum = self._expand(checksum, env) if checksum else None
         unpack = getattr(ins, "unpack", None)
         workdir = st.config.get("WorkingDir") or "/"
-        heredocs = [h for h in ins.heredocs if h.path is not None] or list(ins.heredocs)
+        heredocs = [h for h in ins.heredocs if h.path is not None]  # bodies expanded by the scope
         from_layers, from_key = None, None
         with _Views(self) as views:
             if from_:
@@ -519,18 +495,10 @@ class Builder:
                     self._add_layer(st, _cache.chain_key(st.chain, key), hit)
                     return True
                 view = None if ins.link else views.view(st.layers)
-                env_h = env
-
-                def expand_heredoc(it):
-                    hd = next((h for h in heredocs if (h.path or h.name) == it.name), None)
-                    if hd is not None and hd.expand:
-                        return self._expand(hd.content, env_h).encode()
-                    return it.data
                 result = _copyop.write(
                     self.store, sel, dest=dest, workdir=workdir, view=view, chown=chown,
                     chmod=chmod, from_context=from_ is None, is_add=is_add, unpack=unpack,
-                    compression=self.opts.compression, sde=self.sde, what=what,
-                    expand_heredoc=expand_heredoc)
+                    compression=self.opts.compression, sde=self.sde, what=what)
             finally:
                 sel.cleanup()
         self._add_layer(st, _cache.chain_key(st.chain, key), self._record(key, result, created_by))
@@ -539,28 +507,22 @@ class Builder:
     # -- RUN --------------------------------------------------------------------------
 
     def _i_run(self, st, ins):
-        env = self._env(st)
         what = f"{self._where(ins)}: RUN"
         from .dockerfile.command import run_command
         rc = run_command(ins, st.shell)  # BuildKit's argv, heredocs included
         args, files = rc.argv, dict(rc.files)
         cmd = ins.command
-        run_env = dict(st.env_map())
-        arg_env = {k: v for k, v in st.args.items() if v is not None and k not in run_env}
-        full_env = dict(arg_env)
-        full_env.update(run_env)
+        # ENV and the ARGs in scope (the later assignment wins), plus proxy build args
+        full_env = st.scope.run_env()
         full_env.setdefault("PATH", _run.DEFAULT_PATH)
+        arg_env = {k: v for k, v in st.scope.args.items() if full_env.get(k) == v and
+                   st.scope.env.get(k) != v}
         network = ins.network or self.opts.network or "default"
         if network not in ("none", "host", "default"):
             raise OCIError(f"{what}: --network={network}: want none, host or default")
-        from .dockerfile.mounts import MountError, parse_mount
         mounts, mount_keys = [], []
-        for raw in ins.flags.get("mount", []):
-            try:  # again, now that $VARs in the options can be expanded
-                m = parse_mount(raw, lambda w: self._expand(w, env))
-            except MountError as e:
-                raise OCIError(f"{what}: --mount={raw}: {e}") from None
-            rm, mk = self._run_mount(st, m, env, what)
+        for m in ins.mounts:  # expanded by the scope
+            rm, mk = self._run_mount(st, m, what)
             mounts.append(rm)
             mount_keys.append(mk)
         user = st.config.get("User") or ""
@@ -581,9 +543,9 @@ class Builder:
         self._add_layer(st, key, self._record(key, result, created_by))
         return False
 
-    def _run_mount(self, st, m, env, what):
+    def _run_mount(self, st, m, what):
         """A RUN --mount resolved to a host source, plus what it adds to the cache key."""
-        target = self._expand(m.target, env) if m.target else ""
+        target = m.target or ""
         if not target and m.type != "secret":
             raise OCIError(f"{what}: --mount type={m.type} needs target=")
         m = _copy.copy(m)
@@ -615,16 +577,13 @@ class Builder:
             return _run.RunMount(m, cache_dir=d), ("cache", cid, m.target)
         if m.type == "bind":
             if m.from_:
-                ref = self._expand(m.from_, env)
+                ref = m.from_
                 layers, key = self._source_for(st, ref, None) if self.df.stage(ref) else \
                     self._image_layers(ref, what)
                 return _run.RunMount(m, view_layers=layers), ("bind-from", key, m.source, m.target,
                                                               m.readonly)
             rel = (m.source or ".")
-            try:
-                host = self.context.host(os.path.normpath("/" + rel).lstrip("/"))
-            except OCIError:
-                raise
+            host = self.context.host(os.path.normpath("/" + rel).lstrip("/"))
             if not os.path.exists(host):
                 raise OCIError(f"{what}: --mount source {rel!r} does not exist in the build context")
             entries = list(self.context.walk(os.path.normpath("/" + rel).lstrip("/")))
