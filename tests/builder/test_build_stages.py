@@ -61,7 +61,8 @@ COPY --from=b /b /b
 def test_from_store_name_and_oci_layout(env):
     env.dockerfile(busybox_base(env, "RUN echo base > /base\nENV LEVEL=base\n"))
     layout = os.path.join(env.base, "layout")
-    env.build("-o", f"oci:{layout}:v1", tag="mybase:1")
+    archive = os.path.join(env.base, "base.tar")
+    env.build("-o", f"oci:{layout}:v1", "-o", f"oci-archive:{archive}:v1", tag="mybase:1")
     env.dockerfile("FROM mybase:1\nRUN echo $LEVEL > /child\n")
     env.build(tag="child:1")
     assert env.rootfs("child:1")["child"].data == b"base\n"
@@ -72,6 +73,12 @@ def test_from_store_name_and_oci_layout(env):
     man, cfg = env.manifest("fromlayout:1", root=other)
     assert len(man["layers"]) == 4
     assert "LEVEL=base" in cfg["config"]["Env"]
+    # and from an oci-archive file, in a third store
+    third = os.path.join(env.base, "store3")
+    env.dockerfile(f"FROM oci-archive:{archive}:v1\nRUN cat /base > /from-archive\n")
+    env.build(tag="fromarchive:1", root=third)
+    man, cfg = env.manifest("fromarchive:1", root=third)
+    assert len(man["layers"]) == 4 and "LEVEL=base" in cfg["config"]["Env"]
 
 
 def test_stage_errors(env):
