@@ -598,6 +598,18 @@ class Builder:
     # -- the image --------------------------------------------------------------------
 
     def _write_image(self, st) -> dict:
+        # A build whose every step hit the cache gives the image it gave before (as docker
+        # does): same digest, nothing written.
+        key = _cache.chain_key("image", st.chain, sorted(self.opts.labels.items()), st.platform,
+                               st.author, self.sde)
+        hit = self.cache.get(key)
+        if hit is not None and self.store.has(hit["manifest"]["digest"]):
+            return hit["manifest"]
+        desc = self._new_image(st)
+        self.cache.put(key, {"manifest": desc, "history": {}})
+        return desc
+
+    def _new_image(self, st) -> dict:
         cfg = _copy.deepcopy(st.config)
         if self.opts.labels:
             cfg.setdefault("Labels", {}).update(self.opts.labels)

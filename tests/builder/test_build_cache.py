@@ -147,3 +147,14 @@ def test_copy_link_layer_survives_parent_change(env):
     assert man1["layers"][-1] == man2["layers"][-1]
     assert man1["layers"][1] != man2["layers"][1]
     assert env.rootfs()["app/main.txt"].data == b"linked\n"
+
+
+def test_no_change_rebuild_gives_the_same_image_without_sde(env):
+    _dockerfile(env)
+    digests = []
+    for _ in range(2):
+        p = env.pybuild("build", "--progress", "quiet", "-t", "same:1", env.ctx)
+        digests.append(p.stdout.strip())
+    assert digests[0] == digests[1]
+    p = env.pybuild("build", "--progress", "quiet", "--label", "x=y", "-t", "same:1", env.ctx)
+    assert p.stdout.strip() != digests[0]
