@@ -27,10 +27,6 @@ from . import rootfs as _rootfs
 from . import run as _run
 from .store import Store
 
-SIGNALS = {"SIGHUP": 1, "SIGINT": 2, "SIGQUIT": 3, "SIGKILL": 9, "SIGUSR1": 10, "SIGUSR2": 12,
-           "SIGTERM": 15, "SIGSTOP": 19, "SIGCONT": 18, "SIGWINCH": 28, "SIGPWR": 30}
-
-
 @dataclass
 class BuildOptions:
     context: str
@@ -414,7 +410,8 @@ class Builder:
         if not sig.isdigit():
             if not name.startswith("SIG"):
                 name = "SIG" + name
-            if name not in SIGNALS and not name.startswith("SIGRTM"):
+            import signal
+            if name not in signal.Signals.__members__ and not name.startswith("SIGRTM"):
                 raise OCIError(f"STOPSIGNAL: unknown signal {sig!r}")
         st.config["StopSignal"] = name
         return self._meta(st, ins, "STOPSIGNAL " + name)
