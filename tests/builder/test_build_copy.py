@@ -101,6 +101,16 @@ COPY f /abs/
     assert not os.path.exists("/etc/f") or open("/etc/f").read() != "payload"
 
 
+def test_copy_dest_dotdot_stays_in_rootfs(env):
+    env.write("f", "dots")
+    env.dockerfile("FROM scratch\nWORKDIR /a/b\nCOPY f ../../../../../../outside\n"
+                   "COPY f /../../up/\n")
+    env.build()
+    files = env.rootfs()
+    assert files["outside"].data == b"dots" and files["up/f"].data == b"dots"
+    assert not any(name.startswith("..") for name in files)
+
+
 def test_copy_source_outside_context_fails(env):
     env.dockerfile("FROM scratch\nCOPY ../../etc/passwd /x\n")
     p = env.build(ok=False)
