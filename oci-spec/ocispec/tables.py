@@ -112,15 +112,19 @@ RECURSIVE_MOUNT_ATTRS = {
 # Options that pyrunc understands but that are not mount(2) flags.
 EXTRA_MOUNT_OPTIONS = ("tmpcopyup", "idmap", "ridmap")
 
-# linux.seccomp
-SECCOMP_ACTIONS = (
-    "SCMP_ACT_KILL", "SCMP_ACT_KILL_PROCESS", "SCMP_ACT_KILL_THREAD", "SCMP_ACT_TRAP",
-    "SCMP_ACT_ERRNO", "SCMP_ACT_TRACE", "SCMP_ACT_ALLOW", "SCMP_ACT_LOG", "SCMP_ACT_NOTIFY",
-)
-SECCOMP_OPERATORS = (
-    "SCMP_CMP_NE", "SCMP_CMP_LT", "SCMP_CMP_LE", "SCMP_CMP_EQ", "SCMP_CMP_GE",
-    "SCMP_CMP_GT", "SCMP_CMP_MASKED_EQ",
-)
+# linux.seccomp: names -> the kernel's SECCOMP_RET_* action values (libseccomp uses the same).
+# ERRNO and TRACE carry errnoRet in their low 16 bits; KILL is KILL_THREAD, as in runc.
+SECCOMP_ACTIONS = {
+    "SCMP_ACT_KILL": 0x00000000, "SCMP_ACT_KILL_PROCESS": 0x80000000,
+    "SCMP_ACT_KILL_THREAD": 0x00000000, "SCMP_ACT_TRAP": 0x00030000,
+    "SCMP_ACT_ERRNO": 0x00050000, "SCMP_ACT_TRACE": 0x7FF00000, "SCMP_ACT_ALLOW": 0x7FFF0000,
+    "SCMP_ACT_LOG": 0x7FFC0000, "SCMP_ACT_NOTIFY": 0x7FC00000,
+}
+# linux.seccomp.syscalls[].args[].op -> libseccomp's enum scmp_compare.
+SECCOMP_OPERATORS = {
+    "SCMP_CMP_NE": 1, "SCMP_CMP_LT": 2, "SCMP_CMP_LE": 3, "SCMP_CMP_EQ": 4, "SCMP_CMP_GE": 5,
+    "SCMP_CMP_GT": 6, "SCMP_CMP_MASKED_EQ": 7,
+}
 SECCOMP_ARCHES = (
     "SCMP_ARCH_X86", "SCMP_ARCH_X86_64", "SCMP_ARCH_X32", "SCMP_ARCH_ARM",
     "SCMP_ARCH_AARCH64", "SCMP_ARCH_MIPS", "SCMP_ARCH_MIPS64", "SCMP_ARCH_MIPS64N32",
@@ -128,10 +132,11 @@ SECCOMP_ARCHES = (
     "SCMP_ARCH_PPC64", "SCMP_ARCH_PPC64LE", "SCMP_ARCH_S390", "SCMP_ARCH_S390X",
     "SCMP_ARCH_PARISC", "SCMP_ARCH_PARISC64", "SCMP_ARCH_RISCV64",
 )
-SECCOMP_FLAGS = (
-    "SECCOMP_FILTER_FLAG_TSYNC", "SECCOMP_FILTER_FLAG_LOG",
-    "SECCOMP_FILTER_FLAG_SPEC_ALLOW", "SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV",
-)
+# linux.seccomp.flags -> seccomp(2) SECCOMP_FILTER_FLAG_* bits.
+SECCOMP_FLAGS = {
+    "SECCOMP_FILTER_FLAG_TSYNC": 1 << 0, "SECCOMP_FILTER_FLAG_LOG": 1 << 1,
+    "SECCOMP_FILTER_FLAG_SPEC_ALLOW": 1 << 2, "SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV": 1 << 5,
+}
 
 # Hook names, in the order a container's life meets them.
 HOOKS = ("prestart", "createRuntime", "createContainer", "startContainer", "poststart", "poststop")
@@ -156,3 +161,18 @@ IOPRIO_CLASSES = {"IOPRIO_CLASS_RT": 1, "IOPRIO_CLASS_BE": 2, "IOPRIO_CLASS_IDLE
 
 # linux.devices[].type and linux.resources.devices[].type
 DEVICE_TYPES = ("c", "b", "u", "p")
+
+# linux.personality.flags: the persona flags of personality(2) (include/uapi/linux/personality.h).
+PERSONALITY_FLAGS = {
+    "UNAME26": 0x0020000, "ADDR_NO_RANDOMIZE": 0x0040000, "FDPIC_FUNCPTRS": 0x0080000,
+    "MMAP_PAGE_ZERO": 0x0100000, "ADDR_COMPAT_LAYOUT": 0x0200000, "READ_IMPLIES_EXEC": 0x0400000,
+    "ADDR_LIMIT_32BIT": 0x0800000, "SHORT_INODE": 0x1000000, "WHOLE_SECONDS": 0x2000000,
+    "STICKY_TIMEOUTS": 0x4000000, "ADDR_LIMIT_3GB": 0x8000000,
+}
+
+# cgroup v1 controllers (kernel names in /proc/cgroups). A v1 mount's super options name
+# the controllers it holds, among other options; this set tells them apart.
+CGROUP_V1_CONTROLLERS = frozenset((
+    "cpu", "cpuacct", "cpuset", "memory", "devices", "freezer", "net_cls", "net_prio",
+    "blkio", "perf_event", "hugetlb", "pids", "rdma", "misc",
+))

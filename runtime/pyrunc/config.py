@@ -38,12 +38,6 @@ def load_bundle(bundle: str) -> tuple[str, dict, str]:
 def validate(cfg, source: str) -> None:
     if not isinstance(cfg, dict):
         raise SpecError("", "must be a JSON object", source=source)
-    try:
-        from ocispec.runtime_config import validate_config
-    except ImportError:  # TODO(integration): the validator lands from the ocispec branch
-        if not isinstance((cfg.get("root") or {}).get("path"), str):
-            raise SpecError("root.path", "required", source=source) from None
-        if not (cfg.get("process") or {}).get("args"):
-            raise SpecError("process.args", "required", source=source) from None
-        return
+    from ocispec.runtime_config import validate_config
+
     validate_config(cfg, source=source)

@@ -15,20 +15,22 @@ from .state import Container, check_id, now_rfc3339, proc_start_time, write_atom
 
 
 def _cgroups():
-    try:
-        from . import cgroups
-    except ImportError:  # TODO(integration): cgroup drivers land from their branch
-        return None
+    from . import cgroups
+
     return cgroups
 
 
 def create(root: str, container_id: str, bundle: str, *, pid_file: str = "", console_socket: str = "",
-           no_pivot: bool = False, preserve_fds: int = 0, systemd: bool = False, log=None) -> Container:
+           no_pivot: bool = False, no_new_keyring: bool = False, preserve_fds: int = 0,
+           systemd: bool = False, log=None,
+           loaded=None, console_fd: int = -1) -> Container:
+    """loaded: (bundle, cfg, rootfs) already read by the caller; console_fd: the socket end
+    init sends its pty master to, when the caller listens itself (run -t)."""
     from . import process
     from .config import load_bundle
 
     check_id(container_id)
-    bundle, cfg, rootfs = load_bundle(bundle)
+    bundle, cfg, rootfs = loaded or load_bundle(bundle)
     os.makedirs(root, 0o700, exist_ok=True)
     c = Container(root, container_id)
     try:
@@ -39,7 +41,7 @@ def create(root: str, container_id: str, bundle: str, *, pid_file: str = "", con
         raise OCIError(f"--root {root}: cannot create the state directory: {e.strerror}") from None
     c.lock()
     cg = None
-    console_fd = -1
+    own_console = False
     ok = False
     try:
         os.mkfifo(c.fifo, 0o622)
@@ -48,11 +50,15 @@ def create(root: str, container_id: str, bundle: str, *, pid_file: str = "", con
             from . import console
 
             console_fd = console.connect(console_socket)
+            own_console = True
         lcfg = cfg.get("linux") or {}
+        cgmod = _cgroups()
+        cgmod.validate_resources(lcfg.get("resources") or {})
         sp = process.Spawn(cfg, rootfs, bundle, container_id)
         sp.fifo_path = c.fifo
         sp.console_fd = console_fd
         sp.no_pivot = no_pivot
+        sp.no_new_keyring = no_new_keyring
         sp.preserve_fds = preserve_fds
         hooks = cfg.get("hooks") or {}
 
@@ -63,13 +69,11 @@ def create(root: str, container_id: str, bundle: str, *, pid_file: str = "", con
         def on_pid(pid: int):
             nonlocal cg
             extra = {}
-            mod = _cgroups()
-            if mod is not None:
-                cg = mod.Manager.for_container(container_id, lcfg.get("cgroupsPath"), systemd=systemd)
-                cg.create()
-                cg.add(pid)
-                cg.set(lcfg.get("resources") or {})
-                extra["cgroup"] = cg.to_state()
+            cg = cgmod.Manager.for_container(container_id, lcfg.get("cgroupsPath"), systemd=systemd)
+            cg.create()
+            cg.add(pid)
+            cg.set(cgmod.create_resources(lcfg))
+            extra["cgroup"] = cg.to_state()
             if lcfg.get("netDevices"):
                 from . import netdev
 
@@ -105,7 +109,7 @@ def create(root: str, container_id: str, bundle: str, *, pid_file: str = "", con
         ok = True
         return c
     finally:
-        if console_fd >= 0:
+        if own_console:
             os.close(console_fd)
         if not ok:
             if cg is not None:
@@ -210,8 +214,7 @@ def parse_signal(s: str) -> int:
 
 def _manager(c: Container):
     cgs = c.data.get("cgroup")
-    mod = _cgroups() if cgs else None
-    return mod.Manager.from_state(cgs) if mod else None
+    return _cgroups().Manager.from_state(cgs) if cgs else None
 
 
 def _kill_all(c: Container, sig: int) -> None:
@@ -314,14 +317,8 @@ def destroy(c: Container, log=None) -> None:
     if hooks.get("poststop"):
         from . import hooks as hookrun
 
-        try:
-            hookrun.run(hooks, "poststop", state)
-        except OCIError as e:
-            if log:
-                log.warn(f"poststop hook failed: {e}")
-            import sys
-
-            print(f"pyrunc: warning: poststop hook failed: {e}", file=sys.stderr)
+        # runtime-spec: a failing poststop hook is a warning; the others still run.
+        hookrun.run_lenient(hooks, "poststop", state, warn=log.warn if log else None)
 
 
 def pause(root: str, container_id: str) -> None:
@@ -349,7 +346,26 @@ def resume(root: str, container_id: str) -> None:
 
 
 def run(root: str, container_id: str, bundle: str, *, detach: bool, keep: bool = False, log=None, **kw) -> int:
-    c = create(root, container_id, bundle, log=log, **kw)
+    from .config import load_bundle
+
+    check_id(container_id)
+    loaded = load_bundle(bundle)
+    term = None
+    if (loaded[1].get("process") or {}).get("terminal") and not kw.get("console_socket"):
+        if detach:
+            raise OCIError("process.terminal: a detached container with a terminal needs --console-socket")
+        from .console import ForegroundTerminal
+
+        term = ForegroundTerminal()
+        kw["console_fd"] = term.child_fd
+    try:
+        c = create(root, container_id, bundle, log=log, loaded=loaded, **kw)
+        if term is not None:
+            term.receive()
+    except BaseException:
+        if term is not None:
+            term.close()
+        raise
     pid = c.pid
     if detach:
         start(root, container_id, log)
@@ -368,8 +384,12 @@ def run(root: str, container_id: str, bundle: str, *, detach: bool, keep: bool =
     try:
         start(root, container_id, log)
     except OCIError:
+        if term is not None:
+            term.close()
         _cleanup_after_run(root, container_id, log)
         raise
+    if term is not None:
+        term.copy(pid)
     status = _wait_child(pid)
     if not keep:
         _cleanup_after_run(root, container_id, log)

@@ -46,6 +46,8 @@ def _setup(sp, ch) -> dict:
     state = {"ociVersion": "1.2.0", "id": sp.id, "status": "creating", "pid": msg["pid"],
              "bundle": sp.bundle, "annotations": cfg.get("annotations") or {}}
     sp.cgroup_state = msg.get("cgroup")
+    if not sp.no_new_keyring:
+        _session_keyring(sp.id)
     types = {n["type"]: n.get("path") for n in lcfg.get("namespaces") or []}
     if "cgroup" in types and not types["cgroup"]:
         linux.unshare(linux.CLONE_NEWCGROUP)
@@ -69,17 +71,19 @@ def _setup(sp, ch) -> dict:
 
         hookrun.run(hooks, "createContainer", state)
     rs.pivot(sp.no_pivot)
-    rs.finalize()
+    # runc's order: names and sysctls while /proc/sys is still writable, then the
+    # read-only and masked paths, then the read-only root.
+    if "hostname" in cfg and cfg["hostname"] is not None:
+        linux.sethostname(cfg["hostname"])
+    if cfg.get("domainname"):
+        linux.setdomainname(cfg["domainname"])
     for key, value in (lcfg.get("sysctl") or {}).items():
         try:
             with open("/proc/sys/" + key.replace(".", "/"), "w") as f:
                 f.write(str(value))
         except OSError as e:
             raise OCIError(f"linux.sysctl.{key}: cannot set {value!r}: {e.strerror}") from None
-    if "hostname" in cfg and cfg["hostname"] is not None:
-        linux.sethostname(cfg["hostname"])
-    if cfg.get("domainname"):
-        linux.setdomainname(cfg["domainname"])
+    rs.finalize()
     if process.get("terminal"):
         if sp.console_fd < 0:
             raise OCIError("process.terminal is true but no --console-socket was given")
@@ -100,10 +104,9 @@ def _preload(cfg: dict) -> dict:
     process = cfg.get("process") or {}
     lcfg = cfg.get("linux") or {}
     mods = {}
-    try:
-        from . import privileges
-    except ImportError:  # TODO(integration): lands from the security branch
-        privileges = None
+    # start_init imported it already when this init runs in a user namespace
+    from . import privileges
+
     mods["privileges"] = privileges
     if (cfg.get("hooks") or {}).get("startContainer"):
         from . import hooks
@@ -116,7 +119,8 @@ def _preload(cfg: dict) -> dict:
     if lcfg.get("seccomp"):
         from . import seccomp
 
-        seccomp.preload()
+        # the program was compiled in start_init; this connects listenerPath, a host path
+        seccomp.preload(lcfg["seccomp"])
         mods["seccomp"] = seccomp
     return mods
 
@@ -125,29 +129,16 @@ def _apply_process(process: dict, lcfg: dict, state: dict, mods: dict) -> None:
     seccomp_cfg = lcfg.get("seccomp")
     nnp = bool(process.get("noNewPrivileges"))
     privileges = mods["privileges"]
-    if privileges is not None:
-        privileges.prepare(process, lcfg)
-        if seccomp_cfg and not nnp:
-            mods["seccomp"].load(seccomp_cfg, state)
-        privileges.finalize(process)
-    else:
-        _basic_user(process)
+    privileges.prepare(process, lcfg)
+    if seccomp_cfg and not nnp:
+        mods["seccomp"].load(seccomp_cfg, state)
+    privileges.finalize(process)
     cwd = process.get("cwd") or "/"
     try:
         os.chdir(cwd)
     except OSError as e:
         raise OCIError(f"process.cwd: cannot change to {cwd}: {e.strerror}") from None
     state["mods"] = mods
-
-
-def _basic_user(process: dict) -> None:
-    """uid, gid, additionalGids and umask, for when the privileges module is absent."""
-    user = process.get("user") or {}
-    os.setgroups(list(user.get("additionalGids") or []))
-    os.setresgid(user.get("gid", 0), user.get("gid", 0), user.get("gid", 0))
-    os.setresuid(user.get("uid", 0), user.get("uid", 0), user.get("uid", 0))
-    if "umask" in user:
-        os.umask(user["umask"])
 
 
 def _run(sp, fifo_fd: int, state: dict) -> None:
@@ -169,6 +160,18 @@ def _run(sp, fifo_fd: int, state: dict) -> None:
     keep = [0, 1, 2] + list(range(3, 3 + sp.preserve_fds))
     linux.close_fds_except(keep)
     os.execve(argv0, process["args"], dict(_env_pairs(env)))
+
+
+def _session_keyring(container_id: str) -> None:
+    """A session keyring of the container's own, so it cannot see the host's keys (as runc)."""
+    try:
+        serial = linux.join_session_keyring(f"_ses.{container_id}")
+    except OSError as e:
+        if e.errno in (38, 1, 13):  # ENOSYS, EPERM, EACCES: keyrings unavailable here
+            return
+        raise OCIError(f"cannot create the session keyring: {e.strerror}") from None
+    # possessor: all; user: view, read, write, search, link (runc's 0x3f1b0000)
+    linux.keyring_setperm(serial, 0x3F1B0000)
 
 
 def _env_pairs(env):

@@ -96,6 +96,7 @@ class Spawn:
         self.fifo_path = ""
         self.console_fd = -1
         self.no_pivot = False
+        self.no_new_keyring = False
         self.preserve_fds = 0
         self.init_pid = 0
         self.cgroup_state: dict | None = None
@@ -106,6 +107,14 @@ class Spawn:
 
 def start_init(sp: Spawn) -> int:
     """Fork stage1 -> init and drive them until init is ready. Returns init's host pid."""
+    # The init may sit in a user namespace that cannot read the host's Python (or in a rootfs
+    # without it): import the process-settings modules and compile seccomp here; fork keeps them.
+    from . import privileges  # noqa: F401
+    seccomp_cfg = (sp.cfg.get("linux") or {}).get("seccomp")
+    if seccomp_cfg:
+        from . import seccomp
+
+        seccomp.prepare(seccomp_cfg, connect=False)
     psock, csock = _socket.socketpair(_socket.AF_UNIX, _socket.SOCK_SEQPACKET)
     fifo_fd = os.open(sp.fifo_path, os.O_PATH | os.O_CLOEXEC)
     linux.set_subreaper()
@@ -226,7 +235,7 @@ def _stage1(sp: Spawn, ch: Channel, fifo_fd: int) -> None:  # pragma: no cover -
             os.setresuid(0, 0, 0)
         except OSError:
             raise OCIError("linux.uidMappings: the user namespace has no mapping for uid/gid 0") from None
-    for t in ("ipc", "uts", "network", "pid", "time", "mount"):
+    for t in ("ipc", "uts", "network", "pid", "cgroup", "time", "mount"):
         if t in fds:
             _setns(plan, fds, t)
     new = 0

@@ -1,0 +1,121 @@
+"""process.capabilities: the five capability sets, applied the way runc does.
+
+Order matters and follows runc's finalizeNamespace: the bounding set is dropped while we still
+hold CAP_SETPCAP, the uid switch happens in between (with PR_SET_KEEPCAPS so permitted survives
+it, see privileges.py), then capset sets effective/permitted/inheritable and ambient comes last,
+since PR_CAP_AMBIENT_RAISE needs the cap in permitted and inheritable already.
+"""
+
+import ctypes
+import os
+
+from ocispec.errors import OCIError, SpecError
+from ocispec.tables import CAPABILITIES, CAPABILITY_SETS
+
+_libc = ctypes.CDLL(None, use_errno=True)
+_libc.prctl.argtypes = (ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong)
+
+PR_CAPBSET_READ = 23
+PR_CAPBSET_DROP = 24
+PR_SET_KEEPCAPS = 8
+PR_CAP_AMBIENT = 47
+PR_CAP_AMBIENT_RAISE = 2
+PR_CAP_AMBIENT_CLEAR_ALL = 4
+_CAP_V3 = 0x20080522
+
+
+class _Header(ctypes.Structure):
+    _fields_ = [("version", ctypes.c_uint32), ("pid", ctypes.c_int)]
+
+
+class _Data(ctypes.Structure):
+    _fields_ = [("effective", ctypes.c_uint32), ("permitted", ctypes.c_uint32),
+                ("inheritable", ctypes.c_uint32)]
+
+
+def prctl(option: int, arg2: int = 0, arg3: int = 0, what: str = "prctl") -> int:
+    r = _libc.prctl(option, arg2, arg3, 0, 0)
+    if r < 0:
+        e = ctypes.get_errno()
+        raise OCIError(f"{what}: {os.strerror(e)}", errno=e)
+    return r
+
+
+def last_cap() -> int:
+    try:
+        with open("/proc/sys/kernel/cap_last_cap") as f:
+            return int(f.read())
+    except OSError:
+        return max(CAPABILITIES.values())
+
+
+def parse(caps: dict | None, field: str = "process.capabilities") -> dict[str, int]:
+    """The sets as bit masks, keyed by set name. No capabilities object means five empty sets:
+    runc 1.1 runs such a process without any capability, even as root, and so do we.
+
+    An unknown name is an error naming set and index (runc 1.1 does the same). Known names the
+    running kernel lacks are left out, as runc does, so one config serves several kernels.
+    """
+    if caps is None:
+        caps = {}
+    if not isinstance(caps, dict):
+        raise SpecError(field, "must be an object")
+    top = last_cap()
+    masks = {}
+    for s in CAPABILITY_SETS:
+        names = caps.get(s) or []
+        if not isinstance(names, list):
+            raise SpecError(f"{field}.{s}", "must be an array of capability names")
+        mask = 0
+        for i, name in enumerate(names):
+            num = CAPABILITIES.get(name) if isinstance(name, str) else None
+            if num is None:
+                raise SpecError(f"{field}.{s}[{i}]", f"unknown capability {name!r}")
+            if num <= top:
+                mask |= 1 << num
+        masks[s] = mask
+    # capset(2) refuses these with a bare EPERM; name the entry instead.
+    for s, within in (("effective", "permitted"), ("inheritable", "bounding")):
+        for i, name in enumerate(caps.get(s) or []):
+            bit = 1 << CAPABILITIES[name]
+            if masks[s] & bit and not masks[within] & bit:
+                raise SpecError(f"{field}.{s}[{i}]", f"{name} is not in {within}, and {s} "
+                                f"capabilities must be a subset of {within} ones")
+    return masks
+
+
+def drop_bounding(masks: dict[str, int]) -> None:
+    keep = masks["bounding"]
+    for cap in range(last_cap() + 1):
+        if not keep & (1 << cap):
+            prctl(PR_CAPBSET_DROP, cap, 0, f"process.capabilities.bounding: dropping {_name(cap)}")
+
+
+def apply(masks: dict[str, int]) -> list[str]:
+    """capset effective/permitted/inheritable, then raise ambient. Returns the ambient names
+    that could not be raised because they are not in both permitted and inheritable: runc
+    drops those (it ignores the prctl error), and so do we."""
+    hdr = _Header(_CAP_V3, 0)
+    data = (_Data * 2)()
+    for i in range(2):
+        data[i].effective = (masks["effective"] >> (32 * i)) & 0xFFFFFFFF
+        data[i].permitted = (masks["permitted"] >> (32 * i)) & 0xFFFFFFFF
+        data[i].inheritable = (masks["inheritable"] >> (32 * i)) & 0xFFFFFFFF
+    if _libc.capset(ctypes.byref(hdr), data) < 0:
+        e = ctypes.get_errno()
+        raise OCIError(f"process.capabilities: capset: {os.strerror(e)}", errno=e)
+    dropped = []
+    prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, "process.capabilities.ambient: clearing")
+    amb = masks["ambient"]
+    for cap in range(last_cap() + 1):
+        if amb & (1 << cap):
+            if _libc.prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_RAISE, cap, 0, 0) < 0:
+                dropped.append(_name(cap))
+    return dropped
+
+
+_NAMES = {v: k for k, v in CAPABILITIES.items()}
+
+
+def _name(cap: int) -> str:
+    return _NAMES.get(cap, f"capability {cap}")

@@ -1,0 +1,136 @@
+"""Idmapped mounts: mounts[].uidMappings/gidMappings and the `idmap`/`ridmap` options.
+
+An idmapped mount shows a filesystem's owners through a user namespace's mapping without
+touching the files (mount_setattr(2), MOUNT_ATTR_IDMAP). Mapping entries are written to
+that namespace's uid_map/gid_map exactly as runc writes them, "containerID hostID size":
+a file whose owner on disk is containerID+n appears through the mount as owned by
+hostID+n (in the runtime's namespace; a container's user namespace then maps that again).
+
+The mount is made as a detached tree (open_tree(OPEN_TREE_CLONE)); the caller attaches it
+with attach() (move_mount(2)). The syscalls are pyrunc.linux's, imported only when used.
+"""
+
+import errno
+import os
+
+from ocispec.errors import OCIError
+from ocispec.tables import MOUNT_ATTR_IDMAP
+
+AT_FDCWD = -100
+MOVE_MOUNT_T_EMPTY_PATH = 0x40
+
+
+def plan(mount: dict, linux: dict | None) -> tuple | None:
+    """(uid_mappings, gid_mappings, recursive) for an idmapped config.json mount, or None
+    when the mount is not idmapped. As runc: the `idmap` / `ridmap` (recursive) options or
+    mapping fields make a bind mount idmapped; without mapping fields the container's
+    linux.uidMappings/gidMappings are used. The config is validated already
+    (ocispec.runtime_config checks the pairs, bind-only and the fallback's presence)."""
+    opts = mount.get("options") or ()
+    uids, gids = mount.get("uidMappings"), mount.get("gidMappings")
+    if not ("idmap" in opts or "ridmap" in opts or uids is not None):
+        return None
+    if uids is None:
+        uids, gids = (linux or {}).get("uidMappings"), (linux or {}).get("gidMappings")
+    return uids, gids, "ridmap" in opts
+
+
+def make_idmapped_tree(source: str, uid_mappings: list, gid_mappings: list,
+                       recursive: bool, where: str = "mounts") -> int:
+    """A detached clone of the mount tree at source, idmapped with the given mappings
+    (recursive: submounts too). Returns its fd (O_CLOEXEC); attach() it or close it."""
+    from . import linux
+
+    userns = userns_fd(uid_mappings, gid_mappings, where)
+    try:
+        rec = linux.AT_RECURSIVE if recursive else 0
+        try:
+            tree = linux.open_tree(AT_FDCWD, source,
+                                   linux.OPEN_TREE_CLONE | linux.OPEN_TREE_CLOEXEC | rec)
+        except OSError as e:
+            raise OCIError(f"{where}: cannot clone the mount at {source}: "
+                           f"{os.strerror(e.errno)}", errno=e.errno) from None
+        try:
+            linux.mount_setattr(tree, "", linux.AT_EMPTY_PATH | rec,
+                                attr_set=MOUNT_ATTR_IDMAP, userns_fd=userns)
+        except OSError as e:
+            os.close(tree)
+            hint = {errno.EINVAL: "the filesystem of the source does not support idmapped "
+                                  "mounts, or the kernel is older than 5.12",
+                    errno.ENOSYS: "the kernel has no mount_setattr (Linux 5.12 or later needed)",
+                    errno.EPERM: "no permission to idmap this mount"}.get(e.errno)
+            raise OCIError(f"{where}: cannot idmap the mount of {source}: "
+                           f"{os.strerror(e.errno)}", errno=e.errno, hint=hint) from None
+        return tree
+    finally:
+        os.close(userns)
+
+
+def attach(tree_fd: int, target, where: str = "mounts") -> None:
+    """move_mount(2) a detached tree (from make_idmapped_tree) onto target: an fd (O_PATH
+    is enough) or a path. move_mount does not follow a final symlink, so a /proc/self/fd/N
+    path is taken as that fd."""
+    from . import linux
+
+    if isinstance(target, str) and target.startswith("/proc/self/fd/") \
+            and target[14:].isdigit():
+        target = int(target[14:])
+    try:
+        if isinstance(target, int):
+            linux.move_mount(tree_fd, "", target, "",
+                             linux.MOVE_MOUNT_F_EMPTY_PATH | MOVE_MOUNT_T_EMPTY_PATH)
+        else:
+            linux.move_mount(tree_fd, "", AT_FDCWD, target, linux.MOVE_MOUNT_F_EMPTY_PATH)
+    except OSError as e:
+        raise OCIError(f"{where}: cannot mount onto {target}: {os.strerror(e.errno)}",
+                       errno=e.errno) from None
+
+
+def userns_fd(uid_mappings: list, gid_mappings: list, where: str = "mounts") -> int:
+    """An fd of a fresh user namespace with these mappings and no process in it: a child
+    unshares CLONE_NEWUSER, we write its maps and open /proc/CHILD/ns/user, it exits.
+
+    CHILD is the child's pid as the /proc we see knows it: inside a new pid namespace
+    whose /proc is still the host's (a container's init before pivot_root), getpid()
+    would name another process, so the child reads its number from /proc/self."""
+    from . import linux
+
+    ready_r, ready_w = os.pipe()
+    done_r, done_w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # child: nothing but syscalls until _exit
+        try:
+            os.close(ready_r)
+            os.close(done_w)
+            try:
+                linux.unshare(linux.CLONE_NEWUSER)
+                os.write(ready_w, os.readlink("/proc/self").encode())
+            except OSError as e:
+                os.write(ready_w, f"error {e.errno}".encode())
+            os.close(ready_w)
+            os.read(done_r, 1)  # until the parent has opened our namespace
+        finally:
+            os._exit(0)
+    os.close(ready_w)
+    os.close(done_r)
+    try:
+        answer = os.read(ready_r, 64).decode()
+        if not answer.isdigit():
+            err = int(answer.split()[1]) if answer.startswith("error ") else 0
+            raise OCIError(f"{where}: cannot create a user namespace for the idmapped mount"
+                           + (f": {os.strerror(err)}" if err else ""), errno=err or None)
+        proc = f"/proc/{answer}"
+        for name, maps in (("uid_map", uid_mappings), ("gid_map", gid_mappings)):
+            text = "".join(f"{m['containerID']} {m['hostID']} {m['size']}\n" for m in maps)
+            try:
+                with open(f"{proc}/{name}", "w") as f:
+                    f.write(text)
+            except OSError as e:
+                key = "uidMappings" if name == "uid_map" else "gidMappings"
+                raise OCIError(f"{where}.{key}: the kernel refused the mapping "
+                               f"{text.strip()!r}: {e.strerror}", errno=e.errno) from None
+        return os.open(f"{proc}/ns/user", os.O_RDONLY | os.O_CLOEXEC)
+    finally:
+        os.close(ready_r)
+        os.close(done_w)
+        os.waitpid(pid, 0)
