@@ -7,6 +7,7 @@ the upper dir afterwards, so /run/secrets/X or /etc/resolv.conf never land in a 
 Every mount made here is undone in a finally block; a failed RUN leaves nothing behind.
 """
 import collections
+import fcntl
 import json
 import os
 import stat
@@ -132,10 +133,16 @@ def run(builder, spec: RunSpec, layers, *, compression, sde) -> dict | None:
         os.mkdir(empty)
         lowers = [empty]
     extra_mounts: list[str] = []
+    locks: list[int] = []
     cid = f"pybuild-{uuid.uuid4().hex[:16]}"
     state_root = os.path.join(builder.scratch, "runtime")
     created_points: list[tuple] = []
     try:
+        for m in spec.mounts:  # sharing=locked: one RUN at a time uses this cache dir
+            if m.m.type == "cache" and m.m.sharing == "locked":
+                fd = os.open(m.cache_dir + ".lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+                locks.append(fd)
+                fcntl.flock(fd, fcntl.LOCK_EX)
         mounts.overlay(merged, lowers, upper, wdir)
         extra_mounts.append(merged)
         try:
@@ -199,6 +206,8 @@ def run(builder, spec: RunSpec, layers, *, compression, sde) -> dict | None:
     finally:
         for m in reversed(extra_mounts):
             mounts.umount(m)
+        for fd in locks:
+            os.close(fd)
         rmtree_safe(work)
 
 

@@ -175,3 +175,27 @@ RUN --mount=type=bind,source=$SRC,target=/m cat /m/x > /mounted
     assert (f["a"].data, f["b"].data) == (b"first\n", b"second\n")
     assert f["mounted"].data == b"bound\n"
     assert not any(p.startswith("dev") for p in f)
+
+
+def test_cache_mount_sharing_locked(env):
+    import subprocess
+
+    from build_e2e import RUNTIME, pybuild_cmd
+    base = busybox_base(env)
+    procs = []
+    for n in range(2):
+        d = os.path.join(env.base, f"df{n}")
+        with open(d, "w") as f:
+            f.write(base + f"RUN --mount=type=cache,id=shared,sharing=locked,target=/c "
+                    f"if [ -e /c/busy ]; then echo clash >> /c/clash; fi; touch /c/busy; "
+                    f"sleep 1; rm /c/busy; echo {n} >> /c/done\n")
+        procs.append(subprocess.Popen(
+            [pybuild_cmd(), "--root", env.root, "build", "--runtime", RUNTIME, "--progress",
+             "quiet", "-f", d, env.ctx], stdout=subprocess.PIPE, stderr=subprocess.PIPE))
+    for p in procs:
+        _, err = p.communicate(timeout=300)
+        assert p.returncode == 0, err
+    env.dockerfile(base + "RUN --mount=type=cache,id=shared,target=/c cat /c/* > /seen\n")
+    env.build("--no-cache")
+    seen = env.rootfs()["seen"].data.split()
+    assert sorted(seen) == [b"0", b"1"]  # both ran, neither saw the other busy
