@@ -196,6 +196,7 @@ class Builder:
             self._results[stage.index] = self._build_stage(stage)
         except BaseException as e:  # noqa: BLE001 - reported by build()
             self._errors.append(e)
+            self.cancelled = True  # the other stages stop at their next step
         finally:
             self._events[stage.index].set()
 
