@@ -7,8 +7,6 @@ image rootfs (symlinks there never lead out of it) and writes the layer.
 import os
 import posixpath
 import stat
-import tarfile
-import urllib.parse
 import uuid
 from dataclasses import dataclass, field
 
@@ -75,6 +73,7 @@ def _exclude_fn(patterns, base: str):
 
 
 def fetch_url(url: str, tmp_dir: str, checksum: str | None, what: str) -> Item:
+    import urllib.parse
     import urllib.request  # imported here: ~10 ms a build without ADD URL need not pay
     from email.utils import parsedate_to_datetime
     parsed = urllib.parse.urlparse(url)
@@ -113,7 +112,7 @@ def select(ins, srcs: list[str], source: Source, *, is_add: bool, tmp_dir: str, 
     h = hashlib.sha256()
     try:
         for src in srcs:
-            if is_add and urllib.parse.urlparse(src).scheme in ("http", "https"):
+            if is_add and src.lower().startswith(("http://", "https://")):
                 it = fetch_url(src, tmp_dir, checksum, what)
                 temps.append(it.host)
                 items.append(it)
@@ -184,6 +183,7 @@ def _open_decompressed(f, comp: str):
 
 
 def _is_tar(path: str, comp: str) -> bool:
+    import tarfile
     with open(path, "rb") as f:
         try:
             with tarfile.open(fileobj=_open_decompressed(f, comp), mode="r|") as tf:
@@ -194,6 +194,7 @@ def _is_tar(path: str, comp: str) -> bool:
 
 def _add_archive(lw: LayerWriter, path: str, comp: str, dest: str, what: str) -> None:
     """Extract a tar into the layer under dest; members never escape dest."""
+    import tarfile
     links: set[str] = set()
     with open(path, "rb") as f, tarfile.open(fileobj=_open_decompressed(f, comp), mode="r|") as tf:
         for m in tf:

@@ -7,7 +7,6 @@ directly; RUN runs in a container (run.py). Every layer step is looked up in the
 first. Tags and exports happen only after the whole build succeeded.
 """
 import copy as _copy
-import datetime
 import os
 import posixpath
 import threading
@@ -84,8 +83,9 @@ def find_runtime(name: str) -> str:
 
 
 def _iso(ts: float) -> str:
-    return datetime.datetime.fromtimestamp(ts, datetime.timezone.utc).strftime(
-        "%Y-%m-%dT%H:%M:%S.%fZ" if ts % 1 else "%Y-%m-%dT%H:%M:%SZ")
+    whole = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(int(ts)))
+    frac = f"{ts % 1:.6f}"[1:] if ts % 1 else ""
+    return f"{whole}{frac}Z"
 
 
 class Builder:
