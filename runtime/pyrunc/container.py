@@ -31,6 +31,7 @@ def create(root: str, container_id: str, bundle: str, *, pid_file: str = "", con
 
     check_id(container_id)
     bundle, cfg, rootfs = loaded or load_bundle(bundle)
+    warn_unknown_capabilities((cfg.get("process") or {}).get("capabilities"), log)
     os.makedirs(root, 0o700, exist_ok=True)
     c = Container(root, container_id)
     try:
@@ -120,6 +121,22 @@ def create(root: str, container_id: str, bundle: str, *, pid_file: str = "", con
                         log.warn(f"cleanup: {e}")
             _remove_dir(c.dir)
         c.unlock()
+
+
+def warn_unknown_capabilities(caps, log) -> None:
+    if not caps:
+        return
+    from .capabilities import unknown
+
+    names = unknown(caps)
+    if names:
+        msg = f"ignoring unknown or unavailable capabilities: {' '.join(names)}"
+        if log is not None:
+            log.warn(msg)
+        else:
+            import sys
+
+            print(f"pyrunc: warning: {msg}", file=sys.stderr)
 
 
 def _remove_dir(path: str) -> None:
@@ -300,17 +317,13 @@ def destroy(c: Container, log=None) -> None:
     """Remove what create made, then run poststop hooks (failures only warn)."""
     m = _manager(c)
     if m is not None:
-        # Children of a dead init die with its pid namespace, but may still be exiting.
-        deadline = time.monotonic() + 5
-        while True:
-            try:
-                m.destroy()
-                break
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise
-                _kill_all(c, signal.SIGKILL)
-                time.sleep(0.005)
+        # destroy() waits for exiting tasks itself; a straggler (a process that joined the
+        # cgroup from outside the pid namespace) gets one SIGKILL and one more try.
+        try:
+            m.destroy()
+        except OCIError:
+            _kill_all(c, signal.SIGKILL)
+            m.destroy()
     state = c.spec_state("stopped")
     _remove_dir(c.dir)
     hooks = (c.data.get("config") or {}).get("hooks") or {}

@@ -119,11 +119,17 @@ def podman(tmp_path):
     import tempfile
     run = tempfile.mkdtemp(prefix="pyoci-pm-")  # runroot must be short
     root = tmp_path / "podman-root"
-    base = ["podman", "--root", str(root), "--runroot", run, "--storage-driver", "vfs",
+    # every piece of podman state private to this test: root, runroot, libpod tmpdir,
+    # volumes and the image temp dir, so parallel podman users never meet ours
+    vartmp = tmp_path / "podman-vartmp"
+    vartmp.mkdir()
+    base = ["podman", "--root", str(root), "--runroot", run, "--tmpdir", os.path.join(run, "libpod"),
+            "--volumepath", str(root / "volumes"), "--storage-driver", "vfs",
             "--cgroup-manager", "cgroupfs", "--events-backend", "none", "--runtime", "runc"]
+    env = dict(os.environ, TMPDIR=str(vartmp))
 
     def call(*args, check=True):
-        r = subprocess.run([*base, *args], capture_output=True, text=True, timeout=180)
+        r = subprocess.run([*base, *args], capture_output=True, text=True, timeout=180, env=env)
         if check:
             assert r.returncode == 0, f"{args}: {r.stdout}{r.stderr}"
         return r

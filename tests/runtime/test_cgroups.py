@@ -212,11 +212,14 @@ def test_cpuset_is_filled_from_parent(cg, procs):
 def test_memory_limit_below_usage_is_an_error(cg, procs):
     m = cg()
     # The shell allocates after it joins, so its pages are charged to the cgroup.
-    p = procs.gated("x=$(busybox seq 1 20000); sleep 1000")
+    # ~1.3 MB of anonymous memory held in a shell variable: nothing to reclaim it to (the
+    # trailing command keeps ash from exec'ing sleep, which would drop the variable)
+    p = procs.gated("x=$(busybox seq 1 200000); echo held; sleep 1000; echo ${#x}")
     m.add(p.pid)
     go(p)
-    deadline = time.monotonic() + 5
-    while int(read(m.v1["memory"], "memory.usage_in_bytes")) < 200_000:
+    assert p.stdout.readline() == b"held\n"
+    deadline = time.monotonic() + 20
+    while int(read(m.v1["memory"], "memory.usage_in_bytes")) < 1_000_000:
         assert time.monotonic() < deadline
         time.sleep(0.02)
     with pytest.raises(OCIError, match=r"linux.resources.memory.limit: cannot set 4096: "
@@ -599,3 +602,18 @@ def test_oom_kills_are_counted(cg, procs):
     assert m.oom_kills() >= 1
     mem = m.stats()["memory"]
     assert mem["usage"]["max"] == mem["usage"]["limit"] == 8 << 20  # it hit the limit
+
+
+def test_unified_keys_go_to_the_cgroup2_directory(cg):
+    m = cg("{name}/nested")
+    if not m.v2:
+        with pytest.raises(OCIError, match="linux.resources.unified"):
+            m.set({"unified": {"pids.max": "5"}})
+        return
+    m.set({"unified": {"cgroup.max.descendants": "3", "cgroup.max.depth": "2"}})
+    assert read(m.v2, "cgroup.max.descendants") == "3"
+    assert read(m.v2, "cgroup.max.depth") == "2"
+    if "hugetlb" in read(paths.mounts()[1][0], "cgroup.controllers").split():
+        # a controller's file appears once the parents enable it: set() does that
+        m.set({"unified": {"hugetlb.2MB.max": str(4 << 20)}})
+        assert read(m.v2, "hugetlb.2MB.max") == str(4 << 20)

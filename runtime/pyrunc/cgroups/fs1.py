@@ -227,4 +227,3 @@ def set_cpuset(d: str, cpu: dict) -> None:
                 raise
 
 
-FREEZER_STATE = "freezer.state"
