@@ -383,17 +383,7 @@ def run(root: str, container_id: str, bundle: str, *, detach: bool, keep: bool =
     if detach:
         start(root, container_id, log)
         return 0
-    forwarded = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1,
-                 signal.SIGUSR2, signal.SIGWINCH)
-
-    def forward(signum, _frame):
-        try:
-            os.kill(pid, signum)
-        except ProcessLookupError:
-            pass
-
-    for s in forwarded:
-        signal.signal(s, forward)
+    forward_signals(pid)
     try:
         start(root, container_id, log)
     except OCIError:
@@ -407,6 +397,19 @@ def run(root: str, container_id: str, bundle: str, *, detach: bool, keep: bool =
     if not keep:
         _cleanup_after_run(root, container_id, log)
     return status
+
+
+def forward_signals(pid: int) -> None:
+    """Pass the signals a foreground caller gets on to the container's process, as runc."""
+    def forward(signum, _frame):
+        try:
+            os.kill(pid, signum)
+        except ProcessLookupError:
+            pass
+
+    for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1,
+              signal.SIGUSR2, signal.SIGWINCH):
+        signal.signal(s, forward)
 
 
 def _cleanup_after_run(root, container_id, log) -> None:

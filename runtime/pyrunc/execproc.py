@@ -8,7 +8,6 @@ protocol as create carries failures back as one-line errors.
 
 import copy
 import os
-import signal
 
 import _socket
 
@@ -17,7 +16,7 @@ from ocispec.errors import OCIError
 from ocispec.tables import NAMESPACES
 
 from . import linux
-from .process import Channel, send_error
+from .process import Channel, _kill_reap, send_error
 from .state import Container, write_atomic
 
 # Joined in this order: the user namespace first (it grants the rights to join the
@@ -128,17 +127,9 @@ def exec_command(a, log) -> int:
 
 
 def _wait(pid: int) -> int:
-    def forward(signum, _frame):
-        try:
-            os.kill(pid, signum)
-        except ProcessLookupError:
-            pass
+    from .container import _wait_child, forward_signals
 
-    for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1,
-              signal.SIGUSR2, signal.SIGWINCH):
-        signal.signal(s, forward)
-    from .container import _wait_child
-
+    forward_signals(pid)
     return _wait_child(pid)
 
 
@@ -207,11 +198,7 @@ def _spawn(c: Container, proc: dict, console_fd: int, preserve_fds: int) -> int:
     except BaseException:
         for p in (pid, child):
             if p:
-                try:
-                    os.kill(p, signal.SIGKILL)
-                    os.waitpid(p, 0)
-                except (ProcessLookupError, ChildProcessError):
-                    pass
+                _kill_reap(p)
         raise
     finally:
         ch.close()
@@ -246,16 +233,8 @@ def _exec_child(ch, proc, lcfg, state, seccomp, console, console_fd, preserve_fd
             console.setup_in_init(console_fd, proc.get("consoleSize"), mount_console=False)
         if seccomp is not None:
             seccomp.preload(lcfg["seccomp"])
-        privileges.prepare(proc, lcfg)
+        init.apply_process(proc, lcfg, state, privileges, seccomp, pid=host_pid)
         nnp = bool(proc.get("noNewPrivileges"))
-        if seccomp is not None and not nnp:
-            seccomp.load(lcfg["seccomp"], state, pid=host_pid)
-        privileges.finalize(proc)
-        cwd = proc.get("cwd") or "/"
-        try:
-            os.chdir(cwd)
-        except OSError as e:
-            raise OCIError(f"process.cwd: cannot change to {cwd}: {e.strerror}") from None
         env = list(proc.get("env") or [])
         argv0 = init._lookpath(proc["args"][0], env)
         ch.send("ready")

@@ -126,19 +126,24 @@ def _preload(cfg: dict) -> dict:
 
 
 def _apply_process(process: dict, lcfg: dict, state: dict, mods: dict) -> None:
-    seccomp_cfg = lcfg.get("seccomp")
-    nnp = bool(process.get("noNewPrivileges"))
-    privileges = mods["privileges"]
+    apply_process(process, lcfg, state, mods["privileges"], mods.get("seccomp"))
+    state["mods"] = mods
+
+
+def apply_process(process: dict, lcfg: dict, state: dict, privileges, seccomp=None,
+                  pid: int | None = None) -> None:
+    """The process's own settings, for init and exec alike: limits and labels as root, a
+    seccomp filter that needs privilege to load (no noNewPrivileges) before the capabilities
+    go, then user and capabilities, then the working directory as that user."""
     privileges.prepare(process, lcfg)
-    if seccomp_cfg and not nnp:
-        mods["seccomp"].load(seccomp_cfg, state)
+    if seccomp is not None and not process.get("noNewPrivileges"):
+        seccomp.load(lcfg["seccomp"], state, pid=pid)
     privileges.finalize(process)
     cwd = process.get("cwd") or "/"
     try:
         os.chdir(cwd)
     except OSError as e:
         raise OCIError(f"process.cwd: cannot change to {cwd}: {e.strerror}") from None
-    state["mods"] = mods
 
 
 def _run(sp, fifo_fd: int, state: dict) -> None:
