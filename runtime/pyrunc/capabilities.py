@@ -53,8 +53,8 @@ def parse(caps: dict | None, field: str = "process.capabilities") -> dict[str, i
     """The sets as bit masks, keyed by set name. No capabilities object means five empty sets:
     runc 1.1 runs such a process without any capability, even as root, and so do we.
 
-    An unknown name is an error naming set and index (runc 1.1 does the same). Known names the
-    running kernel lacks are left out, as runc does, so one config serves several kernels.
+    Unknown names, and known names the running kernel lacks, are left out: runtime-spec 1.1+
+    asks runtimes to warn about them (see unknown()) rather than fail, and runc does so too.
     """
     if caps is None:
         caps = {}
@@ -68,20 +68,34 @@ def parse(caps: dict | None, field: str = "process.capabilities") -> dict[str, i
             raise SpecError(f"{field}.{s}", "must be an array of capability names")
         mask = 0
         for i, name in enumerate(names):
-            num = CAPABILITIES.get(name) if isinstance(name, str) else None
-            if num is None:
-                raise SpecError(f"{field}.{s}[{i}]", f"unknown capability {name!r}")
-            if num <= top:
+            if not isinstance(name, str):
+                raise SpecError(f"{field}.{s}[{i}]", "must be a capability name")
+            num = CAPABILITIES.get(name)
+            if num is not None and num <= top:
                 mask |= 1 << num
         masks[s] = mask
     # capset(2) refuses these with a bare EPERM; name the entry instead.
     for s, within in (("effective", "permitted"), ("inheritable", "bounding")):
         for i, name in enumerate(caps.get(s) or []):
+            if name not in CAPABILITIES:
+                continue
             bit = 1 << CAPABILITIES[name]
             if masks[s] & bit and not masks[within] & bit:
                 raise SpecError(f"{field}.{s}[{i}]", f"{name} is not in {within}, and {s} "
                                 f"capabilities must be a subset of {within} ones")
     return masks
+
+
+def unknown(caps: dict | None) -> list[str]:
+    """Names in any set that this kernel cannot grant: to be logged as a warning."""
+    top = last_cap()
+    out = []
+    for s in CAPABILITY_SETS:
+        for name in (caps or {}).get(s) or []:
+            num = CAPABILITIES.get(name)
+            if (num is None or num > top) and name not in out:
+                out.append(name)
+    return out
 
 
 def drop_bounding(masks: dict[str, int]) -> None:

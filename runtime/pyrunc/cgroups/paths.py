@@ -4,7 +4,6 @@ The mount table is read once per process: pyrunc runs on every container start a
 busy host's mountinfo is long.
 """
 
-import os
 import posixpath
 
 from ocispec.errors import OCIError
