@@ -2,9 +2,9 @@
 
 Runtime-spec rules (config.md "POSIX-platform Hooks", runtime.md "Lifecycle"):
 path is absolute; args are execv's argv (args[0] is argv0); env is the whole
-environment (nothing inherited); timeout is in seconds. A failing prestart,
-createRuntime, createContainer or startContainer hook is an error; a failing
-poststart or poststop hook only warns and the remaining hooks still run.
+environment (nothing inherited); timeout is in seconds. A failing hook is an
+error (the runtime stops the container), except poststop: its failures only warn
+and the remaining poststop hooks still run (run_lenient).
 
 Imported on every container start, so module level is the standard library only
 and `subprocess` is imported only when there is a hook to run.
@@ -40,7 +40,7 @@ def run(hooks_cfg: dict | None, name: str, state: dict, cwd: str | None = None) 
 def run_lenient(hooks_cfg: dict | None, name: str, state: dict, cwd: str | None = None,
                 warn=None) -> None:
     """Run every `name` hook in order; a failure is a warning and the rest still run
-    (poststart, poststop). warn(message) defaults to a line on stderr."""
+    (poststop). warn(message) defaults to a line on stderr."""
     hooks = (hooks_cfg or {}).get(name)
     if not hooks:
         return
