@@ -234,24 +234,23 @@ def test_unreachable_console_socket_is_a_create_error(env):
     assert not os.path.exists(os.path.join(env.root, cid))
 
 
-def test_run_in_the_foreground_with_a_terminal(env):
-    env.cfg["process"]["terminal"] = True
-    env.cfg["process"]["args"] = ["sh", "-c", CHECK]
-    env.write()
-    master, slave = os.openpty()
+def on_a_terminal(argv, rows, cols, typed):
+    """Run argv with a terminal of ours (rows x cols) as its stdio, type `typed`, and
+    return what it printed, as lines, once it has exited with status 0."""
     from pyrunc import console
-    console.set_size(slave, 29, 97)
+
+    master, slave = os.openpty()
+    console.set_size(slave, rows, cols)
     try:
-        p = subprocess.Popen([PYRUNC, "--root", env.root, "run", "--bundle", env.bundle,
-                              env.new_id()], stdin=slave, stdout=slave, stderr=slave,
+        p = subprocess.Popen(argv, stdin=slave, stdout=slave, stderr=slave,
                              start_new_session=True)
         os.close(slave)
-        os.write(master, b"from the caller\n")
+        os.write(master, typed)
         out = b""
         while True:
             try:
                 data = os.read(master, 4096)
-            except OSError:
+            except OSError:  # EIO: every slave fd is closed
                 break
             if not data:
                 break
@@ -259,7 +258,15 @@ def test_run_in_the_foreground_with_a_terminal(env):
         assert p.wait(timeout=30) == 0, out
     finally:
         os.close(master)
-    lines = out.decode().replace("\r\n", "\n").splitlines()
+    return out.decode().replace("\r\n", "\n").splitlines()
+
+
+def test_run_in_the_foreground_with_a_terminal(env):
+    env.cfg["process"]["terminal"] = True
+    env.cfg["process"]["args"] = ["sh", "-c", CHECK]
+    env.write()
+    lines = on_a_terminal([PYRUNC, "--root", env.root, "run", "--bundle", env.bundle,
+                           env.new_id()], 29, 97, b"from the caller\n")
     assert "29 97" in lines and "console-ok" in lines and "got:from the caller" in lines
 
 
@@ -365,28 +372,8 @@ def test_exec_tty_with_console_socket(env):
 def test_exec_tty_in_the_foreground(env):
     cid = env.new_id()
     _running(env, cid)
-    master, slave = os.openpty()
-    from pyrunc import console
-    console.set_size(slave, 17, 71)
-    try:
-        p = subprocess.Popen([PYRUNC, "--root", env.root, "exec", "--tty", cid,
-                              "sh", "-c", EXEC_CHECK], stdin=slave, stdout=slave, stderr=slave,
-                             start_new_session=True)
-        os.close(slave)
-        os.write(master, b"typed at exec\n")
-        out = b""
-        while True:
-            try:
-                data = os.read(master, 4096)
-            except OSError:
-                break
-            if not data:
-                break
-            out += data
-        assert p.wait(timeout=30) == 0, out
-    finally:
-        os.close(master)
-    lines = out.decode().replace("\r\n", "\n").splitlines()
+    lines = on_a_terminal([PYRUNC, "--root", env.root, "exec", "--tty", cid,
+                           "sh", "-c", EXEC_CHECK], 17, 71, b"typed at exec\n")
     assert "17 71" in lines and "ctty-ok" in lines and "got:typed at exec" in lines
 
 
