@@ -387,17 +387,7 @@ def test_idmapped_bind_mount_through_pyrunc(env):
     env.cfg["mounts"].append({"destination": "/idm", "type": "bind", "source": src,
                               "options": ["bind", "idmap"], "uidMappings": one,
                               "gidMappings": one})
-    env.cfg["process"]["args"] = ["sh", "-c", "ls -ln /idm"]
-    env.write()
-    out = os.path.join(env.top, "out")
-    with open(out, "w") as o:
-        p = subprocess.run([PYRUNC, "--root", env.root, "run", "--bundle", env.bundle,
-                            env.new_id()], stdin=subprocess.DEVNULL, stdout=o,
-                           stderr=subprocess.STDOUT, timeout=60)
-    text = open(out).read()
-    assert p.returncode == 0, text
-    fields = [line.split() for line in text.splitlines() if "owned-by-1000" in line][0]
-    assert fields[2:4] == ["0", "0"]  # uid 1000 on disk shows as 0 through the mount
+    assert owner_inside(env, "/idm", "owned-by-1000") == ["0", "0"]  # 1000 on disk shows as 0
     assert os.stat(f).st_uid == 1000
 
 
@@ -416,14 +406,19 @@ def test_idmapped_bind_mount_in_a_user_namespace_container(env):
     lcfg["uidMappings"] = lcfg["gidMappings"] = big
     env.cfg["mounts"].append({"destination": "/idm", "type": "bind", "source": src,
                               "options": ["bind"], "uidMappings": big, "gidMappings": big})
-    env.cfg["process"]["args"] = ["sh", "-c", "ls -ln /idm"]
-    env.write()
     # The container's root is host uid 100000: it owns the rootfs, and may reach it.
     os.chmod(env.top, 0o755)
     rootfs = os.path.join(env.bundle, "rootfs")
     for d in ("proc", "sys", "dev", "tmp", "idm"):
         os.makedirs(os.path.join(rootfs, d), exist_ok=True)
     subprocess.run(["chown", "-R", "-h", "100000:100000", rootfs], check=True)
+    assert owner_inside(env, "/idm", "owned-by-host-root") == ["0", "0"]
+
+
+def owner_inside(env, directory, name):
+    """[uid, gid] of directory/name as the container sees it (`pyrunc run ... ls -ln`)."""
+    env.cfg["process"]["args"] = ["sh", "-c", f"ls -ln {directory}"]
+    env.write()
     out = os.path.join(env.top, "out")
     with open(out, "w") as o:
         p = subprocess.run([PYRUNC, "--root", env.root, "run", "--bundle", env.bundle,
@@ -431,5 +426,4 @@ def test_idmapped_bind_mount_in_a_user_namespace_container(env):
                            stderr=subprocess.STDOUT, timeout=60)
     text = open(out).read()
     assert p.returncode == 0, text
-    fields = [line.split() for line in text.splitlines() if "owned-by-host-root" in line][0]
-    assert fields[2:4] == ["0", "0"]
+    return [line.split() for line in text.splitlines() if name in line][0][2:4]
