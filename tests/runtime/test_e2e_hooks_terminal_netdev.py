@@ -427,3 +427,33 @@ def owner_inside(env, directory, name):
     text = open(out).read()
     assert p.returncode == 0, text
     return [line.split() for line in text.splitlines() if name in line][0][2:4]
+
+
+NETDEV_FAIL = r"""
+import json, subprocess, sys
+pyrunc, root, bundle, cid = sys.argv[1:5]
+subprocess.run(["ip", "link", "add", "pyrhe2e0", "type", "veth", "peer", "name", "pyrhe2e1"],
+               check=True)
+subprocess.run(["ip", "addr", "add", "127.3.4.5/8", "dev", "pyrhe2e0", "scope", "global"],
+               check=True)
+p = subprocess.run([pyrunc, "--root", root, "create", "--bundle", bundle, cid],
+                   capture_output=True, text=True)
+link = json.loads(subprocess.run(["ip", "-j", "addr", "show", "pyrhe2e0"], check=True,
+                                 capture_output=True, text=True).stdout)[0]
+print(json.dumps({"rc": p.returncode, "stderr": p.stderr,
+                  "addrs": [a["local"] for a in link["addr_info"] if a["family"] == "inet"]}))
+"""
+
+
+def test_failed_create_leaves_net_devices_on_the_host(env):
+    env.cfg["linux"]["netDevices"] = {"pyrhe2e0": {"name": "eth7"}, "pyrh-nosuch8": {}}
+    env.write()
+    cid = env.new_id()
+    p = subprocess.run(["unshare", "--net", sys.executable, "-c", NETDEV_FAIL, PYRUNC, env.root,
+                        env.bundle, cid], capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stderr
+    out = json.loads(p.stdout)
+    assert out["rc"] == 1
+    assert "linux.netDevices.pyrh-nosuch8: no such network interface on the host" in out["stderr"]
+    assert out["addrs"] == ["127.3.4.5"]  # pyrhe2e0 is back where it was, address and all
+    assert not os.path.exists(os.path.join(env.root, cid))
