@@ -9,6 +9,7 @@ Only imported when a process has a terminal, so the imports below cost nothing o
 """
 
 import array
+import errno
 import fcntl
 import os
 import select
@@ -42,11 +43,13 @@ def connect(path: str) -> int:
 
 
 def setup_in_init(sock_fd: int, size: dict | None = None, mount_console: bool = True,
-                  dev: str = "/dev") -> None:
+                  dev: str = "/dev", uid: int | None = None) -> None:
     """In the container (after pivot_root, with devpts on DEV/pts): make a pty, send its
     master over sock_fd, and make the slave this process's controlling terminal and
     stdin/stdout/stderr. size: process.consoleSize ({"height", "width"}).
     mount_console: bind the slave onto DEV/console (init; not for exec).
+    uid: process.user.uid, made the terminal's owner (as runc's fixStdioPermissions), so
+    a process that is not root can still open its own tty by name.
     Closes sock_fd."""
     try:
         master = _open_master(f"{dev}/ptmx")
@@ -54,6 +57,14 @@ def setup_in_init(sock_fd: int, size: dict | None = None, mount_console: bool = 
             n = struct.unpack("I", fcntl.ioctl(master, TIOCGPTN, b"\0" * 4))[0]
             name = f"{dev}/pts/{n}"
             slave = _open_slave(master, name)
+            if uid:
+                try:
+                    os.fchown(slave, uid, -1)  # the gid stays devpts's (tty, by gid=5)
+                except OSError as e:
+                    # runc too leaves it: uid unmapped here, or /dev read-only.
+                    if e.errno not in (errno.EINVAL, errno.EPERM, errno.EROFS):
+                        raise OCIError(f"process.terminal: cannot give {name} to uid {uid}: "
+                                       f"{e.strerror}", errno=e.errno) from None
             if size:
                 set_size(master, size.get("height", 0), size.get("width", 0))
             if mount_console:

@@ -47,7 +47,11 @@ from pyrunc import console
 fd = os.environ.get("SOCK_FD")
 fd = int(fd) if fd else console.connect(os.environ["SOCK"])
 size = json.loads(os.environ["SIZE"]) if os.environ.get("SIZE") else None
-console.setup_in_init(fd, size, dev=os.environ["DEV"])
+uid = int(os.environ.get("AS_UID") or 0)
+console.setup_in_init(fd, size, dev=os.environ["DEV"], uid=uid or None)
+if uid:
+    os.setresgid(uid, uid, uid)
+    os.setresuid(uid, uid, uid)
 os.execv(os.environ["BUSYBOX"], ["sh", "-c", os.environ["CHECK"]])
 """
 
@@ -62,9 +66,10 @@ def workdir():
         assert d not in f.read()
 
 
-def container(workdir, sock=None, sock_fd=None, size=None, **kw):
+def container(workdir, sock=None, sock_fd=None, size=None, as_uid=0, check=CHECK, **kw):
     env = {"DEV": os.path.join(workdir, "dev"), "PY": sys.executable, "PYCODE": PYCODE,
-           "BUSYBOX": BUSYBOX, "CHECK": CHECK, "PATH": os.environ["PATH"],
+           "BUSYBOX": BUSYBOX, "CHECK": check, "PATH": os.environ["PATH"],
+           "AS_UID": str(as_uid),
            "SOCK": sock or "", "SOCK_FD": "" if sock_fd is None else str(sock_fd),
            "SIZE": "" if size is None else __import__("json").dumps(size)}
     return subprocess.Popen(["unshare", "--mount", "--propagation", "private",
@@ -186,3 +191,25 @@ def test_receive_fails_when_container_dies_first():
     with pytest.raises(console.OCIError, match="exited before sending its terminal"):
         term.receive(timeout=10)
     term.close()
+
+
+def test_terminal_belongs_to_the_process_user(workdir):
+    """As runc's fixStdioPermissions: a process that is not root can open its own tty."""
+    os.chmod(workdir, 0o755)  # uid 1000 walks to DEV/pts
+    sock = os.path.join(workdir, "console.sock")
+    listener = subprocess.Popen([sys.executable, os.path.join(HERE, "recvtty.py"), sock],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    check = ('id -u; t=$(tty); stat -c owner=%u "$t"; '
+             'echo by-name > "$t" && echo write-ok')
+    try:
+        assert listener.stdout.readline() == b"listening\n"
+        child = container(workdir, sock=sock, as_uid=1000, check=check,
+                          stderr=subprocess.PIPE)
+        assert child.wait(timeout=30) == 0, child.stderr.read().decode()
+        out, _ = listener.communicate(timeout=30)
+    finally:
+        listener.kill()
+        listener.wait()
+    lines = out.decode().replace("\r\n", "\n").splitlines()
+    assert lines[:2] == ["1000", "owner=1000"], lines
+    assert "by-name" in lines and "write-ok" in lines
