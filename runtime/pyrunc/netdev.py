@@ -50,15 +50,19 @@ def move(net_devices: dict, pid: int) -> None:
     network namespace (create's parent), before the container process starts."""
     if not net_devices:
         return
-    from pyroute2 import IPRoute
-    from pyroute2.netlink.exceptions import NetlinkError
-
     try:
         nsfd = os.open(f"/proc/{pid}/ns/net", os.O_RDONLY | os.O_CLOEXEC)
     except OSError as e:
         raise OCIError(f"linux.netDevices: cannot open the network namespace of process "
                        f"{pid}: {e.strerror}", errno=e.errno) from None
     try:
+        ours, theirs = os.stat("/proc/thread-self/ns/net"), os.fstat(nsfd)
+        if (ours.st_dev, ours.st_ino) == (theirs.st_dev, theirs.st_ino):
+            raise OCIError("linux.netDevices: the container's network namespace is the "
+                           "runtime's own: devices would not move anywhere")
+        from pyroute2 import IPRoute
+        from pyroute2.netlink.exceptions import NetlinkError
+
         with IPRoute() as host, IPRoute(use_socket=_netlink_socket_in(nsfd)) as inner:
             done = []  # what to undo if a later device fails: create leaves nothing behind
             try:

@@ -471,3 +471,40 @@ def test_terminal_of_a_non_root_process_is_its_own(env):
     lines = on_a_terminal([PYRUNC, "--root", env.root, "run", "--bundle", env.bundle,
                            env.new_id()], 24, 80, b"")
     assert "owner=1000" in lines and "write-ok" in lines
+
+
+NETDEV_JOIN = r"""
+import json, subprocess, sys
+pyrunc, root, bundle, cid = sys.argv[1:5]
+subprocess.run(["ip", "link", "add", "pyrhe2e0", "type", "veth", "peer", "name", "pyrhe2e1"],
+               check=True)
+# A network namespace prepared beforehand, as containerd's sandbox would have it.
+holder = subprocess.Popen(["unshare", "--net", "sleep", "60"])
+import os
+while os.readlink(f"/proc/{holder.pid}/exe").endswith("unshare"):
+    pass
+cfg = json.load(open(bundle + "/config.json"))
+for ns in cfg["linux"]["namespaces"]:
+    if ns["type"] == "network":
+        ns["path"] = f"/proc/{holder.pid}/ns/net"
+json.dump(cfg, open(bundle + "/config.json", "w"))
+try:
+    subprocess.run([pyrunc, "--root", root, "create", "--bundle", bundle, cid], check=True)
+    links = json.loads(subprocess.run(["nsenter", "--net", "--target", str(holder.pid), "ip",
+                                       "-j", "link", "show"], check=True, capture_output=True,
+                                      text=True).stdout)
+    subprocess.run([pyrunc, "--root", root, "delete", "--force", cid], check=True)
+    print(json.dumps([l["ifname"] for l in links]))
+finally:
+    holder.kill()
+    holder.wait()
+"""
+
+
+def test_net_devices_move_into_a_joined_network_namespace(env):
+    env.cfg["linux"]["netDevices"] = {"pyrhe2e0": {"name": "eth5"}}
+    env.write()
+    p = subprocess.run(["unshare", "--net", sys.executable, "-c", NETDEV_JOIN, PYRUNC, env.root,
+                        env.bundle, env.new_id()], capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stderr
+    assert "eth5" in json.loads(p.stdout)

@@ -179,3 +179,10 @@ def test_a_failed_move_restores_addresses_and_state_on_the_host():
     # The kernel dropped every address on the move: the permanent ones are back (the one
     # with a lifetime is left to whatever gave it, as DHCP or SLAAC would).
     assert out["host_dev"]["addrs"] == [["127.1.2.3", 8, "global"], ["127.9.9.9", 32, "host"]]
+
+
+def test_moving_into_the_runtimes_own_namespace_is_refused():
+    out = run_in_own_netns('netdev.move({HOST: {"name": "ctr0"}}, os.getpid())')
+    assert out["error"] == ("linux.netDevices: the container's network namespace is the "
+                            "runtime's own: devices would not move anywhere")
+    assert HOST in out["host_links"]
