@@ -4,9 +4,9 @@ Each takes (args, log) and returns the exit status. Positional argument checks g
 runc's messages.
 """
 
-import json
 import os
 
+from ocispec import fastjson as json
 from ocispec.errors import OCIError
 
 

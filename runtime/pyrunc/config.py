@@ -3,9 +3,9 @@
 Nothing touches the kernel before the whole config is known to be valid.
 """
 
-import json
 import os
 
+from ocispec import fastjson as json
 from ocispec.errors import OCIError, SpecError
 
 

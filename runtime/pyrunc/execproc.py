@@ -7,12 +7,12 @@ protocol as create carries failures back as one-line errors.
 """
 
 import copy
-import json
 import os
 import signal
 
 import _socket
 
+from ocispec import fastjson as json
 from ocispec.errors import OCIError
 from ocispec.tables import NAMESPACES
 
@@ -153,7 +153,8 @@ def _spawn(c: Container, proc: dict, console_fd: int, preserve_fds: int) -> int:
     if lcfg.get("seccomp"):
         from . import seccomp
 
-        seccomp.prepare(lcfg["seccomp"], connect=False)
+        # listenerPath is a host path: connect before joining the container's mount namespace
+        seccomp.prepare(lcfg["seccomp"])
     console = None
     if proc.get("terminal"):
         from . import console
@@ -168,6 +169,8 @@ def _spawn(c: Container, proc: dict, console_fd: int, preserve_fds: int) -> int:
             keep = [0, 1, 2, ch.fileno()] + list(range(3, 3 + preserve_fds))
             if console_fd >= 0:
                 keep.append(console_fd)
+            if seccomp is not None:
+                keep += seccomp.held_fds()
             linux.close_fds_except(keep)
             linux.set_dumpable(False)
             _join(init_pid)
@@ -196,7 +199,7 @@ def _spawn(c: Container, proc: dict, console_fd: int, preserve_fds: int) -> int:
                     from .cgroups import Manager
 
                     Manager.from_state(cgs).add(pid)
-                ch.send("continue")
+                ch.send("continue", pid=pid)
             elif msg["type"] == "ready":
                 return pid
             elif msg["type"] == "error":
@@ -237,7 +240,7 @@ def _exec_child(ch, proc, lcfg, state, seccomp, console, console_fd, preserve_fd
     from . import init, privileges
 
     try:
-        ch.expect("continue")
+        host_pid = ch.expect("continue").get("pid")  # for seccomp's containerProcessState
         os.setsid()
         if console is not None and console_fd >= 0:
             console.setup_in_init(console_fd, proc.get("consoleSize"), mount_console=False)
@@ -246,7 +249,7 @@ def _exec_child(ch, proc, lcfg, state, seccomp, console, console_fd, preserve_fd
         privileges.prepare(proc, lcfg)
         nnp = bool(proc.get("noNewPrivileges"))
         if seccomp is not None and not nnp:
-            seccomp.load(lcfg["seccomp"], state)
+            seccomp.load(lcfg["seccomp"], state, pid=host_pid)
         privileges.finalize(proc)
         cwd = proc.get("cwd") or "/"
         try:
@@ -258,7 +261,7 @@ def _exec_child(ch, proc, lcfg, state, seccomp, console, console_fd, preserve_fd
         ch.send("ready")
         ch.close()
         if seccomp is not None and nnp:
-            seccomp.load(lcfg["seccomp"], state)
+            seccomp.load(lcfg["seccomp"], state, pid=host_pid)
         linux.close_fds_except([0, 1, 2] + list(range(3, 3 + preserve_fds)))
         os.execve(argv0, proc["args"], dict(init._env_pairs(env)))
     except BaseException as e:

@@ -10,10 +10,10 @@ Imported on every container start, so module level is the standard library only
 and `subprocess` is imported only when there is a hook to run.
 """
 
-import json
 import os
 import sys
 
+from ocispec import fastjson as json
 from ocispec.errors import OCIError
 
 # Lines of the hook's stderr (or stdout when stderr is empty) quoted in an error.

@@ -168,8 +168,14 @@ def set_dumpable(on: bool) -> None:
 def close_fds_except(keep) -> None:
     """Close every fd not in `keep` (CVE-2024-21626: no host fd may reach the container)."""
     keep = sorted(set(keep))
+    # Bound the range by the highest open fd: when a seccomp filter refuses close_range(2),
+    # os.closerange falls back to one close() per number, and up to 2^31 that never ends.
+    try:
+        top = max(map(int, os.listdir("/proc/self/fd"))) + 1
+    except (OSError, ValueError):
+        top = 1 << 20
     lo = 0
-    for fd in keep + [2 ** 31 - 1]:
+    for fd in keep + [max(top, keep[-1] + 1 if keep else 0)]:
         if fd > lo:
             os.closerange(lo, fd)
         lo = fd + 1

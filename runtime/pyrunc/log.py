@@ -5,10 +5,11 @@ last `{"level":"error","msg":...}` line as the error, so every error reaches the
 that shape. Without --log, messages go to stderr only.
 """
 
-import json
 import os
 import sys
 import time
+
+from ocispec import fastjson as json
 
 
 class Log:

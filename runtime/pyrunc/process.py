@@ -15,13 +15,13 @@ The parent is a child subreaper, so init (orphaned when stage1 exits) is reparen
 and `run` can wait for it.
 """
 
-import json
 import os
-import signal
+import _signal as signal  # the C module: `signal` imports enum (~1 ms) for names we do not need
 
 # _socket, not socket: the wrapper module costs ~2 ms of imports (enum, selectors).
 import _socket
 
+from ocispec import fastjson as json
 from ocispec.errors import OCIError
 from ocispec.tables import NAMESPACES
 
@@ -213,6 +213,12 @@ def _stage1(sp: Spawn, ch: Channel, fifo_fd: int) -> None:  # pragma: no cover -
     linux.close_fds_except(keep)
     cfg = sp.cfg
     lcfg = cfg.get("linux") or {}
+    if lcfg.get("seccomp"):
+        from . import seccomp
+
+        # listenerPath is a host path that a user-namespaced init may not be allowed to
+        # connect to: connect here, still the host's root in its namespaces; init inherits it.
+        seccomp.prepare(lcfg["seccomp"])
     plan, _ = namespace_plan(cfg)
     types = {t for t, _ in plan}
     # Open every namespace path while still in the host mount namespace.

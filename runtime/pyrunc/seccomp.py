@@ -221,6 +221,12 @@ def prepare(sc: dict, cache_dir: str | None = None, connect: bool = True) -> Non
     _prepared[id(sc)] = (sc, prog, listener)
 
 
+def held_fds() -> list[int]:
+    """The listener connections prepare() holds: a runtime that closes fds between prepare()
+    and load() must keep these (load closes them)."""
+    return [p[2].fileno() for p in _prepared.values() if p[2] is not None]
+
+
 def preload(sc: dict | None = None) -> None:
     """The init's hook before pivot_root: prepare(sc), or with no profile just libseccomp."""
     if sc is None:
@@ -229,7 +235,8 @@ def preload(sc: dict | None = None) -> None:
         prepare(sc)
 
 
-def load(sc: dict, state: dict, *, prog: bytes | None = None, listener=None, send_fd=None) -> None:
+def load(sc: dict, state: dict, *, prog: bytes | None = None, listener=None, send_fd=None,
+         pid: int | None = None) -> None:
     """Load the profile into the calling process; after that its next execve runs filtered.
 
     prog: the program from compile(sc) when it was compiled beforehand; else what prepare(sc)
@@ -241,6 +248,9 @@ def load(sc: dict, state: dict, *, prog: bytes | None = None, listener=None, sen
     or, when `send_fd` is given, send_fd(fd) hands the fd to the runtime's parent, which then
     calls send_listener(). Either way the fd is closed here: it never reaches the container's
     program.
+
+    pid: the host pid of the process being filtered when it is not the container's init (an
+    exec'd process); the containerProcessState's pid, while its state keeps the init's.
     """
     prof = Profile(sc)
     pre = _prepared.pop(id(sc), None)
@@ -268,7 +278,7 @@ def load(sc: dict, state: dict, *, prog: bytes | None = None, listener=None, sen
             flags |= ls.SECCOMP_FILTER_FLAG_TSYNC_ESRCH
         if send_fd is None:
             # Everything that allocates or connects happens before the filter is in place.
-            msg = process_state(state, prof.metadata)
+            msg = process_state(state, prof.metadata, pid)
             if listener is None:
                 sock = connect_listener(sc)
             elif isinstance(listener, int):
@@ -313,13 +323,14 @@ def connect_listener(sc: dict):
     return s
 
 
-def process_state(state: dict, metadata: str = "") -> bytes:
+def process_state(state: dict, metadata: str = "", pid: int | None = None) -> bytes:
     """The runtime-spec containerProcessState sent with the notify fd."""
     import json
     # only the spec's state fields: the runtime may carry its own keys in the same dict
     st = {k: state[k] for k in _STATE_KEYS if k in state}
     return json.dumps({"ociVersion": state.get("ociVersion", "1.2.0"), "fds": ["seccompFd"],
-                       "pid": state.get("pid"), "metadata": metadata, "state": st}).encode()
+                       "pid": state.get("pid") if pid is None else pid, "metadata": metadata,
+                       "state": st}).encode()
 
 
 def send_listener(listener_path: str, fd: int, state: dict, metadata: str = "") -> None:

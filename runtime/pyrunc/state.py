@@ -9,10 +9,10 @@ time? zombie?), the fifo and the freezer, as runc does, so it cannot go stale.
 """
 
 import fcntl
-import json
 import os
 import time
 
+from ocispec import fastjson as json
 from ocispec.errors import OCIError
 
 SPEC_VERSION = "1.2.0"
@@ -113,7 +113,7 @@ class Container:
             self._lock_fd = None
 
     def save(self) -> None:
-        write_atomic(self.state_file, json.dumps(self.data, separators=(",", ":")).encode())
+        write_atomic(self.state_file, json.dumps(self.data).encode())
 
     # -- status
     @property

@@ -2,9 +2,7 @@
 does, then exec busybox, and report what the child printed and how it ended. Real kernel, real
 capabilities, real seccomp: the tests need root."""
 
-import json
 import os
-import signal
 from dataclasses import dataclass
 
 BUSYBOX = "/bin/busybox"

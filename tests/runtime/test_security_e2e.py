@@ -20,7 +20,7 @@ from security_harness import BUSYBOX, capmask, status_field
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root to create containers")
 
-APPLETS = ("sh", "cat", "grep", "id", "mkdir", "chmod", "ls", "uname", "ionice", "cut", "true", "echo", "hostname")
+APPLETS = ("sh", "cat", "grep", "id", "mkdir", "chmod", "ls", "uname", "ionice", "cut", "true", "echo", "hostname", "sleep")
 
 
 def runtime_cmd():
@@ -69,10 +69,11 @@ def run(bundle, args, process=None, linux=None, timeout=60):
     with open(os.path.join(d, "config.json"), "w") as f:
         json.dump(config(args, process, linux), f)
     cid = "security-" + uuid.uuid4().hex[:12]
-    p = subprocess.run(runtime_cmd() + ["--root", state, "run", "-b", d, cid],
-                       stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=timeout)
-    subprocess.run(runtime_cmd() + ["--root", state, "delete", "-f", cid], capture_output=True)
-    return p
+    try:
+        return subprocess.run(runtime_cmd() + ["--root", state, "run", "-b", d, cid],
+                              stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=timeout)
+    finally:
+        subprocess.run(runtime_cmd() + ["--root", state, "delete", "-f", cid], capture_output=True)
 
 
 STATUS = ["/bin/sh", "-c", "grep -E '^(Cap|NoNewPrivs|Seccomp)' /proc/self/status; id; umask"]
@@ -248,3 +249,146 @@ def test_bad_values_fail_create_with_one_line_and_leave_nothing(bundle, process,
     assert len(p.stderr.strip().splitlines()) == 1, p.stderr
     s = subprocess.run(runtime_cmd() + ["--root", state, "state", cid], capture_output=True, text=True)
     assert s.returncode == 1 and "does not exist" in s.stderr, s
+
+
+@pytest.mark.parametrize("nnp", [True, False], ids=["nnp", "privileged-load"])
+def test_allowlist_profile_without_close_range_does_not_hang(bundle, nnp):
+    """An ERRNO-default allow-list written before close_range(2) existed: the runtime's own
+    fd cleanup after the filter is loaded must not fall into closing 2^31 fds one by one."""
+    from test_security_seccomp import native_syscalls
+
+    names = [n for n in native_syscalls() if n not in ("close_range",)]
+    sc = {"defaultAction": "SCMP_ACT_ERRNO", "syscalls": [{"names": names, "action": "SCMP_ACT_ALLOW"},
+                                                         {"names": ["close_range"], "action": "SCMP_ACT_ERRNO"}]}
+    p = run(bundle, ["/bin/sh", "-c", "echo alive; ls /proc/self/fd"], {"noNewPrivileges": nnp}, {"seccomp": sc},
+            timeout=30)
+    assert p.returncode == 0 and p.stdout.split() == ["alive", "0", "1", "2", "3"], p
+
+
+def test_exec_gets_the_same_security(bundle):
+    """`pyrunc exec` applies the exec'd process's caps/user/nnp and the container's seccomp
+    profile, and hands the notify fd of the exec'd process to listenerPath too."""
+    d, state = bundle
+    path = os.path.join(d, "listener.sock")
+    srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    srv.bind(path)
+    srv.listen(2)
+    srv.settimeout(30)
+    import threading
+    from test_security_seccomp import NOTIF_RECV, NOTIF_SEND
+    import fcntl
+    import struct
+    got = []
+
+    def agent():
+        try:
+            for _ in range(2):  # the init's filter, then the exec'd process's
+                conn, _ = srv.accept()
+                with conn:
+                    msg, fds, _, _ = socket.recv_fds(conn, 1 << 16, 4)
+                got.append(json.loads(msg))
+                threading.Thread(target=answer, args=(fds[0],), daemon=True).start()
+        except Exception as e:
+            got.append(e)
+
+    def answer(fd):
+        try:
+            buf = bytearray(80)
+            fcntl.ioctl(fd, NOTIF_RECV, buf)
+            nid = struct.unpack_from("=Q", buf)[0]
+            fcntl.ioctl(fd, NOTIF_SEND, bytearray(struct.pack("=QqiI", nid, 0, -errno.EXDEV, 0)))
+        except OSError:
+            pass
+        finally:
+            os.close(fd)
+
+    threading.Thread(target=agent, daemon=True).start()
+    sc = {"defaultAction": "SCMP_ACT_ALLOW", "listenerPath": path,
+          "syscalls": [{"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_NOTIFY"},
+                       {"names": ["chmod", "fchmodat"], "action": "SCMP_ACT_ERRNO", "errnoRet": errno.EROFS}]}
+    with open(os.path.join(d, "config.json"), "w") as f:
+        json.dump(config(["/bin/sleep", "30"], {"noNewPrivileges": True}, {"seccomp": sc}), f)
+    cid = "security-" + uuid.uuid4().hex[:12]
+    rt = runtime_cmd() + ["--root", state]
+    try:
+        # the init keeps create's stdio: a file, not a pipe that would never reach EOF
+        with open(os.path.join(d, "init.out"), "w+") as log:
+            p = subprocess.run(rt + ["create", "-b", d, cid], stdout=log, stderr=log, timeout=30,
+                               stdin=subprocess.DEVNULL)
+            log.seek(0)
+            assert p.returncode == 0, log.read()
+        s = subprocess.run(rt + ["start", cid], capture_output=True, text=True, timeout=30)
+        assert s.returncode == 0, s
+        caps = {k: ["CAP_KILL"] for k in ("bounding", "effective", "permitted", "inheritable", "ambient")}
+        proc = {"args": ["/bin/sh", "-c", "grep -E '^(CapEff|CapBnd|NoNewPrivs|Seccomp):' /proc/self/status; id; "
+                         "chmod 700 /tmp 2>&1; mkdir /tmp/e 2>&1; ls /proc/self/fd"],
+                "cwd": "/", "env": ["PATH=/bin"], "user": {"uid": 1000, "gid": 1000, "additionalGids": [3]},
+                "capabilities": caps, "noNewPrivileges": True, "terminal": False}
+        with open(os.path.join(d, "process.json"), "w") as f:
+            json.dump(proc, f)
+        e = subprocess.run(rt + ["exec", "--pid-file", os.path.join(d, "exec.pid"),
+                                 "--process", os.path.join(d, "process.json"), cid],
+                           capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL)
+    finally:
+        subprocess.run(rt + ["delete", "-f", cid], capture_output=True)
+        srv.close()
+    assert e.returncode == 0, e
+    out = e.stdout
+    assert status_field(out, "CapEff") == capmask("CAP_KILL") == status_field(out, "CapBnd")
+    assert status_field(out, "NoNewPrivs") == "1" and status_field(out, "Seccomp") == "2"
+    assert "uid=1000 gid=1000 groups=3" in out
+    assert "Read-only file system" in out and "Invalid cross-device link" in out, out
+    assert out.split()[-4:] == ["0", "1", "2", "3"], out
+    assert len(got) == 2 and all(isinstance(g, dict) and g["fds"] == ["seccompFd"] for g in got), got
+    init_pid = got[0]["pid"]
+    assert got[0]["state"]["pid"] == init_pid == got[1]["state"]["pid"] and got[1]["state"]["id"] == cid
+    with open(os.path.join(d, "exec.pid")) as f:
+        assert got[1]["pid"] == int(f.read()) != init_pid
+
+
+def test_notify_listener_from_a_user_namespace(bundle):
+    """The listener socket is root's and mode 0755: a user-namespaced init could not connect
+    to it itself; the runtime connects before entering the namespace."""
+    d, _ = bundle
+    for dirpath, dirnames, filenames in os.walk(d):
+        for n in dirnames + filenames:
+            os.lchown(os.path.join(dirpath, n), 100000, 100000)
+    os.chown(d, 100000, 100000)
+    path = os.path.join(d, "listener.sock")
+    srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    srv.bind(path)
+    os.chmod(path, 0o755)
+    srv.listen(1)
+    srv.settimeout(30)
+    import threading
+    from test_security_seccomp import NOTIF_RECV, NOTIF_SEND
+    import fcntl
+    import struct
+    got = {}
+
+    def agent():
+        try:
+            conn, _ = srv.accept()
+            with conn:
+                msg, fds, _, _ = socket.recv_fds(conn, 1 << 16, 4)
+            got["state"] = json.loads(msg)
+            buf = bytearray(80)
+            fcntl.ioctl(fds[0], NOTIF_RECV, buf)
+            nid = struct.unpack_from("=Q", buf)[0]
+            fcntl.ioctl(fds[0], NOTIF_SEND, bytearray(struct.pack("=QqiI", nid, 0, -errno.EXDEV, 0)))
+            os.close(fds[0])
+        except Exception as e:
+            got["error"] = e
+
+    t = threading.Thread(target=agent, daemon=True)
+    t.start()
+    sc = {"defaultAction": "SCMP_ACT_ALLOW", "listenerPath": path,
+          "syscalls": [{"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_NOTIFY"}]}
+    linux = {"namespaces": [{"type": x} for x in ("pid", "mount", "ipc", "uts", "user")],
+             "uidMappings": [{"containerID": 0, "hostID": 100000, "size": 65536}],
+             "gidMappings": [{"containerID": 0, "hostID": 100000, "size": 65536}], "seccomp": sc}
+    p = run(bundle, ["/bin/sh", "-c", "mkdir /tmp/x 2>&1"], {"noNewPrivileges": True}, linux)
+    t.join(30)
+    srv.close()
+    assert "error" not in got and "Invalid cross-device link" in p.stdout, (p, got)
+    assert got["state"]["state"]["bundle"] == d

@@ -270,3 +270,4 @@ def test_sets_the_kernel_would_refuse(caps, match):
         privileges.check({"capabilities": caps})
     r = run(STATUS, {"capabilities": caps})
     assert r.status == 111 and "is not in" in r.error, r
+

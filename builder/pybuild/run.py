@@ -1,0 +1,289 @@
+"""RUN: a container of the runtime over an overlay of the parent layers.
+
+rootfs = overlay(lowerdirs = the stage's extracted layers, upperdir = a fresh dir); the
+runtime runs the command with a config.json made here; the upper dir becomes the layer.
+Mount points that we (or the runtime) had to create for RUN's own mounts are removed from
+the upper dir afterwards, so /run/secrets/X or /etc/resolv.conf never land in a layer.
+Every mount made here is undone in a finally block; a failed RUN leaves nothing behind.
+"""
+import collections
+import fcntl
+import json
+import os
+import stat
+import subprocess
+import uuid
+
+from ocispec.errors import OCIError
+
+from . import mounts
+from .layer import layer_from_overlay_upper
+from .rootfs import resolve_in_root, rmtree_safe
+from .users import resolve_user
+
+DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+# Docker's default capability set for build containers.
+CAPS = ["CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_FSETID", "CAP_FOWNER", "CAP_MKNOD", "CAP_NET_RAW",
+        "CAP_SETGID", "CAP_SETUID", "CAP_SETFCAP", "CAP_SETPCAP", "CAP_NET_BIND_SERVICE",
+        "CAP_SYS_CHROOT", "CAP_KILL", "CAP_AUDIT_WRITE"]
+_TAIL = 8
+
+
+def _default_mounts():
+    return [
+        {"destination": "/proc", "type": "proc", "source": "proc",
+         "options": ["nosuid", "noexec", "nodev"]},
+        {"destination": "/dev", "type": "tmpfs", "source": "tmpfs",
+         "options": ["nosuid", "strictatime", "mode=755", "size=65536k"]},
+        {"destination": "/dev/pts", "type": "devpts", "source": "devpts",
+         "options": ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620"]},
+        {"destination": "/dev/shm", "type": "tmpfs", "source": "shm",
+         "options": ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"]},
+        {"destination": "/dev/mqueue", "type": "mqueue", "source": "mqueue",
+         "options": ["nosuid", "noexec", "nodev"]},
+        {"destination": "/sys", "type": "sysfs", "source": "sysfs",
+         "options": ["nosuid", "noexec", "nodev", "ro"]},
+    ]
+
+
+class RunSpec:
+    """What a RUN needs, gathered by the executor."""
+
+    def __init__(self, *, args, env, user, cwd, network, mounts, what, hostname="pybuild",
+                 files=None):
+        self.args, self.env, self.user, self.cwd = args, env, user, cwd
+        self.files = files or {}  # container path -> content (heredoc scripts), read-only
+        self.network, self.mounts, self.what, self.hostname = network, mounts, what, hostname
+
+
+def _missing_ancestor(merged: str, path: str) -> str | None:
+    """The top-most component of `path` missing in the rootfs, or None if it exists."""
+    parts = [p for p in path.split("/") if p]
+    for i in range(1, len(parts) + 1):
+        sub = "/".join(parts[:i])
+        if not os.path.lexists(os.path.join(merged, sub)):
+            return sub
+    return None
+
+
+def _lower_parents(merged: str, stop: str) -> dict:
+    """(mode, uid, gid) of the existing parents of a mount point we create."""
+    out = {}
+    parts = stop.split("/")[:-1]
+    for i in range(1, len(parts) + 1):
+        sub = "/".join(parts[:i])
+        st = os.lstat(os.path.join(merged, sub))
+        out[sub] = (st.st_mode, st.st_uid, st.st_gid)
+    return out
+
+
+def _cleanup_mountpoint(upper: str, target: str, stop: str, parents: dict) -> None:
+    """Remove an empty mount point (file or dir) and its created parents up to `stop`; then
+    parents that were only copied up to hold it (empty, unchanged owner and mode)."""
+    path = target.strip("/")
+    while True:
+        host = os.path.join(upper, path)
+        try:
+            st = os.lstat(host)
+        except FileNotFoundError:
+            st = None
+        if st is not None:
+            if stat.S_ISDIR(st.st_mode):
+                try:
+                    os.rmdir(host)
+                except OSError:
+                    return  # the command put something there: keep it
+            elif stat.S_ISREG(st.st_mode) and st.st_size == 0:
+                os.unlink(host)
+            else:
+                return
+        if path == stop or "/" not in path:
+            break
+        path = path.rsplit("/", 1)[0]
+    while "/" in path:
+        path = path.rsplit("/", 1)[0]
+        host = os.path.join(upper, path)
+        try:
+            st = os.lstat(host)
+        except FileNotFoundError:
+            continue
+        if parents.get(path) != (st.st_mode, st.st_uid, st.st_gid) or os.listdir(host) or \
+                _opaque(host):
+            return
+        os.rmdir(host)
+
+
+def _opaque(path: str) -> bool:
+    try:
+        return os.getxattr(path, "trusted.overlay.opaque", follow_symlinks=False) == b"y"
+    except OSError:
+        return False
+
+
+def run(builder, spec: RunSpec, layers, *, compression, sde) -> dict | None:
+    """Run one RUN; returns the new layer's result dict (LayerWriter.result)."""
+    store = builder.store
+    work = os.path.join(builder.scratch, f"run-{uuid.uuid4().hex[:12]}")
+    upper, wdir, merged, bundle = (os.path.join(work, n) for n in ("upper", "work", "merged", "bundle"))
+    for d in (work, upper, wdir, merged, bundle):
+        os.mkdir(d, 0o755)
+    lowers = builder.layer_cache.lowerdirs(layers)
+    if not lowers:
+        empty = os.path.join(work, "empty")
+        os.mkdir(empty)
+        lowers = [empty]
+    extra_mounts: list[str] = []
+    locks: list[int] = []
+    cid = f"pybuild-{uuid.uuid4().hex[:16]}"
+    state_root = os.path.join(builder.scratch, "runtime")
+    created_points: list[tuple] = []
+    try:
+        for m in spec.mounts:  # sharing=locked: one RUN at a time uses this cache dir
+            if m.m.type == "cache" and m.m.sharing == "locked":
+                fd = os.open(m.cache_dir + ".lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+                locks.append(fd)
+                fcntl.flock(fd, fcntl.LOCK_EX)
+        mounts.overlay(merged, lowers, upper, wdir)
+        extra_mounts.append(merged)
+        try:
+            cfg_mounts = _default_mounts()
+            for m in spec.mounts:
+                cfg_mounts.append(m.to_oci(builder, work, extra_mounts))
+            for n, (path, content) in enumerate(sorted(spec.files.items())):
+                host = os.path.join(work, f"file-{n}")
+                with open(host, "w") as f:
+                    f.write(content)
+                os.chmod(host, 0o755)
+                cfg_mounts.append({"destination": path, "type": "bind", "source": host,
+                                   "options": ["rbind", "ro"]})
+            if spec.network != "none":
+                for f in ("/etc/resolv.conf", "/etc/hosts"):
+                    if os.path.exists(f):
+                        cfg_mounts.append({"destination": f, "type": "bind", "source": f,
+                                           "options": ["rbind", "ro"]})
+            for m in cfg_mounts:
+                if m["destination"].startswith("/dev/"):
+                    continue  # inside the /dev tmpfs, never in the upper dir
+                miss = _missing_ancestor(merged, resolve_in_root(merged, m["destination"]))
+                if miss is not None:
+                    created_points.append((m["destination"], miss, _lower_parents(merged, miss)))
+            # WORKDIR is created if missing (and stays in the layer, as docker does).
+            cwd_host = os.path.join(merged, resolve_in_root(merged, spec.cwd).lstrip("/"))
+            uid, gid, extra = resolve_user(merged, spec.user, spec.what)
+            if not os.path.isdir(cwd_host):
+                os.makedirs(cwd_host, 0o755, exist_ok=True)
+            config = {
+                "ociVersion": "1.0.2",
+                "process": {
+                    "terminal": False, "user": {"uid": uid, "gid": gid, "additionalGids": extra},
+                    "args": spec.args, "env": spec.env, "cwd": spec.cwd,
+                    "capabilities": {k: CAPS for k in ("bounding", "effective", "permitted")},
+                    "noNewPrivileges": False,
+                },
+                "root": {"path": merged, "readonly": False},
+                "hostname": spec.hostname,
+                "mounts": cfg_mounts,
+                "linux": {
+                    "namespaces": [{"type": t} for t in ("pid", "ipc", "uts", "mount")]
+                    + ([{"type": "network"}] if spec.network == "none" else []),
+                    "maskedPaths": ["/proc/kcore", "/proc/keys", "/proc/timer_list",
+                                    "/sys/firmware"],
+                    "readonlyPaths": ["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys",
+                                      "/proc/sysrq-trigger"],
+                },
+            }
+            with open(os.path.join(bundle, "config.json"), "w") as f:
+                json.dump(config, f)
+            _exec_runtime(builder, state_root, bundle, cid, spec.what)
+        finally:
+            for m in reversed(extra_mounts):
+                mounts.umount(m)
+            extra_mounts.clear()
+        for target, stop, parents in created_points:
+            _cleanup_mountpoint(upper, target, stop, parents)
+        return layer_from_overlay_upper(store, upper, compression=compression,
+                                        source_date_epoch=sde)
+    finally:
+        for m in reversed(extra_mounts):
+            mounts.umount(m)
+        for fd in locks:
+            os.close(fd)
+        rmtree_safe(work)
+
+
+def _exec_runtime(builder, state_root: str, bundle: str, cid: str, what: str) -> None:
+    cmd = [builder.runtime, "--root", state_root, "run", "--bundle", bundle, cid]
+    tail: collections.deque = collections.deque(maxlen=_TAIL)
+    try:
+        p = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                             stderr=subprocess.STDOUT, cwd=bundle)
+    except OSError as e:
+        raise OCIError(f"{what}: cannot start the runtime {builder.runtime!r}: {e.strerror}",
+                       hint="pass --runtime PATH") from None
+    def kill():  # on Ctrl-C: the container holds our pipe open, so kill it, then runc
+        subprocess.run([builder.runtime, "--root", state_root, "kill", cid, "KILL"],
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        p.kill()
+    builder.procs.add(kill)
+    try:
+        for raw in p.stdout:
+            line = raw.decode("utf-8", "replace").rstrip("\n")
+            tail.append(line)
+            builder.on_output(line)
+        rc = p.wait()
+    finally:
+        builder.procs.discard(kill)
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+        # a container that did not exit cleanly may leave state: delete it by its id
+        subprocess.run([builder.runtime, "--root", state_root, "delete", "--force", cid],
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    if rc != 0:
+        out = " | ".join(x for x in tail if x.strip())
+        raise OCIError(f"{what} exited with status {rc}" + (f": {out}" if out else ""))
+
+
+class RunMount:
+    """A RUN --mount, resolved to a host source."""
+
+    def __init__(self, m, *, source_host=None, view_layers=None, secret_path=None, cache_dir=None):
+        self.m = m
+        self.source_host = source_host
+        self.view_layers = view_layers
+        self.secret_path = secret_path
+        self.cache_dir = cache_dir
+
+    def to_oci(self, builder, work: str, extra_mounts: list) -> dict:
+        m = self.m
+        target = m.target
+        if not target.startswith("/"):
+            target = "/" + target
+        if m.type == "tmpfs":
+            opts = ["nosuid", "nodev"] + ([f"size={m.size}"] if m.size else [])
+            return {"destination": target, "type": "tmpfs", "source": "tmpfs", "options": opts}
+        if m.type == "secret":
+            return {"destination": target, "type": "bind", "source": self.secret_path,
+                    "options": ["rbind", "ro", "nosuid", "nodev", "noexec"]}
+        if m.type == "cache":
+            src = self.cache_dir
+            ro = m.readonly
+        else:  # bind
+            src = self.source_host
+            ro = m.readonly
+            if self.view_layers is not None:
+                # a stage or image: a read-only overlay of its layers, under this RUN's dir
+                lowers = builder.layer_cache.lowerdirs(self.view_layers)
+                view = os.path.join(work, f"from-{uuid.uuid4().hex[:8]}")
+                empty = view + ".empty"
+                os.mkdir(view)
+                os.mkdir(empty)
+                mounts.overlay(view, lowers + [empty], readonly=True)
+                extra_mounts.append(view)
+                rel = resolve_in_root(view, m.source or "/")
+                src = os.path.join(view, rel.lstrip("/"))
+                ro = True
+        if not os.path.exists(src):
+            raise OCIError(f"RUN --mount source {m.source or '/'} does not exist")
+        return {"destination": target, "type": "bind", "source": src,
+                "options": ["rbind", "ro" if ro else "rw"]}

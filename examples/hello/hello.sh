@@ -1,0 +1,3 @@
+#!/bin/busybox sh
+/bin/busybox echo "$GREETING"
+/bin/busybox echo "running as uid $(/bin/busybox id -u), pid $$"

@@ -1,0 +1,46 @@
+"""pybuild's other commands (images, rmi, unpack) and the bundled example."""
+import json
+import os
+import shutil
+import subprocess
+
+from build_e2e import RUNTIME, env, pybuild_cmd  # noqa: F401  (env is a fixture)
+from build_e2e import busybox_base
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(os.path.dirname(HERE))
+
+
+def test_images_rmi_unpack(env):
+    env.dockerfile(busybox_base(env, 'RUN echo unpacked > /marker\nCMD ["cat", "/marker"]\n'))
+    env.build(tag="one:1")
+    env.build(tag="two:2")
+    p = env.pybuild("images")
+    names = [line.split("\t")[0] for line in p.stdout.splitlines()]
+    assert names == ["one:1", "two:2"]
+    bundle = os.path.join(env.base, "bundle")
+    env.pybuild("unpack", "one:1", bundle)
+    with open(os.path.join(bundle, "config.json")) as f:
+        cfg = json.load(f)
+    assert cfg["process"]["args"] == ["cat", "/marker"]
+    with open(os.path.join(bundle, "rootfs", "marker")) as f:
+        assert f.read() == "unpacked\n"
+    env.pybuild("rmi", "one:1")
+    assert [line.split("\t")[0] for line in env.pybuild("images").stdout.splitlines()] == ["two:2"]
+    p = env.pybuild("rmi", "one:1", ok=False)
+    assert "does not exist" in p.stderr
+    # bad usage: one line, exit 1 (or click's usage status 2)
+    p = env.pybuild("build", "--progress", "fancy", env.ctx, ok=False)
+    assert "--progress" in p.stderr
+
+
+def test_hello_example():
+    runtime = os.environ.get("PYRUNC", RUNTIME)
+    if "/" not in runtime and not shutil.which(runtime):
+        runtime = os.path.join(os.path.dirname(pybuild_cmd()), runtime)  # same venv
+    env_ = dict(os.environ, PYBUILD=pybuild_cmd(), PYRUNC=runtime)
+    p = subprocess.run(["bash", os.path.join(REPO, "examples", "hello", "run.sh")],
+                       capture_output=True, text=True, env=env_, timeout=300)
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.splitlines()[0] == "hello from a pybuild image"
+    assert "pid 1" in p.stdout
