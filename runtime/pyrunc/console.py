@@ -189,9 +189,11 @@ class ForegroundTerminal:
         os.set_inheritable(self.child_fd, True)
         self.master = -1
 
-    def receive(self, timeout: float | None = 10.0) -> int:
+    def receive(self, timeout: float | None = 10.0, stdin: int = 0) -> int:
         """Wait for the container's master; closes our copy of child_fd first, so a
-        container that dies before sending makes this fail instead of hang."""
+        container that dies before sending makes this fail instead of hang. The caller's
+        window size goes onto the container's terminal at once (as runc does), so the
+        process sees it from its first instruction, before `start`."""
         self.close_child_fd()
         if not select.select([self._sock], [], [], timeout)[0]:
             raise OCIError("process.terminal: the container did not send its terminal "
@@ -202,6 +204,8 @@ class ForegroundTerminal:
             raise OCIError("process.terminal: the container exited before sending its "
                            "terminal") from None
         self._sock.close()
+        if os.isatty(stdin):
+            self._copy_winsize(stdin)
         return self.master
 
     def close_child_fd(self) -> None:

@@ -23,12 +23,12 @@ BUSYBOX = "/bin/busybox"
 # only with one), DEV/console the same file as stdin, no pty master left, and typed input.
 CHECK = r"""
 tty
-stty size
 echo ctty-ok > /dev/tty
 [ "$DEV/console" -ef /proc/self/fd/0 ] && echo console-ok
 for f in /proc/$$/fd/*; do readlink $f; done | grep -q ptmx && echo master-leaked
 read line
 echo "got:$line"
+stty size
 """
 
 # Runs in the new mount namespace: a devpts instance of its own, then pyrunc.console.
@@ -158,17 +158,18 @@ def test_foreground_terminal_raw_mode_winsize_and_restore(workdir):
     outp = os.path.join(workdir, "stdout")
     child = container(workdir, sock_fd=term.child_fd, pass_fds=(term.child_fd,),
                       stderr=subprocess.PIPE)
-    try:
-        term.receive(timeout=30)
-        os.write(outer_master, b"typed\n")
-        raw_seen = []
-        # Observe raw mode from inside copy(): it copies the window size once raw.
-        orig = term._copy_winsize
+    # Observe the terminal mode at each size copy: receive() copies it first (not raw
+    # yet), copy() again once raw.
+    raw_seen = []
+    orig = term._copy_winsize
 
-        def spy(fd):
-            raw_seen.append(termios.tcgetattr(fd)[3] & termios.ICANON == 0)
-            orig(fd)
-        term._copy_winsize = spy
+    def spy(fd):
+        raw_seen.append(termios.tcgetattr(fd)[3] & termios.ICANON == 0)
+        orig(fd)
+    term._copy_winsize = spy
+    try:
+        term.receive(timeout=30, stdin=outer_slave)  # the size goes on here, before input
+        os.write(outer_master, b"typed\n")
         with open(outp, "wb") as o:
             term.copy(child.pid, stdin=outer_slave, stdout=o.fileno())
         assert child.wait(timeout=30) == 0, child.stderr.read().decode()
@@ -178,7 +179,7 @@ def test_foreground_terminal_raw_mode_winsize_and_restore(workdir):
     lines = open(outp, "rb").read().decode().replace("\r\n", "\n").splitlines()
     assert "40 120" in lines  # the caller's window size, copied onto the container's pty
     assert "got:typed" in lines
-    assert raw_seen == [True]
+    assert raw_seen == [False, True]  # receive() copied the size, then copy() went raw
     assert termios.tcgetattr(outer_slave) == before  # restored
     os.close(outer_slave)
     os.close(outer_master)
