@@ -28,45 +28,22 @@ import sys
 import tempfile
 import time
 
-# `runc spec`'s default config, not a terminal, running /bin/true.
-CONFIG = {
-    "ociVersion": "1.0.2",
-    "process": {
-        "terminal": False, "user": {"uid": 0, "gid": 0}, "args": ["/bin/true"],
-        "env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"],
-        "cwd": "/",
-        "capabilities": {k: ["CAP_AUDIT_WRITE", "CAP_KILL", "CAP_NET_BIND_SERVICE"]
-                         for k in ("bounding", "effective", "permitted", "ambient")},
-        "rlimits": [{"type": "RLIMIT_NOFILE", "hard": 1024, "soft": 1024}],
-        "noNewPrivileges": True,
-    },
-    "root": {"path": "rootfs", "readonly": True},
-    "hostname": "bench",
-    "mounts": [
-        {"destination": "/proc", "type": "proc", "source": "proc"},
-        {"destination": "/dev", "type": "tmpfs", "source": "tmpfs",
-         "options": ["nosuid", "strictatime", "mode=755", "size=65536k"]},
-        {"destination": "/dev/pts", "type": "devpts", "source": "devpts",
-         "options": ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5"]},
-        {"destination": "/dev/shm", "type": "tmpfs", "source": "shm",
-         "options": ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"]},
-        {"destination": "/dev/mqueue", "type": "mqueue", "source": "mqueue",
-         "options": ["nosuid", "noexec", "nodev"]},
-        {"destination": "/sys", "type": "sysfs", "source": "sysfs",
-         "options": ["nosuid", "noexec", "nodev", "ro"]},
-        {"destination": "/sys/fs/cgroup", "type": "cgroup", "source": "cgroup",
-         "options": ["nosuid", "noexec", "nodev", "relatime", "ro"]},
-    ],
-    "linux": {
-        "resources": {"devices": [{"allow": False, "access": "rwm"}]},
-        "namespaces": [{"type": t} for t in ("pid", "network", "ipc", "uts", "mount")],
-        "maskedPaths": ["/proc/acpi", "/proc/asound", "/proc/kcore", "/proc/keys",
-                        "/proc/latency_stats", "/proc/timer_list", "/proc/timer_stats",
-                        "/proc/sched_debug", "/sys/firmware", "/proc/scsi"],
-        "readonlyPaths": ["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys",
-                          "/proc/sysrq-trigger"],
-    },
-}
+
+def bench_config() -> dict:
+    """`runc spec`'s default config (ocispec.defaults, the project's one copy), at a
+    version every runtime here accepts, not a terminal, running /bin/true."""
+    try:
+        from ocispec.defaults import runc_spec
+    except ImportError:  # run from a checkout with a python that lacks the project
+        sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..",
+                                        "oci-spec"))
+        from ocispec.defaults import runc_spec
+    cfg = runc_spec()
+    cfg["ociVersion"] = "1.0.2"  # crun 1.8 refuses 1.2.0 before anything else
+    cfg["process"].update(terminal=False, args=["/bin/true"])
+    cfg["hostname"] = "bench"
+    return cfg
+
 
 OPS = ("run", "lifecycle", "create", "start", "wait", "delete", "state")
 RATIO_OPS = ("run", "lifecycle", "state")
@@ -85,7 +62,7 @@ def make_bundle(top: str) -> str:
     for applet in ("true", "sh"):
         os.symlink("busybox", os.path.join(bindir, applet))
     with open(os.path.join(bundle, "config.json"), "w") as f:
-        json.dump(CONFIG, f, indent=1)
+        json.dump(bench_config(), f, indent=1)
     return bundle
 
 
@@ -182,16 +159,20 @@ def stats(samples: list) -> dict | None:
             "n": len(ordered)}
 
 
-def import_times(python: str) -> dict:
-    """`python -X importtime -c 'import pyrunc.__main__'`: total and heaviest imports, and
-    the bare interpreter's start-up for scale."""
-    p = subprocess.run([python, "-X", "importtime", "-c", "import pyrunc.__main__"],
-                       capture_output=True, text=True)
+def _importtime(argv: list) -> tuple[list, list] | str:
+    """Run argv under -X importtime: ([(top-level module, cumulative us)], [all]) or the
+    last line of its error output."""
+    # stderr to a file: a container made by `create` inherits it (a pipe would hang us).
+    with tempfile.TemporaryFile("w+") as errf:
+        p = subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                           stderr=errf)
+        errf.seek(0)
+        stderr = errf.read()
     if p.returncode != 0:
-        err = [l for l in p.stderr.splitlines() if not l.startswith("import time:")]
-        return {"error": (err or ["?"])[-1]}
+        err = [l for l in stderr.splitlines() if not l.startswith("import time:")]
+        return (err or ["?"])[-1]
     top, everything = [], []
-    for line in p.stderr.splitlines():
+    for line in stderr.splitlines():
         if not line.startswith("import time:"):
             continue
         _self_us, cum_us, raw = line[len("import time:"):].split("|")
@@ -201,21 +182,47 @@ def import_times(python: str) -> dict:
         everything.append(entry)
         if len(raw) - len(raw.lstrip()) == 1:  # nesting is shown as two more spaces
             top.append(entry)
-    total = sum(us for _, us in top)
+    return top, everything
+
+
+def _summary(top: list) -> dict:
+    heavy = sorted(top, key=lambda e: -e[1])[:6]
+    return {"total_ms": round(sum(us for _, us in top) / 1000, 2),
+            "heaviest": [[n, round(us / 1000, 2)] for n, us in heavy]}
+
+
+def import_times(python: str, rt=None) -> dict:
+    """Imports of pyrunc's entry module and, with a live pyrunc Runtime, of its real
+    `create` and `state` commands (python -X importtime); the bare interpreter's start-up
+    for scale; and which notoriously heavy modules appear anywhere on those paths."""
+    got = _importtime([python, "-X", "importtime", "-c", "import pyrunc.__main__"])
+    if isinstance(got, str):
+        return {"error": got}
+    out = _summary(got[0])
+    seen = list(got[1])
+    out["commands"] = {}
+    if rt is not None:
+        cid = rt.new_id()
+        runs = {"create": [rt.binary, "--root", rt.root, "create", "--bundle", rt.bundle, cid],
+                "state": [rt.binary, "--root", rt.root, "state", rt.state_id]}
+        for cmd, argv in runs.items():
+            res = _importtime([python, "-X", "importtime", *argv])
+            out["commands"][cmd] = {"error": res} if isinstance(res, str) else _summary(res[0])
+            if not isinstance(res, str):
+                seen += res[1]
+        rt.cmd("delete", "--force", cid, check=False)
     starts = []
     for _ in range(5):
         t0 = time.perf_counter()
         subprocess.run([python, "-c", "pass"], check=True)
         starts.append((time.perf_counter() - t0) * 1000)
-    heavy = sorted(top, key=lambda e: -e[1])[:6]
-    watch = sorted({n.split(".")[0] for n, _ in everything} &
-                   {"typer", "rich", "click", "jsonschema", "pyroute2", "subprocess",
-                    "asyncio", "ctypes", "pyseccomp"})
-    return {"total_ms": round(total / 1000, 2), "heaviest": [[n, round(us / 1000, 2)]
-                                                           for n, us in heavy],
-            "interpreter_ms": round(statistics.median(starts), 2), "heavy_modules": watch,
-            # pip install -e puts an import hook in site that costs every start ~15 ms.
-            "editable_install": any(n.startswith("__editable__") for n, _ in everything)}
+    out["interpreter_ms"] = round(statistics.median(starts), 2)
+    out["heavy_modules"] = sorted({n.split(".")[0] for n, _ in seen} &
+                                  {"typer", "rich", "click", "jsonschema", "pyroute2",
+                                   "subprocess", "asyncio", "ctypes", "pyseccomp"})
+    # pip install -e puts an import hook in site that costs every start ~15 ms.
+    out["editable_install"] = any(n.startswith("__editable__") for n, _ in seen)
+    return out
 
 
 def python_of(binary: str) -> str:
@@ -286,7 +293,8 @@ def main(argv=None) -> int:
                 b = statistics.median(by["runc"].samples[op])
                 result["ratios"][op] = round(a / b, 2)
         if "pyrunc" in result["runtimes"] and result["runtimes"]["pyrunc"].get("binary"):
-            result["importtime"] = import_times(python_of(result["runtimes"]["pyrunc"]["binary"]))
+            result["importtime"] = import_times(python_of(result["runtimes"]["pyrunc"]["binary"]),
+                                                by.get("pyrunc"))
     finally:
         for rt in runtimes:
             rt.cleanup()
@@ -335,6 +343,12 @@ def print_table(r: dict) -> None:
             print(f"pyrunc import time (import pyrunc.__main__): {it['total_ms']:.1f} ms; "
                   f"bare interpreter start {it['interpreter_ms']:.1f} ms; heaviest: " +
                   ", ".join(f"{n} {ms:.1f}" for n, ms in it["heaviest"]))
+            for cmd, c in it["commands"].items():
+                if "error" in c:
+                    print(f"  `pyrunc {cmd}`: not measurable: {c['error']}")
+                else:
+                    print(f"  `pyrunc {cmd}` imports {c['total_ms']:.1f} ms; heaviest: " +
+                          ", ".join(f"{n} {ms:.1f}" for n, ms in c["heaviest"]))
             if it["editable_install"]:
                 print("  note: pyrunc is an editable install (pip install -e); its import hook "
                       "in site slows every start. Measure a regular install (.ci/setup).")

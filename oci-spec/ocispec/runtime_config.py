@@ -469,8 +469,11 @@ class _V:
                     and not (lx.get("uidMappings") and lx.get("gidMappings")):
                 self.err(f"mounts[{i}].options", "idmap without uidMappings/gidMappings "
                          "needs linux.uidMappings and linux.gidMappings to use")
-        if lx.get("netDevices") and ("network" not in ns or ns["network"] is not None):
-            self.err("linux.netDevices", "moving network devices needs a new network namespace")
+        # New or joined by path (CRI runtimes hand over a prepared one, as runc allows);
+        # that a joined one is not the runtime's own is checked when devices move.
+        if lx.get("netDevices") and "network" not in ns:
+            self.err("linux.netDevices", "moving network devices needs a network namespace "
+                     '(linux.namespaces has no "network")')
         if c.get("hostname") and "uts" not in ns:
             self.err("hostname", "setting the hostname needs a UTS namespace")
         if c.get("domainname") and "uts" not in ns:

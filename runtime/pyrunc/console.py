@@ -9,6 +9,7 @@ Only imported when a process has a terminal, so the imports below cost nothing o
 """
 
 import array
+import errno
 import fcntl
 import os
 import select
@@ -42,11 +43,13 @@ def connect(path: str) -> int:
 
 
 def setup_in_init(sock_fd: int, size: dict | None = None, mount_console: bool = True,
-                  dev: str = "/dev") -> None:
+                  dev: str = "/dev", uid: int | None = None) -> None:
     """In the container (after pivot_root, with devpts on DEV/pts): make a pty, send its
     master over sock_fd, and make the slave this process's controlling terminal and
     stdin/stdout/stderr. size: process.consoleSize ({"height", "width"}).
     mount_console: bind the slave onto DEV/console (init; not for exec).
+    uid: process.user.uid, made the terminal's owner (as runc's fixStdioPermissions), so
+    a process that is not root can still open its own tty by name.
     Closes sock_fd."""
     try:
         master = _open_master(f"{dev}/ptmx")
@@ -54,6 +57,14 @@ def setup_in_init(sock_fd: int, size: dict | None = None, mount_console: bool = 
             n = struct.unpack("I", fcntl.ioctl(master, TIOCGPTN, b"\0" * 4))[0]
             name = f"{dev}/pts/{n}"
             slave = _open_slave(master, name)
+            if uid:
+                try:
+                    os.fchown(slave, uid, -1)  # the gid stays devpts's (tty, by gid=5)
+                except OSError as e:
+                    # runc too leaves it: uid unmapped here, or /dev read-only.
+                    if e.errno not in (errno.EINVAL, errno.EPERM, errno.EROFS):
+                        raise OCIError(f"process.terminal: cannot give {name} to uid {uid}: "
+                                       f"{e.strerror}", errno=e.errno) from None
             if size:
                 set_size(master, size.get("height", 0), size.get("width", 0))
             if mount_console:
@@ -178,9 +189,11 @@ class ForegroundTerminal:
         os.set_inheritable(self.child_fd, True)
         self.master = -1
 
-    def receive(self, timeout: float | None = 10.0) -> int:
+    def receive(self, timeout: float | None = 10.0, stdin: int = 0) -> int:
         """Wait for the container's master; closes our copy of child_fd first, so a
-        container that dies before sending makes this fail instead of hang."""
+        container that dies before sending makes this fail instead of hang. The caller's
+        window size goes onto the container's terminal at once (as runc does), so the
+        process sees it from its first instruction, before `start`."""
         self.close_child_fd()
         if not select.select([self._sock], [], [], timeout)[0]:
             raise OCIError("process.terminal: the container did not send its terminal "
@@ -191,6 +204,8 @@ class ForegroundTerminal:
             raise OCIError("process.terminal: the container exited before sending its "
                            "terminal") from None
         self._sock.close()
+        if os.isatty(stdin):
+            self._copy_winsize(stdin)
         return self.master
 
     def close_child_fd(self) -> None:

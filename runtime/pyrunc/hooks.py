@@ -2,9 +2,9 @@
 
 Runtime-spec rules (config.md "POSIX-platform Hooks", runtime.md "Lifecycle"):
 path is absolute; args are execv's argv (args[0] is argv0); env is the whole
-environment (nothing inherited); timeout is in seconds. A failing prestart,
-createRuntime, createContainer or startContainer hook is an error; a failing
-poststart or poststop hook only warns and the remaining hooks still run.
+environment (nothing inherited); timeout is in seconds. A failing hook is an
+error (the runtime stops the container), except poststop: its failures only warn
+and the remaining poststop hooks still run (run_lenient).
 
 Imported on every container start, so module level is the standard library only
 and `subprocess` is imported only when there is a hook to run.
@@ -26,21 +26,25 @@ def run(hooks_cfg: dict | None, name: str, state: dict, cwd: str | None = None) 
     cwd: the hooks' working directory; by default the bundle (runc's create chdirs
     there, so its hooks see it as cwd), or / when the bundle does not resolve here.
     """
-    hooks = (hooks_cfg or {}).get(name)
-    if not hooks:
-        return
-    stdin = json.dumps(state).encode()
-    cwd = _cwd(cwd, state)
-    for i, hook in enumerate(hooks):
-        err = _run_one(hook, stdin, cwd)
-        if err:
-            raise OCIError(f"hooks.{name}[{i}] ({hook.get('path')}): {err}")
+    for msg in _failures(hooks_cfg, name, state, cwd):
+        raise OCIError(msg)
 
 
 def run_lenient(hooks_cfg: dict | None, name: str, state: dict, cwd: str | None = None,
                 warn=None) -> None:
     """Run every `name` hook in order; a failure is a warning and the rest still run
-    (poststart, poststop). warn(message) defaults to a line on stderr."""
+    (poststop). warn(message) defaults to a line on stderr."""
+    for msg in _failures(hooks_cfg, name, state, cwd):
+        if warn is None:
+            sys.stderr.write(f"pyrunc: warning: {msg}\n")
+            sys.stderr.flush()
+        else:
+            warn(msg)
+
+
+def _failures(hooks_cfg, name: str, state: dict, cwd: str | None):
+    """Run the hooks one by one, yielding a message for each that fails; the caller
+    decides whether the next one runs (a generator stops where its consumer does)."""
     hooks = (hooks_cfg or {}).get(name)
     if not hooks:
         return
@@ -49,12 +53,7 @@ def run_lenient(hooks_cfg: dict | None, name: str, state: dict, cwd: str | None 
     for i, hook in enumerate(hooks):
         err = _run_one(hook, stdin, cwd)
         if err:
-            msg = f"hooks.{name}[{i}] ({hook.get('path')}): {err}"
-            if warn is None:
-                sys.stderr.write(f"pyrunc: warning: {msg}\n")
-                sys.stderr.flush()
-            else:
-                warn(msg)
+            yield f"hooks.{name}[{i}] ({hook.get('path')}): {err}"
 
 
 def _cwd(cwd: str | None, state: dict) -> str:

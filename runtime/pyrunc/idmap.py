@@ -35,6 +35,30 @@ def plan(mount: dict, linux: dict | None) -> tuple | None:
     return uids, gids, "ridmap" in opts
 
 
+def prepare(mounts: list | None, linux: dict | None, bundle: str) -> dict[int, int]:
+    """Make every idmapped mount's tree in the runtime's namespaces: {mounts index: fd}.
+
+    Call it in create's parent, before the container's user namespace exists, and let
+    init attach() the fds. Mapping hostIDs are host ids (as runc): a tree made inside a
+    container's user namespace would read them as the container's ids, and the kernel
+    lets only a holder of CAP_SYS_ADMIN over the idmapping's namespace use it."""
+    trees = {}
+    try:
+        for i, m in enumerate(mounts or ()):
+            p = plan(m, linux)
+            if p is None:
+                continue
+            src = m.get("source") or ""
+            src = src if os.path.isabs(src) else os.path.join(bundle, src)
+            recursive = p[2] or "rbind" in (m.get("options") or ())
+            trees[i] = make_idmapped_tree(src, p[0], p[1], recursive, where=f"mounts[{i}]")
+    except BaseException:
+        for fd in trees.values():
+            os.close(fd)
+        raise
+    return trees
+
+
 def make_idmapped_tree(source: str, uid_mappings: list, gid_mappings: list,
                        recursive: bool, where: str = "mounts") -> int:
     """A detached clone of the mount tree at source, idmapped with the given mappings

@@ -68,4 +68,6 @@ def test_bench_pyrunc_against_runc(tmpdir_env):
     it = r["importtime"]
     assert "error" not in it, it
     assert it["total_ms"] > 0 and it["interpreter_ms"] > 0
+    for cmd in ("create", "state"):  # the real commands' imports, not just the entry module
+        assert it["commands"][cmd]["total_ms"] > it["total_ms"] / 2, it["commands"]
     assert "pyroute2" not in it["heavy_modules"] and "jsonschema" not in it["heavy_modules"]

@@ -23,12 +23,12 @@ BUSYBOX = "/bin/busybox"
 # only with one), DEV/console the same file as stdin, no pty master left, and typed input.
 CHECK = r"""
 tty
-stty size
 echo ctty-ok > /dev/tty
 [ "$DEV/console" -ef /proc/self/fd/0 ] && echo console-ok
 for f in /proc/$$/fd/*; do readlink $f; done | grep -q ptmx && echo master-leaked
 read line
 echo "got:$line"
+stty size
 """
 
 # Runs in the new mount namespace: a devpts instance of its own, then pyrunc.console.
@@ -47,7 +47,11 @@ from pyrunc import console
 fd = os.environ.get("SOCK_FD")
 fd = int(fd) if fd else console.connect(os.environ["SOCK"])
 size = json.loads(os.environ["SIZE"]) if os.environ.get("SIZE") else None
-console.setup_in_init(fd, size, dev=os.environ["DEV"])
+uid = int(os.environ.get("AS_UID") or 0)
+console.setup_in_init(fd, size, dev=os.environ["DEV"], uid=uid or None)
+if uid:
+    os.setresgid(uid, uid, uid)
+    os.setresuid(uid, uid, uid)
 os.execv(os.environ["BUSYBOX"], ["sh", "-c", os.environ["CHECK"]])
 """
 
@@ -62,9 +66,10 @@ def workdir():
         assert d not in f.read()
 
 
-def container(workdir, sock=None, sock_fd=None, size=None, **kw):
+def container(workdir, sock=None, sock_fd=None, size=None, as_uid=0, check=CHECK, **kw):
     env = {"DEV": os.path.join(workdir, "dev"), "PY": sys.executable, "PYCODE": PYCODE,
-           "BUSYBOX": BUSYBOX, "CHECK": CHECK, "PATH": os.environ["PATH"],
+           "BUSYBOX": BUSYBOX, "CHECK": check, "PATH": os.environ["PATH"],
+           "AS_UID": str(as_uid),
            "SOCK": sock or "", "SOCK_FD": "" if sock_fd is None else str(sock_fd),
            "SIZE": "" if size is None else __import__("json").dumps(size)}
     return subprocess.Popen(["unshare", "--mount", "--propagation", "private",
@@ -153,17 +158,18 @@ def test_foreground_terminal_raw_mode_winsize_and_restore(workdir):
     outp = os.path.join(workdir, "stdout")
     child = container(workdir, sock_fd=term.child_fd, pass_fds=(term.child_fd,),
                       stderr=subprocess.PIPE)
-    try:
-        term.receive(timeout=30)
-        os.write(outer_master, b"typed\n")
-        raw_seen = []
-        # Observe raw mode from inside copy(): it copies the window size once raw.
-        orig = term._copy_winsize
+    # Observe the terminal mode at each size copy: receive() copies it first (not raw
+    # yet), copy() again once raw.
+    raw_seen = []
+    orig = term._copy_winsize
 
-        def spy(fd):
-            raw_seen.append(termios.tcgetattr(fd)[3] & termios.ICANON == 0)
-            orig(fd)
-        term._copy_winsize = spy
+    def spy(fd):
+        raw_seen.append(termios.tcgetattr(fd)[3] & termios.ICANON == 0)
+        orig(fd)
+    term._copy_winsize = spy
+    try:
+        term.receive(timeout=30, stdin=outer_slave)  # the size goes on here, before input
+        os.write(outer_master, b"typed\n")
         with open(outp, "wb") as o:
             term.copy(child.pid, stdin=outer_slave, stdout=o.fileno())
         assert child.wait(timeout=30) == 0, child.stderr.read().decode()
@@ -173,7 +179,7 @@ def test_foreground_terminal_raw_mode_winsize_and_restore(workdir):
     lines = open(outp, "rb").read().decode().replace("\r\n", "\n").splitlines()
     assert "40 120" in lines  # the caller's window size, copied onto the container's pty
     assert "got:typed" in lines
-    assert raw_seen == [True]
+    assert raw_seen == [False, True]  # receive() copied the size, then copy() went raw
     assert termios.tcgetattr(outer_slave) == before  # restored
     os.close(outer_slave)
     os.close(outer_master)
@@ -186,3 +192,25 @@ def test_receive_fails_when_container_dies_first():
     with pytest.raises(console.OCIError, match="exited before sending its terminal"):
         term.receive(timeout=10)
     term.close()
+
+
+def test_terminal_belongs_to_the_process_user(workdir):
+    """As runc's fixStdioPermissions: a process that is not root can open its own tty."""
+    os.chmod(workdir, 0o755)  # uid 1000 walks to DEV/pts
+    sock = os.path.join(workdir, "console.sock")
+    listener = subprocess.Popen([sys.executable, os.path.join(HERE, "recvtty.py"), sock],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    check = ('id -u; t=$(tty); stat -c owner=%u "$t"; '
+             'echo by-name > "$t" && echo write-ok')
+    try:
+        assert listener.stdout.readline() == b"listening\n"
+        child = container(workdir, sock=sock, as_uid=1000, check=check,
+                          stderr=subprocess.PIPE)
+        assert child.wait(timeout=30) == 0, child.stderr.read().decode()
+        out, _ = listener.communicate(timeout=30)
+    finally:
+        listener.kill()
+        listener.wait()
+    lines = out.decode().replace("\r\n", "\n").splitlines()
+    assert lines[:2] == ["1000", "owner=1000"], lines
+    assert "by-name" in lines and "write-ok" in lines

@@ -187,3 +187,87 @@ def test_tree_made_in_the_runtime_namespace_attaches_in_a_new_mount_namespace(wo
     assert p.returncode == 0, p.stderr
     assert p.stdout.split() == ["0", "0"]
     assert os.listdir(dst) == []  # the mount exists only in the child's namespace
+
+
+def test_prepare_makes_a_tree_per_idmapped_mount(workdir):
+    src = os.path.join(workdir, "vol")
+    os.mkdir(src)
+    one = [{"containerID": 1000, "hostID": 0, "size": 1}]
+    mounts = [{"destination": "/proc", "type": "proc", "source": "proc"},
+              {"destination": "/a", "type": "bind", "source": "vol", "options": ["bind", "idmap"],
+               "uidMappings": one, "gidMappings": one},
+              {"destination": "/b", "type": "bind", "source": src, "options": ["rbind"]}]
+    trees = idmap.prepare(mounts, {}, workdir)
+    try:
+        assert list(trees) == [1]
+        st, tree = os.stat(src), os.fstat(trees[1])
+        assert (tree.st_dev, tree.st_ino) == (st.st_dev, st.st_ino)  # a clone of vol
+    finally:
+        for fd in trees.values():
+            os.close(fd)
+    bad = [dict(mounts[1], source="/pyrunc-idmap-nonexistent")]
+    with pytest.raises(OCIError, match=r"^mounts\[0\]: cannot clone the mount at"):
+        idmap.prepare(bad, {}, workdir)
+
+
+def test_tree_made_by_the_runtime_serves_a_user_namespace_container(workdir):
+    """runc's `simple idmap mount [userns]`: the container maps 0 -> host 100000, the mount
+    is idmapped the same way (made in the runtime's namespaces, attached by the container's
+    init in its own user and mount namespaces); a host-root file shows as the container's
+    root. Made inside the container's user namespace instead, the mapping is refused."""
+    from pyrunc import linux
+
+    os.chmod(workdir, 0o755)
+    src, dst = os.path.join(workdir, "src"), os.path.join(workdir, "dst")
+    os.mkdir(src)
+    os.mkdir(dst)
+    open(os.path.join(src, "f"), "w").close()
+    big = [{"containerID": 0, "hostID": 100000, "size": 65536}]
+    tree = idmap.make_idmapped_tree(src, big, big, False)
+    go_r, go_w = os.pipe()
+    res_r, res_w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the "container's init"
+        code = 1
+        try:
+            os.close(go_w)
+            os.close(res_r)
+            linux.unshare(linux.CLONE_NEWUSER | linux.CLONE_NEWNS)
+            os.write(res_w, b"u")  # unshared: maps can be written
+            os.read(go_r, 1)  # the "runtime" has written our maps
+            os.setresgid(0, 0, 0)
+            os.setresuid(0, 0, 0)
+            linux.mount(None, "/", None, 0x4000 | 0x40000)  # MS_REC | MS_PRIVATE
+            out = []
+            try:
+                idmap.make_idmapped_tree(src, big, big, False)
+                out.append("made-inside")
+            except OCIError as e:
+                out.append(f"inside: {e}")
+            idmap.attach(tree, dst)
+            st = os.stat(os.path.join(dst, "f"))
+            out.append(f"{st.st_uid} {st.st_gid}")
+            os.write(res_w, "\n".join(out).encode())
+            code = 0
+        except BaseException as e:
+            os.write(res_w, f"error: {e!r}".encode())
+        finally:
+            os._exit(code)
+    os.close(go_r)
+    os.close(res_w)
+    try:
+        assert os.read(res_r, 1) == b"u"
+        for name in ("uid_map", "gid_map"):
+            with open(f"/proc/{pid}/{name}", "w") as f:
+                f.write("0 100000 65536\n")
+        os.write(go_w, b"1")
+        result = os.read(res_r, 4096).decode()
+    finally:
+        os.close(go_w)
+        os.close(res_r)
+        os.close(tree)
+        _, status = os.waitpid(pid, 0)
+    assert status == 0, result
+    inside, seen = result.splitlines()
+    assert inside.startswith("inside: mounts.uidMappings: the kernel refused the mapping")
+    assert seen == "0 0"

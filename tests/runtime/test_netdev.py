@@ -149,3 +149,40 @@ def test_netdev_module_does_not_import_pyroute2():
     code = "import sys, pyrunc.netdev; print('pyroute2' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.stdout.strip() == "False", out.stderr
+
+
+def test_a_failed_move_puts_earlier_devices_back():
+    """create must leave nothing behind: when the second device cannot move, the first
+    one comes home with its name, addresses and state."""
+    out = run_in_own_netns(f'''
+        netdev.move({{HOST: {{"name": "ctr0"}}, "pyrh-nosuch1": {{}}}}, ctr.pid)
+    ''')
+    assert out["error"] == "linux.netDevices.pyrh-nosuch1: no such network interface on the host"
+    assert HOST in out["host_links"]
+    assert "ctr0" not in out["ctr_links"]
+
+
+def test_a_failed_move_restores_addresses_and_state_on_the_host():
+    out = run_in_own_netns(f'''
+        ip("link", "set", HOST, "up")
+        try:
+            netdev.move({{HOST: {{"name": "ctr0"}}, "pyrh-nosuch1": {{}}}}, ctr.pid)
+        except OCIError as e:
+            out["error"] = str(e)
+        link = json.loads(ip("-j", "addr", "show", HOST))[0]
+        out["host_dev"] = {{"flags": link["flags"], "addrs": sorted(
+            (a["local"], a["prefixlen"], a["scope"]) for a in link["addr_info"]
+            if a["family"] == "inet")}}
+    ''')
+    assert "no such network interface" in out["error"]
+    assert "UP" in out["host_dev"]["flags"]
+    # The kernel dropped every address on the move: the permanent ones are back (the one
+    # with a lifetime is left to whatever gave it, as DHCP or SLAAC would).
+    assert out["host_dev"]["addrs"] == [["127.1.2.3", 8, "global"], ["127.9.9.9", 32, "host"]]
+
+
+def test_moving_into_the_runtimes_own_namespace_is_refused():
+    out = run_in_own_netns('netdev.move({HOST: {"name": "ctr0"}}, os.getpid())')
+    assert out["error"] == ("linux.netDevices: the container's network namespace is the "
+                            "runtime's own: devices would not move anywhere")
+    assert HOST in out["host_links"]

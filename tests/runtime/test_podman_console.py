@@ -27,9 +27,14 @@ RUN_OPTS = ["--rm", "--network", "host", "--ulimit", "nofile=1024:1024",
 @pytest.fixture
 def podman():
     d = tempfile.mkdtemp(prefix="pyrunc-hooks-podman-")
+    # Every piece of podman's state private to this test (root, runroot, libpod tmpdir,
+    # volumes, image temp files), so other podman users on the machine never meet ours.
+    os.mkdir(f"{d}/vartmp")
     base = ["podman", "--root", f"{d}/storage", "--runroot", f"{d}/run",
-            "--cgroup-manager", "cgroupfs", "--events-backend", "file",
+            "--tmpdir", f"{d}/run/libpod", "--volumepath", f"{d}/storage/volumes",
+            "--cgroup-manager", "cgroupfs", "--events-backend", "none",
             "--storage-driver", "vfs"]
+    env = dict(os.environ, TMPDIR=f"{d}/vartmp")
     rootfs = os.path.join(d, "rootfs")
     os.makedirs(os.path.join(rootfs, "bin"))
     shutil.copy2("/bin/busybox", os.path.join(rootfs, "bin", "busybox"))
@@ -38,10 +43,12 @@ def podman():
     tar = os.path.join(d, "rootfs.tar")
     subprocess.run(["tar", "-C", rootfs, "-cf", tar, "."], check=True)
     subprocess.run(base + ["import", tar, "pyrh-busybox:latest"], check=True,
-                   capture_output=True)
-    yield base
-    subprocess.run(base + ["rm", "--all", "--force"], capture_output=True)
-    subprocess.run(base + ["rmi", "--all", "--force"], capture_output=True)
+                   capture_output=True, env=env)
+    try:
+        yield base, env
+    finally:
+        subprocess.run(base + ["rm", "--all", "--force"], capture_output=True, env=env)
+        subprocess.run(base + ["rmi", "--all", "--force"], capture_output=True, env=env)
     with open("/proc/self/mountinfo") as f:
         assert d not in f.read()
     subprocess.run(["rm", "-rf", "--one-file-system", d], check=True)
@@ -50,9 +57,11 @@ def podman():
 def test_podman_run_tty_through_conmon(podman):
     script = ("tty; [ /dev/console -ef /proc/self/fd/0 ] && echo console-ok; "
               "read x; echo got:$x")
-    p = subprocess.run(podman + ["run", "-i", "-t", "--runtime", PYRUNC, *RUN_OPTS,
-                                 "pyrh-busybox", "sh", "-c", script],
-                       input="through conmon\n", capture_output=True, text=True, timeout=120)
+    base, env = podman
+    p = subprocess.run(base + ["run", "-i", "-t", "--runtime", PYRUNC, *RUN_OPTS,
+                               "pyrh-busybox", "sh", "-c", script],
+                       input="through conmon\n", capture_output=True, text=True, timeout=120,
+                       env=env)
     assert p.returncode == 0, p.stderr
     lines = p.stdout.replace("\r\n", "\n").splitlines()
     assert "/dev/pts/0" in lines and "console-ok" in lines
