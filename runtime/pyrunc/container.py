@@ -42,6 +42,7 @@ def create(root: str, container_id: str, bundle: str, *, pid_file: str = "", con
         raise OCIError(f"--root {root}: cannot create the state directory: {e.strerror}") from None
     c.lock()
     cg = None
+    sp = None
     own_console = False
     ok = False
     try:
@@ -90,6 +91,11 @@ def create(root: str, container_id: str, bundle: str, *, pid_file: str = "", con
 
         sp.on_pid = on_pid
         sp.on_hooks = on_hooks
+        if any("uidMappings" in m or {"idmap", "ridmap"} & set(m.get("options") or ())
+               for m in cfg.get("mounts") or ()):
+            from . import idmap
+
+            sp.idmap_trees = idmap.prepare(cfg["mounts"], lcfg, bundle)
         pid = process.start_init(sp)
         st = proc_start_time(pid)
         c.data = {
@@ -112,6 +118,8 @@ def create(root: str, container_id: str, bundle: str, *, pid_file: str = "", con
     finally:
         if own_console:
             os.close(console_fd)
+        for fd in sp.idmap_trees.values() if sp is not None else ():
+            os.close(fd)
         if not ok:
             if cg is not None:
                 try:

@@ -230,7 +230,8 @@ def _exec_child(ch, proc, lcfg, state, seccomp, console, console_fd, preserve_fd
         host_pid = ch.expect("continue").get("pid")  # for seccomp's containerProcessState
         os.setsid()
         if console is not None and console_fd >= 0:
-            console.setup_in_init(console_fd, proc.get("consoleSize"), mount_console=False)
+            console.setup_in_init(console_fd, proc.get("consoleSize"), mount_console=False,
+                                  uid=(proc.get("user") or {}).get("uid"))
         if seccomp is not None:
             seccomp.preload(lcfg["seccomp"])
         init.apply_process(proc, lcfg, state, privileges, seccomp, pid=host_pid)

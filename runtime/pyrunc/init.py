@@ -7,15 +7,12 @@ startContainer hooks, seccomp (when noNewPrivileges), exec. Any failure before `
 goes back to the parent as a message and becomes create's error.
 """
 
-import _socket
-import fcntl
 import os
 import posixpath
-import struct
 
 from ocispec.errors import OCIError
 
-from . import linux
+from . import linux, netdev
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
@@ -57,11 +54,11 @@ def _setup(sp, ch) -> dict:
                        "(without one it would mount into the host's)")
     from .rootfs import Setup
 
-    rs = Setup(cfg, sp.rootfs, sp.bundle, "user" in types, sp.cgroup_state)
+    rs = Setup(cfg, sp.rootfs, sp.bundle, "user" in types, sp.cgroup_state, sp.idmap_trees)
     rs.prepare()
     mods = _preload(cfg)
     if "network" in types and not types["network"]:
-        _loopback_up()
+        netdev.loopback_up()
     hooks = cfg.get("hooks") or {}
     if hooks.get("prestart") or hooks.get("createRuntime"):
         ch.send("hooks")
@@ -87,7 +84,8 @@ def _setup(sp, ch) -> dict:
     if process.get("terminal"):
         if sp.console_fd < 0:
             raise OCIError("process.terminal is true but no --console-socket was given")
-        mods["console"].setup_in_init(sp.console_fd, process.get("consoleSize"))
+        mods["console"].setup_in_init(sp.console_fd, process.get("consoleSize"),
+                                      uid=(process.get("user") or {}).get("uid"))
         sp.console_fd = -1
     _apply_process(process, lcfg, state, mods)
     env = list(process.get("env") or [])
@@ -196,13 +194,3 @@ def _lookpath(name: str, env: list[str]) -> str:
         if os.path.isfile(cand) and os.access(cand, os.X_OK):
             return cand
     raise OCIError(f'process.args[0]: exec: "{name}": executable file not found in $PATH')
-
-
-def _loopback_up() -> None:
-    s = _socket.socket(_socket.AF_INET, _socket.SOCK_DGRAM, 0)
-    try:
-        req = struct.pack("16sH14x", b"lo", 0)
-        flags = struct.unpack("16sH14x", fcntl.ioctl(s.fileno(), 0x8913, req))[1]  # SIOCGIFFLAGS
-        fcntl.ioctl(s.fileno(), 0x8914, struct.pack("16sH14x", b"lo", flags | 0x1))  # SIOCSIFFLAGS, IFF_UP
-    finally:
-        s.close()

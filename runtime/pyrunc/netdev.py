@@ -14,8 +14,11 @@ runtime calls only when the config has netDevices. loopback_up() is one ioctl.
 """
 
 import os
-import socket
 import struct
+
+# _socket, not socket: loopback_up runs on every start with a new network namespace, and
+# the socket module costs ~2 ms of imports (enum, selectors) for nothing used here.
+import _socket
 
 from ocispec.errors import OCIError
 
@@ -28,18 +31,20 @@ RT_SCOPE_UNIVERSE = 0
 
 def loopback_up() -> None:
     """Bring `lo` up in this process's network namespace (a new one starts with it down)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM, 0) as s:
-        try:
-            req = struct.pack("16sH22x", b"lo", 0)
-            flags = struct.unpack("16sH22x", _ioctl(s, SIOCGIFFLAGS, req))[1]
-            if not flags & IFF_UP:
-                _ioctl(s, SIOCSIFFLAGS, struct.pack("16sH22x", b"lo", flags | IFF_UP))
-        except OSError as e:
-            raise OCIError(f"linux.namespaces: cannot bring up the loopback interface of "
-                           f"the new network namespace: {e.strerror}", errno=e.errno) from None
+    s = _socket.socket(_socket.AF_INET, _socket.SOCK_DGRAM, 0)
+    try:
+        req = struct.pack("16sH22x", b"lo", 0)
+        flags = struct.unpack("16sH22x", _ioctl(s, SIOCGIFFLAGS, req))[1]
+        if not flags & IFF_UP:
+            _ioctl(s, SIOCSIFFLAGS, struct.pack("16sH22x", b"lo", flags | IFF_UP))
+    except OSError as e:
+        raise OCIError(f"linux.namespaces: cannot bring up the loopback interface of "
+                       f"the new network namespace: {e.strerror}", errno=e.errno) from None
+    finally:
+        s.close()
 
 
-def _ioctl(s: socket.socket, req: int, arg: bytes) -> bytes:
+def _ioctl(s, req: int, arg: bytes) -> bytes:
     import fcntl
     return fcntl.ioctl(s.fileno(), req, arg)
 
@@ -160,9 +165,11 @@ def _addr_args(msg) -> dict:
     return args
 
 
-def _netlink_socket_in(nsfd: int) -> socket.socket:
+def _netlink_socket_in(nsfd: int):
     """A route netlink socket that lives in the namespace nsfd: a socket belongs to the
     namespace its creator was in, so this thread visits nsfd just to create it."""
+    import socket
+
     from . import linux
 
     own = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)

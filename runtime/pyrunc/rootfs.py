@@ -155,13 +155,17 @@ def _remount(path: str, flags: int, in_userns: bool) -> None:
 class Setup:
     """Builds the container's mount tree in init's (new) mount namespace."""
 
-    def __init__(self, cfg: dict, rootfs: str, bundle: str, in_userns: bool, cgroup_state: dict | None):
+    def __init__(self, cfg: dict, rootfs: str, bundle: str, in_userns: bool, cgroup_state: dict | None,
+                 idmap_trees: dict | None = None):
         self.cfg = cfg
         self.lcfg = cfg.get("linux") or {}
         self.rootfs = rootfs
         self.bundle = bundle
         self.in_userns = in_userns
         self.cgroup_state = cgroup_state
+        # {mounts index: fd of an idmapped tree}, made by create's parent (idmap.prepare):
+        # the mappings name host ids, which only the host's user namespace may use.
+        self.idmap_trees = idmap_trees or {}
         self.root: Root | None = None
 
     def prepare(self) -> None:
@@ -174,7 +178,7 @@ class Setup:
         mounts = self.cfg.get("mounts") or []
         for i, m in enumerate(mounts):
             try:
-                self._mount(m)
+                self._mount(m, self.idmap_trees.get(i))
             except OCIError:
                 raise
             except OSError as e:
@@ -196,7 +200,7 @@ class Setup:
                     best = mp
         linux.mount(None, best, None, MS_PRIVATE)
 
-    def _mount(self, m: dict) -> None:
+    def _mount(self, m: dict, idmap_tree: int | None = None) -> None:
         dest = m["destination"]
         mtype = m.get("type") or ""
         src = m.get("source") or ""
@@ -214,14 +218,9 @@ class Setup:
                 raise OCIError(f"mount source {src} for {dest}: {e.strerror}") from None
             fd = self.root.mkdir_all(dest) if stat.S_ISDIR(st.st_mode) else self.root.mkfile(dest)
             try:
-                idm = idmap.plan(m, self.lcfg) if ("idmap" in extra or "ridmap" in extra
-                                                   or "uidMappings" in m) else None
-                if idm:
-                    tree = idmap.make_idmapped_tree(src, idm[0], idm[1], idm[2] or bool(flags & MS_REC))
-                    try:
-                        idmap.attach(tree, fdpath(fd))
-                    finally:
-                        os.close(tree)
+                if idmap_tree is not None:
+                    idmap.attach(idmap_tree, fd)
+                    os.close(idmap_tree)
                 else:
                     linux.mount(src, fdpath(fd), None, MS_BIND | (flags & MS_REC))
             finally:

@@ -392,9 +392,6 @@ def test_idmapped_bind_mount_through_pyrunc(env):
     assert os.stat(f).st_uid == 1000
 
 
-@pytest.mark.xfail(strict=True, reason="rootfs.py makes idmapped trees inside init, i.e. in "
-                   "the container's user namespace, where host-relative hostIDs are refused: "
-                   "make them in create's parent with idmap.prepare() and attach the fds")
 def test_idmapped_bind_mount_in_a_user_namespace_container(env):
     """runc's `simple idmap mount [userns]`: a host-root-owned file seen through a mount
     idmapped like the container's own mapping is owned by the container's root."""
@@ -460,8 +457,6 @@ def test_failed_create_leaves_net_devices_on_the_host(env):
     assert not os.path.exists(os.path.join(env.root, cid))
 
 
-@pytest.mark.xfail(strict=True, reason="init calls console.setup_in_init without "
-                   "uid=process.user.uid, so the tty stays root's (runc chowns it)")
 def test_terminal_of_a_non_root_process_is_its_own(env):
     env.cfg["process"]["terminal"] = True
     env.cfg["process"]["user"] = {"uid": 1000, "gid": 1000}
