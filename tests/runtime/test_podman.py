@@ -33,7 +33,10 @@ def podman(workdir, pyrunc_bin, rootfs_template):
     # CAP_SYS_RESOURCE, which this machine lacks (runc fails the same way without these).
     pm.limits = ["--ulimit", "nofile=1024:1024", "--ulimit", "nproc=1024:1024", "--network", "none"]
     yield pm
+    # Stop first: a container left running by a failed test must not outlive it.
+    pm("stop", "-a", "-t", "2", check=False)
     pm("rm", "-a", "-f", check=False)
+    assert pm("ps", "-q", check=False).stdout.strip() == "", "a podman container outlived the test"
     subprocess.run(base + ["system", "reset", "-f"], capture_output=True, timeout=60)
     safe_rmtree(runroot)
 
