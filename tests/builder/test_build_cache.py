@@ -22,7 +22,7 @@ def _dockerfile(env):
     env.write("app/other.txt", "o\n")
     env.dockerfile(busybox_base(env, """\
 COPY app /app/
-RUN cat /app/main.txt > /copied && date +%s%N > /stamp
+RUN cat /app/main.txt > /copied && cat /proc/sys/kernel/random/uuid > /stamp
 """))
 
 
