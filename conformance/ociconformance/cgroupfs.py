@@ -54,10 +54,16 @@ def mode() -> str:
 
 
 def hierarchy_for(controller: str) -> Hierarchy | None:
-    """The hierarchy a runtime manages `controller` through on this host, if any."""
+    """The hierarchy a runtime manages `controller` through on this host, if any.
+
+    On a hybrid host a controller that only the cgroup2 mount has (hugetlb, here) is still
+    the host's: a runtime that handles the hybrid layout uses it there."""
     want = 2 if mode() == "v2" else 1
     for h in hierarchies():
         if h.version == want and controller in h.controllers:
+            return h
+    for h in hierarchies():
+        if h.version == 2 and controller in h.controllers:
             return h
     return None
 
