@@ -68,19 +68,19 @@ def create(root: str, container_id: str, bundle: str, *, pid_file: str = "", con
             return {"ociVersion": "1.2.0", "id": container_id, "status": status, "pid": pid,
                     "bundle": bundle, "annotations": cfg.get("annotations") or {}}
 
-        def on_pid(pid: int):
+        def on_stage1(pid: int):
             nonlocal cg
-            extra = {}
             cg = cgmod.Manager.for_container(container_id, lcfg.get("cgroupsPath"), systemd=systemd)
             cg.create()
-            cg.add(pid)
+            cg.add(pid)  # init, forked by this process, is born in the cgroups
+            return {"cgroup": cg.to_state()}
+
+        def on_pid(pid: int):
             cg.set(cgmod.create_resources(lcfg))
-            extra["cgroup"] = cg.to_state()
             if lcfg.get("netDevices"):
                 from . import netdev
 
                 netdev.move(lcfg["netDevices"], pid)
-            return extra
 
         def on_hooks(pid: int):
             from . import hooks as hookrun
@@ -89,6 +89,7 @@ def create(root: str, container_id: str, bundle: str, *, pid_file: str = "", con
             hookrun.run(hooks, "prestart", st)
             hookrun.run(hooks, "createRuntime", st)
 
+        sp.on_stage1 = on_stage1
         sp.on_pid = on_pid
         sp.on_hooks = on_hooks
         if any("uidMappings" in m or {"idmap", "ridmap"} & set(m.get("options") or ())

@@ -47,6 +47,7 @@ def _setup(sp, ch) -> dict:
         _session_keyring(sp.id)
     types = {n["type"]: n.get("path") for n in lcfg.get("namespaces") or []}
     if "cgroup" in types and not types["cgroup"]:
+        # Born in the container's cgroups: they become the new namespace's root.
         linux.unshare(linux.CLONE_NEWCGROUP)
     os.setsid()
     if "mount" not in types:

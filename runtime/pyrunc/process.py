@@ -7,7 +7,13 @@ parent (pyrunc create, host namespaces)
 
 Parent and children talk over a SOCK_SEQPACKET socketpair in small JSON messages:
   child -> parent: {"type": "idmap", "pid"}   write uid_map/gid_map of pid, then "idmap-done"
-                   {"type": "pid", "pid"}     init's host pid; parent sets up cgroups, then "continue"
+                   {"type": "pid", "pid"}     init's host pid; parent applies resources, then
+                                              "continue"
+  parent -> stage1: {"type": "joined"}          stage1 is in the container's cgroups: it may fork
+                                              init, which inherits them. The parent joins stage1
+                                              right after forking it, so the first attach to a v1
+                                              cpu cgroup (it can block ~10 ms in the kernel)
+                                              overlaps stage1's namespace work.
                    {"type": "hooks"}          run prestart/createRuntime hooks, then "hooks-done"
                    {"type": "ready"}          init is set up and blocks on exec.fifo
                    {"type": "error", "msg"}   a failure in the child: becomes create's error
@@ -48,6 +54,12 @@ class Channel:
             raise OCIError(f"the runtime's parent went away while init waited for {kind!r}")
         if msg["type"] != kind:
             raise OCIError(f"runtime protocol error: expected {kind!r}, got {msg['type']!r}")
+        return msg
+
+    def expect_any(self) -> dict:
+        msg = self.recv()
+        if msg is None:
+            raise OCIError("the runtime's parent went away during container setup")
         return msg
 
     def fileno(self) -> int:
@@ -102,7 +114,8 @@ class Spawn:
         self.cgroup_state: dict | None = None
         self.idmap_trees: dict[int, int] = {}
         # Called by the parent at the protocol's steps.
-        self.on_pid = lambda pid: None
+        self.on_stage1 = lambda pid: None   # make the cgroups, join stage1; extra "continue" fields
+        self.on_pid = lambda pid: None      # resources, netDevices: before "continue"
         self.on_hooks = lambda pid: None
 
 
@@ -133,6 +146,11 @@ def start_init(sp: Spawn) -> int:
     ch = Channel(psock)
     init_pid = 0
     try:
+        extra = sp.on_stage1(stage1) or {}
+        try:
+            ch.send("joined")
+        except OSError:
+            pass  # stage1 failed meanwhile: its error message is waiting to be read
         while True:
             msg = ch.recv()
             if msg is None:
@@ -145,7 +163,7 @@ def start_init(sp: Spawn) -> int:
                 init_pid = sp.init_pid = msg["pid"]
                 _reap(stage1)
                 stage1 = 0
-                extra = sp.on_pid(init_pid) or {}
+                sp.on_pid(init_pid)
                 ch.send("continue", pid=init_pid, **extra)
             elif kind == "hooks":
                 sp.on_hooks(init_pid)
@@ -223,6 +241,7 @@ def _stage1(sp: Spawn, ch: Channel, fifo_fd: int) -> None:  # pragma: no cover -
         seccomp.prepare(lcfg["seccomp"])
     plan, _ = namespace_plan(cfg)
     types = {t for t, _ in plan}
+    seen: set[str] = set()
     # Open every namespace path while still in the host mount namespace.
     fds = {}
     for i, (t, path) in enumerate(plan):
@@ -237,7 +256,7 @@ def _stage1(sp: Spawn, ch: Channel, fifo_fd: int) -> None:  # pragma: no cover -
         else:
             linux.unshare(linux.CLONE_NEWUSER)
             ch.send("idmap", pid=os.getpid())
-            ch.expect("idmap-done")
+            _wait(ch, "idmap-done", seen)
         try:
             os.setresgid(0, 0, 0)
             os.setresuid(0, 0, 0)
@@ -260,6 +279,7 @@ def _stage1(sp: Spawn, ch: Channel, fifo_fd: int) -> None:  # pragma: no cover -
                 o = offsets.get(clock)
                 if o:
                     f.write(f"{clock} {int(o.get('secs', 0))} {int(o.get('nanosecs', 0))}\n")
+    _wait(ch, "joined", seen)  # init must be born in the container's cgroups
     pid = os.fork()
     if pid == 0:
         from . import init
@@ -267,6 +287,12 @@ def _stage1(sp: Spawn, ch: Channel, fifo_fd: int) -> None:  # pragma: no cover -
         init.main(sp, ch, fifo_fd)  # never returns
     ch.send("pid", pid=pid)
     os._exit(0)
+
+
+def _wait(ch: Channel, kind: str, seen: set) -> None:  # pragma: no cover - child
+    """Wait for a message from the parent; ones that came first are remembered."""
+    while kind not in seen:
+        seen.add(ch.expect_any()["type"])
 
 
 def _setns(plan, fds, t) -> None:  # pragma: no cover - child
