@@ -72,6 +72,22 @@ def main(argv=None):
                 shutil.rmtree(os.path.join(tmp, "store"))
             print(f"{str(comp):5s} write {mb / best:5.0f} MB/s ({best:.2f} s, blob {out:.0f} MB)   "
                   f"apply {mb / best_ex:5.0f} MB/s ({best_ex:.2f} s)")
+        # the same bytes through the bare compressor and hash, for comparison
+        data = bytearray()
+        for dirpath, _, files in os.walk(src):
+            for n in files:
+                with open(os.path.join(dirpath, n), "rb") as f:
+                    data += f.read()
+        data = bytes(data)
+        from isal import isal_zlib
+        import hashlib
+        import zstandard
+        for name, fn in (("isal gzip -1", lambda b: isal_zlib.compressobj(1, isal_zlib.DEFLATED, 31).compress(b)),
+                         ("zstd -1", lambda b: zstandard.ZstdCompressor(level=1).compress(b)),
+                         ("sha256", lambda b: hashlib.sha256(b).digest())):
+            t = time.perf_counter()
+            fn(data)
+            print(f"{name:12s} alone {mb / (time.perf_counter() - t):5.0f} MB/s")
     finally:
         shutil.rmtree(tmp)
     return 0

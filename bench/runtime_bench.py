@@ -213,7 +213,9 @@ def import_times(python: str) -> dict:
                     "asyncio", "ctypes", "pyseccomp"})
     return {"total_ms": round(total / 1000, 2), "heaviest": [[n, round(us / 1000, 2)]
                                                            for n, us in heavy],
-            "interpreter_ms": round(statistics.median(starts), 2), "heavy_modules": watch}
+            "interpreter_ms": round(statistics.median(starts), 2), "heavy_modules": watch,
+            # pip install -e puts an import hook in site that costs every start ~15 ms.
+            "editable_install": any(n.startswith("__editable__") for n, _ in everything)}
 
 
 def python_of(binary: str) -> str:
@@ -247,6 +249,8 @@ def main(argv=None) -> int:
         for spec in args.runtimes.split(","):
             name, _, path = spec.partition("=")
             binary = path or shutil.which(name)
+            if not binary and name == "pyrunc":  # run from the project's venv, not installed
+                binary = shutil.which(name, path=os.path.dirname(sys.executable))
             if not binary:
                 result["runtimes"][name] = {"refused": f"{name} not found on PATH"}
                 continue
@@ -331,6 +335,9 @@ def print_table(r: dict) -> None:
             print(f"pyrunc import time (import pyrunc.__main__): {it['total_ms']:.1f} ms; "
                   f"bare interpreter start {it['interpreter_ms']:.1f} ms; heaviest: " +
                   ", ".join(f"{n} {ms:.1f}" for n, ms in it["heaviest"]))
+            if it["editable_install"]:
+                print("  note: pyrunc is an editable install (pip install -e); its import hook "
+                      "in site slows every start. Measure a regular install (.ci/setup).")
             if it["heavy_modules"]:
                 print("  modules worth watching on the start path: " +
                       ", ".join(it["heavy_modules"]))

@@ -5,37 +5,18 @@ Entrypoint + Cmd -> process.args, Env -> process.env, WorkingDir -> process.cwd,
 leaving the rootfs) -> process.user, Labels -> annotations, plus the conversion.md
 annotations; mounts, namespaces and masked/readonly paths as `runc spec` makes them.
 """
-import copy
 import os
 
+from ocispec import defaults as _defaults
 from ocispec.errors import OCIError
 
-DEFAULT_PATH = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+DEFAULT_PATH = _defaults.DEFAULT_PATH_ENV
 # Docker's default capability set: what images expect to be able to do as root.
 DEFAULT_CAPS = [
     "CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_FSETID", "CAP_FOWNER", "CAP_MKNOD", "CAP_NET_RAW",
     "CAP_SETGID", "CAP_SETUID", "CAP_SETFCAP", "CAP_SETPCAP", "CAP_NET_BIND_SERVICE",
     "CAP_SYS_CHROOT", "CAP_KILL", "CAP_AUDIT_WRITE",
 ]
-DEFAULT_MOUNTS = [
-    {"destination": "/proc", "type": "proc", "source": "proc"},
-    {"destination": "/dev", "type": "tmpfs", "source": "tmpfs",
-     "options": ["nosuid", "strictatime", "mode=755", "size=65536k"]},
-    {"destination": "/dev/pts", "type": "devpts", "source": "devpts",
-     "options": ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5"]},
-    {"destination": "/dev/shm", "type": "tmpfs", "source": "shm",
-     "options": ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"]},
-    {"destination": "/dev/mqueue", "type": "mqueue", "source": "mqueue",
-     "options": ["nosuid", "noexec", "nodev"]},
-    {"destination": "/sys", "type": "sysfs", "source": "sysfs", "options": ["nosuid", "noexec", "nodev", "ro"]},
-    {"destination": "/sys/fs/cgroup", "type": "cgroup", "source": "cgroup",
-     "options": ["nosuid", "noexec", "nodev", "relatime", "ro"]},
-]
-MASKED_PATHS = ["/proc/acpi", "/proc/asound", "/proc/kcore", "/proc/keys", "/proc/latency_stats",
-                "/proc/timer_list", "/proc/timer_stats", "/proc/sched_debug", "/sys/firmware",
-                "/proc/scsi"]
-READONLY_PATHS = ["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"]
-NAMESPACES = ["pid", "network", "ipc", "uts", "mount"]
 
 
 def _read_in_root(rootfs: str, path: str) -> str | None:
@@ -114,29 +95,15 @@ def resolve_user(user: str | None, rootfs: str | None) -> dict:
 
 
 def default_spec() -> dict:
-    """A runtime config like `runc spec`'s, not yet tied to an image."""
-    caps = list(DEFAULT_CAPS)
-    return {
-        "ociVersion": "1.2.0",
-        "process": {
-            "terminal": False,
-            "user": {"uid": 0, "gid": 0},
-            "args": ["sh"],
-            "env": [DEFAULT_PATH],
-            "cwd": "/",
-            "capabilities": {"bounding": caps, "effective": list(caps), "permitted": list(caps)},
-            "rlimits": [{"type": "RLIMIT_NOFILE", "hard": 1024, "soft": 1024}],
-            "noNewPrivileges": False,
-        },
-        "root": {"path": "rootfs", "readonly": False},
-        "mounts": copy.deepcopy(DEFAULT_MOUNTS),
-        "linux": {
-            "resources": {"devices": [{"allow": False, "access": "rwm"}]},
-            "namespaces": [{"type": t} for t in NAMESPACES],
-            "maskedPaths": list(MASKED_PATHS),
-            "readonlyPaths": list(READONLY_PATHS),
-        },
-    }
+    """`runc spec`'s config, adjusted for images: no terminal, Docker's capabilities,
+    a writable root, no fixed hostname, setuid programs allowed (images expect su/sudo)."""
+    spec = _defaults.runc_spec(terminal=False)
+    proc = spec["process"]
+    proc["capabilities"] = {s: list(DEFAULT_CAPS) for s in ("bounding", "effective", "permitted")}
+    proc["noNewPrivileges"] = False
+    spec["root"]["readonly"] = False
+    del spec["hostname"]
+    return spec
 
 
 def runtime_config(image_config: dict, rootfs: str | None = None, *, args=None,

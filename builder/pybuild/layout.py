@@ -3,7 +3,8 @@
 Export: `oci:DIR[:tag]` (an OCI image layout directory, merged into an existing one),
 `oci-archive:FILE[:tag]` (a tar of such a layout) and `docker-archive:FILE[:name:tag]`
 (`docker save` format: manifest.json, repositories, <config>.json, <diff_id>/layer.tar).
-Import: `oci:DIR[:tag]` and `oci-archive:FILE[:tag]` into the store (for `FROM oci:...`).
+Import: `oci:DIR[:tag]`, `oci-archive:FILE[:tag]` and `docker-archive:FILE[:name:tag]` into
+the store (for `FROM oci:...`).
 
 Every output is built under a temporary name next to its destination and renamed into place,
 so a failed export leaves the destination as it was.
@@ -349,11 +350,72 @@ def import_oci_archive(store: Store, path, tag: str | None = None, *, store_tag:
         return _import(store, index_doc, opener, tag, path, store_tag)
 
 
+def import_docker_archive(store: Store, path, ref: str | None = None, *,
+                          store_tag: str | None = None) -> dict:
+    """Copy an image from a `docker save` / `podman save` archive into the store as an OCI
+    image (config kept byte for byte, layers stored as they are, typed by their content)."""
+    from .extract import detect_compression
+    path = os.fspath(path)
+    try:
+        tf = tarfile.open(path, "r:*")
+    except (OSError, tarfile.TarError) as e:
+        raise OCIError(f"{path}: cannot read the archive: {e}") from None
+    with tf:
+        members = {m.name.lstrip("./").lstrip("/"): m for m in tf.getmembers() if m.isreg() or m.issym()}
+
+        def read(name):
+            m = members.get(name)
+            if m is not None and m.issym():  # docker links repeated layers to the first copy
+                m = members.get(os.path.normpath(os.path.join(os.path.dirname(name), m.linkname)))
+            if m is None or not m.isreg():
+                raise OCIError(f"{path}: {name} does not exist in the archive")
+            return tf.extractfile(m)
+        with read("manifest.json") as f:
+            entries = json.loads(f.read())
+        if not isinstance(entries, list) or not entries:
+            raise OCIError(f"{path}: manifest.json lists no images")
+        if ref:
+            want = normalize_ref(ref)
+            entries = [e for e in entries if want in [normalize_ref(t) for t in e.get("RepoTags") or []]]
+            if not entries:
+                raise OCIError(f"{path}: no image tagged {ref!r}")
+        elif len(entries) > 1:
+            raise OCIError(f"{path}: holds {len(entries)} images; name one with :name:tag")
+        entry = entries[0]
+        with read(entry["Config"]) as f:
+            cfg_bytes = f.read()
+        cfg = _image.parse_config(cfg_bytes, source=f"{path}: {entry['Config']}")
+        diff_ids = cfg["rootfs"]["diff_ids"]
+        if len(diff_ids) != len(entry.get("Layers") or []):
+            raise OCIError(f"{path}: {len(entry.get('Layers') or [])} layers but {len(diff_ids)} diff_ids")
+        layers = []
+        for name in entry["Layers"]:
+            with read(name) as f:
+                head = f.read(6)
+                blob = store.put_blob_stream(_chain(head, f))
+            kind = detect_compression(head)
+            if kind not in (None, "gzip", "zstd"):
+                raise OCIError(f"{path}: {name}: {kind} layers are not part of the image-spec")
+            layers.append(blob.descriptor(mt.layer_media_type(kind)))
+        cblob = store.put_bytes(cfg_bytes)
+        man = _image.manifest(cblob.descriptor(mt.IMAGE_CONFIG), layers)
+        desc = store.put_json(man, mt.IMAGE_MANIFEST).descriptor(mt.IMAGE_MANIFEST)
+    if store_tag:
+        store.tag(store_tag, desc)
+    return desc
+
+
+def _chain(head: bytes, f):
+    yield head
+    yield from iter(lambda: f.read(1 << 20), b"")
+
+
 def import_image(store: Store, source: str, *, store_tag: str | None = None) -> dict:
-    """`oci:DIR[:tag]` or `oci-archive:FILE[:tag]` into the store; returns the manifest descriptor."""
+    """`oci:DIR[:tag]`, `oci-archive:FILE[:tag]` or `docker-archive:FILE[:name:tag]` into the
+    store; returns the manifest descriptor."""
     transport, path, ref = parse_destination(source)
     if transport == "oci":
         return import_oci_layout(store, path, ref, store_tag=store_tag)
     if transport == "oci-archive":
         return import_oci_archive(store, path, ref, store_tag=store_tag)
-    raise OCIError(f"importing from {transport}: is not supported", hint="use oci: or oci-archive:")
+    return import_docker_archive(store, path, ref, store_tag=store_tag)

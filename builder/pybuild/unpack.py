@@ -33,7 +33,11 @@ def extracted_layer(store, layer_desc: dict, diff_id: str) -> str:
     path = os.path.join(base, hexd)
     if os.path.isdir(path):
         return path
-    os.makedirs(base, exist_ok=True)
+    # 0700: extracted layers hold the image's setuid files and device nodes; like
+    # /var/lib/docker, host users must not be able to reach them.
+    os.makedirs(base, mode=0o700, exist_ok=True)
+    if os.stat(base).st_mode & 0o077:
+        os.chmod(base, 0o700)
     tmp = os.path.join(base, f".tmp-{hexd[:12]}-{uuid.uuid4().hex[:8]}")
     os.mkdir(tmp, 0o755)
     try:
@@ -88,32 +92,40 @@ def unpack(store, image_ref, bundle_dir, *, overlay: bool = False, args=None,
         raise OCIError(f"image has {len(manifest['layers'])} layers but {len(diff_ids)} diff_ids")
     bundle_dir = os.path.abspath(os.fspath(bundle_dir))
     rootfs = os.path.join(bundle_dir, "rootfs")
-    os.makedirs(bundle_dir, exist_ok=True)
+    made = []  # what to remove again if this fails
+    if not os.path.exists(bundle_dir):
+        os.makedirs(bundle_dir)
+        os.chmod(bundle_dir, 0o700)  # as umoci: the rootfs's setuid files stay out of reach
+        made.append(bundle_dir)
     if os.path.exists(rootfs) and (os.listdir(rootfs) or _is_mountpoint(rootfs)):
         raise OCIError(f"{rootfs} already exists and is not empty")
-    os.makedirs(rootfs, exist_ok=True)
-    os.chmod(rootfs, 0o755)
-    if overlay:
-        lowers = [extracted_layer(store, d, did) for d, did in zip(manifest["layers"], diff_ids)]
-        if not lowers:  # overlay needs a lowerdir; an empty image gets an empty one
-            lowers = [os.path.join(bundle_dir, "empty")]
-            os.makedirs(lowers[0], exist_ok=True)
-        upper, work = os.path.join(bundle_dir, "upper"), os.path.join(bundle_dir, "work")
-        os.makedirs(upper, exist_ok=True)
-        os.makedirs(work, exist_ok=True)
-        mount_overlay(list(reversed(lowers)), upper, work, rootfs)
-    else:
-        for d in manifest["layers"]:
-            apply_layer(store.blob_path(d["digest"]), d.get("mediaType"), rootfs)
     try:
+        for d in (rootfs, *((os.path.join(bundle_dir, n) for n in ("upper", "work")) if overlay else ())):
+            if not os.path.exists(d):
+                os.mkdir(d, 0o755)
+                made.append(d)
+        os.chmod(rootfs, 0o755)
+        if overlay:
+            lowers = [extracted_layer(store, d, did) for d, did in zip(manifest["layers"], diff_ids)]
+            if not lowers:  # overlay needs a lowerdir; an empty image gets an empty one
+                lowers = [os.path.join(bundle_dir, "empty")]
+                os.makedirs(lowers[0], exist_ok=True)
+                made.append(lowers[0])
+            mount_overlay(list(reversed(lowers)), os.path.join(bundle_dir, "upper"),
+                          os.path.join(bundle_dir, "work"), rootfs)
+        else:
+            for d in manifest["layers"]:
+                apply_layer(store.blob_path(d["digest"]), d.get("mediaType"), rootfs)
         spec = runtime_config(cfg, rootfs, args=args, terminal=terminal)
         tmp = os.path.join(bundle_dir, f".config.json.{uuid.uuid4().hex[:8]}")
         with open(tmp, "w") as f:
             json.dump(spec, f, indent=2)
         os.rename(tmp, os.path.join(bundle_dir, "config.json"))
     except BaseException:
-        if overlay:
-            cleanup_bundle(bundle_dir)
+        if _is_mountpoint(rootfs):
+            _libc.umount2(os.fsencode(rootfs), _MNT_DETACH)
+        for d in reversed(made):
+            _rmtree_one_fs(d)
         raise
     return spec
 

@@ -145,6 +145,12 @@ class _V:
             ns = self.linux(linux)
         self.cross(c, linux or {}, ns)
 
+    def ifname(self, name, path):
+        # dev_valid_name() in the kernel's net/core/dev.c
+        if (not name or len(name) >= 16 or name in (".", "..")
+                or any(ch in "/:" or ch.isspace() for ch in name)):
+            self.err(path, f'invalid network interface name "{name}"')
+
     def mapping(self, m, path):
         self.obj(m, path, True)
         self.u32(m.get("containerID"), f"{path}.containerID", True)
@@ -168,44 +174,48 @@ class _V:
         for key in ("uidMappings", "gidMappings"):
             for i, mp in enumerate(self.arr(m.get(key), f"{path}.{key}")):
                 self.mapping(mp, f"{path}.{key}[{i}]")
+        if (m.get("uidMappings") is None) != (m.get("gidMappings") is None):
+            self.err(f"{path}.uidMappings", "uidMappings and gidMappings go together")
         bind = m.get("type") == "bind" or "bind" in opts or "rbind" in opts
-        if ("idmap" in opts or "ridmap" in opts) and not bind:
+        if ("idmap" in opts or "ridmap" in opts or m.get("uidMappings") is not None) and not bind:
             self.err(f"{path}.options", "idmap is only supported on bind mounts")
         if bind and not m.get("source"):
             self.err(f"{path}.source", "a bind mount needs a source")
 
-    def process(self, p):
-        self.obj(p, "process", True)
-        self.boolean(p.get("terminal"), "process.terminal")
+    def process(self, p, P="process"):
+        """process (or a process.json for exec, with P the path prefix: '' for none)."""
+        self.obj(p, P or "", True)
+        P = P + "." if P else ""
+        self.boolean(p.get("terminal"), f"{P}terminal")
         cs = p.get("consoleSize")
-        if self.obj(cs, "process.consoleSize"):
-            self.u32(cs.get("height"), "process.consoleSize.height", True)
-            self.u32(cs.get("width"), "process.consoleSize.width", True)
-        self.abspath(p.get("cwd"), "process.cwd", True)
-        for i, e in enumerate(self.strings(p.get("env"), "process.env")):
+        if self.obj(cs, f"{P}consoleSize"):
+            self.u32(cs.get("height"), f"{P}consoleSize.height", True)
+            self.u32(cs.get("width"), f"{P}consoleSize.width", True)
+        self.abspath(p.get("cwd"), f"{P}cwd", True)
+        for i, e in enumerate(self.strings(p.get("env"), f"{P}env")):
             if "=" not in e or e.startswith("="):
-                self.err(f"process.env[{i}]", f'"{e}" is not KEY=value')
+                self.err(f"{P}env[{i}]", f'"{e}" is not KEY=value')
         args = p.get("args")
-        self.strings(args, "process.args")
+        self.strings(args, f"{P}args")
         if not args:
-            self.err("process.args", "must not be empty")
+            self.err(f"{P}args", "must not be empty")
         user = p.get("user")
-        if not self.obj(user, "process.user"):
+        if not self.obj(user, f"{P}user"):
             user = {"uid": 0, "gid": 0}  # runc treats a missing user as root
-        self.u32(user.get("uid"), "process.user.uid", True)
-        self.u32(user.get("gid"), "process.user.gid", True)
-        self.u32(user.get("umask"), "process.user.umask")
-        for i, g in enumerate(self.arr(user.get("additionalGids"), "process.user.additionalGids")):
-            self.u32(g, f"process.user.additionalGids[{i}]", True)
+        self.u32(user.get("uid"), f"{P}user.uid", True)
+        self.u32(user.get("gid"), f"{P}user.gid", True)
+        self.u32(user.get("umask"), f"{P}user.umask")
+        for i, g in enumerate(self.arr(user.get("additionalGids"), f"{P}user.additionalGids")):
+            self.u32(g, f"{P}user.additionalGids[{i}]", True)
         caps = p.get("capabilities")
-        if self.obj(caps, "process.capabilities"):
+        if self.obj(caps, f"{P}capabilities"):
             for s in T.CAPABILITY_SETS:
-                for i, name in enumerate(self.arr(caps.get(s), f"process.capabilities.{s}")):
+                for i, name in enumerate(self.arr(caps.get(s), f"{P}capabilities.{s}")):
                     if name not in _CAPS:
-                        self.enum(name, f"process.capabilities.{s}[{i}]", _CAPS, "capability")
+                        self.enum(name, f"{P}capabilities.{s}[{i}]", _CAPS, "capability")
         seen = set()
-        for i, r in enumerate(self.arr(p.get("rlimits"), "process.rlimits")):
-            path = f"process.rlimits[{i}]"
+        for i, r in enumerate(self.arr(p.get("rlimits"), f"{P}rlimits")):
+            path = f"{P}rlimits[{i}]"
             self.obj(r, path, True)
             t = r.get("type")
             self.enum(t, f"{path}.type", T.RLIMITS, "rlimit")
@@ -216,27 +226,27 @@ class _V:
             self.u64(r.get("hard"), f"{path}.hard", True)
             if r["soft"] > r["hard"]:
                 self.err(f"{path}.soft", f"soft limit {r['soft']} exceeds hard limit {r['hard']}")
-        self.boolean(p.get("noNewPrivileges"), "process.noNewPrivileges")
-        self.string(p.get("apparmorProfile"), "process.apparmorProfile")
-        self.string(p.get("selinuxLabel"), "process.selinuxLabel")
-        self.integer(p.get("oomScoreAdj"), "process.oomScoreAdj", -1000, 1000)
+        self.boolean(p.get("noNewPrivileges"), f"{P}noNewPrivileges")
+        self.string(p.get("apparmorProfile"), f"{P}apparmorProfile")
+        self.string(p.get("selinuxLabel"), f"{P}selinuxLabel")
+        self.integer(p.get("oomScoreAdj"), f"{P}oomScoreAdj", -1000, 1000)
         sch = p.get("scheduler")
-        if self.obj(sch, "process.scheduler"):
-            self.enum(sch.get("policy"), "process.scheduler.policy", T.SCHED_POLICIES, "scheduler policy")
-            self.integer(sch.get("nice"), "process.scheduler.nice", -20, 19)
-            self.integer(sch.get("priority"), "process.scheduler.priority", 0, 99)
-            for i, f in enumerate(self.arr(sch.get("flags"), "process.scheduler.flags")):
-                self.enum(f, f"process.scheduler.flags[{i}]", T.SCHED_FLAGS, "scheduler flag")
+        if self.obj(sch, f"{P}scheduler"):
+            self.enum(sch.get("policy"), f"{P}scheduler.policy", T.SCHED_POLICIES, "scheduler policy")
+            self.integer(sch.get("nice"), f"{P}scheduler.nice", -20, 19)
+            self.integer(sch.get("priority"), f"{P}scheduler.priority", 0, 99)
+            for i, f in enumerate(self.arr(sch.get("flags"), f"{P}scheduler.flags")):
+                self.enum(f, f"{P}scheduler.flags[{i}]", T.SCHED_FLAGS, "scheduler flag")
             for k in ("runtime", "deadline", "period"):
-                self.u64(sch.get(k), f"process.scheduler.{k}")
+                self.u64(sch.get(k), f"{P}scheduler.{k}")
         io = p.get("ioPriority")
-        if self.obj(io, "process.ioPriority"):
-            self.enum(io.get("class"), "process.ioPriority.class", T.IOPRIO_CLASSES, "ioprio class")
-            self.integer(io.get("priority"), "process.ioPriority.priority", 0, 7)
+        if self.obj(io, f"{P}ioPriority"):
+            self.enum(io.get("class"), f"{P}ioPriority.class", T.IOPRIO_CLASSES, "ioprio class")
+            self.integer(io.get("priority"), f"{P}ioPriority.priority", 0, 7)
         aff = p.get("execCPUAffinity")
-        if self.obj(aff, "process.execCPUAffinity"):
+        if self.obj(aff, f"{P}execCPUAffinity"):
             for k in ("initial", "final"):
-                self.string(aff.get(k), f"process.execCPUAffinity.{k}")
+                self.string(aff.get(k), f"{P}execCPUAffinity.{k}")
 
     def hooks(self, h):
         self.obj(h, "hooks", True)
@@ -290,12 +300,20 @@ class _V:
             self.u32(d.get("gid"), f"{path}.gid")
         nd = lx.get("netDevices")
         if self.obj(nd, "linux.netDevices"):
+            targets = {}
             for k, d in nd.items():
                 path = f"linux.netDevices.{k}"
-                if not k or "/" in k or k in (".", ".."):
-                    self.err(path, f'invalid interface name "{k}"')
+                self.ifname(k, path)
                 self.obj(d, path, True)
-                self.string(d.get("name"), f"{path}.name")
+                new = d.get("name")
+                if self.string(new, f"{path}.name") and new:
+                    self.ifname(new.replace("%d", "0"), f"{path}.name")
+                new = new or k
+                if "%d" not in new:  # a template lets the kernel pick a free name
+                    if new in targets:
+                        self.err(f"{path}.name", f'"{new}" is also the name for '
+                                 f"linux.netDevices.{targets[new]}")
+                    targets[new] = k
         self.string(lx.get("cgroupsPath"), "linux.cgroupsPath")
         rp = lx.get("rootfsPropagation")
         if rp is not None and rp != "":
@@ -308,7 +326,8 @@ class _V:
         if self.obj(per, "linux.personality"):
             self.enum(per.get("domain"), "linux.personality.domain", T.PERSONALITY_DOMAINS,
                       "personality domain")
-            self.strings(per.get("flags"), "linux.personality.flags")
+            for i, f in enumerate(self.arr(per.get("flags"), "linux.personality.flags")):
+                self.enum(f, f"linux.personality.flags[{i}]", T.PERSONALITY_FLAGS, "personality flag")
         self.str_map(lx.get("sysctl"), "linux.sysctl")
         if lx.get("seccomp") is not None:
             self.seccomp(lx["seccomp"])
@@ -443,6 +462,12 @@ class _V:
                 self.err("linux.timeOffsets", "time offsets need a time namespace (linux.namespaces has no \"time\")")
             if ns["time"] is not None:
                 self.err("linux.timeOffsets", "time offsets cannot be set when joining a time namespace by path")
+        for i, m in enumerate(c.get("mounts") or ()):
+            opts = m.get("options") or ()
+            if ("idmap" in opts or "ridmap" in opts) and m.get("uidMappings") is None \
+                    and not (lx.get("uidMappings") and lx.get("gidMappings")):
+                self.err(f"mounts[{i}].options", "idmap without uidMappings/gidMappings "
+                         "needs linux.uidMappings and linux.gidMappings to use")
         if lx.get("netDevices") and ("network" not in ns or ns["network"] is not None):
             self.err("linux.netDevices", "moving network devices needs a new network namespace")
         if c.get("hostname") and "uts" not in ns:
@@ -518,6 +543,11 @@ def load_config(path, *, validate: bool = True) -> dict:
     if validate:
         validate_config(cfg, source=source)
     return cfg
+
+
+def validate_process(p: dict, *, source: str = "process.json") -> None:
+    """Check a process document (`pyrunc exec --process FILE`); paths have no prefix."""
+    _V(source).process(p, "")
 
 
 def validate_state(doc: dict, *, source: str = "state") -> None:

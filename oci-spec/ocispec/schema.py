@@ -15,9 +15,12 @@ from .errors import SpecError
 KINDS = ("config", "state", "features", "descriptor", "manifest", "index", "image-config",
          "oci-layout")
 _DIR = os.path.join(os.path.dirname(__file__), "schemas")
+ALIASES = {"image_config": "image-config", "imageConfig": "image-config", "layout": "oci-layout",
+           "image-manifest": "manifest", "image-index": "index", "runtime-config": "config"}
 
 
 def schema_path(kind: str) -> str:
+    kind = ALIASES.get(kind, kind)
     if kind not in KINDS:
         raise ValueError(f"unknown document kind {kind!r}: want one of {', '.join(KINDS)}")
     return os.path.join(_DIR, f"{kind}.json")
@@ -37,7 +40,7 @@ def _fill_enums(node):
 
 @functools.lru_cache(maxsize=None)
 def load_schema(kind: str) -> dict:
-    """The schema for `kind`, with table enums filled in."""
+    """The schema for `kind` (one of KINDS), with table enums filled in."""
     with open(schema_path(kind)) as f:
         doc = json.load(f)
     _fill_enums(doc)
@@ -73,7 +76,7 @@ def _message(err) -> str:
 
 def iter_errors(doc, kind: str):
     """Every schema violation as (json_path, message), deepest-first order of the document."""
-    errs = sorted(_validator(kind).iter_errors(doc), key=lambda e: (list(map(str, e.absolute_path)), e.message))
+    errs = sorted(_validator(ALIASES.get(kind, kind)).iter_errors(doc), key=lambda e: (list(map(str, e.absolute_path)), e.message))
     for e in errs:
         yield json_path(e.absolute_path), _message(e)
 
@@ -81,6 +84,7 @@ def iter_errors(doc, kind: str):
 def validate_document(doc, kind: str, *, source: str | None = None) -> None:
     """SpecError naming the JSON path of the first violation of `kind`'s schema."""
     import jsonschema
+    kind = ALIASES.get(kind, kind)
     err = jsonschema.exceptions.best_match(_validator(kind).iter_errors(doc))
     if err is not None:
         raise SpecError(json_path(err.absolute_path), _message(err),

@@ -251,6 +251,8 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:  # `pyrunc list | head`: the reader left, nothing to report
+        return 0
 
 
 def _peek(argv, name):

@@ -21,6 +21,7 @@ def _create_kw(a) -> dict:
         "pid_file": a.opts["pid-file"],
         "console_socket": a.opts["console-socket"],
         "no_pivot": a.opts["no-pivot"],
+        "no_new_keyring": a.opts["no-new-keyring"],
         "preserve_fds": a.opts["preserve-fds"] + _listen_fds(),
         "systemd": a.g["systemd-cgroup"],
     }
@@ -193,7 +194,7 @@ def cmd_spec(a, log) -> int:
         raise OCIError(f"{path} already exists: remove it first")
     data = json.dumps(default_spec(rootless=a.opts["rootless"]), indent="\t").encode()
     try:
-        write_atomic(path, data, 0o644)
+        write_atomic(path, data, 0o644, durable=True)
     except OSError as e:
         raise OCIError(f"{path}: {e.strerror}") from None
     return 0

@@ -21,12 +21,16 @@ def _cgroups():
 
 
 def create(root: str, container_id: str, bundle: str, *, pid_file: str = "", console_socket: str = "",
-           no_pivot: bool = False, preserve_fds: int = 0, systemd: bool = False, log=None) -> Container:
+           no_pivot: bool = False, no_new_keyring: bool = False, preserve_fds: int = 0,
+           systemd: bool = False, log=None,
+           loaded=None, console_fd: int = -1) -> Container:
+    """loaded: (bundle, cfg, rootfs) already read by the caller; console_fd: the socket end
+    init sends its pty master to, when the caller listens itself (run -t)."""
     from . import process
     from .config import load_bundle
 
     check_id(container_id)
-    bundle, cfg, rootfs = load_bundle(bundle)
+    bundle, cfg, rootfs = loaded or load_bundle(bundle)
     os.makedirs(root, 0o700, exist_ok=True)
     c = Container(root, container_id)
     try:
@@ -37,7 +41,7 @@ def create(root: str, container_id: str, bundle: str, *, pid_file: str = "", con
         raise OCIError(f"--root {root}: cannot create the state directory: {e.strerror}") from None
     c.lock()
     cg = None
-    console_fd = -1
+    own_console = False
     ok = False
     try:
         os.mkfifo(c.fifo, 0o622)
@@ -46,6 +50,7 @@ def create(root: str, container_id: str, bundle: str, *, pid_file: str = "", con
             from . import console
 
             console_fd = console.connect(console_socket)
+            own_console = True
         lcfg = cfg.get("linux") or {}
         cgmod = _cgroups()
         cgmod.validate_resources(lcfg.get("resources") or {})
@@ -53,6 +58,7 @@ def create(root: str, container_id: str, bundle: str, *, pid_file: str = "", con
         sp.fifo_path = c.fifo
         sp.console_fd = console_fd
         sp.no_pivot = no_pivot
+        sp.no_new_keyring = no_new_keyring
         sp.preserve_fds = preserve_fds
         hooks = cfg.get("hooks") or {}
 
@@ -103,7 +109,7 @@ def create(root: str, container_id: str, bundle: str, *, pid_file: str = "", con
         ok = True
         return c
     finally:
-        if console_fd >= 0:
+        if own_console:
             os.close(console_fd)
         if not ok:
             if cg is not None:
@@ -311,14 +317,8 @@ def destroy(c: Container, log=None) -> None:
     if hooks.get("poststop"):
         from . import hooks as hookrun
 
-        try:
-            hookrun.run(hooks, "poststop", state)
-        except OCIError as e:
-            if log:
-                log.warn(f"poststop hook failed: {e}")
-            import sys
-
-            print(f"pyrunc: warning: poststop hook failed: {e}", file=sys.stderr)
+        # runtime-spec: a failing poststop hook is a warning; the others still run.
+        hookrun.run_lenient(hooks, "poststop", state, warn=log.warn if log else None)
 
 
 def pause(root: str, container_id: str) -> None:
@@ -346,7 +346,26 @@ def resume(root: str, container_id: str) -> None:
 
 
 def run(root: str, container_id: str, bundle: str, *, detach: bool, keep: bool = False, log=None, **kw) -> int:
-    c = create(root, container_id, bundle, log=log, **kw)
+    from .config import load_bundle
+
+    check_id(container_id)
+    loaded = load_bundle(bundle)
+    term = None
+    if (loaded[1].get("process") or {}).get("terminal") and not kw.get("console_socket"):
+        if detach:
+            raise OCIError("process.terminal: a detached container with a terminal needs --console-socket")
+        from .console import ForegroundTerminal
+
+        term = ForegroundTerminal()
+        kw["console_fd"] = term.child_fd
+    try:
+        c = create(root, container_id, bundle, log=log, loaded=loaded, **kw)
+        if term is not None:
+            term.receive()
+    except BaseException:
+        if term is not None:
+            term.close()
+        raise
     pid = c.pid
     if detach:
         start(root, container_id, log)
@@ -365,8 +384,12 @@ def run(root: str, container_id: str, bundle: str, *, detach: bool, keep: bool =
     try:
         start(root, container_id, log)
     except OCIError:
+        if term is not None:
+            term.close()
         _cleanup_after_run(root, container_id, log)
         raise
+    if term is not None:
+        term.copy(pid)
     status = _wait_child(pid)
     if not keep:
         _cleanup_after_run(root, container_id, log)

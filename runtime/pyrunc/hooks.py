@@ -15,44 +15,9 @@ import os
 import sys
 
 from ocispec.errors import OCIError
-from ocispec.tables import HOOKS
 
 # Lines of the hook's stderr (or stdout when stderr is empty) quoted in an error.
 TAIL_LINES = 5
-
-
-def validate(hooks_cfg) -> None:
-    """Check the shape of config.json `hooks` (not the files: a startContainer path
-    resolves in the container, so existence is checked when the hook runs)."""
-    if hooks_cfg is None:
-        return
-    if not isinstance(hooks_cfg, dict):
-        raise OCIError("config.json: hooks: must be an object")
-    for name, hooks in hooks_cfg.items():
-        if name not in HOOKS:
-            continue  # unknown properties are ignored (config.md)
-        if not isinstance(hooks, list):
-            raise OCIError(f"config.json: hooks.{name}: must be an array")
-        for i, hook in enumerate(hooks):
-            where = f"config.json: hooks.{name}[{i}]"
-            if not isinstance(hook, dict):
-                raise OCIError(f"{where}: must be an object")
-            path = hook.get("path")
-            if not isinstance(path, str) or not path.startswith("/"):
-                raise OCIError(f"{where}.path: must be an absolute path, got {path!r}")
-            for key in ("args", "env"):
-                val = hook.get(key)
-                if val is not None and not (
-                        isinstance(val, list) and all(isinstance(s, str) for s in val)):
-                    raise OCIError(f"{where}.{key}: must be an array of strings")
-            for j, entry in enumerate(hook.get("env") or ()):
-                if "=" not in entry or entry.startswith("="):
-                    raise OCIError(f"{where}.env[{j}]: {entry!r} is not KEY=VALUE")
-            timeout = hook.get("timeout")
-            if timeout is not None and (
-                    isinstance(timeout, bool) or not isinstance(timeout, int) or timeout <= 0):
-                raise OCIError(f"{where}.timeout: must be an integer greater than zero, "
-                               f"got {timeout!r}")
 
 
 def run(hooks_cfg: dict | None, name: str, state: dict, cwd: str | None = None) -> None:

@@ -17,47 +17,22 @@ from ocispec.errors import OCIError
 from ocispec.tables import MOUNT_ATTR_IDMAP
 
 AT_FDCWD = -100
+MOVE_MOUNT_T_EMPTY_PATH = 0x40
 
 
-def plan(mount: dict, linux: dict | None, where: str = "mounts") -> tuple | None:
+def plan(mount: dict, linux: dict | None) -> tuple | None:
     """(uid_mappings, gid_mappings, recursive) for an idmapped config.json mount, or None
     when the mount is not idmapped. As runc: the `idmap` / `ridmap` (recursive) options or
     mapping fields make a bind mount idmapped; without mapping fields the container's
-    linux.uidMappings/gidMappings are used."""
+    linux.uidMappings/gidMappings are used. The config is validated already
+    (ocispec.runtime_config checks the pairs, bind-only and the fallback's presence)."""
     opts = mount.get("options") or ()
     uids, gids = mount.get("uidMappings"), mount.get("gidMappings")
-    if not ("idmap" in opts or "ridmap" in opts or uids is not None or gids is not None):
+    if not ("idmap" in opts or "ridmap" in opts or uids is not None):
         return None
-    if (uids is None) != (gids is None):
-        raise OCIError(f"config.json: {where}: uidMappings and gidMappings must be given "
-                       "together")
-    kind = mount.get("type")
-    if kind not in (None, "", "bind", "none") and "bind" not in opts and "rbind" not in opts:
-        raise OCIError(f"config.json: {where}: idmapped mounts must be bind mounts, "
-                       f"not type {kind!r}")
     if uids is None:
-        uids = (linux or {}).get("uidMappings")
-        gids = (linux or {}).get("gidMappings")
-        if not uids or not gids:
-            raise OCIError(f"config.json: {where}: idmap without uidMappings/gidMappings "
-                           "needs linux.uidMappings and linux.gidMappings (a user namespace)")
-    for key, maps in (("uidMappings", uids), ("gidMappings", gids)):
-        _check_mappings(maps, f"config.json: {where}.{key}")
+        uids, gids = (linux or {}).get("uidMappings"), (linux or {}).get("gidMappings")
     return uids, gids, "ridmap" in opts
-
-
-def _check_mappings(maps, where: str) -> None:
-    if not isinstance(maps, list) or not maps:
-        raise OCIError(f"{where}: must be a non-empty array")
-    for i, m in enumerate(maps):
-        if not isinstance(m, dict):
-            raise OCIError(f"{where}[{i}]: must be an object")
-        for key in ("containerID", "hostID", "size"):
-            v = m.get(key)
-            if isinstance(v, bool) or not isinstance(v, int) or not 0 <= v <= 0xFFFFFFFF:
-                raise OCIError(f"{where}[{i}].{key}: must be a uint32, got {v!r}")
-        if m["size"] == 0:
-            raise OCIError(f"{where}[{i}].size: must be greater than zero")
 
 
 def make_idmapped_tree(source: str, uid_mappings: list, gid_mappings: list,
@@ -91,12 +66,21 @@ def make_idmapped_tree(source: str, uid_mappings: list, gid_mappings: list,
         os.close(userns)
 
 
-def attach(tree_fd: int, target: str, where: str = "mounts") -> None:
-    """move_mount(2) a detached tree (from make_idmapped_tree) onto target."""
+def attach(tree_fd: int, target, where: str = "mounts") -> None:
+    """move_mount(2) a detached tree (from make_idmapped_tree) onto target: an fd (O_PATH
+    is enough) or a path. move_mount does not follow a final symlink, so a /proc/self/fd/N
+    path is taken as that fd."""
     from . import linux
 
+    if isinstance(target, str) and target.startswith("/proc/self/fd/") \
+            and target[14:].isdigit():
+        target = int(target[14:])
     try:
-        linux.move_mount(tree_fd, "", AT_FDCWD, target, linux.MOVE_MOUNT_F_EMPTY_PATH)
+        if isinstance(target, int):
+            linux.move_mount(tree_fd, "", target, "",
+                             linux.MOVE_MOUNT_F_EMPTY_PATH | MOVE_MOUNT_T_EMPTY_PATH)
+        else:
+            linux.move_mount(tree_fd, "", AT_FDCWD, target, linux.MOVE_MOUNT_F_EMPTY_PATH)
     except OSError as e:
         raise OCIError(f"{where}: cannot mount onto {target}: {os.strerror(e.errno)}",
                        errno=e.errno) from None
@@ -104,7 +88,11 @@ def attach(tree_fd: int, target: str, where: str = "mounts") -> None:
 
 def userns_fd(uid_mappings: list, gid_mappings: list, where: str = "mounts") -> int:
     """An fd of a fresh user namespace with these mappings and no process in it: a child
-    unshares CLONE_NEWUSER, we write its maps and open /proc/CHILD/ns/user, it exits."""
+    unshares CLONE_NEWUSER, we write its maps and open /proc/CHILD/ns/user, it exits.
+
+    CHILD is the child's pid as the /proc we see knows it: inside a new pid namespace
+    whose /proc is still the host's (a container's init before pivot_root), getpid()
+    would name another process, so the child reads its number from /proc/self."""
     from . import linux
 
     ready_r, ready_w = os.pipe()
@@ -116,27 +104,32 @@ def userns_fd(uid_mappings: list, gid_mappings: list, where: str = "mounts") -> 
             os.close(done_w)
             try:
                 linux.unshare(linux.CLONE_NEWUSER)
-                os.write(ready_w, b"1")
-            except OSError:
-                os.write(ready_w, b"0")
+                os.write(ready_w, os.readlink("/proc/self").encode())
+            except OSError as e:
+                os.write(ready_w, f"error {e.errno}".encode())
+            os.close(ready_w)
             os.read(done_r, 1)  # until the parent has opened our namespace
         finally:
             os._exit(0)
     os.close(ready_w)
     os.close(done_r)
     try:
-        if os.read(ready_r, 1) != b"1":
-            raise OCIError(f"{where}: cannot create a user namespace for the idmapped mount")
+        answer = os.read(ready_r, 64).decode()
+        if not answer.isdigit():
+            err = int(answer.split()[1]) if answer.startswith("error ") else 0
+            raise OCIError(f"{where}: cannot create a user namespace for the idmapped mount"
+                           + (f": {os.strerror(err)}" if err else ""), errno=err or None)
+        proc = f"/proc/{answer}"
         for name, maps in (("uid_map", uid_mappings), ("gid_map", gid_mappings)):
             text = "".join(f"{m['containerID']} {m['hostID']} {m['size']}\n" for m in maps)
             try:
-                with open(f"/proc/{pid}/{name}", "w") as f:
+                with open(f"{proc}/{name}", "w") as f:
                     f.write(text)
             except OSError as e:
                 key = "uidMappings" if name == "uid_map" else "gidMappings"
                 raise OCIError(f"{where}.{key}: the kernel refused the mapping "
                                f"{text.strip()!r}: {e.strerror}", errno=e.errno) from None
-        return os.open(f"/proc/{pid}/ns/user", os.O_RDONLY | os.O_CLOEXEC)
+        return os.open(f"{proc}/ns/user", os.O_RDONLY | os.O_CLOEXEC)
     finally:
         os.close(ready_r)
         os.close(done_w)

@@ -46,6 +46,8 @@ def _setup(sp, ch) -> dict:
     state = {"ociVersion": "1.2.0", "id": sp.id, "status": "creating", "pid": msg["pid"],
              "bundle": sp.bundle, "annotations": cfg.get("annotations") or {}}
     sp.cgroup_state = msg.get("cgroup")
+    if not sp.no_new_keyring:
+        _session_keyring(sp.id)
     types = {n["type"]: n.get("path") for n in lcfg.get("namespaces") or []}
     if "cgroup" in types and not types["cgroup"]:
         linux.unshare(linux.CLONE_NEWCGROUP)
@@ -69,17 +71,19 @@ def _setup(sp, ch) -> dict:
 
         hookrun.run(hooks, "createContainer", state)
     rs.pivot(sp.no_pivot)
-    rs.finalize()
+    # runc's order: names and sysctls while /proc/sys is still writable, then the
+    # read-only and masked paths, then the read-only root.
+    if "hostname" in cfg and cfg["hostname"] is not None:
+        linux.sethostname(cfg["hostname"])
+    if cfg.get("domainname"):
+        linux.setdomainname(cfg["domainname"])
     for key, value in (lcfg.get("sysctl") or {}).items():
         try:
             with open("/proc/sys/" + key.replace(".", "/"), "w") as f:
                 f.write(str(value))
         except OSError as e:
             raise OCIError(f"linux.sysctl.{key}: cannot set {value!r}: {e.strerror}") from None
-    if "hostname" in cfg and cfg["hostname"] is not None:
-        linux.sethostname(cfg["hostname"])
-    if cfg.get("domainname"):
-        linux.setdomainname(cfg["domainname"])
+    rs.finalize()
     if process.get("terminal"):
         if sp.console_fd < 0:
             raise OCIError("process.terminal is true but no --console-socket was given")
@@ -156,6 +160,18 @@ def _run(sp, fifo_fd: int, state: dict) -> None:
     keep = [0, 1, 2] + list(range(3, 3 + sp.preserve_fds))
     linux.close_fds_except(keep)
     os.execve(argv0, process["args"], dict(_env_pairs(env)))
+
+
+def _session_keyring(container_id: str) -> None:
+    """A session keyring of the container's own, so it cannot see the host's keys (as runc)."""
+    try:
+        serial = linux.join_session_keyring(f"_ses.{container_id}")
+    except OSError as e:
+        if e.errno in (38, 1, 13):  # ENOSYS, EPERM, EACCES: keyrings unavailable here
+            return
+        raise OCIError(f"cannot create the session keyring: {e.strerror}") from None
+    # possessor: all; user: view, read, write, search, link (runc's 0x3f1b0000)
+    linux.keyring_setperm(serial, 0x3F1B0000)
 
 
 def _env_pairs(env):

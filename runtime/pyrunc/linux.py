@@ -12,6 +12,7 @@ _libc = ctypes.CDLL(None, use_errno=True)
 
 # x86_64 syscall numbers for calls glibc 2.36 has no wrapper for.
 SYS_pivot_root = 155
+SYS_keyctl = 250
 SYS_open_tree = 428
 SYS_move_mount = 429
 SYS_openat2 = 437
@@ -139,6 +140,21 @@ def mount_setattr(dirfd: int, path, flags: int, attr_set: int = 0, attr_clr: int
     ret = _libc.syscall(ctypes.c_long(SYS_mount_setattr), ctypes.c_int(dirfd), _b(path),
                         ctypes.c_uint(flags), ctypes.byref(attr), ctypes.c_size_t(ctypes.sizeof(attr)))
     _check(ret, f"mount_setattr {path}")
+
+
+KEYCTL_SETPERM = 5
+KEYCTL_JOIN_SESSION_KEYRING = 1
+
+
+def join_session_keyring(name: str) -> int:
+    serial = _libc.syscall(ctypes.c_long(SYS_keyctl), ctypes.c_int(KEYCTL_JOIN_SESSION_KEYRING),
+                           name.encode())
+    return _check(serial, "keyctl join session keyring")
+
+
+def keyring_setperm(serial: int, perm: int) -> None:
+    _check(_libc.syscall(ctypes.c_long(SYS_keyctl), ctypes.c_int(KEYCTL_SETPERM), ctypes.c_int(serial),
+                         ctypes.c_uint32(perm)), "keyctl setperm")
 
 
 def set_subreaper() -> None:

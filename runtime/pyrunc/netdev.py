@@ -22,7 +22,6 @@ SIOCSIFFLAGS = 0x8914
 IFF_UP = 0x1
 IFA_F_PERMANENT = 0x80
 RT_SCOPE_UNIVERSE = 0
-IFNAMSIZ = 16
 
 
 def loopback_up() -> None:
@@ -41,42 +40,6 @@ def loopback_up() -> None:
 def _ioctl(s: socket.socket, req: int, arg: bytes) -> bytes:
     import fcntl
     return fcntl.ioctl(s.fileno(), req, arg)
-
-
-def validate(net_devices, namespaces) -> None:
-    """Check linux.netDevices against the spec before anything is created.
-    namespaces: linux.namespaces (a network namespace, new or by path, is required)."""
-    if net_devices is None:
-        return
-    if not isinstance(net_devices, dict):
-        raise OCIError("config.json: linux.netDevices: must be an object")
-    if net_devices and not any(isinstance(ns, dict) and ns.get("type") == "network"
-                               for ns in namespaces or ()):
-        raise OCIError("config.json: linux.netDevices: needs a network namespace in "
-                       "linux.namespaces (devices cannot be moved into the host's own)")
-    targets = {}
-    for host_name, dev in net_devices.items():
-        where = f"config.json: linux.netDevices.{host_name}"
-        _check_ifname(host_name, where)
-        if not isinstance(dev, dict):
-            raise OCIError(f"{where}: must be an object")
-        new = dev.get("name")
-        if new is not None and not isinstance(new, str):
-            raise OCIError(f"{where}.name: must be a string")
-        new = new or host_name
-        _check_ifname(new.replace("%d", "0"), f"{where}.name")
-        if "%d" not in new:
-            if new in targets:
-                raise OCIError(f"{where}.name: {new!r} is also the name for "
-                               f"linux.netDevices.{targets[new]}")
-            targets[new] = host_name
-
-
-def _check_ifname(name: str, where: str) -> None:
-    # dev_valid_name() in net/core/dev.c
-    if (not name or len(name) >= IFNAMSIZ or name in (".", "..")
-            or any(c in "/:" or c.isspace() for c in name)):
-        raise OCIError(f"{where}: {name!r} is not a valid network interface name")
 
 
 def move(net_devices: dict, pid: int) -> None:

@@ -96,6 +96,7 @@ class Spawn:
         self.fifo_path = ""
         self.console_fd = -1
         self.no_pivot = False
+        self.no_new_keyring = False
         self.preserve_fds = 0
         self.init_pid = 0
         self.cgroup_state: dict | None = None
@@ -234,7 +235,7 @@ def _stage1(sp: Spawn, ch: Channel, fifo_fd: int) -> None:  # pragma: no cover -
             os.setresuid(0, 0, 0)
         except OSError:
             raise OCIError("linux.uidMappings: the user namespace has no mapping for uid/gid 0") from None
-    for t in ("ipc", "uts", "network", "pid", "time", "mount"):
+    for t in ("ipc", "uts", "network", "pid", "cgroup", "time", "mount"):
         if t in fds:
             _setns(plan, fds, t)
     new = 0

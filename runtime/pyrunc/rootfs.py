@@ -16,7 +16,7 @@ from ocispec.tables import (
     MS_RDONLY, MS_REC, MS_REMOUNT, MS_SLAVE, PROPAGATION, RECURSIVE_MOUNT_ATTRS,
 )
 
-from . import linux
+from . import idmap, linux
 
 _RESOLVE = linux.RESOLVE_IN_ROOT | linux.RESOLVE_NO_MAGICLINKS
 
@@ -214,7 +214,16 @@ class Setup:
                 raise OCIError(f"mount source {src} for {dest}: {e.strerror}") from None
             fd = self.root.mkdir_all(dest) if stat.S_ISDIR(st.st_mode) else self.root.mkfile(dest)
             try:
-                linux.mount(src, fdpath(fd), None, MS_BIND | (flags & MS_REC))
+                idm = idmap.plan(m, self.lcfg) if ("idmap" in extra or "ridmap" in extra
+                                                   or "uidMappings" in m) else None
+                if idm:
+                    tree = idmap.make_idmapped_tree(src, idm[0], idm[1], idm[2] or bool(flags & MS_REC))
+                    try:
+                        idmap.attach(tree, fdpath(fd))
+                    finally:
+                        os.close(tree)
+                else:
+                    linux.mount(src, fdpath(fd), None, MS_BIND | (flags & MS_REC))
             finally:
                 os.close(fd)
             fd = self.root.open(dest)  # the new mount's root, not the covered dentry
@@ -226,6 +235,10 @@ class Setup:
                 os.close(fd)
             return
         fd = self.root.mkdir_all(dest)
+        under = -1
+        if "tmpcopyup" in extra:
+            # The directory the tmpfs will cover, to copy its contents up afterwards.
+            under = os.open(fdpath(fd), os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         try:
             try:
                 linux.mount(src or mtype, fdpath(fd), mtype, flags, ",".join(data) or None)
@@ -239,22 +252,22 @@ class Setup:
                     raise
         finally:
             os.close(fd)
-        if props or attr_set or attr_clr or extra:
-            fd = self.root.open(dest)
+        if props or attr_set or attr_clr or under >= 0:
+            fd = self.root.open(dest, os.O_RDONLY | os.O_DIRECTORY)
             try:
+                if under >= 0:
+                    _copy_tree(under, fd)
                 self._after(fd, props, attr_set, attr_clr, extra, m)
             finally:
                 os.close(fd)
+                if under >= 0:
+                    os.close(under)
 
     def _after(self, fd, props, attr_set, attr_clr, extra, m) -> None:
         for p in props:
             linux.mount(None, fdpath(fd), None, p)
         if attr_set or attr_clr:
             linux.mount_setattr(fd, "", linux.AT_EMPTY_PATH | linux.AT_RECURSIVE, attr_set, attr_clr)
-        if "idmap" in extra or "ridmap" in extra or m.get("uidMappings"):
-            raise OCIError(f"mounts: {m['destination']}: idmapped mounts are not supported yet")
-        if "tmpcopyup" in extra:
-            raise OCIError(f"mounts: {m['destination']}: tmpcopyup is not supported yet")
 
     def _cgroup_mount(self, dest: str, flags: int) -> None:
         fd = self.root.mkdir_all(dest)
@@ -371,15 +384,20 @@ class Setup:
             os.close(old)
             os.close(new)
         os.chdir("/")
+        prop = self.lcfg.get("rootfsPropagation")
+        if prop:
+            # Now "/" is the container's root mount: give it the asked propagation (doing
+            # this before pivot_root would change the host's root mount).
+            linux.mount(None, "/", None, PROPAGATION[prop])
 
     def finalize(self) -> None:
         """After pivot_root: masked and read-only paths, read-only root."""
         root = Root("/")
         try:
-            for p in self.lcfg.get("maskedPaths") or []:
-                self._mask(root, p)
             for p in self.lcfg.get("readonlyPaths") or []:
                 self._readonly(root, p)
+            for p in self.lcfg.get("maskedPaths") or []:
+                self._mask(root, p)
         finally:
             root.close()
         if (self.cfg.get("root") or {}).get("readonly"):
@@ -418,6 +436,40 @@ class Setup:
             raise OCIError(f"linux.readonlyPaths: {path}: {e.strerror}") from None
         finally:
             os.close(fd)
+
+
+def _copy_tree(src: int, dst: int) -> None:
+    """Copy a directory's contents (fds, never following links) with owners and modes."""
+    for e in os.scandir(src):
+        st = e.stat(follow_symlinks=False)
+        if stat.S_ISDIR(st.st_mode):
+            os.mkdir(e.name, 0o700, dir_fd=dst)
+            s2 = os.open(e.name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=src)
+            d2 = os.open(e.name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dst)
+            try:
+                _copy_tree(s2, d2)
+            finally:
+                os.close(s2)
+                os.close(d2)
+        elif stat.S_ISLNK(st.st_mode):
+            os.symlink(os.readlink(e.name, dir_fd=src), e.name, dir_fd=dst)
+        elif stat.S_ISREG(st.st_mode):
+            fi = os.open(e.name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=src)
+            fo = os.open(e.name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600, dir_fd=dst)
+            try:
+                while os.sendfile(fo, fi, None, 1 << 20):
+                    pass
+            finally:
+                os.close(fi)
+                os.close(fo)
+        else:
+            os.mknod(e.name, st.st_mode, st.st_rdev, dir_fd=dst)
+        os.chown(e.name, st.st_uid, st.st_gid, dir_fd=dst, follow_symlinks=False)
+        if not stat.S_ISLNK(st.st_mode):
+            os.chmod(e.name, stat.S_IMODE(st.st_mode), dir_fd=dst)
+    st = os.fstat(src)
+    os.fchown(dst, st.st_uid, st.st_gid)
+    os.fchmod(dst, stat.S_IMODE(st.st_mode))
 
 
 def _is_bind(m: dict) -> bool:

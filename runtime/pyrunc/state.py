@@ -27,12 +27,18 @@ def check_id(container_id: str) -> None:
         raise OCIError(f"invalid container id {container_id!r}: use letters, digits, '_', '+', '-' and '.'")
 
 
-def write_atomic(path: str, data: bytes, mode: int = 0o600) -> None:
+def write_atomic(path: str, data: bytes, mode: int = 0o600, durable: bool = False) -> None:
+    """Write to a temp name and rename: readers see the old file or the new, never half.
+
+    Runtime state is not fsynced unless asked: it describes processes that a crash takes
+    with it, and it normally lives on tmpfs (/run), where fsync is a no-op anyway.
+    """
     tmp = f"{path}.tmp{os.getpid()}"
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, mode)
     try:
         os.write(fd, data)
-        os.fsync(fd)
+        if durable:
+            os.fsync(fd)
     finally:
         os.close(fd)
     os.rename(tmp, path)

@@ -55,3 +55,17 @@ def test_bench_table_output(tmpdir_env):
     assert lines[0].startswith("runtime bench: busybox /bin/true, 1 rounds")
     assert any(l.startswith("run ") for l in lines) and any(l.startswith("state ") for l in lines)
     assert any(l.startswith("runc: runc version") for l in lines)
+
+
+def test_bench_pyrunc_against_runc(tmpdir_env):
+    r = bench(tmpdir_env, "-n", "2", "--runtimes", "pyrunc,runc")
+    py = r["runtimes"]["pyrunc"]
+    assert "refused" not in py, py.get("refused")
+    assert py["version"].startswith("pyrunc version")
+    for op in ("run", "lifecycle", "state"):
+        assert py["ops"][op]["n"] == 2
+        assert r["ratios"][op] > 0
+    it = r["importtime"]
+    assert "error" not in it, it
+    assert it["total_ms"] > 0 and it["interpreter_ms"] > 0
+    assert "pyroute2" not in it["heavy_modules"] and "jsonschema" not in it["heavy_modules"]

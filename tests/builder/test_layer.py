@@ -245,3 +245,30 @@ def test_overlay_upper_roundtrip(tmp_path):
     got = _snapshot(lower)
     assert got == want
     assert os.lstat(lower / "new").st_ino == os.lstat(lower / "new-hard").st_ino
+
+
+def test_concurrent_writers_one_store(tmp_path):
+    import threading
+    s = Store(tmp_path / "st")
+    results, errors = {}, []
+
+    def work(i):
+        try:
+            with LayerWriter(s, "gzip" if i % 2 else "zstd", source_date_epoch=0) as lw:
+                for j in range(200):
+                    lw.add_file_bytes(f"d{i}/f{j}", os.urandom(2048) if j % 3 else b"same", 0o644, 0, 0)
+            results[i] = lw.result
+        except Exception as e:  # reported below
+            errors.append(e)
+    ts = [threading.Thread(target=work, args=(i,)) for i in range(6)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join()
+    assert not errors and len(results) == 6
+    for r in results.values():
+        blob = open(s.blob_path(r["digest"]), "rb").read()
+        assert "sha256:" + hashlib.sha256(blob).hexdigest() == r["digest"]
+        comp = "gzip" if r["media_type"].endswith("gzip") else "zstd"
+        assert "sha256:" + hashlib.sha256(_decompress(blob, comp)).hexdigest() == r["diff_id"]
+    assert os.listdir(s.tmp_dir) == []

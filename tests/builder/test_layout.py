@@ -1,5 +1,6 @@
 """pybuild.layout/unpack: images our code writes are accepted by the ecosystem's own tools."""
 import json
+import os
 import shutil
 import subprocess
 import uuid
@@ -170,9 +171,11 @@ def test_unpack_plain_and_overlay(store, tmp_path):
     assert "A=1" in spec["process"]["env"] and any(e.startswith("PATH=") for e in spec["process"]["env"])
     assert (b1 / "rootfs" / "msg").read_text() == "hello from pybuild\n"
     assert not (b1 / "rootfs" / "etc" / "motd").exists()
+    assert b1.stat().st_mode & 0o777 == 0o700
     b2 = tmp_path / "bundle-ovl"
     try:
         unpack(store, "bb", b2, overlay=True)
+        assert os.stat(os.path.join(store.root, "layers")).st_mode & 0o777 == 0o700
         assert (b2 / "rootfs" / "msg").read_text() == "hello from pybuild\n"
         assert not (b2 / "rootfs" / "etc" / "motd").exists()  # whiteout honoured by overlayfs
         (b2 / "rootfs" / "new").write_text("n")
@@ -209,3 +212,42 @@ def test_podman_generated_config_validates(store, tmp_path, podman):
         validate_config(doc)
     finally:
         podman("rm", "-f", cid)
+
+
+def test_podman_save_imports_and_runs(store, tmp_path, podman):
+    """podman save (docker-archive and oci-archive) -> our import -> unpack -> runc run."""
+    name = f"localhost/pyoci-layout-{uuid.uuid4().hex[:8]}:v1"
+    _busybox_image(store, name, text="round trip")
+    arch = tmp_path / "ours.tar"
+    export_image(store, name, f"docker-archive:{arch}:{name}")
+    podman("load", "-i", str(arch))
+    for fmt in ("docker-archive", "oci-archive"):
+        saved = tmp_path / f"saved-{fmt}.tar"
+        podman("save", "--format", fmt, "-o", str(saved), name)
+        s2 = Store(tmp_path / f"store-{fmt}")
+        src = f"{fmt}:{saved}:{name}" if fmt == "docker-archive" else f"{fmt}:{saved}"
+        desc = import_image(s2, src, store_tag="back:v1")
+        assert s2.resolve("back:v1")["digest"] == desc["digest"]
+        bundle = tmp_path / f"bundle-{fmt}"
+        unpack(s2, "back:v1", bundle)
+        assert (bundle / "rootfs" / "msg").read_text() == "round trip\n"
+        assert not (bundle / "rootfs" / "etc" / "motd").exists()
+        r = subprocess.run(["runc", "--root", str(tmp_path / "runc-state"), "run", "--bundle", str(bundle),
+                            f"pyoci-layout-{uuid.uuid4().hex[:8]}"], capture_output=True, text=True, timeout=60)
+        assert r.returncode == 0 and r.stdout == "round trip\n", r.stderr
+    with pytest.raises(Exception, match="no image tagged"):
+        import_image(Store(tmp_path / "s3"), f"docker-archive:{tmp_path / 'saved-docker-archive.tar'}:other:v9")
+
+
+def test_unpack_failure_leaves_nothing(store, tmp_path):
+    from pybuild.imagewriter import write_image
+    with LayerWriter(store, "gzip") as lw:
+        lw.add_file_bytes("etc/passwd", b"root:x:0:0::/:/bin/sh\n")
+    write_image(store, [lw.result], config={"Cmd": ["true"], "User": "nobody"}, tag="nouser")
+    for overlay in (False, True):
+        b = tmp_path / f"b-{overlay}"
+        with pytest.raises(Exception, match="unable to find user nobody"):
+            unpack(store, "nouser", b, overlay=overlay)
+        assert not b.exists()
+        with open("/proc/self/mountinfo") as f:
+            assert str(b) not in f.read()

@@ -165,7 +165,9 @@ CASES = [
     ("masked-relative", {"linux.maskedPaths": ["/proc/kcore", "proc/keys"]},
      "linux.maskedPaths[1]: 'proc/keys' must be an absolute path"),
     ("readonly-type", {"linux.readonlyPaths": [1]}, "linux.readonlyPaths[0]: must be a string"),
-    ("personality-ok", {"linux.personality": {"domain": "LINUX32"}}, None),
+    ("personality-ok", {"linux.personality": {"domain": "LINUX32", "flags": ["ADDR_NO_RANDOMIZE"]}}, None),
+    ("personality-flag", {"linux.personality": {"domain": "LINUX", "flags": ["FAST"]}},
+     'linux.personality.flags[0]: unknown personality flag "FAST"'),
     ("personality-bad", {"linux.personality": {"domain": "BSD"}}, 'linux.personality.domain: unknown personality domain "BSD"'),
     ("seccomp-ok", {"linux.seccomp": {"defaultAction": "SCMP_ACT_ALLOW", "architectures": ["SCMP_ARCH_X86_64"],
                                       "flags": ["SECCOMP_FILTER_FLAG_LOG"],
@@ -289,3 +291,17 @@ def test_load_config(tmp_path, runc_spec):
     p.write_text(json.dumps({**runc_spec, "root": {"path": ""}}))
     with pytest.raises(SpecError, match=r"config.json: root.path: must not be empty"):
         load_config(p)
+
+
+def test_validate_process_for_exec(runc_spec):
+    from ocispec.runtime_config import validate_process
+    proc = copy.deepcopy(runc_spec["process"])
+    validate_process(proc)
+    proc["rlimits"].append({"type": "RLIMIT_BAD", "soft": 1, "hard": 1})
+    with pytest.raises(SpecError) as ei:
+        validate_process(proc)
+    assert str(ei.value) == 'process.json: rlimits[1].type: unknown rlimit "RLIMIT_BAD"'
+    with pytest.raises(SpecError, match=r"^process.json: args: must not be empty$"):
+        validate_process({**runc_spec["process"], "args": []})
+    with pytest.raises(SpecError, match=r"^process.json: must be an object, not array$"):
+        validate_process([])

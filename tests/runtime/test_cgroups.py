@@ -189,6 +189,15 @@ def test_realtime_cpu(cg):
     m.set({"cpu": {"realtimePeriod": 1000000, "realtimeRuntime": 1000}})
     assert read(m.v1["cpu"], "cpu.rt_runtime_us") == "1000"
     assert read(m.v1["cpu"], "cpu.rt_period_us") == "1000000"
+    # nested: the parents create() made get just the share the leaf needs
+    n = cg("{name}/a/b")
+    n.set({"cpu": {"realtimePeriod": 100000, "realtimeRuntime": 5000}})
+    assert read(n.v1["cpu"], "cpu.rt_runtime_us") == "5000"
+    assert read(os.path.dirname(n.v1["cpu"]), "cpu.rt_runtime_us") == "50000"
+    assert read(os.path.dirname(os.path.dirname(n.v1["cpu"])), "cpu.rt_runtime_us") == "50000"
+    with pytest.raises(OCIError, match=r"linux.resources.cpu.realtimeRuntime: cannot set "
+                                       r"2000000: invalid argument"):
+        m.set({"cpu": {"realtimeRuntime": 2000000}})
 
 
 def test_cpuset_is_filled_from_parent(cg, procs):
@@ -340,27 +349,38 @@ def test_pids_lists_forked_children_and_sub_cgroups(cg, procs):
     assert children <= got and len(children) == 2
 
 
+# Devices outside runc's default allowed set (which set() always appends, as runc does).
+OPEN_LOOP0 = "busybox dd if=/dev/loop0 of=/dev/null count=0 2>&1 && echo LOOP0"
+OPEN_KMSG_W = "busybox dd if=/dev/zero of=/dev/kmsg count=0 2>&1 && echo KMSG"
+OPEN_NULL_W = "busybox dd if=/dev/zero of=/dev/null count=1 2>&1 && echo NULL"
+
+
 def test_devices_rules_are_enforced(cg, procs):
     m = cg()
-    p = procs.gated(f"busybox dd if=/dev/zero of=/dev/null count=1 && echo WROTE")
+    p = procs.gated(f"{OPEN_LOOP0}; {OPEN_KMSG_W}; {OPEN_NULL_W}")
     m.add(p.pid)
-    m.set({"devices": [{"allow": True, "type": "c", "major": 1, "minor": 5, "access": "r"}]})
+    m.set({"devices": [{"allow": False, "access": "rwm"},
+                       {"allow": True, "type": "c", "major": 1, "minor": 11, "access": "r"}]})
     lines = read(m.v1["devices"], "devices.list").splitlines()
-    assert lines == ["c 1:5 r"]
+    assert "c 1:11 r" in lines and "a *:* rwm" not in lines
+    assert "c 1:3 rwm" in lines and "c 136:* rwm" in lines  # runc's defaults follow
     go(p)
-    out, err = p.communicate(timeout=10)
-    assert b"WROTE" not in out and b"Operation not permitted" in err
-    # allow /dev/null rw: now it works
+    out = p.communicate(timeout=10)[0].decode()
+    assert "LOOP0" not in out and "KMSG" not in out and "NULL" in out
+    assert out.count("Operation not permitted") == 2
+    # allow loop0 for reading and kmsg rw, then take kmsg's write away again: in order
     m2 = cg()
-    p2 = procs.gated(f"busybox dd if=/dev/zero of=/dev/null count=1 && echo WROTE")
+    p2 = procs.gated(f"{OPEN_LOOP0}; {OPEN_KMSG_W}")
     m2.add(p2.pid)
-    m2.set({"devices": [{"allow": True, "type": "c", "major": 1, "minor": 5, "access": "r"},
-                        {"allow": True, "type": "c", "major": 1, "minor": 3, "access": "rw"},
-                        {"allow": False, "type": "c", "major": 1, "minor": 3, "access": "r"}]})
-    assert read(m2.v1["devices"], "devices.list").splitlines() == ["c 1:5 r", "c 1:3 w"]
+    m2.set({"devices": [{"allow": False, "access": "rwm"},
+                        {"allow": True, "type": "b", "major": 7, "minor": 0, "access": "r"},
+                        {"allow": True, "type": "c", "major": 1, "minor": 11, "access": "rw"},
+                        {"allow": False, "type": "c", "major": 1, "minor": 11, "access": "w"}]})
+    lines = read(m2.v1["devices"], "devices.list").splitlines()
+    assert "b 7:0 r" in lines and "c 1:11 r" in lines
     go(p2)
-    out, err = p2.communicate(timeout=10)
-    assert b"WROTE" in out, err
+    out = p2.communicate(timeout=10)[0].decode()
+    assert "LOOP0" in out and "KMSG" not in out
 
 
 def test_stats_are_shaped_like_runc_events(cg, procs):
@@ -375,7 +395,10 @@ def test_stats_are_shaped_like_runc_events(cg, procs):
     assert s["cpu"]["usage"]["total"] > 0
     assert len(s["cpu"]["usage"]["percpu"]) == os.cpu_count()
     assert s["cpu"]["usage"]["user"] + s["cpu"]["usage"]["kernel"] > 0
-    assert set(s["cpu"]["throttling"]) == {"periods", "throttled_periods", "throttled_time"}
+    assert set(s["cpu"]["throttling"]) == {"periods", "throttledPeriods", "throttledTime"}
+    assert s["cpuset"]["cpus"] == list(range(os.cpu_count())) and s["cpuset"]["mems"] == [0]
+    assert set(s) == {"cpu", "cpuset", "memory", "pids", "blkio", "hugetlb", "intel_rdt",
+                      "network_interfaces"}  # runc's types.Stats
     assert s["memory"]["usage"]["usage"] > 0 and s["memory"]["usage"]["limit"] == 100 << 20
     assert s["memory"]["usage"]["max"] >= s["memory"]["usage"]["usage"]
     assert "failcnt" in s["memory"]["usage"] and "cache" in s["memory"]
@@ -493,60 +516,60 @@ def test_v2_devices_ebpf_program_is_enforced(procs):
     name = unique("bpf")
     m = v2_only_manager(name)
     m.create()
-    dd = "busybox dd if=/dev/zero of=/dev/null count=1 2>&1 && echo WROTE; " \
-         "busybox dd if=/dev/null of=/dev/zero count=1 2>&1 && echo READ; " \
-         "busybox dd if=/dev/zero of=/dev/full count=1 2>&1; echo done"
+    script = f"{OPEN_LOOP0}; {OPEN_KMSG_W}; {OPEN_NULL_W}"
     try:
-        m.set({"devices": [{"allow": True, "type": "c", "major": 1, "minor": 3,
-                            "access": "r"},
-                           {"allow": True, "type": "c", "major": 1, "minor": 5,
-                            "access": "rw"}]})
-        p = procs.gated(dd)
+        m.set({"devices": [{"allow": False, "access": "rwm"},
+                           {"allow": True, "type": "b", "major": 7, "minor": 0,
+                            "access": "r"}]})
+        p = procs.gated(script)
         m.add(p.pid)
         go(p)
         out = p.communicate(timeout=10)[0].decode()
-        assert "WROTE" not in out and "READ" in out and "Operation not permitted" in out
-        assert "No space left" not in out  # /dev/full (1:7) denied before it is written
-        # an update replaces the program: /dev/null and /dev/full writable, /dev/zero not
-        m.set({"devices": [{"allow": True, "type": "c", "major": 1, "access": "rwm"},
-                           {"allow": False, "type": "c", "major": 1, "minor": 5,
-                            "access": "w"}]})
+        assert "LOOP0" in out and "KMSG" not in out and "NULL" in out  # null: a default
+        assert "can't open '/dev/kmsg': Operation not permitted" in out
+        # an update replaces the program: kmsg writable, loop0 (7:*) denied by a later rule
+        m.set({"devices": [{"allow": True, "type": "a", "access": "rwm"},
+                           {"allow": False, "type": "b", "major": 7, "access": "rwm"}]})
         fd = os.open(m.v2, os.O_RDONLY | os.O_DIRECTORY)
         try:
             assert len(ebpf.attached(fd)) == 1
         finally:
             os.close(fd)
-        p = procs.gated(dd)
+        p = procs.gated(script)
         m.add(p.pid)
         go(p)
         out = p.communicate(timeout=10)[0].decode()
-        assert "WROTE" in out and "No space left" in out
-        assert "READ" not in out and "can't open '/dev/zero': Operation not permitted" in out
+        assert "LOOP0" not in out and "KMSG" in out and "NULL" in out
+        assert "can't open '/dev/loop0': Operation not permitted" in out
     finally:
         procs.kill_all()
         m.destroy()
     assert leftovers(name) == []
 
 
-def test_create_resources_keep_runc_default_devices(cg, procs):
+def test_linux_devices_nodes_get_only_what_resources_allow(cg, procs):
+    """As runc 1.1: a linux.devices node is not allowed by itself (conformance's
+    linux_cgroups_devices checks exactly this)."""
     from pyrunc.cgroups import create_resources
-    linux = {"resources": {"devices": [{"allow": False, "access": "rwm"}],
+    linux = {"resources": {"devices": [{"allow": False, "access": "rwm"},
+                                       {"allow": True, "type": "b", "major": 7, "minor": 0,
+                                        "access": "r"}],
                            "pids": {"limit": 9}},
-             "devices": [{"path": "/dev/fuse", "type": "c", "major": 10, "minor": 229}]}
+             "devices": [{"path": "/dev/loop0", "type": "b", "major": 7, "minor": 0},
+                         {"path": "/dev/loop1", "type": "b", "major": 7, "minor": 1}]}
     res = create_resources(linux)
-    assert res["pids"] == {"limit": 9} and linux["resources"]["devices"] == \
-        [{"allow": False, "access": "rwm"}]
+    assert res == linux["resources"] and res is not linux["resources"]
     m = cg()
-    p = procs.gated("busybox dd if=/dev/zero of=/dev/null count=1 && echo WROTE; "
-                    "busybox dd if=/dev/zero of=/dev/loop0 count=0 2>&1")
+    p = procs.gated("busybox dd if=/dev/loop1 of=/dev/null count=0 2>&1 && echo LOOP1; "
+                    f"{OPEN_LOOP0}")
     m.add(p.pid)
     m.set(res)
     listed = read(m.v1["devices"], "devices.list").splitlines()
-    assert "c 1:3 rwm" in listed and "c 10:229 rwm" in listed and "c 136:* rwm" in listed
-    assert "a *:* rwm" not in listed and not any(x.startswith("b 7:") for x in listed)
+    assert "b 7:0 r" in listed and "c 1:3 rwm" in listed and "c 136:* rwm" in listed
+    assert "a *:* rwm" not in listed and not any(x.startswith("b 7:1") for x in listed)
     go(p)
-    out, err = p.communicate(timeout=10)
-    assert b"WROTE" in out and b"Operation not permitted" in out + err
+    out = p.communicate(timeout=10)[0].decode()
+    assert "LOOP0" in out and "LOOP1" not in out and "Operation not permitted" in out
     with pytest.raises(OCIError, match=r"linux.devices\[0\].type"):
         create_resources({"devices": [{"type": "x"}]})
 

@@ -44,7 +44,8 @@ exec "$PY" -c "$PYCODE"
 PYCODE = r"""
 import json, os, sys
 from pyrunc import console
-fd = int(os.environ["SOCK_FD"]) if os.environ.get("SOCK_FD") else console.connect(os.environ["SOCK"])
+fd = os.environ.get("SOCK_FD")
+fd = int(fd) if fd else console.connect(os.environ["SOCK"])
 size = json.loads(os.environ["SIZE"]) if os.environ.get("SIZE") else None
 console.setup_in_init(fd, size, dev=os.environ["DEV"])
 os.execv(os.environ["BUSYBOX"], ["sh", "-c", os.environ["CHECK"]])

@@ -190,3 +190,15 @@ def test_mount_destination_cannot_escape_rootfs(runtime, bundle, cid, workdir, d
     p = run_out(runtime, bundle, cid, "true", check=False)
     assert os.listdir(host) == [], "a mount destination resolved outside the rootfs"
     assert p.returncode == 0, p.stderr
+
+
+def _keyrings():
+    return open("/proc/keys").read()
+
+
+@pytest.mark.parametrize("flag", [[], ["--no-new-keyring"]])
+def test_session_keyring(runtime, bundle, cid, flag):
+    bundle.set_args("sleep", "30")
+    runtime("create", *flag, "-b", bundle.path, cid, check=True)
+    present = f"_ses.{cid}" in _keyrings()
+    assert present == (not flag)

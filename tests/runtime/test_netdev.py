@@ -16,7 +16,6 @@ import textwrap
 import pytest
 
 from pyrunc import netdev
-from ocispec.errors import OCIError
 
 HOST = f"pyrh{os.getpid() % 100000}a"  # unique per test run; lives only in our netns
 PEER = f"pyrh{os.getpid() % 100000}b"
@@ -34,10 +33,10 @@ def links(ns=None):
     return {l["ifname"]: l for l in json.loads(ip("-j", "link", "show", ns=ns))}
 
 ip("link", "add", HOST, "mtu", "1400", "type", "veth", "peer", "name", PEER)
-ip("addr", "add", "127.1.2.3/8", "dev", HOST, "scope", "global")            # moves
-ip("addr", "add", "127.9.9.9/32", "dev", HOST)                               # host scope: stays behind
+ip("addr", "add", "127.1.2.3/8", "dev", HOST, "scope", "global")  # moves
+ip("addr", "add", "127.9.9.9/32", "dev", HOST)  # host scope: stays behind
 ip("addr", "add", "127.5.5.5/8", "dev", HOST, "scope", "global",
-   "valid_lft", "300", "preferred_lft", "300")                               # not permanent: stays behind
+   "valid_lft", "300", "preferred_lft", "300")  # not permanent: stays behind
 ctr = subprocess.Popen(["unshare", "--net", "sleep", "60"])
 try:
     # unshare(1) execs sleep once the namespace exists: wait for that.
@@ -144,27 +143,6 @@ def test_loopback_up_in_a_new_network_namespace():
     out = json.loads(p.stdout)
     assert "UP" not in out["before"][0] and out["before"][1] is False
     assert "UP" in out["after"][0] and out["after"][1] is True
-
-
-@pytest.mark.parametrize("devs, ns, msg", [
-    ([], [{"type": "network"}], r"linux.netDevices: must be an object"),
-    ({"eth0": {}}, [{"type": "mount"}], r"linux.netDevices: needs a network namespace"),
-    ({"eth0": {"name": 5}}, [{"type": "network"}], r"linux.netDevices.eth0.name: must be a string"),
-    ({"eth0": {"name": "a/b"}}, [{"type": "network"}], r"'a/b' is not a valid network interface name"),
-    ({"eth0": {"name": "x" * 16}}, [{"type": "network"}], r"is not a valid network interface name"),
-    ({"e th": {}}, [{"type": "network"}], r"linux.netDevices.e th: 'e th' is not a valid"),
-    ({"eth0": {"name": "c"}, "eth1": {"name": "c"}}, [{"type": "network"}],
-     r"linux.netDevices.eth1.name: 'c' is also the name for linux.netDevices.eth0"),
-])
-def test_validate_rejects(devs, ns, msg):
-    with pytest.raises(OCIError, match=msg):
-        netdev.validate(devs, ns)
-
-
-def test_validate_accepts():
-    netdev.validate(None, [])
-    netdev.validate({"eth0": {"name": "c%d"}, "eth1": {"name": "c%d"}, "eth2": {}},
-                    [{"type": "network", "path": "/run/netns/x"}])
 
 
 def test_netdev_module_does_not_import_pyroute2():

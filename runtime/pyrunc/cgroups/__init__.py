@@ -2,7 +2,7 @@
 
     m = Manager.for_container(id, cfg["linux"].get("cgroupsPath"), systemd=...)
     m.create(); m.add(pid)                          # pyrunc create
-    m.set(create_resources(cfg["linux"]))           # resources + runc's default devices
+    m.set(create_resources(cfg["linux"]))
     Manager.from_state(m.to_state())                # later commands
 """
 
@@ -16,8 +16,9 @@ def resources_from_update_flags(**flags) -> dict:
 
 
 def create_resources(linux: dict) -> dict:
-    """linux.resources with the device rules runc applies at create (config rules, then
-    linux.devices nodes, then runc's defaults: /dev/null, zero, full, tty, ptmx, pts, ...)."""
+    """linux.resources as runc 1.1 applies it at create (linux.devices nodes get no rule
+    of their own; set() always appends runc's default allowed devices: /dev/null, zero,
+    full, tty, ptmx, pts, ...)."""
     from .devices import create_resources as expand
     return expand(linux)
 

@@ -35,7 +35,7 @@ def check(rules: list) -> list:
 
 
 def set_v1(d: str, rules: list) -> None:
-    checked = check(rules)
+    checked = check(with_defaults(rules))
     write(d, "devices.deny", "a", F)
     for i, (allow, text) in enumerate(checked):
         write(d, "devices.allow" if allow else "devices.deny", text, f"{F}[{i}]")
@@ -54,19 +54,19 @@ DEFAULT_ALLOWED = (
 )
 
 
+def with_defaults(rules: list) -> list:
+    """The rules runc applies: the config's, then its default allowed devices (mknod of
+    anything, /dev/null, zero, full, tty, random, urandom, ptmx, pts, tun), so a config that
+    denies everything still leaves a container the nodes every runtime creates."""
+    return list(rules) + [dict(r) for r in DEFAULT_ALLOWED]
+
+
 def create_resources(linux: dict) -> dict:
-    """linux.resources as runc applies it at create: the config's device rules, then an
-    allow-rwm rule per linux.devices node, then runc's default allowed devices (so a
-    config that denies everything still has /dev/null, /dev/zero, ... like under runc)."""
-    resources = dict(linux.get("resources") or {})
-    rules = list(resources.get("devices") or [])
+    """linux.resources as runc (1.1) applies it at create. linux.devices nodes get no rule
+    of their own: like runc, access to them is what resources.devices (plus runc's
+    defaults, added by Manager.set) allows, so a config can create a node it may not open."""
     for i, dev in enumerate(linux.get("devices") or ()):
-        typ = dev.get("type")
-        if typ not in ("c", "b", "u", "p"):
-            raise OCIError(f"linux.devices[{i}].type: {typ!r} is not one of c, b, u, p")
-        if typ == "p":  # a fifo has no device number to allow
-            continue
-        rules.append(_allow("c" if typ == "u" else typ, dev.get("major"), dev.get("minor")))
-    rules.extend(dict(r) for r in DEFAULT_ALLOWED)
-    resources["devices"] = rules
-    return resources
+        if dev.get("type") not in ("c", "b", "u", "p"):
+            raise OCIError(f"linux.devices[{i}].type: {dev.get('type')!r} is not one of "
+                           "c, b, u, p")
+    return dict(linux.get("resources") or {})

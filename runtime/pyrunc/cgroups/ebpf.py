@@ -13,7 +13,7 @@ import struct
 
 from ocispec.errors import OCIError
 
-from .devices import F, check
+from .devices import F, check, with_defaults
 
 _SYS_BPF = {"x86_64": 321, "aarch64": 280, "ppc64le": 361, "s390x": 351,
             "riscv64": 280}.get(platform.machine())
@@ -78,6 +78,10 @@ def program(rules: list) -> bytes:
                 block.append(_insn(code, reg, imm=arg))
         block += [_insn(MOV64_K, R0, imm=int(allow)), _insn(EXIT)]
         out += block
+        if not flat:
+            # matches every access: earlier rules can never decide, and the verifier
+            # refuses unreachable instructions
+            return b"".join(out)
     out += [_insn(MOV64_K, R0, imm=0), _insn(EXIT)]
     return b"".join(out)
 
@@ -127,7 +131,7 @@ def attached(cgroup_fd: int) -> list:
 
 def set_v2(d: str, rules: list) -> None:
     """Attach a program for `rules` to the cgroup at d, replacing the one we put there."""
-    checked = check(rules)
+    checked = check(with_defaults(rules))
     prog = load(program(checked))
     cg = os.open(d, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:

@@ -83,7 +83,7 @@ def _set_limit(d: str, limit: int, f: str) -> None:
         raise
 
 
-def set_cpu(d: str, cpu: dict) -> None:
+def set_cpu(d: str, cpu: dict, parents: tuple = ()) -> None:
     f = F + ".cpu"
     shares = _num(cpu, "shares", f)
     if shares:
@@ -112,15 +112,23 @@ def set_cpu(d: str, cpu: dict) -> None:
     v = _num(cpu, "idle", f)
     if v is not None:
         write(d, "cpu.idle", v, f + ".idle")
-    set_realtime(d, cpu)
+    set_realtime(d, cpu, parents)
 
 
-def set_realtime(d: str, cpu: dict) -> None:
+def set_realtime(d: str, cpu: dict, parents: tuple = ()) -> None:
+    """rt_period then rt_runtime. A child's RT share must fit in its parent's, and a new
+    cgroup has none: `parents` (the ones create() made, top first) get just enough."""
     f = F + ".cpu"
     period, runtime = _num(cpu, "realtimePeriod", f), _num(cpu, "realtimeRuntime", f)
     if period:
         write(d, "cpu.rt_period_us", period, f + ".realtimePeriod")
     if runtime:
+        if runtime > 0 and parents:
+            mine = period or read_int(d, "cpu.rt_period_us")
+            for p in parents:
+                need = -(-runtime * read_int(p, "cpu.rt_period_us") // mine)
+                if read_int(p, "cpu.rt_runtime_us") < need:
+                    write(p, "cpu.rt_runtime_us", need, f + ".realtimeRuntime")
         write(d, "cpu.rt_runtime_us", runtime, f + ".realtimeRuntime")
 
 

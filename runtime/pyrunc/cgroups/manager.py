@@ -116,9 +116,10 @@ class Manager:
         if self.state() == "frozen":
             self.thaw()  # killed tasks of a frozen cgroup only exit once thawed
         failed = []
+        deadline = time.monotonic() + 2  # for all hierarchies together
         for d in self.dirs():
             try:
-                _rmtree(d)
+                _rmtree(d, max(0.0, deadline - time.monotonic()))
             except OSError as e:
                 failed.append(f"{d}: {os.strerror(e.errno).lower()}")
         for top in self.created:
@@ -196,7 +197,10 @@ class Manager:
         if any(cpu.get(k) is not None for k in ("shares", "quota", "period", "realtimeRuntime",
                                                  "realtimePeriod", "idle", "burst")):
             kind, d = self._where("cpu", "cpu", f"{R}.cpu")
-            (fs1 if kind == "v1" else fs2).set_cpu(d, cpu)
+            if kind == "v1":
+                fs1.set_cpu(d, cpu, self._made_parents(d))
+            else:
+                fs2.set_cpu(d, cpu)
         pids = resources.get("pids")
         if pids and pids.get("limit") is not None:
             kind, d = self._where("pids", "pids", f"{R}.pids")
@@ -226,6 +230,17 @@ class Manager:
             if not self.v2:
                 raise OCIError(f"{R}.unified: this host has no cgroup v2 hierarchy")
             fs2.set_unified(self.v2, unified, self.v2_mount)
+
+    def _made_parents(self, d: str) -> tuple:
+        """The ancestors of d that create() made, top first."""
+        for top in self.created:
+            if d.startswith(top + "/"):
+                out, p = [], os.path.dirname(d)
+                while len(p) >= len(top):
+                    out.append(p)
+                    p = os.path.dirname(p)
+                return tuple(reversed(out))
+        return ()
 
     # -- freezer ---------------------------------------------------------------------
 

@@ -44,6 +44,8 @@ def _bind(source: str, target: str, flags: int, ro: bool) -> None:
 
 
 def mount_cgroups(m, dest: str, flags: int, cgroupns: bool) -> None:
+    if m is None:
+        raise OCIError(f"mounts: cgroup at {dest}: the container has no cgroup to show")
     ro = bool(flags & MS_RDONLY)
     keep = (flags & ~_NOT_KEPT) | _DEFAULT
     if m.layout == "v2":

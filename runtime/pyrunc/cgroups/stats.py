@@ -52,7 +52,8 @@ def _mem_entry(d: str, prefix: str) -> dict:
 def collect(m) -> dict:
     s = {"cpu": {"usage": {"total": 0, "percpu": [], "percpu_kernel": [], "percpu_user": [],
                            "kernel": 0, "user": 0},
-                 "throttling": {"periods": 0, "throttled_periods": 0, "throttled_time": 0}},
+                 "throttling": {"periods": 0, "throttledPeriods": 0, "throttledTime": 0}},
+         "cpuset": {},
          "memory": {"cache": 0, "usage": {"limit": 0, "usage": 0, "max": 0, "failcnt": 0},
                     "swap": {"limit": 0, "usage": 0, "max": 0, "failcnt": 0},
                     "kernel": {"limit": 0, "usage": 0, "max": 0, "failcnt": 0},
@@ -60,7 +61,9 @@ def collect(m) -> dict:
                     "raw": {}},
          "pids": {"current": 0, "limit": 0},
          "blkio": {"ioServiceBytesRecursive": [], "ioServicedRecursive": []},
-         "hugetlb": {}}
+         "hugetlb": {},
+         "intel_rdt": {},
+         "network_interfaces": None}
     v1, v2 = m.v1, m.v2
     v2c = set()
     if v2:
@@ -91,9 +94,12 @@ def collect(m) -> dict:
     if d:
         st = read_keyed(d, "cpu.stat")
         cpu["throttling"] = {"periods": st.get("nr_periods", 0),
-                             "throttled_periods": st.get("nr_throttled", 0),
-                             "throttled_time": st.get("throttled_time",
-                                                      st.get("throttled_usec", 0) * 1000)}
+                             "throttledPeriods": st.get("nr_throttled", 0),
+                             "throttledTime": st.get("throttled_time",
+                                                     st.get("throttled_usec", 0) * 1000)}
+    d = v1.get("cpuset") or (v2 if "cpuset" in v2c else None)
+    if d:
+        s["cpuset"] = _cpuset(d, v1=("cpuset" in v1))
     mem = s["memory"]
     if "memory" in v1:
         d = v1["memory"]
@@ -148,6 +154,31 @@ def collect(m) -> dict:
                                   "failcnt": read_keyed(v2, f"hugetlb.{size}.events")
                                   .get("max", 0)}
     return s
+
+
+def _ranges(text: str) -> list:
+    """'0-2,5' -> [0, 1, 2, 5]"""
+    out = []
+    for part in text.strip().split(","):
+        if part:
+            lo, _, hi = part.partition("-")
+            out.extend(range(int(lo), int(hi or lo) + 1))
+    return out
+
+
+def _cpuset(d: str, v1: bool) -> dict:
+    out = {}
+    for key, name in (("cpus", "effective_cpus"), ("mems", "effective_mems")):
+        try:
+            out[key] = _ranges(read(d, "cpuset." + name))
+        except (OSError, ValueError):
+            pass
+    if v1:
+        for key in ("cpu_exclusive", "mem_hardwall", "mem_exclusive", "memory_migrate",
+                    "memory_spread_page", "memory_spread_slab", "memory_pressure",
+                    "sched_load_balance", "sched_relax_domain_level"):
+            out[key] = read_int(d, "cpuset." + key)
+    return out
 
 
 def _io_stat_v2(d: str, out: dict) -> None:

@@ -1,0 +1,263 @@
+"""`pyrunc exec`: a new process in a running container.
+
+The runtime forks a child that joins the init's namespaces (user first, mount last),
+the parent puts the grandchild into the container's cgroups, and the grandchild (in the
+container's pid namespace) applies the process's settings and execs. The same JSON
+protocol as create carries failures back as one-line errors.
+"""
+
+import copy
+import json
+import os
+import signal
+
+import _socket
+
+from ocispec.errors import OCIError
+from ocispec.tables import NAMESPACES
+
+from . import linux
+from .process import Channel, send_error
+from .state import Container, write_atomic
+
+# Joined in this order: the user namespace first (it grants the rights to join the
+# others), the mount namespace last (it changes what paths mean).
+_JOIN_ORDER = ("user", "ipc", "uts", "network", "cgroup", "time", "pid", "mount")
+
+
+def build_process(a, c: Container) -> dict:
+    """The process to run: --process FILE, or the init's process edited by the flags."""
+    cfg = c.data.get("config") or {}
+    if a.opts["process"]:
+        path = a.opts["process"]
+        try:
+            with open(path, "rb") as f:
+                proc = json.loads(f.read())
+        except OSError as e:
+            raise OCIError(f"{path}: {e.strerror}") from None
+        except ValueError as e:
+            raise OCIError(f"{path}: invalid JSON: {e}") from None
+        source = path
+    else:
+        if len(a.args) < 2:
+            raise OCIError("exec: no command given (usage: pyrunc exec ID COMMAND [ARGS...])")
+        proc = copy.deepcopy(cfg.get("process") or {})
+        proc["args"] = a.args[1:]
+        proc["terminal"] = a.opts["tty"]
+        proc.pop("consoleSize", None)
+        source = "exec flags"
+    if a.opts["env"]:
+        proc["env"] = list(proc.get("env") or []) + a.opts["env"]
+    if a.opts["cwd"]:
+        proc["cwd"] = a.opts["cwd"]
+    if a.opts["tty"]:
+        proc["terminal"] = True
+    if a.opts["user"]:
+        uid, _, gid = a.opts["user"].partition(":")
+        try:
+            proc["user"] = {"uid": int(uid), "gid": int(gid or 0)}
+        except ValueError:
+            raise OCIError(f"--user {a.opts['user']!r}: use numeric UID[:GID]") from None
+    if a.opts["additional-gids"]:
+        try:
+            proc.setdefault("user", {"uid": 0, "gid": 0})["additionalGids"] = [int(g) for g in a.opts["additional-gids"]]
+        except ValueError:
+            raise OCIError("--additional-gids: must be numbers") from None
+    if a.opts["cap"]:
+        caps = proc.setdefault("capabilities", {})
+        for s in ("bounding", "effective", "permitted", "ambient", "inheritable"):
+            if s in ("inheritable", "ambient") and s not in caps:
+                continue
+            caps[s] = list(dict.fromkeys(list(caps.get(s) or []) + a.opts["cap"]))
+    if a.opts["no-new-privs"]:
+        proc["noNewPrivileges"] = True
+    if a.opts["apparmor"]:
+        proc["apparmorProfile"] = a.opts["apparmor"]
+    if a.opts["process-label"]:
+        proc["selinuxLabel"] = a.opts["process-label"]
+    # Validate as part of the container's config: one validator, the same messages.
+    check = dict(cfg)
+    check["process"] = proc
+    from ocispec.runtime_config import validate_config
+
+    validate_config(check, source=source)
+    return proc
+
+
+def exec_command(a, log) -> int:
+    if not a.args:
+        raise OCIError('"exec" requires a container id')
+    c = Container.load(a.g["root"], a.args[0])
+    try:
+        st = c.status()
+        if st == "stopped":
+            raise OCIError("cannot exec in a stopped container")
+        if st == "paused" and not a.opts["ignore-paused"]:
+            raise OCIError("cannot exec in a paused container (pass --ignore-paused to try anyway)")
+        proc = build_process(a, c)
+        console_fd = -1
+        term = None
+        if proc.get("terminal"):
+            from . import console
+
+            if a.opts["console-socket"]:
+                console_fd = console.connect(a.opts["console-socket"])
+            elif a.opts["detach"]:
+                raise OCIError("exec: a terminal with --detach needs --console-socket")
+            else:
+                term = console.ForegroundTerminal()
+                console_fd = term.child_fd
+        try:
+            pid = _spawn(c, proc, console_fd, a.opts["preserve-fds"])
+        finally:
+            if console_fd >= 0 and term is None:
+                os.close(console_fd)
+        if a.opts["pid-file"]:
+            write_atomic(os.path.abspath(a.opts["pid-file"]), str(pid).encode(), 0o644)
+    finally:
+        c.unlock()
+    if a.opts["detach"]:
+        return 0
+    if term is not None:
+        term.receive()
+        term.copy(pid)
+    return _wait(pid)
+
+
+def _wait(pid: int) -> int:
+    def forward(signum, _frame):
+        try:
+            os.kill(pid, signum)
+        except ProcessLookupError:
+            pass
+
+    for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1,
+              signal.SIGUSR2, signal.SIGWINCH):
+        signal.signal(s, forward)
+    from .container import _wait_child
+
+    return _wait_child(pid)
+
+
+def _spawn(c: Container, proc: dict, console_fd: int, preserve_fds: int) -> int:
+    cfg = c.data.get("config") or {}
+    lcfg = cfg.get("linux") or {}
+    init_pid = c.pid
+    # Import now: after setns(mount) the host's sys.path is gone.
+    from . import init, privileges  # noqa: F401
+
+    seccomp = None
+    if lcfg.get("seccomp"):
+        from . import seccomp
+
+        seccomp.prepare(lcfg["seccomp"], connect=False)
+    console = None
+    if proc.get("terminal"):
+        from . import console
+    state = c.spec_state()
+    psock, csock = _socket.socketpair(_socket.AF_UNIX, _socket.SOCK_SEQPACKET)
+    linux.set_subreaper()
+    child = os.fork()
+    if child == 0:  # pragma: no cover - child
+        psock.close()
+        ch = Channel(csock)
+        try:
+            keep = [0, 1, 2, ch.fileno()] + list(range(3, 3 + preserve_fds))
+            if console_fd >= 0:
+                keep.append(console_fd)
+            linux.close_fds_except(keep)
+            linux.set_dumpable(False)
+            _join(init_pid)
+            pid = os.fork()
+            if pid == 0:
+                _exec_child(ch, proc, lcfg, state, seccomp, console, console_fd, preserve_fds)
+            ch.send("pid", pid=pid)
+        except BaseException as e:
+            send_error(ch, e)
+            os._exit(1)
+        os._exit(0)
+    csock.close()
+    ch = Channel(psock)
+    pid = 0
+    try:
+        while True:
+            msg = ch.recv()
+            if msg is None:
+                raise OCIError("exec: the process exited before it was ready")
+            if msg["type"] == "pid":
+                pid = msg["pid"]
+                os.waitpid(child, 0)
+                child = 0
+                cgs = c.data.get("cgroup")
+                if cgs:
+                    from .cgroups import Manager
+
+                    Manager.from_state(cgs).add(pid)
+                ch.send("continue")
+            elif msg["type"] == "ready":
+                return pid
+            elif msg["type"] == "error":
+                raise OCIError(msg["msg"])
+    except BaseException:
+        for p in (pid, child):
+            if p:
+                try:
+                    os.kill(p, signal.SIGKILL)
+                    os.waitpid(p, 0)
+                except (ProcessLookupError, ChildProcessError):
+                    pass
+        raise
+    finally:
+        ch.close()
+
+
+def _join(init_pid: int) -> None:  # pragma: no cover - child
+    fds = []
+    for t in _JOIN_ORDER:
+        name = NAMESPACES[t][1]
+        try:
+            theirs = os.readlink(f"/proc/{init_pid}/ns/{name}")
+        except FileNotFoundError:
+            continue
+        if theirs == os.readlink(f"/proc/self/ns/{name}"):
+            continue
+        fds.append((t, os.open(f"/proc/{init_pid}/ns/{name}", os.O_RDONLY | os.O_CLOEXEC)))
+    for t, fd in fds:
+        try:
+            linux.setns(fd, NAMESPACES[t][0])
+        except OSError as e:
+            raise OCIError(f"exec: cannot join the container's {t} namespace: {e.strerror}") from None
+        os.close(fd)
+
+
+def _exec_child(ch, proc, lcfg, state, seccomp, console, console_fd, preserve_fds):  # pragma: no cover
+    from . import init, privileges
+
+    try:
+        ch.expect("continue")
+        os.setsid()
+        if console is not None and console_fd >= 0:
+            console.setup_in_init(console_fd, proc.get("consoleSize"), mount_console=False)
+        if seccomp is not None:
+            seccomp.preload(lcfg["seccomp"])
+        privileges.prepare(proc, lcfg)
+        nnp = bool(proc.get("noNewPrivileges"))
+        if seccomp is not None and not nnp:
+            seccomp.load(lcfg["seccomp"], state)
+        privileges.finalize(proc)
+        cwd = proc.get("cwd") or "/"
+        try:
+            os.chdir(cwd)
+        except OSError as e:
+            raise OCIError(f"process.cwd: cannot change to {cwd}: {e.strerror}") from None
+        env = list(proc.get("env") or [])
+        argv0 = init._lookpath(proc["args"][0], env)
+        ch.send("ready")
+        ch.close()
+        if seccomp is not None and nnp:
+            seccomp.load(lcfg["seccomp"], state)
+        linux.close_fds_except([0, 1, 2] + list(range(3, 3 + preserve_fds)))
+        os.execve(argv0, proc["args"], dict(init._env_pairs(env)))
+    except BaseException as e:
+        send_error(ch, e)
+        os._exit(127)
