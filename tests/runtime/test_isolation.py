@@ -202,3 +202,35 @@ def test_session_keyring(runtime, bundle, cid, flag):
     runtime("create", *flag, "-b", bundle.path, cid, check=True)
     present = f"_ses.{cid}" in _keyrings()
     assert present == (not flag)
+
+
+def test_time_namespace_offsets(runtime, bundle, cid):
+    bundle.config["linux"]["namespaces"].append({"type": "time"})
+    bundle.config["linux"]["timeOffsets"] = {"monotonic": {"secs": 86400 * 365, "nanosecs": 0},
+                                             "boottime": {"secs": 86400 * 730, "nanosecs": 0}}
+    p = run_out(runtime, bundle, cid, "sh", "-c", "cat /proc/uptime; cat /proc/self/timens_offsets")
+    lines = p.stdout.splitlines()
+    host_uptime = float(open("/proc/uptime").read().split()[0])
+    assert float(lines[0].split()[0]) >= host_uptime + 86400 * 730 - 5
+    assert lines[1].split() == ["monotonic", str(86400 * 365), "0"]
+
+
+def test_hostname_domainname_sysctl(runtime, bundle, cid):
+    bundle.config["hostname"] = "box"
+    bundle.config["domainname"] = "example.org"
+    bundle.config["linux"]["sysctl"] = {"net.ipv4.ip_forward": "1", "kernel.shm_rmid_forced": "1"}
+    p = run_out(runtime, bundle, cid, "sh", "-c",
+                "hostname; cat /proc/sys/kernel/domainname; cat /proc/sys/net/ipv4/ip_forward; "
+                "cat /proc/sys/kernel/shm_rmid_forced")
+    assert p.stdout.split() == ["box", "example.org", "1", "1"]
+    assert open("/proc/sys/kernel/hostname").read().strip() != "box"
+
+
+def test_sysctl_outside_the_containers_namespaces_is_refused(runtime, bundle, cid):
+    bundle.config["linux"]["namespaces"] = [n for n in bundle.config["linux"]["namespaces"]
+                                            if n["type"] != "network"]
+    bundle.config["linux"]["sysctl"] = {"net.ipv4.ip_forward": "1"}
+    bundle.set_args("true")
+    p = runtime("run", "-b", bundle.path, cid)
+    assert p.returncode == 1 and "linux.sysctl" in p.stderr
+    assert not os.path.exists(os.path.join(runtime.root, cid))
