@@ -6,6 +6,7 @@ directory itself without ever crossing into another filesystem, then the cgroups
 """
 
 import ctypes
+import json
 import os
 import signal
 import stat
@@ -100,7 +101,6 @@ def delete_containers(rt) -> list[str]:
         try:
             cp = rt("state", cid, timeout=5)
             if cp.returncode == 0:
-                import json
                 pid = json.loads(cp.stdout).get("pid") or None
         except Exception:
             pass

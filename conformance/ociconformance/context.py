@@ -5,7 +5,7 @@ import re
 
 from . import cgroupfs
 from .bundle import Bundle
-from .runtime import CaseFailed, CaseSkipped, Runtime, read
+from .runtime import CaseFailed, CaseSkipped, Runtime, last_line, read
 
 
 class Context:
@@ -88,11 +88,6 @@ class Context:
         """Skip when a host probe says a feature is missing (probe returns its name)."""
         if feature_missing:
             raise CaseSkipped(feature_missing)
-
-
-def last_line(text: str) -> str:
-    lines = [ln.strip() for ln in (text or "").strip().splitlines() if ln.strip()]
-    return lines[-1][:300] if lines else "(no message)"
 
 
 def parse_kv(out: str) -> dict:

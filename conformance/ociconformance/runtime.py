@@ -14,9 +14,10 @@ class CaseSkipped(Exception):
     """The host lacks a feature the case needs; the message names the feature."""
 
 
-def _first_line(text: str) -> str:
-    lines = [ln.strip() for ln in text.strip().splitlines() if ln.strip()]
-    return lines[-1][:300] if lines else ""
+def last_line(text: str) -> str:
+    """The last non-empty line of a runtime's output: where runtimes put the error."""
+    lines = [ln.strip() for ln in (text or "").strip().splitlines() if ln.strip()]
+    return lines[-1][:300] if lines else "(no message)"
 
 
 class Runtime:
@@ -42,7 +43,7 @@ class Runtime:
         cp = self(*args, **kw)
         if cp.returncode != 0:
             raise CaseFailed(f"`{args[0]}` exited {cp.returncode}: "
-                             f"{_first_line(cp.stderr or '') or _first_line(cp.stdout or '')}")
+                             f"{last_line((cp.stdout or '') + chr(10) + (cp.stderr or ''))}")
         return cp
 
     def fails(self, why: str, *args: str) -> subprocess.CompletedProcess:

@@ -76,12 +76,12 @@ def test_skip_probes_name_the_missing_feature():
 @pytest.mark.skipif(not RUNC, reason="runc is not installed")
 def test_cli_reports_host_skip(tmp_path):
     out = subprocess.run([sys.executable, "-m", "ociconformance", "--runtime", RUNC,
-                          "--root", str(tmp_path), "linux_mount_label", "pidfile"],
+                          "--root", str(tmp_path), "linux_mount_label", "process"],
                          capture_output=True, text=True, timeout=120)
     assert "1..2" in out.stdout
     if host.selinux():
         assert "ok 1 - linux_mount_label # SKIP no SELinux" in out.stdout
-    assert "ok 2 - pidfile" in out.stdout.splitlines()
+    assert "ok 2 - process" in out.stdout.splitlines()
     assert out.returncode == 0, out.stdout + out.stderr
 
 
@@ -167,21 +167,21 @@ def test_compare_exit_status_and_json(tmp_path):
     # /bin/false is a "runtime" that fails every command: a regression against runc.
     js = tmp_path / "r.json"
     cp = subprocess.run([sys.executable, "-m", "ociconformance", "--compare", "/bin/false", RUNC,
-                         "--root", str(tmp_path), "--json", str(js), "pidfile", "create"],
+                         "--root", str(tmp_path), "--json", str(js), "process", "create"],
                         capture_output=True, text=True, timeout=120)
     assert cp.returncode == 1, cp.stdout + cp.stderr
     assert "Traceback" not in cp.stderr
-    assert "A fails 2 case(s) that B passes: pidfile, create" in cp.stdout
+    assert "A fails 2 case(s) that B passes: process, create" in cp.stdout
     import json
     doc = json.loads(js.read_text())
     assert [r["runtime"] for r in doc["runs"]] == ["/bin/false", RUNC]
     assert [r["status"] for r in doc["runs"][1]["results"]] == ["ok", "ok"]
     assert doc["host"]["cgroup_mode"] in ("v1", "v2")
     cp = subprocess.run([sys.executable, "-m", "ociconformance", "--compare", RUNC, RUNC,
-                         "--root", str(tmp_path), "pidfile"],
+                         "--root", str(tmp_path), "process"],
                         capture_output=True, text=True, timeout=120)
     assert cp.returncode == 0, cp.stdout + cp.stderr
-    assert cp.stdout.rstrip().splitlines()[-1].split() == ["pidfile", "ok", "ok"]
+    assert cp.stdout.rstrip().splitlines()[-1].split() == ["process", "ok", "ok"]
 
 
 @needs_root

@@ -197,7 +197,7 @@ def poststart_fail(ctx):
     """A failing poststart hook (runtime-spec 1.1+ runtime.md lifecycle step 9): start MUST
     generate an error and the container is stopped; the program had already run. (In
     runtime-spec 1.0 this was only a warning.)"""
-    b, logdir = _setup(ctx, "echo program >> /hooklog/log; sleep 5")
+    b, logdir = _setup(ctx, "echo program >> /hooklog/log; sleep 60")
     b.config["hooks"] = {"poststart": [_hook(logdir, "poststart1", code=1)]}
     cid = ctx.create(b)
     ctx.check("poststart1" not in _log(logdir), "the poststart hook ran during create")
@@ -206,7 +206,7 @@ def poststart_fail(ctx):
     log = _log(logdir)
     ctx.check("poststart1" in log, f"the poststart hook did not run: log {log}")
     if ctx.rt.exists(cid):
-        ctx.rt.wait_status(cid, "stopped", timeout=3)
+        ctx.rt.wait_status(cid, "stopped")
 
 
 @case("poststop")

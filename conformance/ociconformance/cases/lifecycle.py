@@ -200,7 +200,7 @@ def killsig(ctx):
     ctx.rt.wait_status(cid, "running")
 
     def wait_line(word):
-        deadline = time.monotonic() + 5
+        deadline = time.monotonic() + ctx.rt.timeout
         while word not in ctx.output(cid).split():
             ctx.check(time.monotonic() < deadline,
                       f"the container did not report {word}; it printed {ctx.output(cid)!r}")

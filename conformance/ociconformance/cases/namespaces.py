@@ -135,7 +135,7 @@ def linux_uid_mappings(ctx):
     ctx.check(gid_map == ["0", str(hostid + 1), "65536"], f"gid_map {gid_map}")
     ctx.check(ns_inode(pid, "user") != ns_inode(os.getpid(), "user"), "no new user namespace")
     ctx.rt.ok("start", cid)
-    deadline = time.monotonic() + 5
+    deadline = time.monotonic() + ctx.rt.timeout
     while len(ctx.output(cid).split()) < 7 and time.monotonic() < deadline:
         time.sleep(0.02)
     out = ctx.output(cid).split()
