@@ -131,10 +131,10 @@ def test_user_and_groups_and_umask(runtime, bundle, cid):
 
 
 def test_cwd_env_and_created_cwd(runtime, bundle, cid):
-    bundle.config["process"]["cwd"] = "/work/dir"
+    bundle.config["process"]["cwd"] = "/srv/app"
     bundle.config["process"]["env"] = ["PATH=/bin", "FOO=bar baz"]
     p = run_out(runtime, bundle, cid, "sh", "-c", "pwd; echo $FOO")
-    assert p.stdout.splitlines() == ["/work/dir", "bar baz"]
+    assert p.stdout.splitlines() == ["/srv/app", "bar baz"]
 
 
 def test_only_stdio_reaches_the_container(runtime, bundle, cid, workdir):

@@ -52,7 +52,7 @@ def process(ctx):
     b = ctx.bundle()
     os.makedirs(os.path.join(b.rootfs, "work", "dir"))
     b.config["process"]["env"] = ["PATH=/bin", "OCC_A=one two", "OCC_B="]
-    b.config["process"]["cwd"] = "/work/dir"
+    b.config["process"]["cwd"] = "/srv/app"
     b.config["process"]["noNewPrivileges"] = False
     script = ('echo "arg1=$1"; echo "arg2=$2"; echo "cwd=$(pwd)"; env | sort;'
               ' grep ^NoNewPrivs: /proc/self/status | tr -d " \t" | tr : =')
@@ -63,7 +63,7 @@ def process(ctx):
     out = ctx.output(cid)
     kv = parse_kv(out)
     ctx.check(kv.get("arg1") == "a b" and kv.get("arg2") == "c", f"args seen: {out!r}")
-    ctx.check(kv.get("cwd") == "/work/dir", f"cwd {kv.get('cwd')!r}")
+    ctx.check(kv.get("cwd") == "/srv/app", f"cwd {kv.get('cwd')!r}")
     ctx.check(kv.get("OCC_A") == "one two" and "OCC_B" in kv, f"env seen: {out!r}")
     ctx.check(kv.get("PATH") == "/bin", f"PATH {kv.get('PATH')!r}")
     ctx.check(kv.get("NoNewPrivs") == "0", f"NoNewPrivs {kv.get('NoNewPrivs')!r}, expected 0")
