@@ -22,7 +22,7 @@ from ocispec import image as _image
 from ocispec import mediatypes as mt
 from ocispec.errors import OCIError
 
-from .store import Store, normalize_ref, select_platform
+from .store import Store, normalize_ref, select_platform, write_atomic
 
 TRANSPORTS = ("oci", "oci-archive", "docker-archive")
 
@@ -94,21 +94,6 @@ def _dir_lock(path: str):
         os.close(fd)
 
 
-def _write_file_atomic(path: str, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=".pybuild-", dir=os.path.dirname(path))
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)
-        os.rename(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-
-
 def write_oci_layout(store: Store, image, layout_dir, tag: str | None = None) -> dict:
     """Export to an OCI image layout dir (created or merged); returns the index entry."""
     desc, ref = _resolve(store, image)
@@ -131,7 +116,7 @@ def write_oci_layout(store: Store, image, layout_dir, tag: str | None = None) ->
                 _link_or_copy(store.blob_path(d["digest"]), tmp)
                 os.rename(tmp, dst)
         if not os.path.exists(lay):
-            _write_file_atomic(lay, json.dumps({"imageLayoutVersion": mt.IMAGE_LAYOUT_VERSION}).encode())
+            write_atomic(lay, json.dumps({"imageLayoutVersion": mt.IMAGE_LAYOUT_VERSION}).encode())
         idx_path = os.path.join(layout_dir, mt.IMAGE_INDEX_FILE)
         manifests = []
         if os.path.exists(idx_path):
@@ -139,7 +124,7 @@ def write_oci_layout(store: Store, image, layout_dir, tag: str | None = None) ->
                 manifests = _image.parse_index(f.read(), source=idx_path)["manifests"]
         entry = dict(desc, annotations={_image.ANNOTATION_REF_NAME: tag})
         manifests = [m for m in manifests if _image.ref_name(m) != tag] + [entry]
-        _write_file_atomic(idx_path, json.dumps(_image.index(manifests), indent=2).encode())
+        write_atomic(idx_path, json.dumps(_image.index(manifests), indent=2).encode())
     return entry
 
 

@@ -72,7 +72,7 @@ class Store:
         os.makedirs(self.tmp_dir, exist_ok=True)
         layout = os.path.join(self.root, mt.IMAGE_LAYOUT_FILE)
         if not os.path.exists(layout):
-            _write_atomic(layout, json.dumps({"imageLayoutVersion": mt.IMAGE_LAYOUT_VERSION}).encode(),
+            write_atomic(layout, json.dumps({"imageLayoutVersion": mt.IMAGE_LAYOUT_VERSION}).encode(),
                           self.tmp_dir)
         if not os.path.exists(self._index_path):
             with self.lock():
@@ -214,7 +214,7 @@ class Store:
             return _image.index([])
 
     def _write_index(self, manifests) -> None:
-        _write_atomic(self._index_path, json.dumps(_image.index(manifests), indent=2).encode(),
+        write_atomic(self._index_path, json.dumps(_image.index(manifests), indent=2).encode(),
                       self.tmp_dir)
 
     def tag(self, name: str, manifest_descriptor: dict) -> dict:
@@ -345,12 +345,19 @@ def _fsync_dir(path: str) -> None:
         os.close(fd)
 
 
-def _write_atomic(path: str, data: bytes, tmp_dir: str | None = None) -> None:
+def write_atomic(path: str, data: bytes, tmp_dir: str | None = None) -> None:
+    """Write a temp file beside path (or in tmp_dir, same filesystem), fsync, rename: readers
+    see the old file or the new one, and a failure leaves neither a half file nor the temp."""
     tmp_dir = tmp_dir or os.path.dirname(path)
     tmp = os.path.join(tmp_dir, f".{os.path.basename(path)}.{uuid.uuid4().hex}")
-    with open(tmp, "xb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.chmod(tmp, 0o644)
-    os.rename(tmp, path)
+    try:
+        with open(tmp, "xb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)
+        os.rename(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise

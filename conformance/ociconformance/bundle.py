@@ -20,47 +20,24 @@ DEFAULT_CAPS = [
     "CAP_SYS_CHROOT", "CAP_KILL", "CAP_AUDIT_WRITE",
 ]
 
-# What `runc spec` writes, minus the terminal: a config every runtime accepts.
-DEFAULT_CONFIG = {
-    "ociVersion": "1.0.2",
-    "process": {
-        "terminal": False,
-        "user": {"uid": 0, "gid": 0},
-        "args": ["/bin/true"],
-        "env": ["PATH=/bin:/sbin:/usr/bin:/usr/sbin", "TERM=xterm"],
-        "cwd": "/",
-        "capabilities": {s: list(DEFAULT_CAPS) for s in ("bounding", "effective", "permitted")},
-        "rlimits": [{"type": "RLIMIT_NOFILE", "hard": 1024, "soft": 1024}],
-        "noNewPrivileges": True,
-    },
-    "root": {"path": "rootfs", "readonly": False},
-    "hostname": "occ",
-    "mounts": [
-        {"destination": "/proc", "type": "proc", "source": "proc"},
-        {"destination": "/dev", "type": "tmpfs", "source": "tmpfs",
-         "options": ["nosuid", "strictatime", "mode=755", "size=65536k"]},
-        {"destination": "/dev/pts", "type": "devpts", "source": "devpts",
-         "options": ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5"]},
-        {"destination": "/dev/shm", "type": "tmpfs", "source": "shm",
-         "options": ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"]},
-        {"destination": "/dev/mqueue", "type": "mqueue", "source": "mqueue",
-         "options": ["nosuid", "noexec", "nodev"]},
-        {"destination": "/sys", "type": "sysfs", "source": "sysfs",
-         "options": ["nosuid", "noexec", "nodev", "ro"]},
-    ],
-    "linux": {
-        "resources": {"devices": [{"allow": False, "access": "rwm"}]},
-        "namespaces": [{"type": t} for t in ("pid", "network", "ipc", "uts", "mount")],
-        "maskedPaths": [
-            "/proc/acpi", "/proc/asound", "/proc/kcore", "/proc/keys", "/proc/latency_stats",
-            "/proc/timer_list", "/proc/timer_stats", "/proc/sched_debug", "/sys/firmware",
-            "/proc/scsi",
-        ],
-        "readonlyPaths": [
-            "/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger",
-        ],
-    },
-}
+
+def _default_config() -> dict:
+    """What `runc spec` writes (ocispec.defaults), made a config every runtime accepts: no
+    terminal, no ambient caps, a writable root, no cgroup mount, the 1.0.2 ociVersion runc
+    1.1 knows, and a hostname of our own."""
+    from ocispec.defaults import runc_spec
+
+    cfg = runc_spec(oci_version="1.0.2", args=["/bin/true"], terminal=False)
+    p = cfg["process"]
+    p["env"] = ["PATH=/bin:/sbin:/usr/bin:/usr/sbin", "TERM=xterm"]
+    p["capabilities"] = {s: list(DEFAULT_CAPS) for s in ("bounding", "effective", "permitted")}
+    cfg["root"]["readonly"] = False
+    cfg["hostname"] = "occ"
+    cfg["mounts"] = [m for m in cfg["mounts"] if m["type"] != "cgroup"]
+    return cfg
+
+
+DEFAULT_CONFIG = _default_config()
 
 
 def default_config() -> dict:
