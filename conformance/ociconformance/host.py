@@ -66,6 +66,30 @@ def block_device() -> tuple[int, int] | None:
     return None
 
 
+def blkio_weight_file() -> str | None:
+    """The blkio/io weight file a child cgroup of this host has (blkio.weight,
+    blkio.bfq.weight, io.bfq.weight or io.weight), or None: without the CFQ or BFQ I/O
+    scheduler the kernel offers no weight at all, and runc fails there as pyrunc does."""
+    import tempfile
+
+    for h in cgroupfs.hierarchies():
+        ctrl = "blkio" if "blkio" in h.controllers else "io" if "io" in h.controllers else None
+        if not ctrl:
+            continue
+        # weights are not offered on the root cgroup: look in a child of our own
+        try:
+            d = tempfile.mkdtemp(prefix="occ-probe-", dir=h.mountpoint)
+        except OSError:
+            return None
+        try:
+            names = (("blkio.weight", "blkio.bfq.weight") if ctrl == "blkio" else
+                     ("io.bfq.weight", "io.weight"))
+            return next((n for n in names if os.path.exists(os.path.join(d, n))), None)
+        finally:
+            os.rmdir(d)
+    return None
+
+
 def summary() -> dict:
     """What the host offers, for the JSON report and the table's footer."""
     return {
@@ -76,4 +100,5 @@ def summary() -> dict:
         "selinux": selinux() is None,
         "cap_sys_resource": capability("CAP_SYS_RESOURCE") is None,
         "hugepage_sizes": hugepage_sizes(),
+        "blkio_weight": blkio_weight_file(),
     }

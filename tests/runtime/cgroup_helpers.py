@@ -7,10 +7,17 @@ import uuid
 
 import pytest
 
+from ociconformance.host import blkio_weight_file
 from pyrunc.cgroups import Manager, paths
 
 BUSYBOX = "/bin/busybox"
 PREFIX = "cgtest-"
+
+
+# The blkio weight file this host's I/O scheduler offers (None without BFQ or CFQ, where
+# neither runc nor pyrunc can set a weight): tests set a weight only where it exists.
+BLKIO_WEIGHT = blkio_weight_file()
+NO_WEIGHT = "this host's I/O scheduler offers no blkio weight (no BFQ or CFQ)"
 
 
 def unique(tag: str = "") -> str:

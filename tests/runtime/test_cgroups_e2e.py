@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from cgroup_helpers import leftovers, unique
+from cgroup_helpers import BLKIO_WEIGHT, leftovers, unique
 from pyrunc.cgroups import Manager, paths
 
 
@@ -49,8 +49,10 @@ def test_run_applies_resources_and_delete_removes_the_cgroups(runtime, bundle, c
     path = f"{name}/{cid}" if kind == "relative" else f"/{name}/{cid}"
     major, minor = loop0()
     res = json.loads(json.dumps(RESOURCES))
-    res["blockIO"] = {"weight": 250, "throttleWriteBpsDevice": [
+    res["blockIO"] = {"throttleWriteBpsDevice": [
         {"major": major, "minor": minor, "rate": 4194304}]}
+    if BLKIO_WEIGHT:
+        res["blockIO"]["weight"] = 250
     bundle.config["linux"]["cgroupsPath"] = path
     bundle.config["linux"]["resources"] = res
     bundle.set_args("sh", "-c", "sleep 1000 & sleep 1000 & wait")

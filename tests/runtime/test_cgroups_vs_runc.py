@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from cgroup_helpers import BUSYBOX, leftovers, procs, unique  # noqa: F401
+from cgroup_helpers import BLKIO_WEIGHT, BUSYBOX, leftovers, procs, unique  # noqa: F401
 from pyrunc.cgroups import Manager, create_resources, paths
 
 RUNC = shutil.which("runc")
@@ -50,7 +50,7 @@ def resources():
                    "swappiness": 20, "disableOOMKiller": True},
         "cpu": {"shares": 256, "quota": 25000, "period": 100000, "cpus": "0", "mems": "0"},
         "pids": {"limit": 33},
-        "blockIO": {"weight": 200,
+        "blockIO": {**({"weight": 200} if BLKIO_WEIGHT else {}),
                     "throttleReadBpsDevice": [{"major": major, "minor": minor,
                                                "rate": 2097152}],
                     "throttleWriteIOPSDevice": [{"major": major, "minor": minor,
