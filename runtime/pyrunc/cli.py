@@ -16,10 +16,11 @@ from . import __version__
 
 
 class Flag:
-    __slots__ = ("name", "short", "kind", "default", "help")
+    __slots__ = ("name", "short", "kind", "default", "help", "aliases")
 
-    def __init__(self, name, kind=str, default=None, short=None, help=""):
+    def __init__(self, name, kind=str, default=None, short=None, help="", aliases=()):
         self.name = name
+        self.aliases = aliases  # other long spellings (runc's and ours)
         self.kind = kind  # str, int, bool or list (repeatable string)
         self.default = default if default is not None else ([] if kind is list else (False if kind is bool else None))
         self.short = short
@@ -32,7 +33,8 @@ GLOBAL_FLAGS = [
     Flag("log-format", default="text", help="log format: text or json"),
     Flag("debug", bool, help="enable debug logging"),
     Flag("systemd-cgroup", bool, help="treat cgroupsPath as slice:prefix:name (systemd style)"),
-    Flag("rootless", default="auto", help="ignore cgroup permission errors: true, false or auto"),
+    Flag("rootless", default="auto", help="accepted for compatibility (true, false or auto); "
+         "pyrunc runs as root and does not change its behaviour for it"),
     Flag("criu", default="criu", help="accepted for compatibility; checkpointing is not supported"),
     Flag("version", bool, short="v", help="print the version"),
 ]
@@ -64,28 +66,43 @@ COMMANDS = {
     "ps": ([Flag("format", short="f", default="table", help="table or json")], "ID [PS ARGS]",
            "list the processes of a container"),
     "exec": ([
-        Flag("console-socket", default=""), Flag("cwd", default=""),
+        Flag("console-socket", default="", help="path to an AF_UNIX socket that receives the pty master"),
+        Flag("cwd", default="", help="current working directory in the container"),
         Flag("env", list, short="e", help="set an environment variable (K=V)"),
         Flag("tty", bool, short="t", help="allocate a pseudo-TTY"),
         Flag("user", short="u", default="", help="UID[:GID]"),
-        Flag("additional-gids", list, short="g"),
+        Flag("additional-gids", list, short="g", help="additional group id (repeatable)"),
         Flag("process", short="p", default="", help="path to a process.json"),
-        Flag("detach", bool, short="d"), Flag("pid-file", default=""),
-        Flag("process-label", default=""), Flag("apparmor", default=""),
-        Flag("no-new-privs", bool), Flag("cap", list, short="c", help="add a capability"),
-        Flag("preserve-fds", int, default=0), Flag("cgroup", list), Flag("ignore-paused", bool),
+        Flag("detach", bool, short="d", help="detach from the process"),
+        Flag("pid-file", default="", help="file to write the process id to"),
+        Flag("process-label", default="", help="SELinux label of the process"),
+        Flag("apparmor", default="", help="AppArmor profile of the process"),
+        Flag("no-new-privs", bool, help="set no_new_privs for the process"),
+        Flag("cap", list, short="c", help="add a capability"),
+        Flag("preserve-fds", int, default=0, help="pass N additional file descriptors to the process"),
+        Flag("cgroup", list, help="run in this sub-cgroup of the container: PATH or CONTROLLER[,...]:PATH"),
+        Flag("ignore-paused", bool, help="allow exec into a paused container"),
     ], "ID COMMAND [ARGS...]", "run a new process inside a container"),
     "pause": ([], "ID", "freeze all processes of a container"),
     "resume": ([], "ID", "thaw a paused container"),
     "update": ([
         Flag("resources", short="r", default="", help="path to a linux.resources JSON file, or - for stdin"),
-        Flag("memory", default=None), Flag("memory-reservation", default=None), Flag("memory-swap", default=None),
-        Flag("kernel-memory", default=None), Flag("kernel-memory-tcp", default=None),
-        Flag("cpu-shares", default=None), Flag("cpu-quota", default=None), Flag("cpu-period", default=None),
-        Flag("cpu-rt-runtime", default=None), Flag("cpu-rt-period", default=None),
-        Flag("cpuset-cpus", default=None), Flag("cpuset-mems", default=None),
-        Flag("pids-limit", default=None), Flag("blkio-weight", default=None),
-        Flag("l3-cache-schema", default=None), Flag("mem-bw-schema", default=None),
+        Flag("memory", default=None, help="memory limit (bytes, or with k/m/g)"),
+        Flag("memory-reservation", default=None, help="memory soft limit"),
+        Flag("memory-swap", default=None, help="memory plus swap limit; -1 for unlimited swap"),
+        Flag("kernel-memory", default=None, help="kernel memory limit (deprecated; warned about where ignored)"),
+        Flag("kernel-memory-tcp", default=None, help="kernel TCP buffer limit (deprecated)"),
+        Flag("cpu-share", default=None, help="CPU shares (relative weight)", aliases=("cpu-shares",)),
+        Flag("cpu-quota", default=None, help="CPU CFS quota in microseconds per period"),
+        Flag("cpu-period", default=None, help="CPU CFS period in microseconds"),
+        Flag("cpu-rt-runtime", default=None, help="CPU realtime runtime in microseconds"),
+        Flag("cpu-rt-period", default=None, help="CPU realtime period in microseconds"),
+        Flag("cpuset-cpus", default=None, help="CPUs to use (e.g. 0-2,4)"),
+        Flag("cpuset-mems", default=None, help="memory nodes to use"),
+        Flag("pids-limit", default=None, help="maximum number of processes"),
+        Flag("blkio-weight", default=None, help="block I/O weight, 10 to 1000"),
+        Flag("l3-cache-schema", default=None, help="Intel RDT L3 cache schema (not supported)"),
+        Flag("mem-bw-schema", default=None, help="Intel RDT memory bandwidth schema (not supported)"),
     ], "ID", "update a container's resource limits"),
     "events": ([Flag("stats", bool, help="print the container's stats once and exit"),
                 Flag("interval", default="5s", help="stats interval")], "ID", "show container events and stats"),
@@ -109,6 +126,8 @@ def _index(flags):
     idx = {}
     for f in flags:
         idx[f.name] = f
+        for al in f.aliases:
+            idx[al] = f
         if f.short:
             idx[f.short] = f
     return idx
@@ -181,8 +200,9 @@ def parse(argv: list[str]) -> Args:
         raise OCIError(f"no such command: {a.command} (see 'pyrunc --help')")
     flags = COMMANDS[a.command][0]
     a.opts = {f.name: (list(f.default) if f.kind is list else f.default) for f in flags}
-    # exec: the container's command line starts after the id; everything else reorders.
-    if a.command == "exec":
+    # exec and ps: flags come before the id and what follows it is the process's or ps's
+    # own command line (runc's SkipArgReorder); everything else reorders.
+    if a.command in ("exec", "ps"):
         j = _parse_flags(argv, i + 1, flags, a.opts, True, a.args)
         if j < len(argv):
             a.args.append(argv[j])
@@ -209,7 +229,7 @@ def usage(command: str | None = None) -> str:
         lines.append("\nGlobal options:")
         flags = GLOBAL_FLAGS
     for f in flags:
-        spell = f"--{f.name}" + (f", -{f.short}" if f.short else "")
+        spell = ", ".join(f"--{n}" for n in (f.name, *f.aliases)) + (f", -{f.short}" if f.short else "")
         if f.kind is not bool:
             spell += " value"
         lines.append(f"  {spell:<28} {f.help}")
@@ -218,11 +238,11 @@ def usage(command: str | None = None) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    log = None
+    log = a = None
     try:
         a = parse(argv)
         if a.command == "version":
-            print(f"pyrunc version {__version__}\nspec: 1.2.0\npython: {sys.version.split()[0]}")
+            print(_version())
             return 0
         if a.command == "help":
             print(usage())
@@ -235,7 +255,10 @@ def main(argv: list[str] | None = None) -> int:
         log = Log(a.g["log"], a.g["log-format"], a.g["debug"])
         from . import commands
 
-        return getattr(commands, "cmd_" + a.command.replace("-", "_"))(a, log) or 0
+        log.debug(f"pyrunc {a.command} {' '.join(a.args)}".rstrip())
+        rc = getattr(commands, "cmd_" + a.command.replace("-", "_"))(a, log) or 0
+        log.debug(f"pyrunc {a.command}: done, exit status {rc}")
+        return rc
     except OCIError as e:
         msg = str(e)
         if log is None:
@@ -248,11 +271,24 @@ def main(argv: list[str] | None = None) -> int:
         if log is not None:
             log.error(msg)
         print(f"pyrunc: {msg}", file=sys.stderr)
-        return 1
+        # runc's exec fails with 255, so that callers can tell its own failure from any
+        # status of the process
+        return 255 if a is not None and a.command == "exec" else 1
     except KeyboardInterrupt:
         return 130
     except BrokenPipeError:  # `pyrunc list | head`: the reader left, nothing to report
         return 0
+
+
+def _version() -> str:
+    """runc's lines (version, commit, spec) and then what we are built on."""
+    try:  # written by .ci/setup from `git describe` when it installs
+        with open(os.path.join(os.path.dirname(__file__), "COMMIT")) as f:
+            commit = f.read().strip() or "unknown"
+    except OSError:
+        commit = "unknown"
+    return (f"pyrunc version {__version__}\ncommit: {commit}\nspec: 1.2.0\n"
+            f"python: {sys.version.split()[0]}")
 
 
 def _peek(argv, name):

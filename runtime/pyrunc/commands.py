@@ -114,12 +114,13 @@ def cmd_ps(a, log) -> int:
     from .state import Container
 
     c = Container.load(a.g["root"], _id(a, "ps"), lock=False)
-    if c.status() == "stopped":
-        raise OCIError("container not running")
     m = _manager(c)
-    pids = sorted(m.pids()) if m is not None else [c.pid]
+    try:
+        pids = sorted(m.pids()) if m is not None else [c.pid] if c.init_alive() else []
+    except OSError:  # the cgroup is gone: nothing runs (runc prints the header alone)
+        pids = []
     if a.opts["format"] == "json":
-        print(json.dumps(pids))
+        print(json.dumps(pids or None))  # Go encodes runc's empty pid slice as null
         return 0
     if a.opts["format"] != "table":
         raise OCIError(f"invalid format option {a.opts['format']!r} (use table or json)")

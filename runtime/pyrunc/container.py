@@ -107,7 +107,6 @@ def create(root: str, container_id: str, bundle: str, *, pid_file: str = "", con
             "rootfs": rootfs,
             "created": now_rfc3339(),
             "annotations": cfg.get("annotations") or {},
-            "owner": "",
             "cgroup": cg.to_state() if cg is not None else None,
             "config": cfg,
         }
@@ -221,7 +220,7 @@ def parse_signal(s: str) -> int:
     s = (s or "SIGTERM").strip()
     if s.isdigit():
         n = int(s)
-        if 0 < n < 65:
+        if 0 <= n < 65:  # 0 checks that init exists (runc and kill(2) take it)
             return n
         raise OCIError(f"invalid signal number {s}")
     name = s.upper()
@@ -271,11 +270,13 @@ def kill(root: str, container_id: str, sig: str = "SIGTERM", all_: bool = False)
     c = Container.load(root, container_id)
     try:
         st = c.status()
-        if st == "stopped":
-            raise OCIError("container not running")
         if all_:
+            # runc: --all reaches whatever is left in the cgroup even after init exited
+            # (containerd's shim sends it when a shared-pid-namespace init dies).
             _kill_all(c, signum)
             return
+        if st == "stopped":
+            raise OCIError("container not running")
         try:
             os.kill(c.pid, signum)
         except ProcessLookupError:

@@ -1,8 +1,8 @@
 """`pyrunc events`: stats and OOM events of a container, as runc prints them."""
 
-import json
 import time
 
+from ocispec import fastjson as json
 from ocispec.errors import OCIError
 
 from .state import Container

@@ -94,6 +94,7 @@ def exec_command(a, log) -> int:
         if st == "paused" and not a.opts["ignore-paused"]:
             raise OCIError("cannot exec in a paused container (pass --ignore-paused to try anyway)")
         proc = build_process(a, c)
+        subcg = parse_sub_cgroups(a.opts["cgroup"])
         from .container import warn_unknown_capabilities
 
         warn_unknown_capabilities(proc.get("capabilities"), log)
@@ -110,12 +111,16 @@ def exec_command(a, log) -> int:
                 term = console.ForegroundTerminal()
                 console_fd = term.child_fd
         try:
-            pid = _spawn(c, proc, console_fd, a.opts["preserve-fds"])
+            pid = _spawn(c, proc, console_fd, a.opts["preserve-fds"], subcg)
         finally:
             if console_fd >= 0 and term is None:
                 os.close(console_fd)
         if a.opts["pid-file"]:
-            write_atomic(os.path.abspath(a.opts["pid-file"]), str(pid).encode(), 0o644)
+            try:
+                write_atomic(os.path.abspath(a.opts["pid-file"]), str(pid).encode(), 0o644)
+            except OSError as e:
+                _kill_reap(pid)  # runc terminates a process it could not record
+                raise OCIError(f"--pid-file {a.opts['pid-file']}: {e.strerror}") from None
     finally:
         c.unlock()
     if a.opts["detach"]:
@@ -133,7 +138,23 @@ def _wait(pid: int) -> int:
     return _wait_child(pid)
 
 
-def _spawn(c: Container, proc: dict, console_fd: int, preserve_fds: int) -> int:
+def parse_sub_cgroups(values: list) -> dict:
+    """exec --cgroup PATH or CONTROLLER[,CONTROLLER]:PATH (repeatable), as runc: a map from
+    controller ("" for all) to a sub-cgroup below the container's."""
+    out = {}
+    for v in values:
+        ctrls, sep, path = v.rpartition(":") if ":" in v else ("", "", v)
+        rel = path.strip("/")
+        if not rel or ".." in rel.split("/") or (sep and not ctrls):
+            raise OCIError(f"exec --cgroup {v!r}: want PATH or CONTROLLER[,...]:PATH, a "
+                           "sub-cgroup below the container's")
+        for ctrl in ctrls.split(",") if ctrls else [""]:
+            out[ctrl] = rel
+    return out
+
+
+def _spawn(c: Container, proc: dict, console_fd: int, preserve_fds: int,
+           subcg: dict | None = None) -> int:
     cfg = c.data.get("config") or {}
     lcfg = cfg.get("linux") or {}
     init_pid = c.pid
@@ -189,7 +210,7 @@ def _spawn(c: Container, proc: dict, console_fd: int, preserve_fds: int) -> int:
                 if cgs:
                     from .cgroups import Manager
 
-                    Manager.from_state(cgs).add(pid)
+                    Manager.from_state(cgs).add(pid, subcg)
                 ch.send("continue", pid=pid)
             elif msg["type"] == "ready":
                 return pid

@@ -21,6 +21,14 @@ class Log:
         self.path = path
         self.fmt = fmt
         self.debug_on = debug
+        if path:
+            # runc opens --log for every command: callers (containerd, conmon) read it
+            # after any call, and a missing file is an error to them.
+            try:
+                os.close(os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC,
+                                 0o644))
+            except OSError as e:
+                raise OCIError(f"--log {path}: {e.strerror}") from None
 
     def _write(self, level: str, msg: str) -> None:
         now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())

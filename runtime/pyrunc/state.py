@@ -173,8 +173,21 @@ class Container:
         }
         if self.data.get("annotations"):
             out["annotations"] = self.data["annotations"]
-        out["owner"] = self.data.get("owner", "")
+        out["owner"] = self.owner()
         return out
+
+    def owner(self) -> str:
+        """The name of the user who owns the container's state dir (runc's list)."""
+        try:
+            uid = os.stat(self.dir).st_uid
+        except OSError:
+            return ""
+        import pwd
+
+        try:
+            return pwd.getpwuid(uid).pw_name
+        except KeyError:
+            return f"#{uid}"
 
 
 def list_ids(root: str) -> list[str]:

@@ -9,8 +9,10 @@ from .state import Container
 
 # runc update flag -> keyword of cgroups.resources_from_update_flags
 _FLAG_KEYS = ("memory", "memory-reservation", "memory-swap", "kernel-memory", "kernel-memory-tcp",
-              "cpu-shares", "cpu-quota", "cpu-period", "cpu-rt-runtime", "cpu-rt-period",
+              "cpu-share", "cpu-quota", "cpu-period", "cpu-rt-runtime", "cpu-rt-period",
               "cpuset-cpus", "cpuset-mems", "pids-limit", "blkio-weight")
+
+_KW = {"cpu-share": "cpu_shares"}
 
 
 def _merge(base: dict, new: dict) -> dict:
@@ -40,7 +42,8 @@ def update(a, log) -> int:
         if not isinstance(res, dict):
             raise OCIError(f"--resources {src}: must be a JSON object (linux.resources)")
     else:
-        flags = {k.replace("-", "_"): a.opts[k] for k in _FLAG_KEYS if a.opts[k] is not None}
+        flags = {_KW.get(k, k.replace("-", "_")): a.opts[k] for k in _FLAG_KEYS
+                 if a.opts[k] is not None}
         res = cgroups.resources_from_update_flags(**flags)
     # Like runc's update, leave device rules alone: v1 rules are rewritten as "deny all, then
     # allow...", which would cut a running container off its devices for a moment.

@@ -48,15 +48,15 @@ def test_exec_process_json_and_detach_pidfile(runtime, bundle, cid, workdir):
 def test_exec_errors(runtime, bundle, cid, workdir):
     running(runtime, bundle, cid)
     p = runtime("exec", cid, "no-such-cmd")
-    assert p.returncode == 1 and "executable file not found" in p.stderr
+    assert p.returncode == 255 and "executable file not found" in p.stderr  # runc: 255
     bad = os.path.join(workdir, "bad.json")
     open(bad, "w").write('{"args": "x", "cwd": "/"}')
     p = runtime("exec", "--process", bad, cid)
-    assert p.returncode == 1 and "args" in p.stderr
+    assert p.returncode == 255 and "args" in p.stderr
     runtime("kill", cid, "KILL", check=True)
     time.sleep(0.3)
     p = runtime("exec", cid, "true")
-    assert p.returncode == 1 and "stopped" in p.stderr
+    assert p.returncode == 255 and "stopped" in p.stderr
 
 
 def test_ps_table(runtime, bundle, cid):

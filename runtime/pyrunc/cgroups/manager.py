@@ -100,8 +100,23 @@ class Manager:
             self._remove(made)
             raise
 
-    def add(self, pid: int) -> None:
-        for d in self.dirs():
+    def add(self, pid: int, sub: dict | None = None) -> None:
+        """Put pid in the container's cgroups; `sub` (from exec --cgroup) maps a controller,
+        or "" for all, to an existing sub-cgroup to use instead (runc's SubCgroupPaths)."""
+        targets = self.dirs()
+        if sub:
+            if self.layout == "v2" and set(sub) - {""}:
+                raise OCIError("exec --cgroup: controller names are not allowed on cgroup v2")
+            targets = []
+            for ctrl, d in [*self.v1.items(), *([(paths.UNIFIED, self.v2)] if self.v2 else [])]:
+                rel = sub.get(ctrl, sub.get(""))
+                t = os.path.join(d, rel) if rel else d
+                if rel and not os.path.isdir(t):
+                    raise OCIError(f"exec --cgroup: {ctrl or 'cgroup2'} sub-cgroup {rel!r} "
+                                   f"does not exist in the container's cgroup")
+                if t not in targets:
+                    targets.append(t)
+        for d in targets:
             try:
                 write(d, "cgroup.procs", pid, "linux.cgroupsPath")
             except OCIError as e:
