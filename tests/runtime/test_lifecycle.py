@@ -113,7 +113,7 @@ def test_kill_signal_spellings(runtime, bundle, cid, sig, expect):
 def test_kill_unknown_signal(runtime, bundle, cid):
     bundle.set_args("sleep", "30")
     runtime("create", "-b", bundle.path, cid, check=True)
-    for bad in ("SIGFOO", "-1", "99", "FOO"):
+    for bad in ("SIGFOO", "65", "99", "FOO"):
         p = runtime("kill", cid, bad)
         assert p.returncode == 1 and "signal" in p.stderr, bad
     assert runtime.state(cid)["status"] == "created"
