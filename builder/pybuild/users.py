@@ -1,6 +1,7 @@
 """User and group names resolved against an image's /etc/passwd and /etc/group."""
 import os
 
+from ocispec import users
 from ocispec.errors import OCIError
 
 from .rootfs import resolve_in_root
@@ -9,13 +10,7 @@ from .rootfs import resolve_in_root
 def _read(root: str | None, path: str) -> list[list[str]]:
     if root is None:
         return []
-    host = os.path.join(root, resolve_in_root(root, path).lstrip("/"))
-    try:
-        with open(host, encoding="utf-8", errors="replace") as f:
-            return [line.rstrip("\n").split(":") for line in f if line.strip() and
-                    not line.startswith("#")]
-    except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
-        return []
+    return users.read_db(os.path.join(root, resolve_in_root(root, path).lstrip("/")))
 
 
 def _uid(root, name: str, what: str) -> tuple[int, int | None]:

@@ -31,7 +31,10 @@ def create(root: str, container_id: str, bundle: str, *, pid_file: str = "", con
 
     check_id(container_id)
     bundle, cfg, rootfs = loaded or load_bundle(bundle)
+    if not isinstance(cfg.get("process"), dict):
+        raise OCIError("config.json: process: missing; a container needs process.args to run")
     warn_unknown_capabilities((cfg.get("process") or {}).get("capabilities"), log)
+    _drop_kernel_memory(cfg, log)
     os.makedirs(root, 0o700, exist_ok=True)
     c = Container(root, container_id)
     try:
@@ -131,6 +134,25 @@ def create(root: str, container_id: str, bundle: str, *, pid_file: str = "", con
         c.unlock()
 
 
+def _warn(log, msg: str) -> None:
+    if log is not None:
+        log.warn(msg)
+    else:
+        import sys
+
+        print(f"pyrunc: warning: {msg}", file=sys.stderr)
+
+
+def _drop_kernel_memory(cfg: dict, log) -> None:
+    """Kernel memory limits are deprecated and current kernels ignore them: runc warns and
+    carries on without them, and so do we."""
+    mem = ((cfg.get("linux") or {}).get("resources") or {}).get("memory")
+    if isinstance(mem, dict) and ("kernel" in mem or "kernelTCP" in mem):
+        mem.pop("kernel", None)
+        mem.pop("kernelTCP", None)
+        _warn(log, "Kernel memory settings are ignored and will be removed")
+
+
 def warn_unknown_capabilities(caps, log) -> None:
     if not caps:
         return
@@ -138,13 +160,7 @@ def warn_unknown_capabilities(caps, log) -> None:
 
     names = unknown(caps)
     if names:
-        msg = f"ignoring unknown or unavailable capabilities: {' '.join(names)}"
-        if log is not None:
-            log.warn(msg)
-        else:
-            import sys
-
-            print(f"pyrunc: warning: {msg}", file=sys.stderr)
+        _warn(log, f"ignoring unknown or unavailable capabilities: {' '.join(names)}")
 
 
 def _remove_dir(path: str) -> None:

@@ -95,34 +95,36 @@ def exec_command(a, log) -> int:
             raise OCIError("cannot exec in a paused container (pass --ignore-paused to try anyway)")
         proc = build_process(a, c)
         subcg = parse_sub_cgroups(a.opts["cgroup"])
-        from .container import warn_unknown_capabilities
-
-        warn_unknown_capabilities(proc.get("capabilities"), log)
-        console_fd = -1
-        term = None
-        if proc.get("terminal"):
-            from . import console
-
-            if a.opts["console-socket"]:
-                console_fd = console.connect(a.opts["console-socket"])
-            elif a.opts["detach"]:
-                raise OCIError("exec: a terminal with --detach needs --console-socket")
-            else:
-                term = console.ForegroundTerminal()
-                console_fd = term.child_fd
-        try:
-            pid = _spawn(c, proc, console_fd, a.opts["preserve-fds"], subcg)
-        finally:
-            if console_fd >= 0 and term is None:
-                os.close(console_fd)
-        if a.opts["pid-file"]:
-            try:
-                write_atomic(os.path.abspath(a.opts["pid-file"]), str(pid).encode(), 0o644)
-            except OSError as e:
-                _kill_reap(pid)  # runc terminates a process it could not record
-                raise OCIError(f"--pid-file {a.opts['pid-file']}: {e.strerror}") from None
     finally:
+        # Never hold the lock while waiting on a container process: exec --ignore-paused
+        # waits on a frozen one, and resume must be able to take the lock to thaw it.
         c.unlock()
+    from .container import warn_unknown_capabilities
+
+    warn_unknown_capabilities(proc.get("capabilities"), log)
+    console_fd = -1
+    term = None
+    if proc.get("terminal"):
+        from . import console
+
+        if a.opts["console-socket"]:
+            console_fd = console.connect(a.opts["console-socket"])
+        elif a.opts["detach"]:
+            raise OCIError("exec: a terminal with --detach needs --console-socket")
+        else:
+            term = console.ForegroundTerminal()
+            console_fd = term.child_fd
+    try:
+        pid = _spawn(c, proc, console_fd, a.opts["preserve-fds"], subcg)
+    finally:
+        if console_fd >= 0 and term is None:
+            os.close(console_fd)
+    if a.opts["pid-file"]:
+        try:
+            write_atomic(os.path.abspath(a.opts["pid-file"]), str(pid).encode(), 0o644)
+        except OSError as e:
+            _kill_reap(pid)  # runc terminates a process it could not record
+            raise OCIError(f"--pid-file {a.opts['pid-file']}: {e.strerror}") from None
     if a.opts["detach"]:
         return 0
     if term is not None:
@@ -255,9 +257,9 @@ def _exec_child(ch, proc, lcfg, state, seccomp, console, console_fd, preserve_fd
                                   uid=(proc.get("user") or {}).get("uid"))
         if seccomp is not None:
             seccomp.preload(lcfg["seccomp"])
+        env = init.process_env(proc)
         init.apply_process(proc, lcfg, state, privileges, seccomp, pid=host_pid)
         nnp = bool(proc.get("noNewPrivileges"))
-        env = list(proc.get("env") or [])
         argv0 = init._lookpath(proc["args"][0], env)
         ch.send("ready")
         ch.close()

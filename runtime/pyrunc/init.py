@@ -10,6 +10,7 @@ goes back to the parent as a message and becomes create's error.
 import os
 import posixpath
 
+from ocispec import users
 from ocispec.errors import OCIError
 
 from . import linux, netdev
@@ -67,7 +68,8 @@ def _setup(sp, ch) -> dict:
     if hooks.get("createContainer"):
         from . import hooks as hookrun
 
-        hookrun.run(hooks, "createContainer", state)
+        # runc runs them from the container's root (it has chdir'ed there to pivot)
+        hookrun.run(hooks, "createContainer", state, cwd=sp.rootfs)
     rs.pivot(sp.no_pivot)
     # runc's order: names and sysctls while /proc/sys is still writable, then the
     # read-only and masked paths, then the read-only root.
@@ -88,8 +90,8 @@ def _setup(sp, ch) -> dict:
         mods["console"].setup_in_init(sp.console_fd, process.get("consoleSize"),
                                       uid=(process.get("user") or {}).get("uid"))
         sp.console_fd = -1
+    env = process_env(process)  # before privileges go: /etc/passwd may be root's alone
     _apply_process(process, lcfg, state, mods)
-    env = list(process.get("env") or [])
     argv0 = _lookpath(process["args"][0], env)
     ch.send("ready")
     ch.close()
@@ -137,12 +139,31 @@ def apply_process(process: dict, lcfg: dict, state: dict, privileges, seccomp=No
     privileges.prepare(process, lcfg)
     if seccomp is not None and not process.get("noNewPrivileges"):
         seccomp.load(lcfg["seccomp"], state, pid=pid)
-    privileges.finalize(process)
+    # runc enters cwd before giving up root (a directory only root may search), and
+    # again as the user when root may not (a volume chowned to the user, root squashed).
     cwd = process.get("cwd") or "/"
+    retry = False
     try:
         os.chdir(cwd)
+    except PermissionError:
+        retry = True
     except OSError as e:
         raise OCIError(f"process.cwd: cannot change to {cwd}: {e.strerror}") from None
+    privileges.finalize(process)
+    if retry:
+        try:
+            os.chdir(cwd)
+        except OSError as e:
+            raise OCIError(f"process.cwd: cannot change to {cwd}: {e.strerror}") from None
+
+
+def process_env(process: dict) -> list[str]:
+    """process.env, with HOME from the user's /etc/passwd entry when it has none (as runc)."""
+    env = list(process.get("env") or [])
+    if not any(e.startswith("HOME=") for e in env):
+        uid = (process.get("user") or {}).get("uid") or 0
+        env.append("HOME=" + users.home(users.read_db("/etc/passwd"), uid))
+    return env
 
 
 def _run(sp, fifo_fd: int, state: dict) -> None:

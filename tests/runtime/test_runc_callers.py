@@ -188,3 +188,96 @@ def test_log_debug_version_owner_and_help(runtime, bundle, cid, workdir, pyrunc_
     for name, (flags, _, _) in COMMANDS.items():
         assert [f.name for f in flags if not f.help] == [], name
         assert runtime(name, "--help").returncode == 0
+
+
+def test_exec_into_a_paused_container_does_not_block_resume(runtime, bundle, cid, pyrunc_bin):
+    import subprocess
+
+    bundle.set_args("sleep", "60")
+    runtime("run", "-d", "-b", bundle.path, cid, check=True)
+    runtime("pause", cid, check=True)
+    ex = subprocess.Popen([pyrunc_bin, "--root", runtime.root, "exec", "--ignore-paused", cid,
+                           "echo", "thawed"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                          text=True)
+    try:
+        time.sleep(0.5)  # exec is now waiting on its frozen process
+        runtime("resume", cid, check=True, timeout=5)
+        out, err = ex.communicate(timeout=10)
+        assert ex.returncode == 0 and out.strip() == "thawed", err
+    finally:
+        if ex.poll() is None:
+            ex.kill()
+            ex.wait()
+
+
+def test_create_in_a_frozen_cgroup_fails_at_once(runtime, bundle, cid):
+    freezer = _v1_mount("freezer")
+    name = f"pyrunc-frozen-{cid}"
+    d = f"{freezer}/{name}"
+    os.mkdir(d)
+    try:
+        with open(f"{d}/freezer.state", "w") as f:
+            f.write("FROZEN")
+        bundle.config["linux"]["cgroupsPath"] = f"/{name}"
+        bundle.set_args("true")
+        t = time.monotonic()
+        p = runtime("create", "-b", bundle.path, cid, timeout=20)
+        assert p.returncode == 1 and "container's cgroup unexpectedly frozen" in p.stderr
+        assert time.monotonic() - t < 5
+        assert not os.path.exists(os.path.join(runtime.root, cid))
+    finally:
+        if os.path.exists(d):
+            with open(f"{d}/freezer.state", "w") as f:
+                f.write("THAWED")
+        for sub in os.listdir(freezer):
+            if sub.startswith(name) and os.path.isdir(f"{freezer}/{sub}"):
+                os.rmdir(f"{freezer}/{sub}")
+    from cgroup_helpers import leftovers
+
+    assert leftovers(name) == []
+
+
+def test_home_from_passwd_and_cwd_entered_before_privileges_drop(runtime, bundle, cid):
+    os.makedirs(os.path.join(bundle.rootfs, "private"), mode=0o700)
+    bundle.config["process"]["env"] = ["PATH=/bin"]
+    bundle.config["process"]["user"] = {"uid": 1000, "gid": 1000}
+    bundle.config["process"]["cwd"] = "/private"
+    bundle.set_args("sh", "-c", "echo $HOME; pwd")
+    p = runtime("run", "-b", bundle.path, cid)
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.split() == ["/home/user", "/private"]
+    bundle.config["process"]["user"] = {"uid": 0, "gid": 0}
+    bundle.config["process"]["env"] = ["PATH=/bin", "HOME=/mine"]
+    bundle.set_args("sh", "-c", "echo $HOME")
+    assert runtime("run", "-b", bundle.path, cid + "b").stdout.strip() == "/mine"
+    bundle.config["process"]["env"] = ["PATH=/bin"]
+    bundle.set_args("sleep", "60")
+    runtime("run", "-d", "-b", bundle.path, cid + "c", check=True)
+    assert runtime("exec", cid + "c", "sh", "-c", "echo $HOME").stdout.strip() == "/root"
+
+
+def test_create_container_hooks_run_in_the_container_root(runtime, bundle, cid, workdir):
+    out = os.path.join(bundle.rootfs, "hook-cwd")
+    bundle.config["hooks"] = {"createContainer": [
+        {"path": "/bin/sh", "args": ["sh", "-c", "pwd > hook-cwd"]}]}
+    bundle.set_args("true")
+    runtime("run", "-b", bundle.path, cid, check=True)
+    assert open(out).read().strip() == bundle.rootfs
+
+
+def test_no_process_and_kernel_memory(runtime, bundle, cid):
+    del bundle.config["process"]
+    bundle.write()
+    p = runtime("create", "-b", bundle.path, cid)
+    assert p.returncode == 1 and "process" in p.stderr and "Traceback" not in p.stderr
+    assert not os.path.exists(os.path.join(runtime.root, cid))
+    b2 = dict(bundle.config)
+    bundle.config.update(b2)
+    bundle.config["process"] = {"args": ["true"], "cwd": "/", "env": ["PATH=/bin"],
+                                "user": {"uid": 0, "gid": 0}}
+    bundle.config["linux"].setdefault("resources", {})["memory"] = {"kernel": 64 << 20,
+                                                                   "kernelTCP": 64 << 20}
+    bundle.write()
+    p = runtime("run", "-b", bundle.path, cid)
+    assert p.returncode == 0, p.stderr
+    assert "Kernel memory settings are ignored" in p.stderr

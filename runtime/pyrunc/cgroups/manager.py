@@ -92,6 +92,10 @@ class Manager:
             if self.layout == "v2":
                 from . import fs2
                 fs2.enable(self.v2_mount, self.v2, None, "linux.cgroupsPath")
+            # An existing frozen cgroup would freeze init as it joins, and create with it
+            # (runc refuses at once).
+            if self.state() == "frozen":
+                raise OCIError("container's cgroup unexpectedly frozen")
         except OSError as e:
             self._remove(made)
             raise OCIError(f"linux.cgroupsPath: cannot create cgroup {e.filename}: "
