@@ -27,20 +27,21 @@ PROC_ROOT_INO = 1
 _RESOLVE = (linux.RESOLVE_BENEATH | linux.RESOLVE_NO_SYMLINKS | linux.RESOLVE_NO_MAGICLINKS
             | linux.RESOLVE_NO_XDEV)
 
-# (pid, fd, (st_dev, st_ino)) of this process's verified /proc; the pid and identity tell
-# a stale entry (a forked child, or an fd closed by close_fds_except and reused) apart.
-_root: tuple[int, int, tuple[int, int]] | None = None
+# (fd, (st_dev, st_ino)) of the verified /proc. A forked child inherits it (so a process
+# that pins it before joining a container keeps the host's); the identity tells an fd that
+# close_fds_except closed, or whose number was reused, from the one verified.
+_root: tuple[int, tuple[int, int]] | None = None
 
 
 def root() -> int:
-    """The verified /proc fd of this process, opened on first use."""
+    """The verified /proc fd, opened on first use. Call it before anything the container
+    controls is mounted where /proc is looked up (init does, before the config mounts)."""
     global _root
-    pid = os.getpid()
-    if _root is not None and _root[0] == pid:
+    if _root is not None:
         try:
-            st = os.fstat(_root[1])
-            if (st.st_dev, st.st_ino) == _root[2]:
-                return _root[1]
+            st = os.fstat(_root[0])
+            if (st.st_dev, st.st_ino) == _root[1]:
+                return _root[0]
         except OSError:
             pass
     fd = os.open("/proc", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
@@ -52,7 +53,7 @@ def root() -> int:
     except BaseException:
         os.close(fd)
         raise
-    _root = (pid, fd, (st.st_dev, st.st_ino))
+    _root = (fd, (st.st_dev, st.st_ino))
     return fd
 
 
