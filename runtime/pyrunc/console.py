@@ -15,11 +15,11 @@ import os
 import select
 import signal
 import socket
+import stat
 import struct
 import termios
 
 from ocispec.errors import OCIError
-from ocispec.tables import MS_BIND
 
 # Not in Python's termios module (include/uapi/asm-generic/ioctls.h).
 TIOCGPTN = 0x80045430
@@ -68,7 +68,7 @@ def setup_in_init(sock_fd: int, size: dict | None = None, mount_console: bool = 
             if size:
                 set_size(master, size.get("height", 0), size.get("width", 0))
             if mount_console:
-                _mount_console(name, f"{dev}/console")
+                _mount_console(slave, f"{dev}/console")
             _send_fd(sock_fd, name, master)
         finally:
             os.close(master)  # the master lives on only in the listener
@@ -125,6 +125,11 @@ def _open_master(ptmx: str) -> int:
         raise OCIError(f"process.terminal: cannot open {ptmx}: {e.strerror} "
                        "(is devpts mounted on /dev/pts with ptmxmode=0666?)",
                        errno=e.errno) from None
+    st = os.fstat(master)
+    if not stat.S_ISCHR(st.st_mode) or st.st_rdev != os.makedev(5, 2):
+        os.close(master)
+        raise OCIError(f"process.terminal: {ptmx} is not the pty multiplexer (char 5:2); "
+                       "refusing to use it")
     fcntl.ioctl(master, TIOCSPTLCK, struct.pack("i", 0))  # unlockpt
     return master
 
@@ -143,18 +148,31 @@ def _open_slave(master: int, name: str) -> int:
     return high
 
 
-def _mount_console(slave: str, console: str) -> None:
+def _mount_console(slave: int, console: str) -> None:
+    """Bind the pty open at slave onto console. Both ends are fds: the file checked here
+    is the file mounted on, whatever replaces the name meanwhile (CVE-2025-52565)."""
     from . import linux
 
-    # An empty file to bind onto; the mode is what runc gives /dev/console.
-    fd = os.open(console, os.O_CREAT | os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC, 0o666)
-    os.fchmod(fd, 0o666)
-    os.close(fd)
     try:
-        linux.mount(slave, console, None, MS_BIND)
+        # An empty file to bind onto; the mode is what runc gives /dev/console.
+        fd = os.open(console, os.O_CREAT | os.O_EXCL | os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC, 0o666)
+        os.fchmod(fd, 0o666)
+    except FileExistsError:
+        fd = os.open(console, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC)
     except OSError as e:
-        raise OCIError(f"process.terminal: cannot bind {slave} onto {console}: "
+        raise OCIError(f"process.terminal: cannot create {console}: {e.strerror}", errno=e.errno) from None
+    try:
+        mode = os.fstat(fd).st_mode
+        if not (stat.S_ISREG(mode) or stat.S_ISCHR(mode)):
+            what = "a symlink" if stat.S_ISLNK(mode) else "not a file or character device"
+            raise OCIError(f"process.terminal: {console} in the container is {what}; refusing to "
+                           "mount the terminal on it")
+        linux.bind_fd(slave, fd)
+    except OSError as e:
+        raise OCIError(f"process.terminal: cannot bind the terminal onto {console}: "
                        f"{os.strerror(e.errno)}", errno=e.errno) from None
+    finally:
+        os.close(fd)
 
 
 def _send_fd(sock_fd: int, name: str, fd: int) -> None:

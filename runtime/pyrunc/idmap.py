@@ -17,7 +17,6 @@ from ocispec.errors import OCIError
 from ocispec.tables import MOUNT_ATTR_IDMAP
 
 AT_FDCWD = -100
-MOVE_MOUNT_T_EMPTY_PATH = 0x40
 
 
 def plan(mount: dict, linux: dict | None) -> tuple | None:
@@ -102,7 +101,7 @@ def attach(tree_fd: int, target, where: str = "mounts") -> None:
     try:
         if isinstance(target, int):
             linux.move_mount(tree_fd, "", target, "",
-                             linux.MOVE_MOUNT_F_EMPTY_PATH | MOVE_MOUNT_T_EMPTY_PATH)
+                             linux.MOVE_MOUNT_F_EMPTY_PATH | linux.MOVE_MOUNT_T_EMPTY_PATH)
         else:
             linux.move_mount(tree_fd, "", AT_FDCWD, target, linux.MOVE_MOUNT_F_EMPTY_PATH)
     except OSError as e:
@@ -116,9 +115,11 @@ def userns_fd(uid_mappings: list, gid_mappings: list, where: str = "mounts") -> 
 
     CHILD is the child's pid as the /proc we see knows it: inside a new pid namespace
     whose /proc is still the host's (a container's init before pivot_root), getpid()
-    would name another process, so the child reads its number from /proc/self."""
-    from . import linux
+    would name another process, so the child reads its number from /proc/self. Both go
+    through pyrunc.procfs's verified /proc, so the maps land in procfs."""
+    from . import linux, procfs
 
+    proc = procfs.root()
     ready_r, ready_w = os.pipe()
     done_r, done_w = os.pipe()
     pid = os.fork()
@@ -128,7 +129,7 @@ def userns_fd(uid_mappings: list, gid_mappings: list, where: str = "mounts") -> 
             os.close(done_w)
             try:
                 linux.unshare(linux.CLONE_NEWUSER)
-                os.write(ready_w, os.readlink("/proc/self").encode())
+                os.write(ready_w, os.readlink("self", dir_fd=proc).encode())
             except OSError as e:
                 os.write(ready_w, f"error {e.errno}".encode())
             os.close(ready_w)
@@ -143,17 +144,20 @@ def userns_fd(uid_mappings: list, gid_mappings: list, where: str = "mounts") -> 
             err = int(answer.split()[1]) if answer.startswith("error ") else 0
             raise OCIError(f"{where}: cannot create a user namespace for the idmapped mount"
                            + (f": {os.strerror(err)}" if err else ""), errno=err or None)
-        proc = f"/proc/{answer}"
         for name, maps in (("uid_map", uid_mappings), ("gid_map", gid_mappings)):
             text = "".join(f"{m['containerID']} {m['hostID']} {m['size']}\n" for m in maps)
             try:
-                with open(f"{proc}/{name}", "w") as f:
-                    f.write(text)
+                procfs.write(f"{answer}/{name}", text)
             except OSError as e:
                 key = "uidMappings" if name == "uid_map" else "gidMappings"
                 raise OCIError(f"{where}.{key}: the kernel refused the mapping "
                                f"{text.strip()!r}: {e.strerror}", errno=e.errno) from None
-        return os.open(f"{proc}/ns/user", os.O_RDONLY | os.O_CLOEXEC)
+        # ns/user is a magic link (into nsfs): followed from the verified pid directory
+        piddir = procfs.open(answer, os.O_PATH | os.O_DIRECTORY)
+        try:
+            return os.open("ns/user", os.O_RDONLY | os.O_CLOEXEC, dir_fd=piddir)
+        finally:
+            os.close(piddir)
     finally:
         os.close(ready_r)
         os.close(done_w)

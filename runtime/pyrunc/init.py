@@ -13,7 +13,7 @@ import posixpath
 from ocispec import users
 from ocispec.errors import OCIError
 
-from . import linux, netdev
+from . import linux, netdev, procfs
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
@@ -51,6 +51,9 @@ def _setup(sp, ch) -> dict:
         # Born in the container's cgroups: they become the new namespace's root.
         linux.unshare(linux.CLONE_NEWCGROUP)
     os.setsid()
+    # The /proc of the runtime's writes (pyrunc.procfs), opened before any mount the
+    # container's config or rootfs controls exists.
+    procfs.root()
     if "mount" not in types:
         raise OCIError("linux.namespaces: pyrunc needs a mount namespace to set up the rootfs "
                        "(without one it would mount into the host's)")
@@ -79,8 +82,7 @@ def _setup(sp, ch) -> dict:
         linux.setdomainname(cfg["domainname"])
     for key, value in (lcfg.get("sysctl") or {}).items():
         try:
-            with open("/proc/sys/" + key.replace(".", "/"), "w") as f:
-                f.write(str(value))
+            procfs.write("sys/" + key.replace(".", "/"), str(value))
         except OSError as e:
             raise OCIError(f"linux.sysctl.{key}: cannot set {value!r}: {e.strerror}") from None
     rs.finalize()

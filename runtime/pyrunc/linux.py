@@ -46,6 +46,7 @@ OPEN_TREE_CLOEXEC = os.O_CLOEXEC
 AT_RECURSIVE = 0x8000
 AT_EMPTY_PATH = 0x1000
 MOVE_MOUNT_F_EMPTY_PATH = 0x4
+MOVE_MOUNT_T_EMPTY_PATH = 0x40
 
 
 def _check(ret: int, what: str, *names) -> int:
@@ -127,6 +128,29 @@ def move_mount(from_dirfd: int, from_path, to_dirfd: int, to_path, flags: int) -
     ret = _libc.syscall(ctypes.c_long(SYS_move_mount), ctypes.c_int(from_dirfd), _b(from_path),
                         ctypes.c_int(to_dirfd), _b(to_path), ctypes.c_uint(flags))
     _check(ret, f"move_mount to {to_path}")
+
+
+def bind_fd(src_fd: int, dst_fd: int) -> None:
+    """Bind the file open at src_fd onto the one open at dst_fd (O_PATH fds are enough).
+
+    Only fds, no path: nothing can be swapped in between a check of either file and the
+    mount (CVE-2025-31133, CVE-2025-52565), and no /proc/self/fd path is looked up."""
+    tree = _libc.syscall(ctypes.c_long(SYS_open_tree), ctypes.c_int(src_fd), b"",
+                         ctypes.c_uint(OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | AT_EMPTY_PATH))
+    _check(tree, "open_tree")
+    try:
+        ret = _libc.syscall(ctypes.c_long(SYS_move_mount), ctypes.c_int(tree), b"", ctypes.c_int(dst_fd),
+                            b"", ctypes.c_uint(MOVE_MOUNT_F_EMPTY_PATH | MOVE_MOUNT_T_EMPTY_PATH))
+        _check(ret, "move_mount")
+    finally:
+        os.close(tree)
+
+
+def fstatfs_type(fd: int) -> int:
+    """f_type of fstatfs(2) (the filesystem's magic number), which os.fstatvfs lacks."""
+    buf = ctypes.create_string_buffer(128)  # struct statfs is 120 bytes; f_type comes first
+    _check(_libc.fstatfs(ctypes.c_int(fd), buf), "fstatfs")
+    return int.from_bytes(buf.raw[:8], "little")
 
 
 class _MountAttr(ctypes.Structure):

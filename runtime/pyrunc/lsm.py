@@ -43,15 +43,17 @@ def check(process: dict, linux: dict | None = None) -> tuple[str | None, str | N
 
 
 def _write(paths, data: str, field: str) -> None:
+    from . import procfs
+
     err = None
     for p in paths:
         try:
-            fd = os.open(p, os.O_WRONLY | os.O_CLOEXEC)
+            fd = procfs.open(p, os.O_WRONLY)
         except FileNotFoundError as e:
             err = e
             continue
         except OSError as e:
-            raise OCIError(f"{field}: opening {p}: {e.strerror}", errno=e.errno) from None
+            raise OCIError(f"{field}: opening /proc/{p}: {e.strerror}", errno=e.errno) from None
         try:
             os.write(fd, data.encode())
             return
@@ -59,16 +61,16 @@ def _write(paths, data: str, field: str) -> None:
             raise OCIError(f"{field}: setting {data!r}: {e.strerror}", errno=e.errno) from None
         finally:
             os.close(fd)
-    raise OCIError(f"{field}: {paths[-1]} is missing (is /proc mounted?)", errno=err and err.errno)
+    raise OCIError(f"{field}: /proc/{paths[-1]} is missing (is /proc mounted?)", errno=err and err.errno)
 
 
 def apply(profile: str | None, label: str | None) -> None:
     if profile:
         # The LSM-specific path exists since Linux 5.8; attr/exec is the shared fallback.
-        _write(("/proc/thread-self/attr/apparmor/exec", "/proc/thread-self/attr/exec"),
+        _write(("thread-self/attr/apparmor/exec", "thread-self/attr/exec"),
                f"exec {profile}", "process.apparmorProfile")
     if label:
-        _write(("/proc/thread-self/attr/exec",), label, "process.selinuxLabel")
+        _write(("thread-self/attr/exec",), label, "process.selinuxLabel")
 
 
 def mount_context(label) -> str | None:

@@ -11,7 +11,7 @@ import os
 from ocispec.errors import OCIError, SpecError
 from ocispec.tables import PERSONALITY_DOMAINS, PERSONALITY_FLAGS
 
-from . import capabilities, lsm, rlimits, scheduling
+from . import capabilities, lsm, procfs, rlimits, scheduling
 from .capabilities import PR_SET_KEEPCAPS, prctl
 
 PR_SET_NO_NEW_PRIVS = 38
@@ -72,8 +72,7 @@ def prepare(process: dict, linux: dict) -> None:
 
 def _set_oom_score_adj(value: int) -> None:
     try:
-        with open("/proc/self/oom_score_adj", "w") as f:
-            f.write(str(value))
+        procfs.write("self/oom_score_adj", str(value))
     except OSError as e:
         if e.errno == 13:
             raise OCIError(f"process.oomScoreAdj: lowering the OOM score adjustment to {value} "
@@ -121,8 +120,7 @@ def _parse_finalize(process: dict):
 def _setgroups_allowed() -> bool:
     # In a user namespace whose setgroups file says "deny", setgroups(2) fails with EPERM.
     try:
-        with open("/proc/self/setgroups") as f:
-            return f.read().strip() != "deny"
+        return procfs.read("self/setgroups").strip() != "deny"
     except OSError:
         return True
 

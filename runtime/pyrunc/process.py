@@ -83,6 +83,8 @@ def send_error(ch: Channel, err: BaseException) -> None:
 
 
 def write_id_maps(pid: int, linux_cfg: dict) -> None:
+    from . import procfs
+
     def fmt(maps):
         return "".join(f"{m['containerID']} {m['hostID']} {m['size']}\n" for m in maps)
 
@@ -91,8 +93,7 @@ def write_id_maps(pid: int, linux_cfg: dict) -> None:
         if not maps:
             continue
         try:
-            with open(f"/proc/{pid}/{name}", "w") as f:
-                f.write(fmt(maps))
+            procfs.write(f"{pid}/{name}", fmt(maps))
         except OSError as e:
             raise OCIError(f"linux.{key}: cannot write {name}: {e.strerror}") from None
 
@@ -274,11 +275,15 @@ def _stage1(sp: Spawn, ch: Channel, fifo_fd: int) -> None:  # pragma: no cover -
         linux.unshare(new)
     offsets = lcfg.get("timeOffsets")
     if offsets and new & linux.CLONE_NEWTIME:
-        with open("/proc/self/timens_offsets", "w") as f:
-            for clock in ("monotonic", "boottime"):
-                o = offsets.get(clock)
-                if o:
-                    f.write(f"{clock} {int(o.get('secs', 0))} {int(o.get('nanosecs', 0))}\n")
+        from . import procfs
+
+        text = ""
+        for clock in ("monotonic", "boottime"):
+            o = offsets.get(clock)
+            if o:
+                text += f"{clock} {int(o.get('secs', 0))} {int(o.get('nanosecs', 0))}\n"
+        if text:
+            procfs.write("self/timens_offsets", text)
     _wait(ch, "joined", seen)  # init must be born in the container's cgroups
     pid = os.fork()
     if pid == 0:

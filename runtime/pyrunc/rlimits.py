@@ -45,10 +45,11 @@ def parse(rlimits, field: str = "process.rlimits") -> list[tuple[str, int, int, 
 
 
 def _has_sys_resource() -> bool:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("CapEff:"):
-                return bool(int(line.split()[1], 16) >> _CAP_SYS_RESOURCE & 1)
+    from . import procfs
+
+    for line in procfs.read("self/status").splitlines():
+        if line.startswith("CapEff:"):
+            return bool(int(line.split()[1], 16) >> _CAP_SYS_RESOURCE & 1)
     return False
 
 

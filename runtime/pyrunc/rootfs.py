@@ -4,8 +4,15 @@ Every path inside the rootfs is resolved with openat2(RESOLVE_IN_ROOT), so symli
 `..` in the rootfs (or planted there by a previous container) resolve inside it and can
 never point a mount at a host path (CVE-2021-30465 class). Mounts then target the
 resolved file through /proc/self/fd/N, not the path string.
+
+What the mounts may cover is checked on the resolved file, as runc does: nothing inside
+/proc but the files lxcfs emulates (a bind there would catch the runtime's procfs writes,
+CVE-2019-16884), only procfs on /proc itself, and proc and sysfs only on plain
+directories (CVE-2023-28642). Masking binds /dev/null from an fd verified to be the null
+device (CVE-2025-31133).
 """
 
+import errno
 import os
 import posixpath
 import stat
@@ -16,9 +23,17 @@ from ocispec.tables import (
     MS_RDONLY, MS_REC, MS_REMOUNT, MS_SLAVE, PROPAGATION, RECURSIVE_MOUNT_ATTRS,
 )
 
-from . import idmap, linux
+from . import idmap, linux, procfs
 
 _RESOLVE = linux.RESOLVE_IN_ROOT | linux.RESOLVE_NO_MAGICLINKS
+
+# runc's checkProcMount: the only destinations inside /proc a mount may have (files that
+# lxcfs and the like emulate).
+VALID_PROC_MOUNTS = frozenset((
+    "/proc/cpuinfo", "/proc/diskstats", "/proc/meminfo", "/proc/stat", "/proc/swaps",
+    "/proc/uptime", "/proc/loadavg", "/proc/slabinfo", "/proc/sys/kernel/ns_last_pid",
+    "/proc/sys/crypto/fips_enabled",
+))
 
 DEFAULT_DEVICES = (
     # name, major, minor
@@ -45,9 +60,9 @@ class Root:
     def close(self) -> None:
         os.close(self.fd)
 
-    def open(self, path: str, flags: int = os.O_PATH) -> int:
+    def open(self, path: str, flags: int = os.O_PATH, resolve: int = 0) -> int:
         rel = posixpath.normpath("/" + path).lstrip("/") or "."
-        return linux.openat2(self.fd, rel, flags, 0, _RESOLVE)
+        return linux.openat2(self.fd, rel, flags, 0, _RESOLVE | resolve)
 
     def mkdir_all(self, path: str, mode: int = 0o755, _depth: int = 0) -> int:
         """Resolve path in the root, creating missing directories; return an O_PATH fd.
@@ -178,7 +193,7 @@ class Setup:
         mounts = self.cfg.get("mounts") or []
         for i, m in enumerate(mounts):
             try:
-                self._mount(m, self.idmap_trees.get(i))
+                self._mount(m, self.idmap_trees.get(i), f"mounts[{i}] ({m.get('destination')})")
             except OCIError:
                 raise
             except OSError as e:
@@ -200,13 +215,14 @@ class Setup:
                     best = mp
         linux.mount(None, best, None, MS_PRIVATE)
 
-    def _mount(self, m: dict, idmap_tree: int | None = None) -> None:
+    def _mount(self, m: dict, idmap_tree: int | None = None, where: str = "mounts") -> None:
         dest = m["destination"]
         mtype = m.get("type") or ""
         src = m.get("source") or ""
         flags, _, props, attr_set, attr_clr, data, extra = parse_options(m.get("options"))
         bind = mtype == "bind" or flags & MS_BIND
         if mtype == "cgroup":
+            os.close(self._checked(self.root.mkdir_all(dest), m, where, src))
             self._cgroup_mount(dest, flags)
             return
         if bind:
@@ -217,6 +233,7 @@ class Setup:
             except OSError as e:
                 raise OCIError(f"mount source {src} for {dest}: {e.strerror}") from None
             fd = self.root.mkdir_all(dest) if stat.S_ISDIR(st.st_mode) else self.root.mkfile(dest)
+            self._checked(fd, m, where, src)
             try:
                 if idmap_tree is not None:
                     idmap.attach(idmap_tree, fd)
@@ -233,7 +250,8 @@ class Setup:
             finally:
                 os.close(fd)
             return
-        fd = self.root.mkdir_all(dest)
+        fd = self._plain_dir(dest, mtype, where) if mtype in ("proc", "sysfs") else self.root.mkdir_all(dest)
+        self._checked(fd, m, where, src)
         under = -1
         if "tmpcopyup" in extra:
             # The directory the tmpfs will cover, to copy its contents up afterwards.
@@ -261,6 +279,63 @@ class Setup:
                 os.close(fd)
                 if under >= 0:
                     os.close(under)
+
+    def _plain_dir(self, dest: str, mtype: str, where: str) -> int:
+        """An O_PATH fd of dest, a directory reached without any symlink (made if missing):
+        a rootfs whose /proc or /sys is a symlink would put the filesystem elsewhere, and
+        with it what the runtime and its LSM profiles expect there (CVE-2023-28642)."""
+        for attempt in (0, 1):
+            try:
+                return self.root.open(dest, os.O_PATH | os.O_DIRECTORY, linux.RESOLVE_NO_SYMLINKS)
+            except OSError as e:
+                if e.errno == errno.ELOOP:
+                    raise OCIError(f"{where}: {dest} is a symlink in the rootfs (or its path goes "
+                                   f"through one); {mtype} must be mounted on an ordinary directory: "
+                                   "make it a directory in the rootfs") from None
+                if e.errno == errno.ENOTDIR:
+                    raise OCIError(f"{where}: {dest} in the rootfs is not a directory; {mtype} must "
+                                   "be mounted on an ordinary directory") from None
+                if e.errno != errno.ENOENT or attempt:
+                    raise
+            os.close(self.root.mkdir_all(dest))
+        raise AssertionError("unreachable")
+
+    def _checked(self, fd: int, m: dict, where: str, src: str) -> int:
+        """fd, once the file it resolved to may be mounted on (runc's checkProcMount); closed
+        and an OCIError otherwise."""
+        try:
+            self._check_proc(fd, m, where, src)
+        except BaseException:
+            os.close(fd)
+            raise
+        return fd
+
+    def _check_proc(self, fd: int, m: dict, where: str, src: str) -> None:
+        full = procfs.fd_path(fd)
+        rel = posixpath.relpath(full, self.rootfs) if full.startswith(self.rootfs.rstrip("/") + "/") else None
+        on_proc = linux.fstatfs_type(fd) == procfs.PROC_SUPER_MAGIC
+        if rel == "proc":
+            if m.get("type") == "proc":
+                return
+            if _is_bind(m):
+                try:
+                    sfd = os.open(src, os.O_PATH | os.O_CLOEXEC)
+                except OSError as e:
+                    raise OCIError(f"{where}: mount source {src}: {e.strerror}") from None
+                try:
+                    if linux.fstatfs_type(sfd) == procfs.PROC_SUPER_MAGIC:
+                        return
+                finally:
+                    os.close(sfd)
+            raise OCIError(f"{where}: /proc cannot be mounted because it is not of type proc "
+                           "(use type proc, or bind a procfs)")
+        inside = rel is not None and rel.startswith("proc/")
+        if not (inside or on_proc) or (inside and "/" + rel in VALID_PROC_MOUNTS):
+            return
+        shown = "/" + rel if rel else full
+        raise OCIError(f"{where}: {shown} cannot be mounted because it is inside /proc "
+                       f"(the destination resolves there; only {', '.join(sorted(VALID_PROC_MOUNTS))} "
+                       "may be)")
 
     def _after(self, fd, props, attr_set, attr_clr, extra, m) -> None:
         for p in props:
@@ -364,6 +439,7 @@ class Setup:
             self.root.close()
             self.root = None
         if no_pivot:
+            self._hide_full_proc_sys()
             os.chdir(self.rootfs)
             linux.mount(self.rootfs, "/", None, 0x2000)  # MS_MOVE
             os.chroot(".")
@@ -389,20 +465,52 @@ class Setup:
             # this before pivot_root would change the host's root mount).
             linux.mount(None, "/", None, PROPAGATION[prop])
 
+    def _hide_full_proc_sys(self) -> None:
+        """--no-pivot: take the host's procfs and sysfs mounts away from our namespace.
+
+        chroot leaves them in the container's mount namespace, and the kernel lets a
+        nested user namespace mount a fresh procfs or sysfs whenever a fully visible one
+        is there: one without the masks. runc's msMoveRoot does the same (unmount, or
+        cover with a tmpfs where a user namespace locks them)."""
+        prefix = self.rootfs.rstrip("/") + "/"
+        for line in procfs.read("self/mountinfo").splitlines():
+            f = line.split()
+            sep = f.index("-")
+            mp = _unescape(f[4])
+            if f[3] != "/" or f[sep + 1] not in ("proc", "sysfs") or mp == self.rootfs or mp.startswith(prefix):
+                continue
+            try:
+                # slave first: the unmount must not propagate to the host
+                linux.mount(None, mp, None, MS_SLAVE | MS_REC)
+            except FileNotFoundError:
+                continue  # under one already taken away
+            try:
+                linux.umount(mp, linux.MNT_DETACH)
+            except OSError as e:
+                if e.errno not in (errno.EINVAL, errno.EPERM):
+                    raise
+                linux.mount("tmpfs", mp, "tmpfs", MS_RDONLY, "size=0")
+
     def finalize(self) -> None:
         """After pivot_root: masked and read-only paths, read-only root."""
         root = Root("/")
+        null = -1
         try:
             for p in self.lcfg.get("readonlyPaths") or []:
                 self._readonly(root, p)
-            for p in self.lcfg.get("maskedPaths") or []:
-                self._mask(root, p)
+            masked = self.lcfg.get("maskedPaths") or []
+            if masked:
+                null = _open_null(root)
+            for p in masked:
+                self._mask(root, p, null)
         finally:
             root.close()
+            if null >= 0:
+                os.close(null)
         if (self.cfg.get("root") or {}).get("readonly"):
             _remount("/", MS_RDONLY | (_current_flags("/") & _LOCKED), self.in_userns)
 
-    def _mask(self, root: Root, path: str) -> None:
+    def _mask(self, root: Root, path: str, null: int) -> None:
         try:
             fd = root.open(path)
         except FileNotFoundError:
@@ -411,7 +519,11 @@ class Setup:
             if stat.S_ISDIR(os.fstat(fd).st_mode):
                 linux.mount("tmpfs", fdpath(fd), "tmpfs", MS_RDONLY, None)
             else:
-                linux.mount("/dev/null", fdpath(fd), None, MS_BIND)
+                try:
+                    linux.bind_fd(null, fd)
+                except OSError as e:
+                    raise OCIError(f"linux.maskedPaths: {path}: cannot bind the container's /dev/null "
+                                   f"onto it: {os.strerror(e.errno)} (was /dev/null replaced meanwhile?)") from None
         except OSError as e:
             raise OCIError(f"linux.maskedPaths: {path}: {e.strerror}") from None
         finally:
@@ -435,6 +547,43 @@ class Setup:
             raise OCIError(f"linux.readonlyPaths: {path}: {e.strerror}") from None
         finally:
             os.close(fd)
+
+
+def _open_null(root: Root) -> int:
+    """An O_PATH fd of the container's /dev/null, verified to be the null device (char 1:3):
+    masking binds from this fd, so a /dev/null swapped for a file (by a co-tenant of a
+    shared /dev, say) cannot become what a masked path shows (CVE-2025-31133)."""
+    try:
+        fd = root.open("/dev/null")
+    except OSError as e:
+        raise OCIError(f"linux.maskedPaths: cannot open the container's /dev/null to mask with: {e.strerror}") from None
+    st = os.fstat(fd)
+    if not stat.S_ISCHR(st.st_mode) or st.st_rdev != os.makedev(1, 3):
+        os.close(fd)
+        kind = "character device %d:%d" % (os.major(st.st_rdev), os.minor(st.st_rdev)) \
+            if stat.S_ISCHR(st.st_mode) else _KINDS.get(stat.S_IFMT(st.st_mode), "special file")
+        raise OCIError(f"linux.maskedPaths: the container's /dev/null is a {kind}, not the null "
+                       "device (char 1:3); refusing to mask with it")
+    return fd
+
+
+_KINDS = {stat.S_IFREG: "regular file", stat.S_IFDIR: "directory", stat.S_IFLNK: "symlink",
+          stat.S_IFBLK: "block device", stat.S_IFIFO: "fifo", stat.S_IFSOCK: "socket"}
+
+
+def _unescape(field: str) -> str:
+    """A mountinfo path: spaces, tabs, newlines and backslashes come as octal escapes."""
+    if "\\" not in field:
+        return field
+    out, i, b = bytearray(), 0, os.fsencode(field)
+    while i < len(b):
+        if b[i] == 0x5C and i + 3 < len(b) and b[i + 1:i + 4].isdigit():
+            out.append(int(b[i + 1:i + 4], 8))
+            i += 4
+        else:
+            out.append(b[i])
+            i += 1
+    return os.fsdecode(bytes(out))
 
 
 def _copy_tree(src: int, dst: int) -> None:
