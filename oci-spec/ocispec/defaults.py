@@ -113,7 +113,8 @@ def device_rules() -> list:
 # container: deny (EPERM) by default, allow this list, and more where a capability, an
 # architecture or a kernel version lets it. Left out, so denied: kexec_*, *_module, mount,
 # umount, pivot_root, unshare, setns, keyctl, add_key, request_key, bpf, perf_event_open,
-# userfaultfd, open_by_handle_at, syslog, reboot, swapon, acct, ptrace on kernels < 4.8, ...
+# userfaultfd, open_by_handle_at, syslog, reboot, swapon, acct, ptrace on kernels < 4.8, and
+# io_uring_* (whose operations seccomp cannot see; moby#46762, containerd#9320), ...
 _SECCOMP_ALLOW = """
 accept accept4 access adjtimex alarm bind brk capget capset chdir chmod chown chown32
 clock_adjtime clock_adjtime64 clock_getres clock_getres_time64 clock_gettime clock_gettime64
@@ -129,7 +130,7 @@ getpriority getrandom getresgid getresgid32 getresuid getresuid32 getrlimit get_
 getrusage getsid getsockname getsockopt get_thread_area gettid gettimeofday getuid getuid32
 getxattr inotify_add_watch inotify_init inotify_init1 inotify_rm_watch io_cancel ioctl
 io_destroy io_getevents io_pgetevents io_pgetevents_time64 ioprio_get ioprio_set io_setup
-io_submit io_uring_enter io_uring_register io_uring_setup ipc kill landlock_add_rule
+io_submit ipc kill landlock_add_rule
 landlock_create_ruleset landlock_restrict_self lchown lchown32 lgetxattr link linkat listen
 listxattr llistxattr _llseek lremovexattr lseek lsetxattr lstat lstat64 madvise membarrier
 memfd_create memfd_secret mincore mkdir mkdirat mknod mknodat mlock mlock2 mlockall mmap mmap2
