@@ -12,11 +12,7 @@ from ocispec.errors import OCIError
 
 DEFAULT_PATH = _defaults.DEFAULT_PATH_ENV
 # Docker's default capability set: what images expect to be able to do as root.
-DEFAULT_CAPS = [
-    "CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_FSETID", "CAP_FOWNER", "CAP_MKNOD", "CAP_NET_RAW",
-    "CAP_SETGID", "CAP_SETUID", "CAP_SETFCAP", "CAP_SETPCAP", "CAP_NET_BIND_SERVICE",
-    "CAP_SYS_CHROOT", "CAP_KILL", "CAP_AUDIT_WRITE",
-]
+DEFAULT_CAPS = _defaults.DEFAULT_CAPS
 
 
 def _read_in_root(rootfs: str, path: str) -> str | None:

@@ -515,6 +515,10 @@ class Builder:
         full_env.setdefault("PATH", _run.DEFAULT_PATH)
         arg_env = {k: v for k, v in st.scope.args.items() if full_env.get(k) == v and
                    st.scope.env.get(k) != v}
+        if ins.security == "insecure":
+            # BuildKit needs --allow security.insecure for it; pybuild never unconfines a RUN
+            raise OCIError(f"{what}: --security=insecure is not allowed: pybuild runs every RUN "
+                           "confined (capabilities, device rules, seccomp); remove the flag")
         network = ins.network or self.opts.network or "default"
         if network not in ("none", "host", "default"):
             raise OCIError(f"{what}: --network={network}: want none, host or default")

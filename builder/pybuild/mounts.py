@@ -27,12 +27,21 @@ def umount(target: str) -> None:
             raise OCIError(f"umount {target}: {os.strerror(e)}", errno=e)
 
 
+def _opt_path(path: str) -> str:
+    """A path as an overlay option value: ',' ends an option and ':' a lowerdir unless escaped."""
+    return path.replace("\\", "\\\\").replace(",", "\\,").replace(":", "\\:")
+
+
 def overlay(target: str, lowerdirs, upper: str | None = None, work: str | None = None,
             readonly: bool = False) -> None:
     """Mount an overlay; lowerdirs top first. Without upper it is read-only."""
-    opts = "lowerdir=" + ":".join(lowerdirs)
+    # A layer twice in a chain (two steps that changed nothing give the same empty layer) is
+    # the same directory twice, which overlayfs refuses (ELOOP). The upper copy shadows the
+    # lower one entirely, so the lower one can go.
+    lowers = list(dict.fromkeys(lowerdirs))
+    opts = "lowerdir=" + ":".join(map(_opt_path, lowers))
     if upper:
-        opts += f",upperdir={upper},workdir={work}"
+        opts += f",upperdir={_opt_path(upper)},workdir={_opt_path(work)}"
     # index/metacopy off: the upper dir must hold plain files we can turn into a layer.
     opts += ",index=off,metacopy=off" if upper else ""
     mount("overlay", target, "overlay", MS_RDONLY if readonly else 0, opts)

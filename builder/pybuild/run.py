@@ -14,6 +14,7 @@ import stat
 import subprocess
 import uuid
 
+from ocispec import defaults
 from ocispec.errors import OCIError
 
 from . import mounts
@@ -22,28 +23,25 @@ from .rootfs import resolve_in_root, rmtree_safe
 from .users import resolve_user
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-# Docker's default capability set for build containers.
-CAPS = ["CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_FSETID", "CAP_FOWNER", "CAP_MKNOD", "CAP_NET_RAW",
-        "CAP_SETGID", "CAP_SETUID", "CAP_SETFCAP", "CAP_SETPCAP", "CAP_NET_BIND_SERVICE",
-        "CAP_SYS_CHROOT", "CAP_KILL", "CAP_AUDIT_WRITE"]
 _TAIL = 8
 
 
-def _default_mounts():
-    return [
-        {"destination": "/proc", "type": "proc", "source": "proc",
-         "options": ["nosuid", "noexec", "nodev"]},
-        {"destination": "/dev", "type": "tmpfs", "source": "tmpfs",
-         "options": ["nosuid", "strictatime", "mode=755", "size=65536k"]},
-        {"destination": "/dev/pts", "type": "devpts", "source": "devpts",
-         "options": ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620"]},
-        {"destination": "/dev/shm", "type": "tmpfs", "source": "shm",
-         "options": ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"]},
-        {"destination": "/dev/mqueue", "type": "mqueue", "source": "mqueue",
-         "options": ["nosuid", "noexec", "nodev"]},
-        {"destination": "/sys", "type": "sysfs", "source": "sysfs",
-         "options": ["nosuid", "noexec", "nodev", "ro"]},
-    ]
+def container_config(spec: "RunSpec", root: str, user: tuple, mounts: list) -> dict:
+    """config.json of a RUN: what BuildKit gives a build container (ocispec.defaults:
+    docker's capabilities, runc's device rules, masked and read-only /proc and /sys paths,
+    moby's seccomp profile), with this step's process, rootfs, mounts and network."""
+    uid, gid, extra = user
+    config = defaults.container_spec(args=spec.args)
+    config["ociVersion"] = "1.0.2"
+    config["process"].update(user={"uid": uid, "gid": gid, "additionalGids": extra},
+                             env=spec.env, cwd=spec.cwd)
+    config["root"] = {"path": root, "readonly": False}
+    config["hostname"] = spec.hostname
+    config["mounts"] += mounts
+    # the network namespace only for --network=none: default and host share the host's
+    config["linux"]["namespaces"] = [{"type": t} for t in ("pid", "ipc", "uts", "mount")] + \
+        ([{"type": "network"}] if spec.network == "none" else [])
+    return config
 
 
 class RunSpec:
@@ -146,7 +144,7 @@ def run(builder, spec: RunSpec, layers, *, compression, sde) -> dict | None:
         mounts.overlay(merged, lowers, upper, wdir)
         extra_mounts.append(merged)
         try:
-            cfg_mounts = _default_mounts()
+            cfg_mounts = []
             for m in spec.mounts:
                 cfg_mounts.append(m.to_oci(builder, work, extra_mounts))
             for n, (path, content) in enumerate(sorted(spec.files.items())):
@@ -161,7 +159,9 @@ def run(builder, spec: RunSpec, layers, *, compression, sde) -> dict | None:
                     if os.path.exists(f):
                         cfg_mounts.append({"destination": f, "type": "bind", "source": f,
                                            "options": ["rbind", "ro"]})
-            for m in cfg_mounts:
+            config = container_config(spec, merged, resolve_user(merged, spec.user, spec.what),
+                                      cfg_mounts)
+            for m in config["mounts"]:
                 if m["destination"].startswith("/dev/"):
                     continue  # inside the /dev tmpfs, never in the upper dir
                 miss = _missing_ancestor(merged, resolve_in_root(merged, m["destination"]))
@@ -169,29 +169,8 @@ def run(builder, spec: RunSpec, layers, *, compression, sde) -> dict | None:
                     created_points.append((m["destination"], miss, _lower_parents(merged, miss)))
             # WORKDIR is created if missing (and stays in the layer, as docker does).
             cwd_host = os.path.join(merged, resolve_in_root(merged, spec.cwd).lstrip("/"))
-            uid, gid, extra = resolve_user(merged, spec.user, spec.what)
             if not os.path.isdir(cwd_host):
                 os.makedirs(cwd_host, 0o755, exist_ok=True)
-            config = {
-                "ociVersion": "1.0.2",
-                "process": {
-                    "terminal": False, "user": {"uid": uid, "gid": gid, "additionalGids": extra},
-                    "args": spec.args, "env": spec.env, "cwd": spec.cwd,
-                    "capabilities": {k: CAPS for k in ("bounding", "effective", "permitted")},
-                    "noNewPrivileges": False,
-                },
-                "root": {"path": merged, "readonly": False},
-                "hostname": spec.hostname,
-                "mounts": cfg_mounts,
-                "linux": {
-                    "namespaces": [{"type": t} for t in ("pid", "ipc", "uts", "mount")]
-                    + ([{"type": "network"}] if spec.network == "none" else []),
-                    "maskedPaths": ["/proc/kcore", "/proc/keys", "/proc/timer_list",
-                                    "/sys/firmware"],
-                    "readonlyPaths": ["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys",
-                                      "/proc/sysrq-trigger"],
-                },
-            }
             with open(os.path.join(bundle, "config.json"), "w") as f:
                 json.dump(config, f)
             _exec_runtime(builder, state_root, bundle, cid, spec.what)
@@ -244,6 +223,28 @@ def _exec_runtime(builder, state_root: str, bundle: str, cid: str, what: str) ->
         raise OCIError(f"{what} exited with status {rc}" + (f": {out}" if out else ""))
 
 
+def _empty_dir(work: str) -> str:
+    d = os.path.join(work, f"empty-{uuid.uuid4().hex[:8]}")
+    os.mkdir(d)
+    return d
+
+
+def _scratch_overlay(work: str, lowers: list, readonly: bool, extra_mounts: list) -> str:
+    """An overlay of `lowers` under the RUN's work dir: read-only, or writable into an upper
+    dir there that goes when the step ends (work is removed after the unmounts)."""
+    view = os.path.join(work, f"view-{uuid.uuid4().hex[:8]}")
+    os.mkdir(view)
+    if readonly:
+        mounts.overlay(view, lowers, readonly=True)
+    else:
+        upper, wdir = view + ".upper", view + ".work"
+        os.mkdir(upper)
+        os.mkdir(wdir)
+        mounts.overlay(view, lowers, upper, wdir)
+    extra_mounts.append(view)
+    return view
+
+
 class RunMount:
     """A RUN --mount, resolved to a host source."""
 
@@ -268,21 +269,23 @@ class RunMount:
         if m.type == "cache":
             src = self.cache_dir
             ro = m.readonly
-        else:  # bind
-            src = self.source_host
+        elif self.view_layers is not None:
+            # bind from a stage or image: an overlay of its layers, under this RUN's dir. rw
+            # (as BuildKit) gives the step a scratch upper dir, thrown away with the step:
+            # the extracted layers, shared by every build, stay read-only lowers.
+            lowers = builder.layer_cache.lowerdirs(self.view_layers)
+            view = _scratch_overlay(work, lowers + [_empty_dir(work)], m.readonly, extra_mounts)
+            rel = resolve_in_root(view, m.source or "/")
+            src = os.path.join(view, rel.lstrip("/"))
             ro = m.readonly
-            if self.view_layers is not None:
-                # a stage or image: a read-only overlay of its layers, under this RUN's dir
-                lowers = builder.layer_cache.lowerdirs(self.view_layers)
-                view = os.path.join(work, f"from-{uuid.uuid4().hex[:8]}")
-                empty = view + ".empty"
-                os.mkdir(view)
-                os.mkdir(empty)
-                mounts.overlay(view, lowers + [empty], readonly=True)
-                extra_mounts.append(view)
-                rel = resolve_in_root(view, m.source or "/")
-                src = os.path.join(view, rel.lstrip("/"))
-                ro = True
+        else:
+            # bind from the build context. rw gets a throwaway overlay over it: writes are
+            # seen by the step, the context stays byte for byte as it was (BuildKit).
+            src, ro = self.source_host, m.readonly
+            if not ro and os.path.exists(src):
+                lower = src if os.path.isdir(src) else os.path.dirname(src)
+                view = _scratch_overlay(work, [lower], False, extra_mounts)
+                src = view if lower == src else os.path.join(view, os.path.basename(src))
         if not os.path.exists(src):
             raise OCIError(f"RUN --mount source {m.source or '/'} does not exist")
         return {"destination": target, "type": "bind", "source": src,

@@ -41,24 +41,23 @@ def set_v1(d: str, rules: list) -> None:
         write(d, "devices.allow" if allow else "devices.deny", text, f"{F}[{i}]")
 
 
-def _allow(typ, major, minor, access="rwm") -> dict:
-    return {"allow": True, "type": typ, "major": major, "minor": minor, "access": access}
-
-
-# runc's AllowedDevices: mknod of anything, the standard nodes, /dev/pts/*, ptmx, tun.
-DEFAULT_ALLOWED = (
-    _allow("c", None, None, "m"), _allow("b", None, None, "m"),
-    _allow("c", 1, 3), _allow("c", 1, 8), _allow("c", 1, 7), _allow("c", 5, 0),
-    _allow("c", 1, 5), _allow("c", 1, 9), _allow("c", 136, None), _allow("c", 5, 2),
-    _allow("c", 10, 200),
-)
-
-
 def with_defaults(rules: list) -> list:
     """The rules runc applies: the config's, then its default allowed devices (mknod of
     anything, /dev/null, zero, full, tty, random, urandom, ptmx, pts, tun), so a config that
-    denies everything still leaves a container the nodes every runtime creates."""
-    return list(rules) + [dict(r) for r in DEFAULT_ALLOWED]
+    denies everything still leaves a container the nodes every runtime creates. A config
+    that already ends with them (pybuild's RUN, which spells them out) gets them once."""
+    from ocispec.defaults import ALLOWED_DEVICES
+
+    n = len(ALLOWED_DEVICES)
+    if len(rules) >= n and [_norm(r) for r in rules[-n:]] == [_norm(r) for r in ALLOWED_DEVICES]:
+        return list(rules)
+    return list(rules) + [dict(r) for r in ALLOWED_DEVICES]
+
+
+def _norm(r: dict) -> tuple:
+    major, minor = r.get("major"), r.get("minor")
+    return (r.get("allow"), r.get("type") or "a", -1 if major is None else major,
+            -1 if minor is None else minor, r.get("access") or "rwm")
 
 
 def create_resources(linux: dict) -> dict:
