@@ -98,6 +98,24 @@ def _setup(sp, ch) -> dict:
     return state
 
 
+def preimport(cfg: dict) -> None:
+    """Import what init will need, while the host's files are what the paths name: stage1
+    calls it before it joins a mount namespace given by path (another container's, where
+    the host's sys.path would name that container's files)."""
+    from . import rootfs  # noqa: F401
+
+    if any(m.get("type") == "cgroup" for m in cfg.get("mounts") or ()):
+        try:
+            from . import cgroups  # noqa: F401
+        except ImportError:
+            pass
+    hk = cfg.get("hooks") or {}
+    if hk.get("createContainer") or hk.get("startContainer"):
+        from . import hooks  # noqa: F401
+    if (cfg.get("process") or {}).get("terminal"):
+        from . import console  # noqa: F401
+
+
 def _preload(cfg: dict) -> dict:
     """Import now what init needs after pivot_root, when the host's sys.path is gone."""
     process = cfg.get("process") or {}

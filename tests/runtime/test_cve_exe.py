@@ -311,8 +311,9 @@ def test_no_image_python_runs_as_the_runtime(runtime, hostile_bundle, cid, case)
     b = hostile_bundle
     cfg = b.config
     cfg["process"]["args"] = ["sh", "-c", "echo ran > /ran"]
-    cfg["hooks"] = {"startContainer": [_hook("echo hook > /hook-ran")],
-                    "createContainer": [_hook("true")]}
+    cfg["hooks"] = {"startContainer": [_hook("echo hook > /hook-ran")]}
+    if case != "start-hooks":  # a createContainer hook runs before pivot_root
+        cfg["hooks"]["createContainer"] = [_hook("true")]
     if case == "terminal":
         cfg["process"]["terminal"] = True
     if case.startswith("seccomp"):
@@ -363,3 +364,37 @@ def test_no_image_python_runs_in_pyrunc_exec(runtime, hostile_bundle, cid, how):
         assert p.returncode == 127 and "Exec format error" in p.stderr, p.stderr
     else:
         assert p.returncode == 0 and os.path.exists(os.path.join(b.rootfs, "ran")), p.stderr
+
+
+def test_no_image_python_runs_when_joining_a_containers_mount_namespace(
+        runtime, hostile_bundle, cid, workdir, rootfs_template, pyrunc_bin):
+    # A second container given the first one's mount namespace by path: once stage1 has
+    # joined it, the host's sys.path names the first container's (hostile) files.
+    from conftest import Bundle
+    import shutil
+
+    a = hostile_bundle
+    a.set_args("sleep", "60")
+    runtime("run", "-d", "-b", a.path, cid, check=True)
+    pid = runtime.state(cid)["pid"]
+    path = os.path.join(workdir, "second")
+    os.makedirs(path)
+    shutil.copytree(rootfs_template, os.path.join(path, "rootfs"), symlinks=True)
+    b = Bundle(path, os.path.join(path, "rootfs"), pyrunc_bin)
+    for ns in b.config["linux"]["namespaces"]:
+        if ns["type"] == "mount":
+            ns["path"] = f"/proc/{pid}/ns/mnt"
+    b.set_args("true")
+    runtime("run", "-b", b.path, cid + "-2", timeout=30)  # may fail: only the marks matter
+    _no_marks(a)
+
+
+def test_waiting_init_is_out_of_reach(runtime, bundle, cid, pyrunc_bin):
+    # Until `start`, init is the host's interpreter in the container's pid namespace; it is
+    # non-dumpable, so no process of the container (without CAP_SYS_PTRACE) reaches its exe.
+    host = _host_ids(pyrunc_bin)
+    bundle.set_args("true")
+    runtime("create", "-b", bundle.path, cid, check=True)
+    assert runtime.state(cid)["status"] == "created"
+    found = _probe(runtime, cid, host)
+    assert not found, "the waiting init's files are reachable:\n" + "\n".join(found)
