@@ -15,7 +15,7 @@ from ocispec import fastjson as json
 from ocispec.errors import OCIError
 from ocispec.tables import NAMESPACES
 
-from . import linux
+from . import linux, procfs
 from .process import Channel, _kill_reap, send_error
 from .state import Container, write_atomic
 
@@ -161,7 +161,7 @@ def _spawn(c: Container, proc: dict, console_fd: int, preserve_fds: int,
     lcfg = cfg.get("linux") or {}
     init_pid = c.pid
     # Import now: after setns(mount) the host's sys.path is gone.
-    from . import init, privileges  # noqa: F401
+    from . import init, privileges, trampoline  # noqa: F401
 
     seccomp = None
     if lcfg.get("seccomp"):
@@ -187,6 +187,9 @@ def _spawn(c: Container, proc: dict, console_fd: int, preserve_fds: int,
                 keep += seccomp.held_fds()
             linux.close_fds_except(keep)
             linux.set_dumpable(False)
+            # the host's verified /proc, pinned before the container's mounts are ours
+            # (oomScoreAdj and the other procfs writes go through it: pyrunc.procfs)
+            procfs.root()
             _join(init_pid)
             pid = os.fork()
             if pid == 0:
@@ -247,10 +250,12 @@ def _join(init_pid: int) -> None:  # pragma: no cover - child
 
 
 def _exec_child(ch, proc, lcfg, state, seccomp, console, console_fd, preserve_fds):  # pragma: no cover
-    from . import init, privileges
+    from . import init, privileges, trampoline
 
     try:
         host_pid = ch.expect("continue").get("pid")  # for seccomp's containerProcessState
+        # the sealed trampoline it execs through (CVE-2019-5736), before seccomp
+        exec_fd = trampoline.fd() if trampoline.available() else -1
         os.setsid()
         if console is not None and console_fd >= 0:
             console.setup_in_init(console_fd, proc.get("consoleSize"), mount_console=False,
@@ -265,8 +270,8 @@ def _exec_child(ch, proc, lcfg, state, seccomp, console, console_fd, preserve_fd
         ch.close()
         if seccomp is not None and nnp:
             seccomp.load(lcfg["seccomp"], state, pid=host_pid)
-        linux.close_fds_except([0, 1, 2] + list(range(3, 3 + preserve_fds)))
-        os.execve(argv0, proc["args"], dict(init._env_pairs(env)))
+        linux.close_fds_except([0, 1, 2, exec_fd] + list(range(3, 3 + preserve_fds)))
+        trampoline.execve(argv0, proc["args"], dict(init._env_pairs(env)), exec_fd)
     except BaseException as e:
         send_error(ch, e)
         os._exit(127)

@@ -6,8 +6,7 @@ environment (nothing inherited); timeout is in seconds. A failing hook is an
 error (the runtime stops the container), except poststop: its failures only warn
 and the remaining poststop hooks still run (run_lenient).
 
-Imported on every container start, so module level is the standard library only
-and `subprocess` is imported only when there is a hook to run.
+Imported on every container start, so module level is the standard library only.
 """
 
 import os
@@ -63,8 +62,14 @@ def _cwd(cwd: str | None, state: dict) -> str:
 
 
 def _run_one(hook: dict, stdin: bytes, cwd: str) -> str | None:
-    """Run one hook; return None on success or the reason it failed."""
-    import subprocess  # only when a hook exists: ~3 ms of imports
+    """Run one hook; return None on success or the reason it failed.
+
+    No subprocess: startContainer hooks run in the container's init after pivot_root, where
+    an import would read Python files from the image as pid 1 (and subprocess needs ~3 ms of
+    them). The hook is forked and exec'd through the sealed trampoline (trampoline.py), like
+    the container's process. State in, output out through memfds: no pipe to pump, so no
+    select, and nothing the hook leaves running can keep us waiting."""
+    from . import linux, trampoline
 
     path = hook.get("path")
     if not isinstance(path, str) or not path.startswith("/"):
@@ -76,26 +81,78 @@ def _run_one(hook: dict, stdin: bytes, cwd: str) -> str | None:
     argv = hook.get("args") or [path]
     env = dict(e.split("=", 1) for e in hook.get("env") or () if "=" in e)
     timeout = hook.get("timeout")
+    tfd = trampoline.fd() if trampoline.available() else -1
+    fds = [os.memfd_create(n, linux.MFD_CLOEXEC) for n in ("hook-state", "hook-out", "hook-err")]
     try:
-        # A session of its own, so a timeout kills the hook and whatever it started,
-        # and nothing the hook leaves running keeps our pipes open.
-        proc = subprocess.Popen(argv, executable=path, env=env, cwd=cwd,
-                                stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, close_fds=True,
-                                start_new_session=True)
-    except OSError as e:
-        return f"cannot execute: {e.strerror}"
-    try:
-        out, errout = proc.communicate(stdin, timeout=timeout)
-    except subprocess.TimeoutExpired:
-        _kill_group(proc.pid)
-        out, errout = proc.communicate()
+        os.write(fds[0], stdin)
+        os.lseek(fds[0], 0, os.SEEK_SET)
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - child
+            try:
+                # A session of its own, so a timeout kills the hook and whatever it started.
+                os.setsid()
+                for i, f in enumerate(fds):
+                    os.dup2(f, i)
+                os.chdir(cwd)
+                linux.close_fds_except([0, 1, 2, tfd])
+                trampoline.execve(path, argv, env, tfd)
+            except BaseException as e:
+                os.write(2, f"pyrunc: exec {path}: {getattr(e, 'strerror', None) or e}\n".encode())
+            finally:
+                os._exit(127)
+        status = _wait(pid, timeout)
+        out, errout = _read_tail(fds[1]), _read_tail(fds[2])
+    finally:
+        for f in fds:
+            os.close(f)
+    if status is None:
         return f"timed out after {timeout}s, killed{_tail(errout, out)}"
-    if proc.returncode < 0:
-        return f"killed by signal {-proc.returncode}{_tail(errout, out)}"
-    if proc.returncode:
-        return f"exit status {proc.returncode}{_tail(errout, out)}"
+    if os.WIFSIGNALED(status):
+        return f"killed by signal {os.WTERMSIG(status)}{_tail(errout, out)}"
+    code = os.WEXITSTATUS(status)
+    if code == 127:  # the trampoline's (or the child's) line: "pyrunc: exec PATH: REASON"
+        last = errout.rstrip(b"\n").rpartition(b"\n")[2].decode(errors="replace")
+        if last.startswith(f"pyrunc: exec {path}: "):
+            return "cannot execute: " + last[len(f"pyrunc: exec {path}: "):]
+    if code:
+        return f"exit status {code}{_tail(errout, out)}"
     return None
+
+
+class _Timeout(Exception):
+    pass
+
+
+def _wait(pid: int, timeout) -> int | None:
+    """The hook's wait status, or None when it ran out of time (then it and its session
+    are killed and reaped)."""
+    if not timeout:
+        return os.waitpid(pid, 0)[1]
+    import _signal  # built in: no file to import
+
+    def expire(signum, frame):
+        raise _Timeout
+
+    old = _signal.signal(_signal.SIGALRM, expire)
+    _signal.setitimer(_signal.ITIMER_REAL, timeout)
+    try:
+        return os.waitpid(pid, 0)[1]
+    except _Timeout:
+        pass
+    finally:
+        _signal.setitimer(_signal.ITIMER_REAL, 0)
+        _signal.signal(_signal.SIGALRM, old)
+    _kill_group(pid)
+    try:
+        os.waitpid(pid, 0)
+    except ChildProcessError:  # reaped just as the alarm fired
+        pass
+    return None
+
+
+def _read_tail(fd: int, limit: int = 1 << 16) -> bytes:
+    size = os.fstat(fd).st_size
+    return os.pread(fd, min(size, limit), max(0, size - limit))
 
 
 def _kill_group(pgid: int) -> None:

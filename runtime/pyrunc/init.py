@@ -13,7 +13,7 @@ import posixpath
 from ocispec import users
 from ocispec.errors import OCIError
 
-from . import linux, netdev, procfs
+from . import linux, netdev, procfs, trampoline
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
@@ -102,11 +102,31 @@ def _setup(sp, ch) -> dict:
     return state
 
 
+def preimport(cfg: dict) -> None:
+    """Import what init will need, while the host's files are what the paths name: stage1
+    calls it before it joins a mount namespace given by path (another container's, where
+    the host's sys.path would name that container's files)."""
+    from . import rootfs  # noqa: F401
+
+    if any(m.get("type") == "cgroup" for m in cfg.get("mounts") or ()):
+        try:
+            from . import cgroups  # noqa: F401
+        except ImportError:
+            pass
+    hk = cfg.get("hooks") or {}
+    if hk.get("createContainer") or hk.get("startContainer"):
+        from . import hooks  # noqa: F401
+    if (cfg.get("process") or {}).get("terminal"):
+        from . import console  # noqa: F401
+
+
 def _preload(cfg: dict) -> dict:
     """Import now what init needs after pivot_root, when the host's sys.path is gone."""
     process = cfg.get("process") or {}
     lcfg = cfg.get("linux") or {}
-    mods = {}
+    # The sealed trampoline the process execs through (CVE-2019-5736), made before
+    # seccomp could refuse memfd_create.
+    mods = {"exec_fd": trampoline.fd() if trampoline.available() else -1}
     # start_init imported it already when this init runs in a user namespace
     from . import privileges
 
@@ -184,9 +204,9 @@ def _run(sp, fifo_fd: int, state: dict) -> None:
     seccomp_cfg = (cfg.get("linux") or {}).get("seccomp")
     if seccomp_cfg and process.get("noNewPrivileges"):
         mods["seccomp"].load(seccomp_cfg, state)
-    keep = [0, 1, 2] + list(range(3, 3 + sp.preserve_fds))
+    keep = [0, 1, 2, mods["exec_fd"]] + list(range(3, 3 + sp.preserve_fds))
     linux.close_fds_except(keep)
-    os.execve(argv0, process["args"], dict(_env_pairs(env)))
+    trampoline.execve(argv0, process["args"], dict(_env_pairs(env)), mods["exec_fd"])
 
 
 def _session_keyring(container_id: str) -> None:

@@ -189,6 +189,38 @@ def set_dumpable(on: bool) -> None:
     prctl(PR_SET_DUMPABLE, 1 if on else 0)
 
 
+MFD_CLOEXEC = 0x1
+MFD_ALLOW_SEALING = 0x2
+MFD_EXEC = 0x10           # Linux 6.3: executable even where vm.memfd_noexec asks otherwise
+F_ADD_SEALS = 1033
+F_SEAL_SEAL, F_SEAL_SHRINK, F_SEAL_GROW, F_SEAL_WRITE, F_SEAL_EXEC = 0x1, 0x2, 0x4, 0x8, 0x20
+
+
+def sealed_memfd(name: str, data: bytes, exec_: bool = False) -> int:
+    """A close-on-exec memfd holding data, sealed so that nobody (the container included)
+    can change it, its size or (exec_) its mode. Returns the fd."""
+    flags = MFD_CLOEXEC | MFD_ALLOW_SEALING
+    try:
+        fd = os.memfd_create(name, flags | (MFD_EXEC if exec_ else 0))
+    except OSError as e:
+        if e.errno != 22:  # EINVAL: a kernel before 6.3 knows no MFD_EXEC
+            raise
+        fd = os.memfd_create(name, flags)
+    try:
+        if os.write(fd, data) != len(data):
+            raise OSError(5, f"memfd {name}: short write")
+        seals = F_SEAL_SEAL | F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_WRITE
+        if _libc.fcntl(ctypes.c_int(fd), ctypes.c_int(F_ADD_SEALS),
+                       ctypes.c_int(seals | F_SEAL_EXEC)) < 0:
+            # F_SEAL_EXEC is Linux 6.3's: older kernels refuse the whole call with EINVAL
+            _check(_libc.fcntl(ctypes.c_int(fd), ctypes.c_int(F_ADD_SEALS), ctypes.c_int(seals)),
+                   f"memfd {name}: seal")
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
 def close_fds_except(keep) -> None:
     """Close every fd not in `keep` (CVE-2024-21626: no host fd may reach the container)."""
     keep = sorted(set(keep))

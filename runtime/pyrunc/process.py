@@ -45,7 +45,12 @@ class Channel:
         self.sock.send(json.dumps(fields).encode())
 
     def recv(self) -> dict | None:
-        data = self.sock.recv(1 << 16)
+        try:
+            data = self.sock.recv(1 << 16)
+        except ConnectionResetError:
+            # The peer exited with a message of ours unread (stage1 failing before it read
+            # "joined"): the kernel reports that first, then still delivers what it sent.
+            data = self.sock.recv(1 << 16)
         return json.loads(data) if data else None
 
     def expect(self, kind: str) -> dict:
@@ -240,6 +245,9 @@ def _stage1(sp: Spawn, ch: Channel, fifo_fd: int) -> None:  # pragma: no cover -
         # listenerPath is a host path that a user-namespaced init may not be allowed to
         # connect to: connect here, still the host's root in its namespaces; init inherits it.
         seccomp.prepare(lcfg["seccomp"])
+    from . import init
+
+    init.preimport(cfg)  # before a mount namespace joined by path changes what paths mean
     plan, _ = namespace_plan(cfg)
     types = {t for t, _ in plan}
     seen: set[str] = set()
@@ -287,8 +295,6 @@ def _stage1(sp: Spawn, ch: Channel, fifo_fd: int) -> None:  # pragma: no cover -
     _wait(ch, "joined", seen)  # init must be born in the container's cgroups
     pid = os.fork()
     if pid == 0:
-        from . import init
-
         init.main(sp, ch, fifo_fd)  # never returns
     ch.send("pid", pid=pid)
     os._exit(0)
