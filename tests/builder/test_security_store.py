@@ -215,22 +215,20 @@ def _open_base(env):
     assert nobody_can_reach(os.path.join(env.ctx, "busybox")), "the check itself is broken"
 
 
-def _suid_image(env, extra="") -> str:
+def _suid_image(env) -> str:
     return env.dockerfile(busybox_base(env, "COPY --chmod=4755 busybox /bin/suidbox\n"
-                                       'CMD ["/bin/sh"]\n' + extra))
+                                       'CMD ["/bin/sh"]\n'))
 
 
 def test_host_user_cannot_reach_setuid_files_in_the_store_or_a_run_rootfs(env):
     _setpriv()
     secs = random.randint(5000, 9999)
-    _suid_image(env, f"RUN sleep {secs}\n")
+    env.busybox()
     _open_base(env)
-    p = subprocess.Popen([pybuild_cmd(), "--root", env.root, "build", "--runtime", "pyrunc",
-                          "--progress", "plain", "-t", "suid:latest", env.ctx],
-                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    p = _sleeping_build(env, secs, "COPY --chmod=4755 busybox /bin/suidbox\n")
     try:
-        merged = _wait_for(lambda: _find(env.root, "merged/bin/suidbox"), 60)
-        assert merged, "the RUN never started"
+        merged = _find(env.root, "merged/bin/suidbox")
+        assert merged, "the RUN's rootfs has no setuid file"
         assert not nobody_can_reach(merged)
         layers = _find(os.path.join(env.root, "layers"), "bin/suidbox")
         assert layers and not nobody_can_reach(layers)
@@ -340,17 +338,24 @@ def _clean_up(env, how: str, needle: str) -> list[str]:
     return _leftovers(env, needle)
 
 
-@pytest.mark.parametrize("how", ["guardian", "prune", "next-build"])
-def test_kill9_during_run_leaves_nothing(env, how):
-    secs = random.randint(5000, 9999)
-    env.dockerfile(busybox_base(env, f"RUN sleep {secs}\n"))
+def _sleeping_build(env, secs: int, extra: str = ""):
+    """Start a build whose RUN sleeps `secs` (a number no other process uses); return it
+    once the container's sleep runs."""
+    env.dockerfile(busybox_base(env, extra + f"RUN sleep {secs}\n"))
     p = subprocess.Popen([pybuild_cmd(), "--root", env.root, "build", "--runtime", "pyrunc",
                           "--progress", "plain", env.ctx],
                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        assert _wait_for(lambda: _procs(f"sleep {secs}"), 60, 0.05), "the RUN never started"
-    finally:
-        _kill_build(p, guardian_too=how != "guardian", root=env.root)
+    if not _wait_for(lambda: _procs(f"sleep {secs}"), 60, 0.05):
+        _kill_build(p, guardian_too=False, root=env.root)
+        pytest.fail("the RUN never started")
+    return p
+
+
+@pytest.mark.parametrize("how", ["guardian", "prune", "next-build"])
+def test_kill9_during_run_leaves_nothing(env, how):
+    secs = random.randint(5000, 9999)
+    p = _sleeping_build(env, secs)
+    _kill_build(p, guardian_too=how != "guardian", root=env.root)
     if how != "guardian":
         time.sleep(0.5)
         assert _procs(f"sleep {secs}"), "the container died on its own: nothing to test"
@@ -398,12 +403,8 @@ def test_kill9_during_copy_or_extraction_leaves_nothing(env, how, moment):
 
 def test_prune_leaves_a_live_build_alone(env):
     secs = random.randint(5000, 9999)
-    env.dockerfile(busybox_base(env, f"RUN sleep {secs}\n"))
-    p = subprocess.Popen([pybuild_cmd(), "--root", env.root, "build", "--runtime", "pyrunc",
-                          "--progress", "plain", env.ctx],
-                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    p = _sleeping_build(env, secs)
     try:
-        assert _wait_for(lambda: _procs(f"sleep {secs}"), 60, 0.05), "the RUN never started"
         before = mounts_under(env.root)
         env.pybuild("prune")
         assert _procs(f"sleep {secs}") and mounts_under(env.root) == before
