@@ -75,7 +75,7 @@ class Session:
             if rec not in self._runtimes:
                 self._runtimes.append(rec)
                 write_atomic(os.path.join(self.scratch_dir(), _RUNTIME_FILE),
-                             json.dumps(self._runtimes).encode())
+                             json.dumps(self._runtimes).encode(), durable=False)
             if self._guardian is None:
                 self._guardian = _start_guardian(self.root, self.id)
 
@@ -93,11 +93,10 @@ class Session:
             os.close(self._fd)
             self._fd = None
             g, self._guardian = self._guardian, None
-            if g is not None:
+            if g is not None:  # it exits on its own; no need to wait for its start-up
                 with contextlib.suppress(OSError):
                     g.stdin.write(b"done")
                     g.stdin.close()
-                g.wait()
 
 
 _GUARDIAN = """
@@ -119,7 +118,8 @@ if got != b"done":
 
 def _start_guardian(root: str, sid: str):
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
-    return subprocess.Popen([sys.executable, "-c", _GUARDIAN, root, sid], stdin=subprocess.PIPE,
+    # -S: sys.path comes whole through PYTHONPATH; the guardian starts in a few ms
+    return subprocess.Popen([sys.executable, "-S", "-c", _GUARDIAN, root, sid], stdin=subprocess.PIPE,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env,
                             start_new_session=True, cwd="/")
 

@@ -408,16 +408,19 @@ def _fsync_dir(path: str) -> None:
         os.close(fd)
 
 
-def write_atomic(path: str, data: bytes, tmp_dir: str | None = None) -> None:
+def write_atomic(path: str, data: bytes, tmp_dir: str | None = None, *,
+                 durable: bool = True) -> None:
     """Write a temp file beside path (or in tmp_dir, same filesystem), fsync, rename: readers
-    see the old file or the new one, and a failure leaves neither a half file nor the temp."""
+    see the old file or the new one, and a failure leaves neither a half file nor the temp.
+    durable=False skips the fsync, for notes whose loss after a crash only costs a re-check."""
     tmp_dir = tmp_dir or os.path.dirname(path)
     tmp = os.path.join(tmp_dir, f".{os.path.basename(path)}.{uuid.uuid4().hex}")
     try:
         with open(tmp, "xb") as f:
             f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
+            if durable:
+                f.flush()
+                os.fsync(f.fileno())
         os.chmod(tmp, 0o644)
         os.rename(tmp, path)
     except BaseException:

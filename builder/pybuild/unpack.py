@@ -66,7 +66,7 @@ def _checked_diff_id(base: str, blob: str) -> str | None:
 
 def _remember(base: str, blob: str, diff_id: str) -> None:
     write_atomic(os.path.join(base, _BLOBS, _digest.parse(blob)[1]), diff_id.encode(),
-                 os.path.join(base, _BLOBS))
+                 os.path.join(base, _BLOBS), durable=False)  # lost in a crash: checked again
 
 
 def extracted_layer(store, layer_desc: dict, diff_id: str) -> str:
