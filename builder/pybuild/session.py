@@ -23,6 +23,8 @@ import threading
 import time
 import uuid
 
+from ocispec.errors import OCIError
+
 from . import mounts as _mounts
 from .store import private_dir, write_atomic
 
@@ -80,22 +82,29 @@ class Session:
                 self._guardian = _start_guardian(self.root, self.id)
 
     def close(self) -> None:
-        """Remove the scratch dir and the lock: the session ends cleanly."""
+        """Remove the scratch dir and the lock: the session ends cleanly. If something
+        cannot be removed (a busy mount), the lock file stays, so that prune retries once
+        this process is gone; the error that ended the build is the one reported."""
         if self._fd is None:
             return
+        ok = False
         try:
             _clean(self.root, self.id)
-        finally:
+            ok = True
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(os.path.join(self.dir_parent, f"{self.id}.lock"))
             with contextlib.suppress(OSError):
                 os.rmdir(self.dir_parent)
+        except (OSError, OCIError):
+            pass
+        finally:
             os.close(self._fd)
             self._fd = None
             g, self._guardian = self._guardian, None
             if g is not None:  # it exits on its own; no need to wait for its start-up
                 with contextlib.suppress(OSError):
-                    g.stdin.write(b"done")
+                    if ok:  # else it prunes what is left once we are gone
+                        g.stdin.write(b"done")
                     g.stdin.close()
 
 

@@ -5,6 +5,7 @@ layer once into the store's layer cache (ROOT/layers/<diff_id hex>, whiteouts ke
 overlayfs marks) and mounts an overlay of them with a writable BUNDLE/upper: N containers of
 one image share one copy of its layers. cleanup_bundle() undoes either.
 """
+import contextlib
 import ctypes
 import json
 import os
@@ -102,7 +103,8 @@ def extracted_layer(store, layer_desc: dict, diff_id: str) -> str:
                 raise
             rmtree_safe(tmp)
     except BaseException:
-        rmtree_safe(tmp)
+        with contextlib.suppress(OSError, OCIError):  # else prune removes it later
+            rmtree_safe(tmp)
         raise
     return path
 
