@@ -90,10 +90,12 @@ def build(
         compression=compression, runtime=runtime, secrets=_secrets(secret), network=network,
         source_date_epoch=int(sde) if sde else None)
     pr = _progress.make("quiet" if quiet else progress)
+    store = _store()
     try:
-        Builder(_store(), opts, pr).build()
+        Builder(store, opts, pr).build()
     finally:
         pr.close()
+        store.close()
 
 
 @app.command()
@@ -117,7 +119,23 @@ def rmi(names: List[str] = typer.Argument(..., help="image name[:tag]")):
 def unpack(image: str = typer.Argument(...), bundle: str = typer.Argument(...)):
     """Unpack an image into a runtime bundle (rootfs + config.json)."""
     from .unpack import unpack as _unpack
-    _unpack(_store(), image, bundle)
+    store = _store()
+    try:
+        _unpack(store, image, bundle)
+    except OSError as e:
+        raise OCIError(f"unpack {image} into {bundle}: {e.strerror}: {e.filename or bundle}",
+                       errno=e.errno) from None
+    finally:
+        store.close()
+
+
+@app.command()
+def prune():
+    """Remove what killed or crashed pybuild processes left in the store: their RUN
+    containers, overlay mounts, scratch dirs and temp files. Live builds are not touched."""
+    from .session import prune as _prune
+    for what in _prune(_store().root):
+        typer.echo(f"removed {what}")
 
 
 def main(argv=None) -> int:

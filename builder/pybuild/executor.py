@@ -95,7 +95,9 @@ class Builder:
         self.progress = progress
         self.cache = _cache.LayerCache(store, enabled=not opts.no_cache)
         self.layer_cache = _rootfs.LayerCache(store)
-        self.scratch = os.path.join(store.root, "build", uuid.uuid4().hex[:12])
+        # this process's scratch dir: locked for our life, so a dead build's is pruned
+        self.session = store.session()
+        self.scratch = os.path.join(self.session.scratch, uuid.uuid4().hex[:12])
         self.runtime = find_runtime(opts.runtime)
         self.stat_cache = _context.StatCache(os.path.join(store.root, "statcache.json"))
         self._local = threading.local()
@@ -128,7 +130,8 @@ class Builder:
         self.context = _context.context_source(opts.context, self.stat_cache, dfpath)
         order, target = self._plan()
         self._order = order
-        os.makedirs(self.scratch, exist_ok=True)
+        self._prune_dead()
+        os.mkdir(os.path.join(self.session.scratch_dir(), os.path.basename(self.scratch)), 0o700)
         try:
             threads = []
             for st in order:
@@ -154,16 +157,20 @@ class Builder:
         finally:
             self.stat_cache.save()
             _rootfs.rmtree_safe(self.scratch)
-            try:
-                os.rmdir(os.path.dirname(self.scratch))
-            except OSError:
-                pass
         for out in opts.outputs:
             self._export(desc, out)
         for tag in opts.tags:
             self.store.tag(tag, desc)
         self.progress.result(desc["digest"], time.monotonic() - t0)
         return desc
+
+    def _prune_dead(self) -> None:
+        """Remove what killed builds left in this store (their mounts, containers, files)."""
+        from .session import prune
+        try:
+            prune(self.store.root, own=self.session.id)
+        except (OSError, OCIError) as e:  # never fails this build: `pybuild prune` says more
+            self.progress.info(f"warning: cleaning up after an earlier build: {e}")
 
     def _wait_stages(self, order) -> None:
         # Event.wait, not Thread.join: an interrupted join in CPython 3.11 can mark a live
@@ -478,7 +485,7 @@ class Builder:
                 source = _context.Source(root or views.empty(), is_context=False)
             else:
                 source = self.context
-            sel = _copyop.select(ins, srcs, source, is_add=is_add, tmp_dir=self.store.tmp_dir,
+            sel = _copyop.select(ins, srcs, source, is_add=is_add, tmp_dir=self.scratch,
                                  checksum=checksum, excludes=excludes, heredocs=heredocs, what=what)
             try:
                 flags = {"chown": chown, "chmod": chmod, "link": bool(ins.link),
@@ -541,6 +548,9 @@ class Builder:
             return True
         spec = _run.RunSpec(args=args, env=[f"{k}={v}" for k, v in full_env.items()], user=user,
                             cwd=cwd, network=network, mounts=mounts, what=what, files=files)
+        # recorded before the container exists: if we die, the guardian or the next
+        # pybuild deletes it with this runtime (run.py's state root)
+        self.session.record_runtime(self.runtime, os.path.join(self.scratch, "runtime"))
         result = _run.run(self, spec, st.layers, compression=self.opts.compression, sde=self.sde)
         self._add_layer(st, key, self._record(key, result, created_by))
         return False

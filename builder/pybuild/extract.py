@@ -8,16 +8,24 @@ directory fd without following it. Entries naming `..` are refused outright.
 
 Whiteouts: `.wh.NAME` removes NAME; `.wh..wh..opq` empties its directory of everything
 the layers below put there (entries of this same layer stay).
+
+Verification happens on the bytes as they stream by, never by reading anything twice: the
+compressed blob's digest and size, the uncompressed stream's digest (the image config's
+diff_id), the decompressor reaching its end of stream and the tar reaching its end-of-archive
+marker (Python's tarfile silently stops at a damaged header; Go's archive/tar, which every
+other runtime uses, calls that an error, and so do we).
 """
 import collections
 import ctypes
 import errno
 import io
+import math
 import os
 import shutil
 import stat
 import tarfile
 
+from ocispec import digest as _digest
 from ocispec.errors import OCIError
 
 from .layer import WHITEOUT_OPAQUE, WHITEOUT_PREFIX
@@ -130,6 +138,78 @@ def open_decompressed(fileobj):
     return src
 
 
+class _Tap:
+    """A read()-able stream that hashes and counts what passes (and keeps the last `keep`
+    bytes, for the end-of-archive check); over `limit` bytes is an error at once."""
+
+    def __init__(self, f, *, hashed: bool, limit: int | None = None, keep: int = 0,
+                 what: str = "layer"):
+        self.f, self.limit, self.keep, self.what = f, limit, keep, what
+        self.h = _digest.Hasher() if hashed else None
+        self.pos = 0
+        self.tail: collections.deque = collections.deque()
+        self.tail_len = 0
+
+    def read(self, n=-1):
+        data = self.f.read(n)
+        if data:
+            self.pos += len(data)
+            if self.limit is not None and self.pos > self.limit:
+                raise OCIError(f"{self.what}: more than the {self.limit} bytes its descriptor says")
+            if self.h is not None:
+                self.h.update(data)
+            if self.keep:
+                self.tail.append(data)
+                self.tail_len += len(data)
+                while self.tail_len - len(self.tail[0]) >= self.keep:
+                    self.tail_len -= len(self.tail.popleft())
+        return data
+
+    def last(self) -> tuple[int, bytes]:
+        """(offset, bytes): the kept bytes and where they start in the stream."""
+        return self.pos - self.tail_len, b"".join(self.tail)
+
+    def drain(self) -> None:
+        while self.read(_CHUNK):
+            pass
+
+
+def _check_end(tf: tarfile.TarFile, plain: _Tap, what: str) -> None:
+    """The tar stopped at its end-of-archive marker (a zero block, the next one zero too if
+    present) or exactly at the end of the stream; anything else is damage tarfile skipped."""
+    off = tf.offset
+    start, kept = plain.last()
+    if off < start:  # tarfile reads at most one record ahead; keep is larger
+        raise OCIError(f"{what}: cannot check the end of the archive")
+    rest = kept[off - start:]
+    while len(rest) < 2 * tarfile.BLOCKSIZE:
+        more = plain.read(2 * tarfile.BLOCKSIZE - len(rest))
+        if not more:
+            break
+        rest += more
+    if not rest:
+        return
+    if len(rest) < tarfile.BLOCKSIZE or rest.count(0) != len(rest):
+        raise OCIError(f"{what}: damaged tar stream: invalid header at offset {off} (the layer "
+                       "is corrupt or truncated)")
+
+
+def _check_entry(m: tarfile.TarInfo) -> None:
+    """Header fields the kernel calls would choke on, refused with a reason."""
+    if m.size < 0:
+        raise OCIError(f"negative size {m.size}")
+    if not isinstance(m.mtime, (int, float)) or not math.isfinite(m.mtime) \
+            or abs(m.mtime) >= 2 ** 62:
+        raise OCIError(f"invalid mtime {m.mtime!r}")
+    for k in ("uid", "gid"):
+        v = getattr(m, k)
+        if not isinstance(v, int) or not 0 <= v < 2 ** 32 - 1:
+            raise OCIError(f"{k} {v!r} out of range (0 to {2 ** 32 - 2})")
+    if m.ischr() or m.isblk():
+        if not (0 <= m.devmajor < 2 ** 32 and 0 <= m.devminor < 2 ** 32):
+            raise OCIError(f"device number {m.devmajor}:{m.devminor} out of range")
+
+
 class _Applier:
     def __init__(self, dest: str, *, same_owner: bool, whiteouts: str = "apply"):
         self.overlay = whiteouts == "overlay"  # keep whiteouts as overlayfs marks
@@ -196,41 +276,74 @@ class _Applier:
         else:
             os.unlink(base, dir_fd=pfd)
 
-    def apply(self, tf: tarfile.TarFile):
-        for m in tf:
-            name = _clean(m.name)
-            if not name:
-                if m.isdir():
-                    continue
-                raise OCIError(f"layer entry {m.name!r} has no name")
-            head, _, base = name.rpartition("/")
-            if self.plain:
-                self.entry(tf, m, name, head, base)
-                continue
-            if base == WHITEOUT_OPAQUE:
-                if self.overlay:
-                    os.setxattr(self.dir_fd(head), "trusted.overlay.opaque", b"y")
-                else:
-                    self.opaque(head)
-                continue
-            if base.startswith(WHITEOUT_PREFIX):
-                target = base[len(WHITEOUT_PREFIX):]
-                if target in ("", ".", ".."):
-                    raise OCIError(f"layer entry {m.name!r}: bad whiteout")
-                if (f"{head}/{target}" if head else target) in self.created:
-                    continue  # whiteouts hide lower layers only, never this layer's entries
-                if self.overlay:  # overlayfs whiteout: a 0:0 character device
-                    pfd = self.dir_fd(head)
-                    self._remove(pfd, target, f"{head}/{target}" if head else target)
-                    os.mknod(target, stat.S_IFCHR | 0o600, 0, dir_fd=pfd)
-                    continue
-                try:
-                    pfd = self.dir_fd(head, create=False)
-                except (FileNotFoundError, NotADirectoryError):
-                    continue  # nothing below to hide
-                self._remove(pfd, target, f"{head}/{target}" if head else target)
-                continue
+    def apply(self, tf: tarfile.TarFile, what: str = "layer"):
+        """Apply every entry; an entry the kernel refuses is an OCIError naming it."""
+        it = iter(tf)
+        last = None
+        while True:
+            try:
+                m = next(it)
+            except StopIteration:
+                break
+            except (ValueError, OverflowError, UnicodeError) as e:  # a pax field tarfile chokes on
+                after = f" after {last!r}" if last else ""
+                raise OCIError(f"{what}: invalid tar header{after}: {e}") from None
+            last = m.name
+            try:
+                _check_entry(m)
+                self._apply1(tf, m)
+            except OCIError as e:
+                msg = str(e)
+                raise OCIError(f"{what}: {msg}" if msg.startswith("layer entry") else
+                               f"{what}: entry {_show(m.name)}: {msg}") from None
+            except OSError as e:
+                reason = e.strerror or str(e)
+                if e.errno == errno.ENOSPC:
+                    reason += " (free space on the destination's filesystem)"
+                raise OCIError(f"{what}: entry {_show(m.name)}: {reason}", errno=e.errno) from None
+            except (ValueError, OverflowError) as e:
+                raise OCIError(f"{what}: entry {_show(m.name)}: {e}") from None
+        try:
+            self._finish()
+        except OSError as e:
+            raise OCIError(f"{what}: {e.strerror or e}", errno=e.errno) from None
+
+    def _apply1(self, tf, m):
+        name = _clean(m.name)
+        if not name:
+            if m.isdir():
+                return
+            raise OCIError(f"layer entry {m.name!r} has no name")
+        head, _, base = name.rpartition("/")
+        if self.plain:
             self.entry(tf, m, name, head, base)
+            return
+        if base == WHITEOUT_OPAQUE:
+            if self.overlay:
+                os.setxattr(self.dir_fd(head), "trusted.overlay.opaque", b"y")
+            else:
+                self.opaque(head)
+            return
+        if base.startswith(WHITEOUT_PREFIX):
+            target = base[len(WHITEOUT_PREFIX):]
+            if target in ("", ".", ".."):
+                raise OCIError(f"layer entry {m.name!r}: bad whiteout")
+            if (f"{head}/{target}" if head else target) in self.created:
+                return  # whiteouts hide lower layers only, never this layer's entries
+            if self.overlay:  # overlayfs whiteout: a 0:0 character device
+                pfd = self.dir_fd(head)
+                self._remove(pfd, target, f"{head}/{target}" if head else target)
+                os.mknod(target, stat.S_IFCHR | 0o600, 0, dir_fd=pfd)
+                return
+            try:
+                pfd = self.dir_fd(head, create=False)
+            except (FileNotFoundError, NotADirectoryError):
+                return  # nothing below to hide
+            self._remove(pfd, target, f"{head}/{target}" if head else target)
+            return
+        self.entry(tf, m, name, head, base)
+
+    def _finish(self):
         for pfd_path, base, mtime in reversed(self.dir_times):
             try:  # never create anything here: a later whiteout may have removed the dir
                 os.utime(base, (mtime, mtime), dir_fd=self.dir_fd(pfd_path, create=False),
@@ -290,7 +403,11 @@ class _Applier:
             if not target:
                 raise OCIError(f"layer entry {m.name!r}: hard link to nothing")
             thead, _, tbase = target.rpartition("/")
-            os.link(tbase, base, src_dir_fd=self.dir_fd(thead, create=False), dst_dir_fd=pfd, follow_symlinks=False)
+            try:
+                os.link(tbase, base, src_dir_fd=self.dir_fd(thead, create=False), dst_dir_fd=pfd,
+                        follow_symlinks=False)
+            except (FileNotFoundError, NotADirectoryError):
+                raise OCIError(f"hard link to {m.linkname!r}, which is not in the layers so far") from None
         elif m.ischr() or m.isblk() or m.isfifo():
             kind = stat.S_IFCHR if m.ischr() else stat.S_IFBLK if m.isblk() else stat.S_IFIFO
             dev = os.makedev(m.devmajor, m.devminor) if kind != stat.S_IFIFO else 0
@@ -325,7 +442,12 @@ class _Applier:
                     os.setxattr(target, k[13:], v.encode("utf-8", "surrogateescape"))
                 except OSError as e:
                     if e.errno not in (errno.ENOTSUP, errno.EPERM):
-                        raise
+                        raise OCIError(f"xattr {k[13:]}: {e.strerror}", errno=e.errno) from None
+
+
+def _show(name: str) -> str:
+    """An entry name for a one-line message (a hostile one may be kilobytes long)."""
+    return repr(name) if len(name) <= 200 else repr(name[:100] + "...") + f" ({len(name)} chars)"
 
 
 def _clean(name: str) -> str:
@@ -340,7 +462,8 @@ def _clean(name: str) -> str:
 
 
 def apply_layer(blob, media_type: str | None, dest_dir, *, same_owner: bool | None = None,
-                whiteouts: str = "apply") -> None:
+                whiteouts: str = "apply", digest: str | None = None, size: int | None = None,
+                diff_id: str | None = None, what: str | None = None) -> None:
     """Unpack a layer (path or binary file object) onto dest_dir.
 
     Compression is detected from the bytes (media_type is only informative). Owners are
@@ -348,23 +471,70 @@ def apply_layer(blob, media_type: str | None, dest_dir, *, same_owner: bool | No
     whiteouts name; whiteouts="overlay" records them as overlayfs does (0:0 char devices,
     trusted.overlay.opaque=y), for a layer extracted on its own to serve as a lowerdir;
     whiteouts="none" treats an ordinary archive (ADD) whose .wh. names are plain files.
+
+    digest and size (the descriptor's) and diff_id (the image config's) are checked as the
+    bytes stream by. Every failure, a mismatch included, is an OCIError naming the layer
+    (`what`, default "layer DIGEST"); entries are written before the end is known, so the
+    caller must then discard dest_dir.
     """
     if whiteouts not in ("apply", "overlay", "none"):
         raise ValueError(f"whiteouts={whiteouts!r}: want 'apply', 'overlay' or 'none'")
     if same_owner is None:
         same_owner = os.geteuid() == 0
+    what = what or (f"layer {digest}" if digest else f"layer ({media_type or 'tar'})")
     own = not hasattr(blob, "read")
-    f = open(blob, "rb") if own else blob
     try:
-        stream = open_decompressed(f)
+        f = open(blob, "rb") if own else blob
+    except OSError as e:
+        raise OCIError(f"{what}: {e.strerror}: {blob}", errno=e.errno) from None
+    try:
+        raw = _Tap(f, hashed=digest is not None, limit=size, what=what)
+        plain = _Tap(open_decompressed(raw), hashed=diff_id is not None, what=what,
+                     keep=4 * tarfile.RECORDSIZE)
         ap = _Applier(os.fspath(dest_dir), same_owner=same_owner, whiteouts=whiteouts)
         try:
-            with tarfile.open(fileobj=stream, mode="r|", errorlevel=2) as tf:
-                ap.apply(tf)
+            # default bufsize: tarfile's stream re-slices its buffer on every read
+            with tarfile.open(fileobj=plain, mode="r|", errorlevel=2) as tf:
+                ap.apply(tf, what)
+                _check_end(tf, plain, what)
+            plain.drain()  # the rest of the stream: padding, and the decompressor's own end
+            raw.drain()
         except _stream_errors() as e:
-            raise OCIError(f"layer ({media_type or 'tar'}): not a valid tar stream: {e}") from None
+            raise OCIError(f"{what}: not a valid tar stream (damaged or truncated): {e}") from None
         finally:
             ap.close()
     finally:
         if own:
             f.close()
+    if size is not None and raw.pos != size:
+        raise OCIError(f"{what}: {raw.pos} bytes, but its descriptor says {size}")
+    if digest is not None and raw.h.digest != digest:
+        raise OCIError(f"{what}: content digest {raw.h.digest} does not match the descriptor")
+    if diff_id is not None and plain.h.digest != diff_id:
+        raise OCIError(f"{what}: uncompressed digest {plain.h.digest} does not match the diff_id "
+                       f"{diff_id} in the image config (the image claims another layer's content)")
+
+
+
+def verify_layer_blob(path, *, digest: str, size: int | None, diff_id: str, what: str) -> None:
+    """Check a layer blob's digest, size and diff_id by streaming it once (nothing written):
+    for a layer whose content is already extracted under that diff_id."""
+    try:
+        f = open(path, "rb")
+    except OSError as e:
+        raise OCIError(f"{what}: {e.strerror}: {path}", errno=e.errno) from None
+    with f:
+        raw = _Tap(f, hashed=True, limit=size, what=what)
+        plain = _Tap(open_decompressed(raw), hashed=True, what=what)
+        try:
+            plain.drain()
+            raw.drain()
+        except _stream_errors() as e:
+            raise OCIError(f"{what}: not a valid tar stream (damaged or truncated): {e}") from None
+    if size is not None and raw.pos != size:
+        raise OCIError(f"{what}: {raw.pos} bytes, but its descriptor says {size}")
+    if raw.h.digest != digest:
+        raise OCIError(f"{what}: content digest {raw.h.digest} does not match the descriptor")
+    if plain.h.digest != diff_id:
+        raise OCIError(f"{what}: uncompressed digest {plain.h.digest} does not match the diff_id "
+                       f"{diff_id} in the image config (the image claims another layer's content)")

@@ -267,10 +267,8 @@ def _pick(manifests: list[dict], tag: str | None, where: str) -> dict:
 def _copy_in(store: Store, opener, d: dict) -> None:
     if store.has(d["digest"]):
         return
-    with opener(d["digest"]) as f:
-        blob = store.put_blob_stream(f, expected_digest=d["digest"])
-    if blob.size != d["size"]:
-        raise OCIError(f"blob {d['digest']}: size {blob.size} does not match descriptor size {d['size']}")
+    with opener(d["digest"]) as f:  # checked as it streams: a wrong blob is never stored
+        store.put_blob_stream(f, expected_digest=d["digest"], expected_size=d["size"])
 
 
 def _import(store: Store, index_doc: dict, opener, tag: str | None, where: str, store_tag: str | None) -> dict:

@@ -1,6 +1,8 @@
 """mount(2)/umount2(2) for the builder's overlays, through libc (no mount(8) fork per step)."""
 import ctypes
+import errno
 import os
+import re
 
 from ocispec.errors import OCIError
 
@@ -45,3 +47,34 @@ def overlay(target: str, lowerdirs, upper: str | None = None, work: str | None =
     # index/metacopy off: the upper dir must hold plain files we can turn into a layer.
     opts += ",index=off,metacopy=off" if upper else ""
     mount("overlay", target, "overlay", MS_RDONLY if readonly else 0, opts)
+
+
+def umount_detach(target: str) -> None:
+    """Detach a mount now (MNT_DETACH): the way to drop what a dead process left mounted."""
+    if _libc.umount2(os.fsencode(target), MNT_DETACH) != 0:
+        e = ctypes.get_errno()
+        if e not in (errno.EINVAL, errno.ENOENT):  # not (or no longer) a mount point
+            raise OCIError(f"umount {target}: {os.strerror(e)}", errno=e)
+
+
+def _unescape(field: str) -> str:
+    """mountinfo's octal escapes (\\040 for a space, ...) back to the path."""
+    if "\\" not in field:
+        return field
+    return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), field)
+
+
+def mount_points() -> list[str]:
+    with open("/proc/self/mountinfo", encoding="utf-8", errors="surrogateescape") as f:
+        return [_unescape(line.split()[4]) for line in f]
+
+
+def mounts_under(path: str, *, include_self: bool = False) -> list[str]:
+    """Mount points strictly below `path` (and `path` itself with include_self)."""
+    path = os.path.realpath(path)
+    pre = path.rstrip("/") + "/"
+    return [m for m in mount_points() if m.startswith(pre) or (include_self and m == path)]
+
+
+def is_mountpoint(path: str) -> bool:
+    return os.path.realpath(path) in mount_points()

@@ -32,18 +32,14 @@ class LayerCache:
 
 
 def rmtree_safe(path: str) -> None:
-    """rm -rf that refuses to cross into mounts (a stuck mount is left, never its content)."""
+    """rm -rf that refuses to run while anything is mounted below `path` (a stuck mount is
+    left, never its content). mountinfo, not st_dev: a bind mount of the same filesystem
+    has the same st_dev."""
     if not os.path.lexists(path):
         return
-    dev = os.lstat(path).st_dev
-
-    def onerror(func, p, exc):
-        raise exc[1]
-    for dirpath, dirnames, filenames in os.walk(path, topdown=True):
-        for d in list(dirnames):
-            p = os.path.join(dirpath, d)
-            if not os.path.islink(p) and os.lstat(p).st_dev != dev:
-                raise OCIError(f"refusing to remove {path}: {p} is a mount point")
+    below = mounts.mounts_under(path)
+    if below:
+        raise OCIError(f"refusing to remove {path}: {below[0]} is mounted below it")
     shutil.rmtree(path)
 
 

@@ -68,8 +68,10 @@ class Store:
         self._tlock = threading.RLock()
         self._lock_fd = None
         self._lock_depth = 0
+        self._session = None
+        _private_root(self.root)
         os.makedirs(self.blobs_dir, exist_ok=True)
-        os.makedirs(self.tmp_dir, exist_ok=True)
+        private_dir(self.tmp_dir)
         layout = os.path.join(self.root, mt.IMAGE_LAYOUT_FILE)
         if not os.path.exists(layout):
             write_atomic(layout, json.dumps({"imageLayoutVersion": mt.IMAGE_LAYOUT_VERSION}).encode(),
@@ -136,9 +138,27 @@ class Store:
     def blob_size(self, digest: str) -> int:
         return os.stat(self.blob_path(digest)).st_size
 
+    # -- this process's scratch --------------------------------------------------------
+
+    def session(self):
+        """This process's Session (lock + scratch dir), opened on first use."""
+        with self._tlock:
+            if self._session is None:
+                from .session import Session
+                self._session = Session(self.root)
+            return self._session
+
+    def close(self) -> None:
+        """End this process's session: its scratch dir and lock go."""
+        with self._tlock:
+            s, self._session = self._session, None
+        if s is not None:
+            s.close()
+
     def temp_file(self, suffix: str = ""):
-        """A new (fileobj, path) in the store's temp dir, for commit_temp()."""
-        path = os.path.join(self.tmp_dir, f"{uuid.uuid4().hex}{suffix}")
+        """A new (fileobj, path) in the store's temp dir, for commit_temp(). The name carries
+        the session id, so `pybuild prune` removes it if this process dies."""
+        path = os.path.join(self.tmp_dir, f"{self.session().id}-{uuid.uuid4().hex}{suffix}")
         return open(path, "xb"), path
 
     def commit_temp(self, tmp_path: str, digest: str, size: int | None = None,
@@ -169,9 +189,15 @@ class Store:
             os.unlink(tmp_path)
 
     def put_blob_stream(self, src, media_type: str | None = None, *,
-                        expected_digest: str | None = None) -> Blob:
-        """Store a blob read from a file object (.read) or an iterator of bytes."""
+                        expected_digest: str | None = None,
+                        expected_size: int | None = None) -> Blob:
+        """Store a blob read from a file object (.read) or an iterator of bytes.
+
+        With expected_digest/expected_size (a descriptor's), content that differs is an
+        error and never committed; reading stops as soon as the size is exceeded.
+        """
         h = _digest.Hasher()
+        what = f"blob {expected_digest}" if expected_digest else "blob"
         f, tmp = self.temp_file()
         try:
             with f:
@@ -182,7 +208,13 @@ class Store:
                 for chunk in chunks:
                     if chunk:
                         h.update(chunk)
+                        if expected_size is not None and h.size > expected_size:
+                            raise OCIError(f"{what}: more than the descriptor's size "
+                                           f"{expected_size} bytes")
                         f.write(chunk)
+            if expected_size is not None and h.size != expected_size:
+                raise OCIError(f"{what}: size {h.size} does not match the descriptor's size "
+                               f"{expected_size}")
             if expected_digest is not None and h.digest != expected_digest:
                 raise OCIError(f"blob content digest {h.digest} does not match {expected_digest}")
             return self.commit_temp(tmp, h.digest, h.size, media_type)
@@ -313,11 +345,42 @@ class Store:
                 if dg not in keep and now - os.lstat(p).st_mtime > grace_seconds:
                     os.unlink(p)
                     removed.append(dg)
+            from .session import _session_of
             for name in os.listdir(self.tmp_dir):  # left by crashed writers
                 p = os.path.join(self.tmp_dir, name)
+                if _session_of(name) is not None:
+                    continue  # a session's: prune removes it once its process is gone
                 if os.path.isfile(p) and now - os.lstat(p).st_mtime > grace_seconds:
                     os.unlink(p)
         return removed
+
+
+def _private_root(root: str) -> None:
+    """Make the store dir 0700, as /var/lib/containers: layers and RUN rootfs below it hold
+    images' setuid files, which host users must not reach. An existing store is tightened;
+    a non-empty directory that is not a store yet is left as it is (its private subdirs are
+    0700 in any case)."""
+    try:
+        os.mkdir(root, 0o700)
+        return
+    except FileExistsError:
+        pass
+    except FileNotFoundError:
+        os.makedirs(os.path.dirname(root), exist_ok=True)
+        os.mkdir(root, 0o700)
+        return
+    st = os.stat(root)
+    if st.st_mode & 0o077 and st.st_uid == os.geteuid() and (
+            os.path.exists(os.path.join(root, mt.IMAGE_LAYOUT_FILE)) or not os.listdir(root)):
+        os.chmod(root, 0o700)
+
+
+def private_dir(path: str) -> str:
+    """mkdir -p path as 0700, tightened when it exists."""
+    os.makedirs(path, mode=0o700, exist_ok=True)
+    if os.stat(path).st_mode & 0o077:
+        os.chmod(path, 0o700)
+    return path
 
 
 def select_platform(manifests, platform: dict | None = None) -> dict:
@@ -345,16 +408,19 @@ def _fsync_dir(path: str) -> None:
         os.close(fd)
 
 
-def write_atomic(path: str, data: bytes, tmp_dir: str | None = None) -> None:
+def write_atomic(path: str, data: bytes, tmp_dir: str | None = None, *,
+                 durable: bool = True) -> None:
     """Write a temp file beside path (or in tmp_dir, same filesystem), fsync, rename: readers
-    see the old file or the new one, and a failure leaves neither a half file nor the temp."""
+    see the old file or the new one, and a failure leaves neither a half file nor the temp.
+    durable=False skips the fsync, for notes whose loss after a crash only costs a re-check."""
     tmp_dir = tmp_dir or os.path.dirname(path)
     tmp = os.path.join(tmp_dir, f".{os.path.basename(path)}.{uuid.uuid4().hex}")
     try:
         with open(tmp, "xb") as f:
             f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
+            if durable:
+                f.flush()
+                os.fsync(f.fileno())
         os.chmod(tmp, 0o644)
         os.rename(tmp, path)
     except BaseException:

@@ -9,14 +9,16 @@ import contextlib
 import ctypes
 import json
 import os
-import shutil
 import uuid
 
 from ocispec import digest as _digest
 from ocispec.errors import OCIError
 
 from .config_convert import runtime_config
-from .extract import apply_layer
+from .extract import apply_layer, verify_layer_blob
+from .mounts import is_mountpoint as _is_mountpoint
+from .rootfs import rmtree_safe
+from .store import private_dir, write_atomic
 
 _libc = ctypes.CDLL(None, use_errno=True)
 _MNT_DETACH = 2
@@ -26,32 +28,83 @@ def layer_cache_dir(store) -> str:
     return os.path.join(store.root, "layers")
 
 
+# layers/<diff_id hex> exists only once a blob was seen to decompress to exactly that
+# diff_id (checked as it streamed into the dir). layers/.blobs/<blob hex> holds the diff_id a
+# blob was checked to give: another image naming the same diff_id with another blob is
+# checked before it may share the dir. Stores from before this (no layers/.v2) may hold a
+# dir extracted from a blob that only claimed its diff_id: those dirs are dropped once.
+_BLOBS = ".blobs"
+_FORMAT = ".v2"
+
+
+def _layers_dir(store) -> str:
+    base = private_dir(layer_cache_dir(store))
+    if getattr(store, "_layers_checked", False):
+        return base
+    mark = os.path.join(base, _FORMAT)
+    if not os.path.exists(mark):
+        with store.lock():
+            if not os.path.exists(mark):
+                sid = store.session().id
+                for name in os.listdir(base):
+                    if len(name) == 64 and not name.startswith("."):
+                        stale = os.path.join(base, f".tmp-{sid}-stale-{uuid.uuid4().hex[:8]}")
+                        os.rename(os.path.join(base, name), stale)
+                        rmtree_safe(stale)
+                os.makedirs(os.path.join(base, _BLOBS), mode=0o700, exist_ok=True)
+                write_atomic(mark, b"", base)
+    store._layers_checked = True
+    return base
+
+
+def _checked_diff_id(base: str, blob: str) -> str | None:
+    try:
+        with open(os.path.join(base, _BLOBS, _digest.parse(blob)[1])) as f:
+            return f.read().strip()
+    except FileNotFoundError:
+        return None
+
+
+def _remember(base: str, blob: str, diff_id: str) -> None:
+    write_atomic(os.path.join(base, _BLOBS, _digest.parse(blob)[1]), diff_id.encode(),
+                 os.path.join(base, _BLOBS), durable=False)  # lost in a crash: checked again
+
+
 def extracted_layer(store, layer_desc: dict, diff_id: str) -> str:
-    """The directory holding this layer extracted on its own (made once, atomically)."""
+    """The directory holding this layer extracted on its own (made once, atomically).
+
+    The blob's digest and size and the diff_id are verified as it streams into a temp dir,
+    which becomes the layer's dir only when all match: an image cannot put its files under
+    another layer's diff_id.
+    """
     hexd = _digest.parse(diff_id)[1]
-    base = layer_cache_dir(store)
-    path = os.path.join(base, hexd)
-    if os.path.isdir(path):
-        return path
+    blob = layer_desc["digest"]
+    what = f"unpacking layer {blob}"
     # 0700: extracted layers hold the image's setuid files and device nodes; like
     # /var/lib/docker, host users must not be able to reach them.
-    os.makedirs(base, mode=0o700, exist_ok=True)
-    if os.stat(base).st_mode & 0o077:
-        os.chmod(base, 0o700)
-    tmp = os.path.join(base, f".tmp-{hexd[:12]}-{uuid.uuid4().hex[:8]}")
+    base = _layers_dir(store)
+    path = os.path.join(base, hexd)
+    if os.path.isdir(path):
+        if _checked_diff_id(base, blob) != diff_id:
+            verify_layer_blob(store.blob_path(blob), digest=blob, size=layer_desc.get("size"),
+                              diff_id=diff_id, what=what)
+            _remember(base, blob, diff_id)
+        return path
+    tmp = os.path.join(base, f".tmp-{store.session().id}-{hexd[:12]}-{uuid.uuid4().hex[:8]}")
     os.mkdir(tmp, 0o755)
     try:
-        apply_layer(store.blob_path(layer_desc["digest"]), layer_desc.get("mediaType"), tmp,
-                    whiteouts="overlay")
+        apply_layer(store.blob_path(blob), layer_desc.get("mediaType"), tmp, whiteouts="overlay",
+                    digest=blob, size=layer_desc.get("size"), diff_id=diff_id, what=what)
+        _remember(base, blob, diff_id)
         try:
             os.rename(tmp, path)
         except OSError:  # another builder finished it first
             if not os.path.isdir(path):
                 raise
-            shutil.rmtree(tmp)
+            rmtree_safe(tmp)
     except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            shutil.rmtree(tmp)
+        with contextlib.suppress(OSError, OCIError):  # else prune removes it later
+            rmtree_safe(tmp)
         raise
     return path
 
@@ -67,15 +120,6 @@ def mount_overlay(lowerdirs: list[str], upperdir: str, workdir: str, target: str
     if _libc.mount(b"overlay", os.fsencode(target), b"overlay", 0, opts.encode()) != 0:
         e = ctypes.get_errno()
         raise OCIError(f"mounting overlay on {target}: {os.strerror(e)}", errno=e)
-
-
-def _is_mountpoint(path: str) -> bool:
-    path = os.path.realpath(path)
-    with open("/proc/self/mountinfo") as f:
-        for line in f:
-            if line.split()[4] == path:
-                return True
-    return False
 
 
 def unpack(store, image_ref, bundle_dir, *, overlay: bool = False, args=None,
@@ -95,10 +139,12 @@ def unpack(store, image_ref, bundle_dir, *, overlay: bool = False, args=None,
     made = []  # what to remove again if this fails
     if not os.path.exists(bundle_dir):
         os.makedirs(bundle_dir)
-        os.chmod(bundle_dir, 0o700)  # as umoci: the rootfs's setuid files stay out of reach
         made.append(bundle_dir)
     if os.path.exists(rootfs) and (os.listdir(rootfs) or _is_mountpoint(rootfs)):
         raise OCIError(f"{rootfs} already exists and is not empty")
+    # As umoci, even when the directory exists: the rootfs's setuid files stay out of reach
+    # of host users.
+    os.chmod(bundle_dir, 0o700)
     try:
         for d in (rootfs, *((os.path.join(bundle_dir, n) for n in ("upper", "work")) if overlay else ())):
             if not os.path.exists(d):
@@ -114,8 +160,10 @@ def unpack(store, image_ref, bundle_dir, *, overlay: bool = False, args=None,
             mount_overlay(list(reversed(lowers)), os.path.join(bundle_dir, "upper"),
                           os.path.join(bundle_dir, "work"), rootfs)
         else:
-            for d in manifest["layers"]:
-                apply_layer(store.blob_path(d["digest"]), d.get("mediaType"), rootfs)
+            for d, did in zip(manifest["layers"], diff_ids):
+                apply_layer(store.blob_path(d["digest"]), d.get("mediaType"), rootfs,
+                            digest=d["digest"], size=d.get("size"), diff_id=did,
+                            what=f"unpacking layer {d['digest']}")
         spec = runtime_config(cfg, rootfs, args=args, terminal=terminal)
         tmp = os.path.join(bundle_dir, f".config.json.{uuid.uuid4().hex[:8]}")
         with open(tmp, "w") as f:
@@ -124,8 +172,15 @@ def unpack(store, image_ref, bundle_dir, *, overlay: bool = False, args=None,
     except BaseException:
         if _is_mountpoint(rootfs):
             _libc.umount2(os.fsencode(rootfs), _MNT_DETACH)
+        if rootfs not in made and os.path.isdir(rootfs) and not _is_mountpoint(rootfs):
+            for name in os.listdir(rootfs):  # it was empty: what is there now is ours
+                p = os.path.join(rootfs, name)
+                if os.path.isdir(p) and not os.path.islink(p):
+                    rmtree_safe(p)
+                else:
+                    os.unlink(p)
         for d in reversed(made):
-            _rmtree_one_fs(d)
+            rmtree_safe(d)
         raise
     return spec
 
@@ -139,20 +194,4 @@ def cleanup_bundle(bundle_dir) -> None:
             e = ctypes.get_errno()
             if _libc.umount2(os.fsencode(rootfs), _MNT_DETACH) != 0:
                 raise OCIError(f"unmounting {rootfs}: {os.strerror(e)}", errno=e)
-    _rmtree_one_fs(bundle_dir)
-
-
-def _mounts_below(path: str) -> list[str]:
-    pre = os.path.realpath(path) + "/"
-    with open("/proc/self/mountinfo") as f:
-        return [m for m in (line.split()[4] for line in f) if m.startswith(pre)]
-
-
-def _rmtree_one_fs(path: str) -> None:
-    """rm -rf that refuses to run while anything is mounted below `path`."""
-    if not os.path.lexists(path):
-        return
-    below = _mounts_below(path)
-    if below:
-        raise OCIError(f"refusing to remove {path}: {below[0]} is mounted below it")
-    shutil.rmtree(path)
+    rmtree_safe(bundle_dir)
