@@ -93,3 +93,24 @@ def resolve_in_root(root: str, path: str, *, follow_last: bool = True) -> str:
             continue
         resolved.append(comp)
     return "/" + "/".join(resolved)
+
+
+def mkdir_all(root: str, path: str, mode: int = 0o755) -> None:
+    """mkdir -p of `path` (already resolved in the rootfs) under root, one directory fd at a
+    time: no recursion (os.makedirs recurses once per component) and no host path longer
+    than a component, so a deep WORKDIR works or fails with a plain error."""
+    fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        for comp in (p for p in path.split("/") if p not in ("", ".")):
+            try:
+                os.mkdir(comp, mode, dir_fd=fd)
+            except FileExistsError:
+                pass
+            nfd = os.open(comp, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC,
+                          dir_fd=fd)
+            os.close(fd)
+            fd = nfd
+    except OSError as e:
+        raise OCIError(f"cannot create directory {path}: {e.strerror}", errno=e.errno) from None
+    finally:
+        os.close(fd)

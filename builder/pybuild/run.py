@@ -18,7 +18,7 @@ from ocispec.errors import OCIError
 
 from . import mounts
 from .layer import layer_from_overlay_upper
-from .rootfs import resolve_in_root, rmtree_safe
+from .rootfs import mkdir_all, resolve_in_root, rmtree_safe
 from .users import resolve_user
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -27,6 +27,7 @@ CAPS = ["CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_FSETID", "CAP_FOWNER", "CAP_MKNOD"
         "CAP_SETGID", "CAP_SETUID", "CAP_SETFCAP", "CAP_SETPCAP", "CAP_NET_BIND_SERVICE",
         "CAP_SYS_CHROOT", "CAP_KILL", "CAP_AUDIT_WRITE"]
 _TAIL = 8
+_PATH_MAX = 4096  # the kernel's limit on a path, the NUL included
 
 
 def _default_mounts():
@@ -168,10 +169,13 @@ def run(builder, spec: RunSpec, layers, *, compression, sde) -> dict | None:
                 if miss is not None:
                     created_points.append((m["destination"], miss, _lower_parents(merged, miss)))
             # WORKDIR is created if missing (and stays in the layer, as docker does).
-            cwd_host = os.path.join(merged, resolve_in_root(merged, spec.cwd).lstrip("/"))
+            cwd_in_root = resolve_in_root(merged, spec.cwd)
             uid, gid, extra = resolve_user(merged, spec.user, spec.what)
-            if not os.path.isdir(cwd_host):
-                os.makedirs(cwd_host, 0o755, exist_ok=True)
+            if len(spec.cwd.encode()) >= _PATH_MAX:
+                raise OCIError(f"{spec.what}: the working directory is {len(spec.cwd.encode())} "
+                               f"bytes long: a process cannot run in a path of {_PATH_MAX} or more",
+                               hint="use a shorter WORKDIR")
+            mkdir_all(merged, cwd_in_root, 0o755)
             config = {
                 "ociVersion": "1.0.2",
                 "process": {
