@@ -7,7 +7,6 @@ an overlay whose lowerdirs are those directories. Nothing is copied per build or
 """
 import contextlib
 import os
-import shutil
 import uuid
 
 from ocispec.errors import OCIError
@@ -32,19 +31,60 @@ class LayerCache:
 
 
 def rmtree_safe(path: str) -> None:
-    """rm -rf that refuses to cross into mounts (a stuck mount is left, never its content)."""
+    """rm -rf that refuses to cross into mounts (a stuck mount is left, never its content).
+
+    Iterative and fd-relative: each directory met is first renamed to a direct child of
+    `path`, so a tree thousands of levels deep (a long WORKDIR in a RUN's upper dir) needs
+    neither recursion (os.walk and shutil.rmtree recurse per level) nor long paths."""
     if not os.path.lexists(path):
         return
-    dev = os.lstat(path).st_dev
+    if not os.path.isdir(path) or os.path.islink(path):
+        os.unlink(path)
+        return
+    real = os.path.realpath(path)
+    for mp in _mount_points():
+        if mp.startswith(real + "/"):
+            raise OCIError(f"refusing to remove {path}: {mp} is a mount point")
+    flags = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+    root = os.open(path, flags)
+    try:
+        dev = os.fstat(root).st_dev
+        todo, done = [None], []  # names of flattened dirs directly under root (None: root)
+        while todo:
+            name = todo.pop()
+            fd = root if name is None else os.open(name, flags, dir_fd=root)
+            try:
+                with os.scandir(fd) as it:
+                    entries = [(e.name, e.is_dir(follow_symlinks=False)) for e in it]
+                for child, is_dir in entries:
+                    if not is_dir:
+                        os.unlink(child, dir_fd=fd)
+                        continue
+                    if os.stat(child, dir_fd=fd, follow_symlinks=False).st_dev != dev:
+                        raise OCIError(f"refusing to remove {path}: {child} is a mount point")
+                    flat = child
+                    if fd != root:
+                        flat = f".rm-{uuid.uuid4().hex}"
+                        os.rename(child, flat, src_dir_fd=fd, dst_dir_fd=root)
+                    todo.append(flat)
+            finally:
+                if fd != root:
+                    os.close(fd)
+            if name is not None:
+                done.append(name)
+        for name in done:
+            os.rmdir(name, dir_fd=root)
+    finally:
+        os.close(root)
+    os.rmdir(path)
 
-    def onerror(func, p, exc):
-        raise exc[1]
-    for dirpath, dirnames, filenames in os.walk(path, topdown=True):
-        for d in list(dirnames):
-            p = os.path.join(dirpath, d)
-            if not os.path.islink(p) and os.lstat(p).st_dev != dev:
-                raise OCIError(f"refusing to remove {path}: {p} is a mount point")
-    shutil.rmtree(path)
+
+def _mount_points() -> list[str]:
+    try:
+        with open("/proc/self/mountinfo") as f:
+            return [line.split()[4].replace("\\040", " ") for line in f]
+    except OSError:
+        return []
 
 
 @contextlib.contextmanager
