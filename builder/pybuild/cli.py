@@ -82,7 +82,7 @@ def build(
     target: Optional[str] = typer.Option(None, "--target", help="stage to build"),
     label: List[str] = typer.Option([], "--label", help="K=V label on the image (repeatable)"),
     no_cache: bool = typer.Option(False, "--no-cache", help="do not use the layer cache"),
-    platform: Optional[str] = typer.Option(None, "--platform", help="os/arch[/variant]"),
+    platform: Optional[str] = typer.Option(None, "--platform", help="os/arch or os/arch/variant"),
     output: List[str] = typer.Option([], "-o", "--output",
                                      help="oci:DIR[:tag] | oci-archive:FILE[:tag] | docker-archive:FILE[:tag]"),
     progress: str = typer.Option("auto", "--progress", help="auto|plain|tty|quiet|json"),

@@ -126,19 +126,18 @@ def fetch_url(url: str, tmp_dir: str, checksum: str | None, what: str,
         for sk in list(socks):
             shut(sk)
 
-    class _Conn(http.client.HTTPConnection):
+    class _Tracked:  # a connection whose socket the watchdog can reach
         def connect(self):
             super().connect()
             socks.append(self.sock)
             if expired.is_set():
                 shut(self.sock)
 
-    class _SConn(http.client.HTTPSConnection):
-        def connect(self):
-            super().connect()
-            socks.append(self.sock)
-            if expired.is_set():
-                shut(self.sock)
+    class _Conn(_Tracked, http.client.HTTPConnection):
+        pass
+
+    class _SConn(_Tracked, http.client.HTTPSConnection):
+        pass
 
     class _Http(urllib.request.HTTPHandler):
         def http_open(self, req):

@@ -344,3 +344,12 @@ def test_gzip_helper_makes_a_real_archive(tmp_path):
     with gzip.open(p) as g, tarfile.open(fileobj=g, mode="r|") as tf:
         sizes = [m.size for m in tf]
     assert sizes == [3 * MiB + 5]
+
+
+def test_build_help_names_the_limits():
+    """`pybuild build --help` lists the ADD limits (it used to crash on rich markup)."""
+    p = subprocess.run([pybuild_cmd(), "build", "--help"], capture_output=True, text=True,
+                       timeout=60)
+    assert p.returncode == 0 and "Traceback" not in p.stderr, p.stderr
+    for flag in ("--add-timeout", "--add-idle-timeout", "--add-max-size"):
+        assert flag in p.stdout
