@@ -51,6 +51,28 @@ def _secrets(values) -> dict:
     return out
 
 
+def _size(text: str, flag: str) -> int:
+    """Bytes from `123`, `10K`, `500M`, `2G`, `1T` (powers of 1024; a trailing B or iB is fine)."""
+    t = text.strip().upper().removesuffix("IB").removesuffix("B")
+    mult = 1
+    if t[-1:] in ("K", "M", "G", "T"):
+        mult = 1 << (10 * ("KMGT".index(t[-1]) + 1))
+        t = t[:-1]
+    try:
+        n = float(t)
+    except ValueError:
+        n = -1
+    if not t or n < 0 or n != n or n * mult >= 1 << 63:
+        raise OCIError(f"{flag} {text!r}: want a size in bytes such as 500M or 2G (0: no limit)")
+    return int(n * mult)
+
+
+def _seconds(value: float, flag: str) -> float:
+    if not value >= 0 or value > 10 ** 9:
+        raise OCIError(f"{flag} {value}: want a number of seconds (0: no limit)")
+    return value
+
+
 @app.command()
 def build(
     context: str = typer.Argument(..., help="build context directory"),
@@ -60,7 +82,7 @@ def build(
     target: Optional[str] = typer.Option(None, "--target", help="stage to build"),
     label: List[str] = typer.Option([], "--label", help="K=V label on the image (repeatable)"),
     no_cache: bool = typer.Option(False, "--no-cache", help="do not use the layer cache"),
-    platform: Optional[str] = typer.Option(None, "--platform", help="os/arch[/variant]"),
+    platform: Optional[str] = typer.Option(None, "--platform", help="os/arch or os/arch/variant"),
     output: List[str] = typer.Option([], "-o", "--output",
                                      help="oci:DIR[:tag] | oci-archive:FILE[:tag] | docker-archive:FILE[:tag]"),
     progress: str = typer.Option("auto", "--progress", help="auto|plain|tty|quiet|json"),
@@ -69,6 +91,16 @@ def build(
     secret: List[str] = typer.Option([], "--secret", help="id=ID,src=FILE for RUN --mount=type=secret"),
     network: Optional[str] = typer.Option(None, "--network", help="default network for RUN: none|host|default"),
     quiet: bool = typer.Option(False, "-q", "--quiet", help="same as --progress quiet"),
+    add_timeout: float = typer.Option(
+        3600, "--add-timeout", envvar="PYBUILD_ADD_TIMEOUT", metavar="SECONDS",
+        help="longest an ADD <URL> download may take, in seconds (0: no limit)"),
+    add_idle_timeout: float = typer.Option(
+        60, "--add-idle-timeout", envvar="PYBUILD_ADD_IDLE_TIMEOUT", metavar="SECONDS",
+        help="an ADD <URL> download fails when the server sends nothing for this long (0: no limit)"),
+    add_max_size: str = typer.Option(
+        "0", "--add-max-size", envvar="PYBUILD_ADD_MAX_SIZE", metavar="SIZE",
+        help="largest download, or unpacked archive content, one ADD may bring in, "
+             "e.g. 500M or 2G (0: no limit)"),
 ):
     """Build an image from a Dockerfile and a context directory."""
     from . import progress as _progress
@@ -77,6 +109,10 @@ def build(
         raise OCIError(f"--progress {progress!r}: want auto, plain, quiet or json")
     if compression not in ("gzip", "zstd"):
         raise OCIError(f"--compression {compression!r}: want gzip or zstd")
+    from .copy import AddLimits
+    limits = AddLimits(timeout=_seconds(add_timeout, "--add-timeout"),
+                       idle_timeout=_seconds(add_idle_timeout, "--add-idle-timeout"),
+                       max_size=_size(add_max_size, "--add-max-size"))
     from .export import parse_output
     for o in output:
         parse_output(o)
@@ -88,7 +124,7 @@ def build(
         tags=list(tag), build_args=_kv(build_arg, "--build-arg"), target=target,
         labels=_kv(label, "--label"), no_cache=no_cache, platform=platform, outputs=list(output),
         compression=compression, runtime=runtime, secrets=_secrets(secret), network=network,
-        source_date_epoch=int(sde) if sde else None)
+        source_date_epoch=int(sde) if sde else None, add_limits=limits)
     pr = _progress.make("quiet" if quiet else progress)
     store = _store()
     try:

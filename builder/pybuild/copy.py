@@ -25,6 +25,28 @@ _ARCHIVE_MIME = {
 }
 
 
+@dataclass(frozen=True)
+class AddLimits:
+    """Bounds on what one ADD may bring in (pybuild build --add-timeout, --add-idle-timeout,
+    --add-max-size). 0 means no limit."""
+    timeout: float = 3600.0  # seconds a whole URL download may take
+    idle_timeout: float = 60.0  # seconds without a byte from the server
+    max_size: int = 0  # bytes of a download, or unpacked from one archive
+
+
+DEFAULT_LIMITS = AddLimits()
+_SMALL_MEMBER = 64 << 10  # archive members up to this size are kept in memory...
+_MEMORY_BUDGET = 32 << 20  # ...while their total stays below this; the rest go to disk
+_MAX_TAR_META = 1 << 20  # a pax header or GNU long name larger than this is refused
+
+
+def _size_text(n: int) -> str:
+    for unit, div in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if n >= div:
+            return f"{n / div:.4g} {unit}"
+    return f"{n} bytes"
+
+
 @dataclass
 class Item:
     """One selected source: a tree from `source`, a fetched URL or a heredoc."""
@@ -72,7 +94,17 @@ def _exclude_fn(patterns, base: str):
     return excluded
 
 
-def fetch_url(url: str, tmp_dir: str, checksum: str | None, what: str) -> Item:
+def fetch_url(url: str, tmp_dir: str, checksum: str | None, what: str,
+              limits: AddLimits = DEFAULT_LIMITS) -> Item:
+    """Download url to a temp file in tmp_dir, hashing as it streams (memory stays flat).
+
+    Bounded: no byte for limits.idle_timeout s, the whole transfer past limits.timeout s
+    (a watchdog shuts the socket, so a server dripping a byte now and then cannot hold a
+    build), or more than limits.max_size bytes, each fail with an error naming the limit."""
+    import http.client
+    import socket
+    import threading
+    import time
     import urllib.parse
     import urllib.request  # imported here: ~10 ms a build without ADD URL need not pay
     from email.utils import parsedate_to_datetime
@@ -80,18 +112,94 @@ def fetch_url(url: str, tmp_dir: str, checksum: str | None, what: str) -> Item:
     name = posixpath.basename(parsed.path.rstrip("/")) or "index.html"
     path = os.path.join(tmp_dir, f"add-{uuid.uuid4().hex}")
     h = _digest.Hasher(_digest.parse(checksum)[0] if checksum else "sha256")
+    socks: list = []
+    expired = threading.Event()
+
+    def shut(sock) -> None:
+        try:  # the fd's own shutdown(2), under an SSLSocket too: wakes a blocked read
+            socket.socket.shutdown(sock, socket.SHUT_RDWR)
+        except OSError:
+            pass
+
+    def expire() -> None:
+        expired.set()
+        for sk in list(socks):
+            shut(sk)
+
+    class _Tracked:  # a connection whose socket the watchdog can reach
+        def connect(self):
+            super().connect()
+            socks.append(self.sock)
+            if expired.is_set():
+                shut(self.sock)
+
+    class _Conn(_Tracked, http.client.HTTPConnection):
+        pass
+
+    class _SConn(_Tracked, http.client.HTTPSConnection):
+        pass
+
+    class _Http(urllib.request.HTTPHandler):
+        def http_open(self, req):
+            return self.do_open(_Conn, req)
+
+    class _Https(urllib.request.HTTPSHandler):
+        def https_open(self, req):
+            return self.do_open(_SConn, req, context=self._context)
+
+    def too_slow() -> OCIError:
+        return OCIError(f"{what}: download of {url} did not finish within {limits.timeout:g} s",
+                        hint="raise the limit with --add-timeout (or PYBUILD_ADD_TIMEOUT)")
+
+    def too_big() -> OCIError:
+        return OCIError(f"{what}: {url} is larger than {_size_text(limits.max_size)}",
+                        hint="raise the limit with --add-max-size (or PYBUILD_ADD_MAX_SIZE)")
+
+    timer = threading.Timer(limits.timeout, expire) if limits.timeout else None
+    if timer is not None:
+        timer.daemon = True
+        timer.start()
+    opener = urllib.request.build_opener(_Http, _Https)
+    started = time.monotonic()
     try:
-        with urllib.request.urlopen(url, timeout=60) as resp, open(path, "xb") as out:
-            for chunk in iter(lambda: resp.read(1 << 20), b""):
+        with opener.open(url, timeout=limits.idle_timeout or None) as resp, \
+                open(path, "xb") as out:
+            if limits.max_size and resp.length is not None and resp.length > limits.max_size:
+                raise too_big()
+            while True:
+                chunk = resp.read1(1 << 20)
+                if not chunk:
+                    break
+                if limits.max_size and h.size + len(chunk) > limits.max_size:
+                    raise too_big()
                 h.update(chunk)
                 out.write(chunk)
+            if expired.is_set():
+                raise too_slow()
+            if resp.length:  # Content-Length said more than came
+                raise OCIError(f"{what}: {url}: the connection closed after {h.size} bytes, "
+                               f"{resp.length} short of the Content-Length")
             lm = resp.headers.get("Last-Modified")
-    except OSError as e:
+    except BaseException as e:
         try:
             os.unlink(path)
         except FileNotFoundError:
             pass
+        if isinstance(e, OCIError):
+            raise
+        if not isinstance(e, (OSError, http.client.HTTPException, ValueError)):
+            raise
+        if expired.is_set():
+            raise too_slow() from None
+        if isinstance(getattr(e, "reason", e), TimeoutError):
+            raise OCIError(f"{what}: {url}: no data for {limits.idle_timeout:g} s "
+                           f"({time.monotonic() - started:.0f} s into the download)",
+                           hint="raise the limit with --add-idle-timeout "
+                                "(or PYBUILD_ADD_IDLE_TIMEOUT)") from None
         raise OCIError(f"{what}: cannot fetch {url}: {e}") from None
+    finally:
+        if timer is not None:
+            timer.cancel()
     if checksum and h.digest != checksum:
         os.unlink(path)
         raise OCIError(f"{what}: checksum of {url} is {h.digest}, want {checksum}")
@@ -105,7 +213,7 @@ def fetch_url(url: str, tmp_dir: str, checksum: str | None, what: str) -> Item:
 
 
 def select(ins, srcs: list[str], source: Source, *, is_add: bool, tmp_dir: str, checksum,
-           excludes, heredocs, what: str) -> Selection:
+           excludes, heredocs, what: str, limits: AddLimits = DEFAULT_LIMITS) -> Selection:
     """Expand the sources of a COPY/ADD and digest everything they select."""
     import hashlib
     items, temps = [], []
@@ -113,7 +221,7 @@ def select(ins, srcs: list[str], source: Source, *, is_add: bool, tmp_dir: str, 
     try:
         for src in srcs:
             if is_add and src.lower().startswith(("http://", "https://")):
-                it = fetch_url(src, tmp_dir, checksum, what)
+                it = fetch_url(src, tmp_dir, checksum, what, limits)
                 temps.append(it.host)
                 items.append(it)
                 h.update(b"url\0" + src.encode() + b"\0" + it.data + b"\n")
@@ -182,51 +290,130 @@ def _open_decompressed(f, comp: str):
     return f
 
 
-def _is_tar(path: str, comp: str) -> bool:
+def _tar_info_class():
     import tarfile
+
+    class _BoundedTarInfo(tarfile.TarInfo):
+        """tarfile reads a pax header or GNU long name whole into memory: cap them."""
+
+        def _proc_pax(self, tf):
+            if self.size > _MAX_TAR_META:
+                raise tarfile.HeaderError(f"pax header of {self.size} bytes")
+            return super()._proc_pax(tf)
+
+        def _proc_gnulong(self, tf):
+            if self.size > _MAX_TAR_META:
+                raise tarfile.HeaderError(f"GNU long name of {self.size} bytes")
+            return super()._proc_gnulong(tf)
+
+    return _BoundedTarInfo
+
+
+def _open_tar(f, comp: str):
+    import tarfile
+    return tarfile.open(fileobj=_open_decompressed(f, comp), mode="r|",
+                        tarinfo=_tar_info_class())
+
+
+def _is_tar(path: str, comp: str) -> bool:
     with open(path, "rb") as f:
         try:
-            with tarfile.open(fileobj=_open_decompressed(f, comp), mode="r|") as tf:
+            with _open_tar(f, comp) as tf:
                 return tf.next() is not None
         except Exception:  # tarfile, lzma, bz2 and zstandard each raise their own errors
             return False
 
 
-def _add_archive(lw: LayerWriter, path: str, comp: str, dest: str, what: str) -> None:
-    """Extract a tar into the layer under dest; members never escape dest."""
-    import tarfile
+def _corrupt_errors() -> tuple:
+    """What a decompressor or tarfile raises for bytes that are not a whole archive."""
+    import lzma
+    from .extract import _stream_errors
+    return _stream_errors() + (lzma.LZMAError,)
+
+
+def _add_archive(lw: LayerWriter, path: str, comp: str, dest: str, what: str, *,
+                 spool_dir: str, spooled: list, limits: AddLimits = DEFAULT_LIMITS,
+                 name: str = "") -> None:
+    """Extract a tar into the layer under dest; members never escape dest.
+
+    Memory stays bounded whatever the archive expands to: small members are kept in
+    memory up to a budget, the others are streamed to temp files in spool_dir (listed in
+    `spooled` for the caller to remove once the layer is written)."""
+    import shutil
+    in_memory = 0
+    unpacked = 0
     links: set[str] = set()
-    with open(path, "rb") as f, tarfile.open(fileobj=_open_decompressed(f, comp), mode="r|") as tf:
-        for m in tf:
-            parts = [p for p in m.name.split("/") if p not in ("", ".")]
-            if any(p == ".." for p in parts):
-                raise OCIError(f"{what}: archive member {m.name!r} leads outside the destination")
-            if not parts:
-                continue
-            rel = "/".join(parts)
-            for i in range(1, len(parts)):
-                if "/".join(parts[:i]) in links:
-                    raise OCIError(f"{what}: archive member {m.name!r} goes through a symlink")
-            arc = posixpath.join(dest, rel)
-            if m.isdir():
-                lw.add_dir(arc, m.mode, m.uid, m.gid, mtime=m.mtime)
-            elif m.isreg():
-                data = tf.extractfile(m).read()
-                lw.add_file_bytes(arc, data, m.mode, m.uid, m.gid, mtime=m.mtime)
-            elif m.issym():
-                links.add(rel)
-                lw.add_symlink(arc, m.linkname, m.uid, m.gid, mtime=m.mtime)
-            elif m.islnk():
-                lparts = [p for p in m.linkname.split("/") if p not in ("", ".")]
-                if any(p == ".." for p in lparts):
-                    raise OCIError(f"{what}: archive hard link {m.name!r} leads outside")
-                lw.add_hardlink(arc, posixpath.join(dest, "/".join(lparts)), mtime=m.mtime)
-            # devices and fifos in an ADDed archive are skipped, as BuildKit does unprivileged
+    src = f"{what} {name or posixpath.basename(path)}"
+    try:
+        with open(path, "rb") as f, _open_tar(f, comp) as tf:
+            for m in tf:
+                parts = [p for p in m.name.split("/") if p not in ("", ".")]
+                if any(p == ".." for p in parts):
+                    raise OCIError(f"{what}: archive member {m.name!r} leads outside the destination")
+                if not parts:
+                    continue
+                rel = "/".join(parts)
+                for i in range(1, len(parts)):
+                    if "/".join(parts[:i]) in links:
+                        raise OCIError(f"{what}: archive member {m.name!r} goes through a symlink")
+                arc = posixpath.join(dest, rel)
+                if m.isdir():
+                    lw.add_dir(arc, m.mode, m.uid, m.gid, mtime=m.mtime)
+                elif m.isreg():
+                    unpacked += m.size
+                    if limits.max_size and unpacked > limits.max_size:
+                        raise OCIError(
+                            f"{what}: the archive unpacks to more than {_size_text(limits.max_size)}",
+                            hint="raise the limit with --add-max-size (or PYBUILD_ADD_MAX_SIZE)")
+                    data = tf.extractfile(m)
+                    if m.size <= _SMALL_MEMBER and in_memory + m.size <= _MEMORY_BUDGET:
+                        in_memory += m.size
+                        lw.add_file_bytes(arc, data.read(), m.mode, m.uid, m.gid, mtime=m.mtime)
+                        continue
+                    tmp = os.path.join(spool_dir, f"add-{uuid.uuid4().hex}.member")
+                    spooled.append(tmp)
+                    with open(tmp, "xb") as out:
+                        shutil.copyfileobj(data, out, 1 << 20)
+                    lw.add_file(arc, tmp, m.size, m.mode, m.uid, m.gid, mtime=m.mtime)
+                elif m.issym():
+                    links.add(rel)
+                    lw.add_symlink(arc, m.linkname, m.uid, m.gid, mtime=m.mtime)
+                elif m.islnk():
+                    lparts = [p for p in m.linkname.split("/") if p not in ("", ".")]
+                    if any(p == ".." for p in lparts):
+                        raise OCIError(f"{what}: archive hard link {m.name!r} leads outside")
+                    lw.add_hardlink(arc, posixpath.join(dest, "/".join(lparts)), mtime=m.mtime)
+                # devices and fifos in an ADDed archive are skipped, as BuildKit does unprivileged
+    except _corrupt_errors() as e:
+        raise OCIError(f"{src}: the archive is truncated or corrupt ({e or type(e).__name__})",
+                       hint="check the file, or ADD --unpack=false to copy it as it is") from None
+    except OSError as e:
+        if e.errno is not None:
+            raise
+        # bz2 reports bad data as an OSError without an errno
+        raise OCIError(f"{src}: the archive is truncated or corrupt ({e})") from None
 
 
 def write(store, sel: Selection, *, dest: str, workdir: str, view: str | None, chown, chmod,
-          from_context: bool, is_add: bool, unpack, compression, sde, what: str) -> dict:
+          from_context: bool, is_add: bool, unpack, compression, sde, what: str,
+          limits: AddLimits = DEFAULT_LIMITS) -> dict:
     """Write the layer for a selection; returns LayerWriter.result."""
+    spooled: list[str] = []  # archive members streamed to disk, read when the layer is written
+    try:
+        return _write(store, sel, dest=dest, workdir=workdir, view=view, chown=chown,
+                      chmod=chmod, from_context=from_context, is_add=is_add, unpack=unpack,
+                      compression=compression, sde=sde, what=what, limits=limits,
+                      spooled=spooled)
+    finally:
+        for p in spooled:
+            try:
+                os.unlink(p)
+            except FileNotFoundError:
+                pass
+
+
+def _write(store, sel: Selection, *, dest, workdir, view, chown, chmod, from_context, is_add,
+           unpack, compression, sde, what, limits, spooled) -> dict:
     dest_abs = posixpath.normpath(posixpath.join(workdir or "/", dest))
     n_sources = len(sel.items)
     dest_dir_wanted = dest.endswith("/") or dest in (".", "..") or n_sources > 1
@@ -273,7 +460,8 @@ def write(store, sel: Selection, *, dest: str, workdir: str, view: str | None, c
                 comp = _detect_archive(host)
                 if comp and _is_tar(host, comp):
                     ensure_dirs(resolved, owner)
-                    _add_archive(lw, host, comp, resolved, what)
+                    _add_archive(lw, host, comp, resolved, what, spool_dir=store.tmp_dir,
+                                 spooled=spooled, limits=limits, name=it.rel)
                     continue
             name = it.name or posixpath.basename(it.rel)
             target = posixpath.join(resolved, name) if into_dir else resolved
@@ -286,10 +474,8 @@ def write(store, sel: Selection, *, dest: str, workdir: str, view: str | None, c
             ensure_dirs(posixpath.dirname(target), owner if into_dir else None)
             u, g = owner or (0, 0)
             st = os.lstat(it.host)
-            with open(it.host, "rb") as f:
-                data = f.read()
-            lw.add_file_bytes(target, data, mode if mode is not None else it.mode, u, g,
-                              mtime=it.mtime if it.mtime is not None else st.st_mtime)
+            lw.add_file(target, it.host, st.st_size, mode if mode is not None else it.mode, u, g,
+                        mtime=it.mtime if it.mtime is not None else st.st_mtime)
         else:  # heredoc
             target = posixpath.join(resolved, it.name) if into_dir else resolved
             ensure_dirs(posixpath.dirname(target), owner if into_dir else None)

@@ -20,12 +20,13 @@ from __future__ import annotations
 import json
 import os
 import posixpath
-import re
 import stat as statmod
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 from ocispec.errors import OCIError
+
+from .globmatch import Pattern as _Automaton
 
 IGNORE_FILE = ".dockerignore"
 
@@ -93,7 +94,7 @@ class Pattern:
         if self.kind == _SUFFIX:
             suffix = self.text[2:]
             return path.endswith(suffix) or (suffix[:1] == "/" and path == suffix[1:])
-        return self.regex.match(path) is not None
+        return self.regex.fullmatch(path)
 
     def may_match_below(self, dirs: list[str]) -> bool:
         """Could this pattern match some path strictly inside the directory `dirs`?"""
@@ -106,7 +107,7 @@ class Pattern:
             if kind == _EXACT:
                 if pat != name:
                     return False
-            elif rx is not None and rx.match(name) is None:
+            elif rx is not None and not rx.fullmatch(name):
                 return False
         return True
 
@@ -114,12 +115,15 @@ class Pattern:
         return ("!" if self.exclusion else "") + self.text
 
 
-def _compile(pattern: str) -> tuple[int, re.Pattern[str] | None]:
-    out = ["^"]
+def _compile(pattern: str) -> tuple[int, _Automaton | None]:
+    """moby's Pattern.compile: the match strategy, and for the regexp one the pattern as
+    automaton tokens (what moby's Go regexp means: `*` = `[^/]*`, `?` = `[^/]`, a trailing
+    `**` = `.*`, another `**` = `(.*/)?`, `[...]` a class). Matched by globmatch, which
+    never backtracks: `*a*a*a...b` costs time linear in the path."""
+    toks: list[tuple] = []
     kind = _EXACT
     i, n = 0, len(pattern)
     pos = 0
-    in_class = False
     while i < n:
         ch = pattern[i]
         i += 1
@@ -132,43 +136,59 @@ def _compile(pattern: str) -> tuple[int, re.Pattern[str] | None]:
                     if kind == _EXACT:
                         kind = _PREFIX
                     else:
-                        out.append(".*")
+                        toks.append(("star", "\n"))  # Go's `.` stops at a newline
                         kind = _REGEX
                 else:
-                    out.append("(.*/)?")
+                    toks.append(("dirs",))
                     kind = _REGEX
                 if pos == 0:
                     kind = _SUFFIX
             else:
-                out.append("[^/]*")
+                toks.append(("star", "/"))
                 kind = _REGEX
         elif ch == "?":
-            out.append("[^/]")
+            toks.append(("any", "/"))
             kind = _REGEX
-        elif ch in ".+()|{}$":
-            out.append("\\" + ch)
         elif ch == "\\":
             if i < n:
-                out.append(re.escape(pattern[i]))
+                toks.append(("lit", pattern[i]))
                 i += 1
                 kind = _REGEX
             else:
-                out.append("\\\\")
-        elif ch in "[]":
-            out.append(ch)
-            in_class = ch == "["
+                toks.append(("lit", "\\"))
+        elif ch == "[":
+            i = _class(pattern, i, toks)
             kind = _REGEX
-        elif ch == "^" and not in_class:
-            out.append("\\^")  # outside a class it is a literal, not an anchor
         else:
-            out.append(ch)
+            toks.append(("lit", ch))  # `]` and `^` alone are literals
         pos += 1
     if kind != _REGEX:
         return kind, None
-    try:
-        return kind, re.compile("".join(out) + "$", re.S)
-    except re.error as e:
-        raise OCIError(f"{IGNORE_FILE}: bad pattern {_q(pattern)}: {e}") from None
+    return kind, _Automaton(toks)
+
+
+def _class(p: str, i: int, toks: list) -> int:
+    """Read the class after the `[` at p[i-1] (syntax checked by _check_syntax) into a
+    ("class", negated, ranges) token; return the index after its `]`."""
+    n = len(p)
+    neg = i < n and p[i] == "^"
+    if neg:
+        i += 1
+    ranges = []
+
+    def char(i: int) -> tuple[str, int]:
+        if p[i] == "\\":
+            i += 1
+        return p[i], i + 1
+
+    while i < n and not (p[i] == "]" and ranges):
+        lo, i = char(i)
+        hi = lo
+        if i < n and p[i] == "-":
+            hi, i = char(i + 1)
+        ranges.append((lo, hi))
+    toks.append(("class", neg, tuple(ranges)))
+    return i + 1
 
 
 class Matcher:
@@ -204,10 +224,12 @@ class Matcher:
         candidates.append(os.path.join(context_dir, IGNORE_FILE))
         for path in candidates:
             try:
-                with open(path, encoding="utf-8") as f:
-                    return cls.from_text(f.read())
+                with open(path, "rb") as f:
+                    data = f.read()
             except FileNotFoundError:
                 continue
+            from .dockerfile.parser import decode_text
+            return cls.from_text(decode_text(data, os.path.basename(path)))
         return cls(())
 
     def __bool__(self) -> bool:

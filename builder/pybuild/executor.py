@@ -42,6 +42,7 @@ class BuildOptions:
     secrets: dict = field(default_factory=dict)
     network: str | None = None
     source_date_epoch: int | None = None
+    add_limits: _copyop.AddLimits = field(default_factory=_copyop.AddLimits)
 
 
 class StageState:
@@ -118,12 +119,14 @@ class Builder:
         opts = self.opts
         dfpath = opts.dockerfile or os.path.join(opts.context, "Dockerfile")
         try:
-            with open(dfpath, encoding="utf-8") as f:
-                text = f.read()
+            with open(dfpath, "rb") as f:
+                data = f.read()
         except OSError as e:
             raise OCIError(f"cannot read the Dockerfile {dfpath}: {e.strerror}") from None
         from .dockerfile import parse
+        from .dockerfile.parser import decode_text
         self.fname = os.path.basename(dfpath)
+        text = decode_text(data, self.fname)
         self.df = parse(text, filename=self.fname)
         if not self.df.stages:
             raise OCIError(f"{self.fname}: no FROM instruction: a Dockerfile needs at least one stage")
@@ -486,7 +489,8 @@ class Builder:
             else:
                 source = self.context
             sel = _copyop.select(ins, srcs, source, is_add=is_add, tmp_dir=self.scratch,
-                                 checksum=checksum, excludes=excludes, heredocs=heredocs, what=what)
+                                 checksum=checksum, excludes=excludes, heredocs=heredocs, what=what,
+                                 limits=self.opts.add_limits)
             try:
                 flags = {"chown": chown, "chmod": chmod, "link": bool(ins.link),
                          "parents": bool(ins.parents), "exclude": excludes, "unpack": unpack,
@@ -503,7 +507,8 @@ class Builder:
                 result = _copyop.write(
                     self.store, sel, dest=dest, workdir=workdir, view=view, chown=chown,
                     chmod=chmod, from_context=from_ is None, is_add=is_add, unpack=unpack,
-                    compression=self.opts.compression, sde=self.sde, what=what)
+                    compression=self.opts.compression, sde=self.sde, what=what,
+                    limits=self.opts.add_limits)
             finally:
                 sel.cleanup()
         self._add_layer(st, _cache.chain_key(st.chain, key), self._record(key, result, created_by))

@@ -263,6 +263,13 @@ class LayerWriter:
         self._put(_Entry(clean_arcname(arcname), tarfile.REGTYPE, mode & 0o7777, uid, gid,
                          self._mtime(mtime), size=len(data), data=bytes(data), xattrs=xattrs))
 
+    def add_file(self, arcname, src: str, size: int, mode: int = 0o644, uid: int = 0, gid: int = 0,
+                 *, mtime=None) -> None:
+        """A regular file whose `size` bytes are read from the host file `src` at close()
+        (a spooled download or archive member): owner, mode and mtime as given, not src's."""
+        self._put(_Entry(clean_arcname(arcname), tarfile.REGTYPE, mode & 0o7777, uid, gid,
+                         self._mtime(mtime), size=size, src=src))
+
     def add_dir(self, arcname, mode: int = 0o755, uid: int = 0, gid: int = 0, *, mtime=None) -> None:
         self._put(_Entry(clean_arcname(arcname), tarfile.DIRTYPE, mode & 0o7777, uid, gid,
                          self._mtime(mtime)))

@@ -7,7 +7,6 @@ an overlay whose lowerdirs are those directories. Nothing is copied per build or
 """
 import contextlib
 import os
-import shutil
 import uuid
 
 from ocispec.errors import OCIError
@@ -33,14 +32,53 @@ class LayerCache:
 
 def rmtree_safe(path: str) -> None:
     """rm -rf that refuses to run while anything is mounted below `path` (a stuck mount is
-    left, never its content). mountinfo, not st_dev: a bind mount of the same filesystem
-    has the same st_dev."""
+    left, never its content). mountinfo, not st_dev alone: a bind mount of the same
+    filesystem has the same st_dev.
+
+    Iterative and fd-relative: each directory met is first renamed to a direct child of
+    `path`, so a tree thousands of levels deep (a long WORKDIR in a RUN's upper dir) needs
+    neither recursion (os.walk and shutil.rmtree recurse per level) nor long paths."""
     if not os.path.lexists(path):
+        return
+    if not os.path.isdir(path) or os.path.islink(path):
+        os.unlink(path)
         return
     below = mounts.mounts_under(path)
     if below:
         raise OCIError(f"refusing to remove {path}: {below[0]} is mounted below it")
-    shutil.rmtree(path)
+    flags = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+    root = os.open(path, flags)
+    try:
+        dev = os.fstat(root).st_dev
+        todo, done = [None], []  # names of flattened dirs directly under root (None: root)
+        while todo:
+            name = todo.pop()
+            fd = root if name is None else os.open(name, flags, dir_fd=root)
+            try:
+                with os.scandir(fd) as it:
+                    entries = [(e.name, e.is_dir(follow_symlinks=False)) for e in it]
+                for child, is_dir in entries:
+                    if not is_dir:
+                        os.unlink(child, dir_fd=fd)
+                        continue
+                    if os.stat(child, dir_fd=fd, follow_symlinks=False).st_dev != dev:
+                        raise OCIError(f"refusing to remove {path}: {child} is a mount point")
+                    flat = child
+                    if fd != root:
+                        flat = f".rm-{uuid.uuid4().hex}"
+                        os.rename(child, flat, src_dir_fd=fd, dst_dir_fd=root)
+                    todo.append(flat)
+            finally:
+                if fd != root:
+                    os.close(fd)
+            if name is not None:
+                done.append(name)
+        for name in done:
+            os.rmdir(name, dir_fd=root)
+    finally:
+        os.close(root)
+    os.rmdir(path)
+
 
 
 @contextlib.contextmanager
@@ -89,3 +127,24 @@ def resolve_in_root(root: str, path: str, *, follow_last: bool = True) -> str:
             continue
         resolved.append(comp)
     return "/" + "/".join(resolved)
+
+
+def mkdir_all(root: str, path: str, mode: int = 0o755) -> None:
+    """mkdir -p of `path` (already resolved in the rootfs) under root, one directory fd at a
+    time: no recursion (os.makedirs recurses once per component) and no host path longer
+    than a component, so a deep WORKDIR works or fails with a plain error."""
+    fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        for comp in (p for p in path.split("/") if p not in ("", ".")):
+            try:
+                os.mkdir(comp, mode, dir_fd=fd)
+            except FileExistsError:
+                pass
+            nfd = os.open(comp, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC,
+                          dir_fd=fd)
+            os.close(fd)
+            fd = nfd
+    except OSError as e:
+        raise OCIError(f"cannot create directory {path}: {e.strerror}", errno=e.errno) from None
+    finally:
+        os.close(fd)

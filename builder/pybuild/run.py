@@ -19,11 +19,12 @@ from ocispec.errors import OCIError
 
 from . import mounts
 from .layer import layer_from_overlay_upper
-from .rootfs import resolve_in_root, rmtree_safe
+from .rootfs import mkdir_all, resolve_in_root, rmtree_safe
 from .users import resolve_user
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 _TAIL = 8
+_PATH_MAX = 4096  # the kernel's limit on a path, the NUL included
 
 
 def container_config(spec: "RunSpec", root: str, user: tuple, mounts: list) -> dict:
@@ -168,9 +169,11 @@ def run(builder, spec: RunSpec, layers, *, compression, sde) -> dict | None:
                 if miss is not None:
                     created_points.append((m["destination"], miss, _lower_parents(merged, miss)))
             # WORKDIR is created if missing (and stays in the layer, as docker does).
-            cwd_host = os.path.join(merged, resolve_in_root(merged, spec.cwd).lstrip("/"))
-            if not os.path.isdir(cwd_host):
-                os.makedirs(cwd_host, 0o755, exist_ok=True)
+            if len(spec.cwd.encode()) >= _PATH_MAX:
+                raise OCIError(f"{spec.what}: the working directory is {len(spec.cwd.encode())} "
+                               f"bytes long: a process cannot run in a path of {_PATH_MAX} or more",
+                               hint="use a shorter WORKDIR")
+            mkdir_all(merged, resolve_in_root(merged, spec.cwd), 0o755)
             with open(os.path.join(bundle, "config.json"), "w") as f:
                 json.dump(config, f)
             _exec_runtime(builder, state_root, bundle, cid, spec.what)

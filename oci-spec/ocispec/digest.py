@@ -10,21 +10,22 @@ import re
 
 from .errors import OCIError
 
-_GRAMMAR = re.compile(r"^[a-z0-9]+(?:[+._-][a-z0-9]+)*:[a-zA-Z0-9=_-]+$")
-_ENCODED = {"sha256": re.compile(r"^[a-f0-9]{64}$"), "sha512": re.compile(r"^[a-f0-9]{128}$")}
+# Used with fullmatch: `$` would also accept a trailing newline ("sha256:<hex>\n").
+_GRAMMAR = re.compile(r"[a-z0-9]+(?:[+._-][a-z0-9]+)*:[a-zA-Z0-9=_-]+")
+_ENCODED = {"sha256": re.compile(r"[a-f0-9]{64}"), "sha512": re.compile(r"[a-f0-9]{128}")}
 ALGORITHMS = tuple(_ENCODED)
 
 
 def parse(digest: str) -> tuple[str, str]:
     """Split a digest into (algorithm, encoded hex); OCIError naming it when it is invalid."""
-    if not isinstance(digest, str) or not _GRAMMAR.match(digest):
+    if not isinstance(digest, str) or not _GRAMMAR.fullmatch(digest):
         raise OCIError(f"invalid digest {digest!r}: want algorithm:hex, e.g. sha256:<64 hex>")
     algorithm, encoded = digest.split(":", 1)
     pattern = _ENCODED.get(algorithm)
     if pattern is None:
         raise OCIError(f"invalid digest {digest!r}: unsupported algorithm {algorithm!r}",
                        hint="sha256 and sha512 are supported")
-    if not pattern.match(encoded):
+    if not pattern.fullmatch(encoded):
         raise OCIError(f"invalid digest {digest!r}: {algorithm} wants "
                        f"{64 if algorithm == 'sha256' else 128} lowercase hex digits")
     return algorithm, encoded

@@ -59,3 +59,12 @@ def test_image_helpers():
         image.parse_config({**c, "rootfs": {"type": "layers", "diff_ids": ["nope"]}})
     with pytest.raises(SpecError, match="invalid platform"):
         image.parse_platform("linux")
+
+
+def test_trailing_newline_is_not_a_digest():
+    """`$` matches before a final newline: the grammar must match the whole string."""
+    good = digest.sha256_bytes(b"abc")
+    for bad in (good + "\n", good.replace(":", "\n:"), "sha256\n:" + "0" * 64):
+        assert not digest.is_valid(bad)
+        with pytest.raises(OCIError, match="invalid digest"):
+            digest.parse(bad)

@@ -14,6 +14,7 @@ import sys
 from ocispec.errors import OCIError
 
 from . import parse, plan
+from .parser import decode_text
 
 
 def _data(obj):
@@ -39,8 +40,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--platform")
     a = ap.parse_args(argv)
     try:
-        with open(a.file, encoding="utf-8") as f:
-            df = parse(f.read(), filename=a.file)
+        with open(a.file, "rb") as f:
+            df = parse(decode_text(f.read(), a.file), filename=a.file)
         args = dict(kv.partition("=")[::2] for kv in a.build_arg)
         bp = plan(df, target=a.target, build_args=args, platform=a.platform)
     except (OCIError, OSError) as e:

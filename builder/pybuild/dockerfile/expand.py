@@ -19,12 +19,15 @@ unquoted whitespace (including whitespace that came out of a variable).
 
 from __future__ import annotations
 
-import re
+import functools
 from collections.abc import Mapping
 
 from ocispec.errors import OCIError
 
+from ..globmatch import Pattern
+
 _SPECIAL_PARAMS = frozenset("@*#?-$!0")
+_MAX_DEPTH = 100
 _EOF = ""
 
 
@@ -70,7 +73,7 @@ class _Words:
 
 class _Lexer:
     __slots__ = ("s", "pos", "env", "escape", "raw_quotes", "raw_escapes", "skip_unset",
-                 "skip_quotes")
+                 "skip_quotes", "depth")
 
     def __init__(self, s: str, env: Mapping[str, str], escape: str, *,
                  raw_quotes: bool = False, raw_escapes: bool = False,
@@ -83,6 +86,7 @@ class _Lexer:
         self.raw_quotes = raw_quotes
         self.raw_escapes = raw_escapes
         self.skip_unset = skip_unset
+        self.depth = 0
 
     def peek(self) -> str:
         return self.s[self.pos] if self.pos < len(self.s) else _EOF
@@ -216,6 +220,16 @@ class _Lexer:
         return ("", False) if v is None else (v, True)
 
     def _dollar(self) -> str:
+        # Each nested ${...} recurses: bound the depth rather than hit Python's stack limit.
+        if self.depth >= _MAX_DEPTH:
+            raise _LexError(f"variable substitutions nested more than {_MAX_DEPTH} deep")
+        self.depth += 1
+        try:
+            return self._dollar_body()
+        finally:
+            self.depth -= 1
+
+    def _dollar_body(self) -> str:
         self.next()  # the $
         if self.peek() != "{":
             name = self._name()
@@ -284,8 +298,7 @@ class _Lexer:
             value, found = self._get(name)
             if self.skip_unset and not found:
                 return "${" + name + "/" + pattern + "/" + subst + "}"
-            rx = _pattern_regex(pattern, greedy=True, anchored=False)
-            return rx.sub(lambda _m: subst, value, count=0 if replace_all else 1)
+            return _replace(pattern, value, subst, replace_all)
         # consume the rest so the message can show it, then refuse
         raise _LexError(f"unsupported modifier ({mod}) in substitution")
 
@@ -303,18 +316,20 @@ class _LexError(Exception):
     pass
 
 
-def _pattern_regex(pattern: str, *, greedy: bool, anchored: bool) -> re.Pattern[str]:
-    """A shell pattern (`*`, `?`, `\\x`) as a regex; other chars are literal."""
-    out = ["^"] if anchored else []
-    star = ".*" if greedy else ".*?"
+@functools.lru_cache(maxsize=256)
+def _compile_pattern(pattern: str) -> Pattern:
+    """A shell pattern (`*`, `?`, `\\x`), as BuildKit's convertShellPatternToRegex reads
+    it: other chars are literal and, as Go's `.`, wildcards do not match a newline. Matched
+    by automaton (globmatch): no pattern can make it backtrack."""
+    toks: list[tuple] = []
     i, n = 0, len(pattern)
     while i < n:
         ch = pattern[i]
         i += 1
         if ch == "*":
-            out.append(star)
+            toks.append(("star", "\n"))
         elif ch == "?":
-            out.append(".")
+            toks.append(("any", "\n"))
         elif ch == "\\":
             if i < n and pattern[i] == "}":
                 continue  # `\}` inside ${...}: the escape is not part of the pattern
@@ -322,10 +337,10 @@ def _pattern_regex(pattern: str, *, greedy: bool, anchored: bool) -> re.Pattern[
             i += 1
             if nxt not in ("*", "?", "\\"):
                 raise _LexError(f"invalid pattern ({pattern}) in substitution: invalid escape '\\{nxt}'")
-            out.append(re.escape(nxt))
+            toks.append(("lit", nxt))
         else:
-            out.append(re.escape(ch))
-    return re.compile("".join(out), re.S)
+            toks.append(("lit", ch))
+    return Pattern(toks)
 
 
 def _reverse_pattern(pattern: str) -> str:
@@ -343,20 +358,44 @@ def _reverse_pattern(pattern: str) -> str:
 
 
 def _trim_prefix(pattern: str, value: str, greedy: bool) -> str:
-    m = _pattern_regex(pattern, greedy=greedy, anchored=True).match(value)
-    return value[m.end():] if m else value
+    end = _compile_pattern(pattern).match_ends(value, 0, shortest=not greedy)
+    return value if end is None else value[end:]
 
 
 def _trim_suffix(pattern: str, value: str, greedy: bool) -> str:
-    # Shortest/longest rightmost match = leftmost match on the reversed strings.
+    # Shortest/longest rightmost match = shortest/longest prefix match of the reversals.
     return _trim_prefix(_reverse_pattern(pattern), value[::-1], greedy)[::-1]
+
+
+def _replace(pattern: str, value: str, subst: str, replace_all: bool) -> str:
+    """`${v/pat/s}` and `${v//pat/s}`: Go's Regexp.ReplaceAllString (leftmost match, greedy
+    stars; an empty match right after a match is not replaced; always advance)."""
+    pat = _compile_pattern(pattern)
+    if not replace_all:
+        m = pat.search(value, 0)
+        return value if m is None else value[:m[0]] + subst + value[m[1]:]
+    out: list[str] = []
+    last = pos = 0
+    n = len(value)
+    while pos <= n:
+        m = pat.search(value, pos)
+        if m is None:
+            break
+        out.append(value[last:m[0]])
+        if m[1] > last or m[0] == 0:
+            out.append(subst)
+        last = m[1]
+        pos = pos + 1 if pos + 1 > m[1] else m[1]
+    out.append(value[last:])
+    return "".join(out)
 
 
 def _run(word: str, env: Mapping[str, str], escape: str, **opts) -> tuple[str, list[str]]:
     try:
         return _Lexer(word, env, escape, **opts).process("", opts.get("raw_escapes", False))
     except _LexError as e:
-        raise OCIError(f"failed to process {_go_quote(word)}: {e}") from None
+        shown = word if len(word) <= 200 else word[:100] + "..." + word[-20:]
+        raise OCIError(f"failed to process {_go_quote(shown)}: {e}") from None
 
 
 def _go_quote(s: str) -> str:

@@ -50,6 +50,40 @@ def _q(s: str) -> str:
     return json.dumps(s, ensure_ascii=False)
 
 
+def decode_text(data: bytes, filename: str) -> str:
+    """The text of a Dockerfile (or .dockerignore) read as bytes; OCIError naming the line,
+    column and byte offset of the first byte that is not UTF-8."""
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = data.count(b"\n", 0, e.start) + 1
+        col = e.start - (data.rfind(b"\n", 0, e.start) + 1) + 1
+        raise OCIError(f"{filename}:{line}:{col}: not UTF-8 text: byte 0x{data[e.start]:02x} at "
+                       f"offset {e.start}", hint="save the file as UTF-8") from None
+
+
+_ID_LIMIT = 1 << 32
+
+
+def chown_error(value: str) -> str | None:
+    """Why a --chown value cannot be used (numeric IDs out of range), or None."""
+    for part in value.split(":", 1):
+        if re.fullmatch(r"-?[0-9]+", part) and not 0 <= int(part) < _ID_LIMIT - 1:
+            return f"ID {part} is out of range: IDs go from 0 to {_ID_LIMIT - 2}"
+    return None
+
+
+def chmod_error(value: str) -> str | None:
+    """Why a numeric --chmod value cannot be used, or None (other forms are checked when
+    the layer is written)."""
+    if value.isdigit():
+        if not all(c in "01234567" for c in value):
+            return f"{value} is not an octal mode"
+        if int(value, 8) > 0o7777:
+            return f"mode {value} is out of range: at most 7777"
+    return None
+
+
 def parse(text: str, *, filename: str = "Dockerfile") -> ast.Dockerfile:
     """Parse Dockerfile text. Raises OCIError `FILENAME:LINE:COL: reason` on bad input."""
     return _Parser(text, filename).run()
@@ -607,6 +641,11 @@ def _b_copy(ctx: _Ctx, inst: ast.Copy, rest: str) -> None:
         raise ctx.err(f"{ctx.kind} cannot take a heredoc as the destination", offs[-1])
     inst.chown = inst.flag("chown")
     inst.chmod = inst.flag("chmod")
+    # checked here when written literally, after expansion otherwise (scope)
+    for name, value, check in (("chown", inst.chown, chown_error), ("chmod", inst.chmod, chmod_error)):
+        why = value and "$" not in value and check(value)
+        if why:
+            raise ctx.flag_err(name, why)
     inst.link = inst.flag("link") == "true"
     inst.exclude = list(inst.flags.get("exclude", []))
     if isinstance(inst, ast.Add):
@@ -671,7 +710,9 @@ def _b_user(ctx: _Ctx, inst: ast.User, rest: str) -> None:
     inst.user, inst.group = user, (group if colon else None)
 
 
-_DURATION_RE = re.compile(r"(\d*\.?\d*)(ns|us|µs|μs|ms|s|m|h)")
+# `\d*(?:\.\d*)?`, not `\d*\.?\d*`: the two `\d*` of the latter make a long run of
+# digits without a unit cost quadratic time.
+_DURATION_RE = re.compile(r"(\d*(?:\.\d*)?)(ns|us|µs|μs|ms|s|m|h)")
 _UNITS_NS = {"ns": 1, "us": 1_000, "µs": 1_000, "μs": 1_000, "ms": 1_000_000,
              "s": 1_000_000_000, "m": 60_000_000_000, "h": 3_600_000_000_000}
 

@@ -27,7 +27,7 @@ from collections.abc import Mapping
 from ocispec.errors import OCIError
 
 from . import ast
-from .parser import _q
+from .parser import _q, chmod_error, chown_error
 from .expand import expand, expand_heredoc, expand_words
 from .mounts import MountError, parse_mount
 
@@ -244,6 +244,10 @@ def _apply_copy(sc: Scope, inst: ast.Copy) -> ast.Copy:
     # --exclude patterns stay as written (BuildKit does not expand them either)
     changes = dict(sources=[sc.expand(s, inst) for s in inst.sources],
                    dest=sc.expand(inst.dest, inst), chown=opt(inst.chown), chmod=opt(inst.chmod))
+    for name, check in (("chown", chown_error), ("chmod", chmod_error)):
+        why = changes[name] and check(changes[name])
+        if why:
+            raise OCIError(where(sc.filename, inst) + f"{inst.kind}: --{name}={changes[name]}: {why}")
     if isinstance(inst, ast.Add):
         changes["checksum"] = opt(inst.checksum)
     heredocs = []
