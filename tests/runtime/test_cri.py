@@ -43,6 +43,7 @@ PAUSE = ["/bin/busybox", "sh", "-c", "trap 'exit 0' TERM INT; while :; do /bin/b
 HANDLERS = ["pyrunc", "runc"]
 STEPS = ["RunPodSandbox", "CreateContainer", "StartContainer", "ExecSync", "StopContainer",
          "StopPodSandbox", "RemovePodSandbox"]
+SHIM_SOCKETS = "/run/containerd/s"
 KINDS = {False: "pod", True: "shared-PID pod"}
 TIMING_RUNS = 3  # more walks of each kind per handler in test_cri_timings
 # A step may cost more than runc's by pyrunc's own start-up on each runtime command the
@@ -172,8 +173,8 @@ class Daemon:
         assert st.state == pb.SANDBOX_READY and st.runtime_handler == handler, st
         marker = str(3_000_000 + int(tag, 16) % 1_000_000)  # a number only this walk sleeps
         if shared_pid:
-            # A child that outlives the container's init unless the shim's `kill --all`
-            # reaches it: in a shared PID namespace nobody else kills it.
+            # A child that outlives the container's init: in a shared PID namespace the
+            # init's death does not take it along; the shim's `kill --all` must.
             script = f"/bin/busybox sleep {marker} & echo started; exec /bin/busybox sleep inf"
         else:
             script = "trap 'exit 0' TERM; echo started; while :; do /bin/busybox sleep 0.1; done"
@@ -242,6 +243,8 @@ def cri(pyrunc_bin):
     handlers = ["pyrunc"] + (["runc"] if runc else [])
     cgroup_parent = f"/pyrunc-cri-{os.getpid()}-{uuid.uuid4().hex[:6]}"
     daemon = client = dm = None
+    # containerd 1.6 puts shim sockets in /run/containerd/s whatever its state dir is.
+    made_dirs = [p for p in ("/run/containerd", SHIM_SOCKETS) if not os.path.exists(p)]
     try:
         archive = _build_image(d)
         daemon = Containerd(d, _containerd_config(d, pyrunc_bin, runc))
@@ -277,6 +280,11 @@ def cri(pyrunc_bin):
                 shutil.copy(daemon.log_path, os.environ["CRI_LOG"])
         leftover = _reap(d, pyrunc_bin, runc, cgroup_parent, dm.all_pods if dm else [])
         safe_rmtree(d)
+        for p in reversed(made_dirs):
+            try:
+                os.rmdir(p)  # only if empty: another containerd may have come to use it
+            except OSError:
+                pass
     assert not leftover, f"the CRI walk left behind: {leftover}"
 
 
@@ -297,10 +305,10 @@ def _reap(d, pyrunc_bin, runc, cgroup_parent, pods) -> list[str]:
         except (OSError, ValueError):
             pass
     left += [f"mount {m}" for m in mounts_under(d)]
-    # containerd 1.6 puts shim sockets in a fixed place, /run/containerd/s, named by
-    # sha256(containerd's address/namespace/pod id); a shim removes its own when it exits.
+    # A shim's socket is named by sha256(containerd's address/namespace/pod id); the shim
+    # removes it when it exits.
     for pod in pods:
-        sock = "/run/containerd/s/" + hashlib.sha256(f"{d}/c.sock/k8s.io/{pod}".encode()).hexdigest()
+        sock = f"{SHIM_SOCKETS}/" + hashlib.sha256(f"{d}/c.sock/k8s.io/{pod}".encode()).hexdigest()
         if os.path.exists(sock):
             left.append(f"shim socket {sock}")
             os.unlink(sock)
@@ -348,8 +356,9 @@ def test_cri_shared_pid_pod(cri, handler):
     # One PID namespace for the pod: PID 1 is the sandbox's pause process.
     assert r.exit_code == 3 and r.stdout.split(b"\0")[:-1] == [a.encode() for a in PAUSE], r
     assert out["child_before"], "the container's background child never showed up"
-    # The container's init died of StopContainer's SIGTERM; its child was in the pod's PID
-    # namespace, so only the shim's `kill --all` on the init's exit ends it.
+    # The container's init died of StopContainer's SIGTERM; its child, in the pod's PID
+    # namespace, is the shim's to end with `kill --all` on the init's exit (the runtime's
+    # delete would end it too, late: a failed kill --all shows in containerd's log).
     st = out["status"]
     assert st.state == cri.pb.CONTAINER_EXITED and st.exit_code == 128 + signal.SIGTERM, st
     assert out["child_after"] == [], f"{handler}: kill --all left {out['child_after']} running"
