@@ -6,13 +6,13 @@ and stops it (by pid) at the end.
 
 import os
 import shutil
-import signal
 import subprocess
 import tempfile
 import time
 
 import pytest
 from conftest import safe_rmtree
+from containerd_daemon import Containerd
 
 pytestmark = pytest.mark.skipif(shutil.which("containerd") is None or shutil.which("ctr") is None,
                                 reason="containerd is not installed")
@@ -21,9 +21,7 @@ pytestmark = pytest.mark.skipif(shutil.which("containerd") is None or shutil.whi
 @pytest.fixture
 def ctr(workdir, pyrunc_bin, rootfs_template):
     d = tempfile.mkdtemp(prefix="ctd-")  # unix socket paths must stay short
-    cfg = os.path.join(d, "config.toml")
-    with open(cfg, "w") as f:
-        f.write(f'''version = 2
+    daemon = Containerd(d, f'''version = 2
 root = "{d}/root"
 state = "{d}/state"
 disabled_plugins = ["io.containerd.grpc.v1.cri"]
@@ -32,21 +30,11 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
 [ttrpc]
   address = "{d}/t.sock"
 ''')
-    log = open(os.path.join(d, "containerd.log"), "w")
-    daemon = subprocess.Popen(["containerd", "--config", cfg], stdout=log, stderr=log)
-    sock = os.path.join(d, "c.sock")
-    deadline = time.monotonic() + 30
-    while not os.path.exists(sock) and time.monotonic() < deadline:
-        time.sleep(0.05)
     rootfs = os.path.join(workdir, "rootfs")
     subprocess.run(["cp", "-a", rootfs_template, rootfs], check=True)
 
     def run(*args, check=True, timeout=60):
-        p = subprocess.run(["ctr", "--address", sock, *args], capture_output=True, text=True,
-                           timeout=timeout, stdin=subprocess.DEVNULL)
-        if check and p.returncode != 0:
-            raise AssertionError(f"ctr {' '.join(args)}: {p.returncode}: {p.stderr}")
-        return p
+        return daemon.ctr(*args, check=check, timeout=timeout)
 
     run.rootfs = rootfs
     run.runtime = ["--runc-binary", pyrunc_bin]
@@ -56,13 +44,7 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
         time.sleep(0.2)
         run("task", "delete", name, check=False)
         run("containers", "rm", name, check=False)
-    daemon.send_signal(signal.SIGTERM)
-    try:
-        daemon.wait(20)
-    except subprocess.TimeoutExpired:
-        daemon.kill()
-        daemon.wait()
-    log.close()
+    daemon.stop()
     safe_rmtree(d)
 
 
