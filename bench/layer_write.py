@@ -14,9 +14,9 @@ import sys
 import tempfile
 import time
 
-from pybuild.extract import apply_layer
-from pybuild.layer import LayerWriter
-from pybuild.store import Store
+from pybuild.image.extract import apply_layer
+from pybuild.image.layer import LayerWriter
+from pybuild.image.store import Store
 
 
 def make_tree(root, total_mb, nfiles, seed=1):

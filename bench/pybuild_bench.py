@@ -6,7 +6,7 @@
 For each case: cold builds (fresh store each time) and no-change rebuilds (same store),
 pybuild and buildah alternating, medians over N runs and the ratio pybuild/buildah.
 buildah runs with `--storage-driver vfs`, its own temp root, `--isolation chroot` and
-`--layers` (its layer cache). Then the layer-write throughput of pybuild.layer.LayerWriter
+`--layers` (its layer cache). Then the layer-write throughput of pybuild.image.layer.LayerWriter
 (MB/s of tar input) for gzip and zstd on case (c)'s 200 MB tree.
 
 (a) FROM scratch + COPY of busybox and files + metadata instructions
@@ -197,8 +197,8 @@ def run_case(case, ctx, work, n, pybuild, with_buildah):
 def layer_throughput(tree: str, work: str) -> dict:
     sys.path.insert(0, os.path.join(os.path.dirname(HERE), "builder"))
     sys.path.insert(0, os.path.join(os.path.dirname(HERE), "oci-spec"))
-    from pybuild.layer import LayerWriter
-    from pybuild.store import Store
+    from pybuild.image.layer import LayerWriter
+    from pybuild.image.store import Store
     total = 0
     for dp, _, fns in os.walk(tree):
         for fn in fns:

@@ -1,4 +1,4 @@
-"""pybuild's command line: a thin layer over pybuild.executor, store and unpack."""
+"""pybuild's command line: a thin layer over pybuild.build.executor, store and unpack."""
 import os
 import sys
 from typing import List, Optional
@@ -19,7 +19,7 @@ def _main(root: Optional[str] = typer.Option(None, "--root", envvar="PYBUILD_ROO
 
 
 def _store():
-    from .store import DEFAULT_ROOT, Store
+    from .image.store import DEFAULT_ROOT, Store
     return Store(_state["root"] or DEFAULT_ROOT)
 
 
@@ -104,16 +104,16 @@ def build(
 ):
     """Build an image from a Dockerfile and a context directory."""
     from . import progress as _progress
-    from .executor import BuildOptions, Builder
+    from .build.executor import BuildOptions, Builder
     if progress not in ("auto", "plain", "tty", "quiet", "json"):
         raise OCIError(f"--progress {progress!r}: want auto, plain, quiet or json")
     if compression not in ("gzip", "zstd"):
         raise OCIError(f"--compression {compression!r}: want gzip or zstd")
-    from .copy import AddLimits
+    from .build.copy import AddLimits
     limits = AddLimits(timeout=_seconds(add_timeout, "--add-timeout"),
                        idle_timeout=_seconds(add_idle_timeout, "--add-idle-timeout"),
                        max_size=_size(add_max_size, "--add-max-size"))
-    from .export import parse_output
+    from .image.export import parse_output
     for o in output:
         parse_output(o)
     sde = os.environ.get("SOURCE_DATE_EPOCH")
@@ -154,7 +154,7 @@ def rmi(names: List[str] = typer.Argument(..., help="image name[:tag]")):
 @app.command()
 def unpack(image: str = typer.Argument(...), bundle: str = typer.Argument(...)):
     """Unpack an image into a runtime bundle (rootfs + config.json)."""
-    from .unpack import unpack as _unpack
+    from .image.unpack import unpack as _unpack
     store = _store()
     try:
         _unpack(store, image, bundle)
@@ -169,7 +169,7 @@ def unpack(image: str = typer.Argument(...), bundle: str = typer.Argument(...)):
 def prune():
     """Remove what killed or crashed pybuild processes left in the store: their RUN
     containers, overlay mounts, scratch dirs and temp files. Live builds are not touched."""
-    from .session import prune as _prune
+    from .build.session import prune as _prune
     for what in _prune(_store().root):
         typer.echo(f"removed {what}")
 

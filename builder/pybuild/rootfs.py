@@ -16,13 +16,13 @@ from . import mounts
 
 class LayerCache:
     """Extracted layers under ROOT/layers, keyed by diff_id; shared by every build and by
-    `pybuild unpack` (pybuild.unpack.extracted_layer makes them)."""
+    `pybuild unpack` (pybuild.image.unpack.extracted_layer makes them)."""
 
     def __init__(self, store):
         self.store = store
 
     def path(self, desc: dict, diff_id: str) -> str:
-        from .unpack import extracted_layer
+        from .image.unpack import extracted_layer
         return extracted_layer(self.store, desc, diff_id)
 
     def lowerdirs(self, layers) -> list[str]:

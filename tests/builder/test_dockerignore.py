@@ -5,7 +5,7 @@ import os
 import pytest
 
 from ocispec.errors import OCIError
-from pybuild.dockerignore import Matcher, clean_relpath, read_patterns, walk
+from pybuild.dockerfile.dockerignore import Matcher, clean_relpath, read_patterns, walk
 
 
 def test_read_patterns_cleaning_and_comments():

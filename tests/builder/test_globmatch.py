@@ -4,7 +4,7 @@ import random
 import re
 import time
 
-from pybuild.globmatch import Pattern
+from pybuild.dockerfile.globmatch import Pattern
 
 
 def _tokens(p: str) -> list:

@@ -1,4 +1,4 @@
-"""pybuild.layer: one-pass digests, determinism, metadata, overlay whiteouts."""
+"""pybuild.image.layer: one-pass digests, determinism, metadata, overlay whiteouts."""
 import gzip
 import hashlib
 import io
@@ -11,8 +11,8 @@ import zstandard
 
 from ocispec import mediatypes as mt
 from ocispec.errors import OCIError
-from pybuild.layer import LayerWriter, layer_from_overlay_upper
-from pybuild.store import Store
+from pybuild.image.layer import LayerWriter, layer_from_overlay_upper
+from pybuild.image.store import Store
 
 
 def _decompress(data, compression):
@@ -202,8 +202,8 @@ def _snapshot(root):
 
 
 def test_overlay_upper_roundtrip(tmp_path):
-    """lower + layer(upper) applied with pybuild.extract == what the overlay showed."""
-    from pybuild.extract import apply_layer
+    """lower + layer(upper) applied with pybuild.image.extract == what the overlay showed."""
+    from pybuild.image.extract import apply_layer
     lower, upper, work, merged = (tmp_path / n for n in ("lower", "upper", "work", "merged"))
     for d in (lower, upper, work, merged):
         d.mkdir()

@@ -1,4 +1,4 @@
-"""pybuild.extract: layers apply with whiteouts and metadata, and never write outside dest."""
+"""pybuild.image.extract: layers apply with whiteouts and metadata, and never write outside dest."""
 import io
 import os
 import stat
@@ -7,9 +7,9 @@ import tarfile
 import pytest
 
 from ocispec.errors import OCIError
-from pybuild.extract import apply_layer
-from pybuild.layer import LayerWriter
-from pybuild.store import Store
+from pybuild.image.extract import apply_layer
+from pybuild.image.layer import LayerWriter
+from pybuild.image.store import Store
 
 
 def _tar(entries, compression=None):

@@ -1,4 +1,4 @@
-"""pybuild.layout/unpack: images our code writes are accepted by the ecosystem's own tools."""
+"""pybuild.image.layout/unpack: images our code writes are accepted by the ecosystem's own tools."""
 import json
 import os
 import shutil
@@ -8,11 +8,11 @@ import uuid
 import pytest
 
 from ocispec.schema import validate_document
-from pybuild.layer import LayerWriter
-from pybuild.imagewriter import write_image
-from pybuild.layout import (export_image, import_image, parse_destination, write_oci_layout)
-from pybuild.store import Store
-from pybuild.unpack import cleanup_bundle, unpack
+from pybuild.image.layer import LayerWriter
+from pybuild.image.imagewriter import write_image
+from pybuild.image.layout import (export_image, import_image, parse_destination, write_oci_layout)
+from pybuild.image.store import Store
+from pybuild.image.unpack import cleanup_bundle, unpack
 
 BUSYBOX = shutil.which("busybox")
 SDE = 1_700_000_000
@@ -246,7 +246,7 @@ def test_podman_save_imports_and_runs(store, tmp_path, podman):
 
 
 def test_unpack_failure_leaves_nothing(store, tmp_path):
-    from pybuild.imagewriter import write_image
+    from pybuild.image.imagewriter import write_image
     with LayerWriter(store, "gzip") as lw:
         lw.add_file_bytes("etc/passwd", b"root:x:0:0::/:/bin/sh\n")
     write_image(store, [lw.result], config={"Cmd": ["true"], "User": "nobody"}, tag="nouser")

@@ -1,4 +1,4 @@
-"""pybuild.store: blobs land atomically under their digest; refs live in an OCI layout index."""
+"""pybuild.image.store: blobs land atomically under their digest; refs live in an OCI layout index."""
 import hashlib
 import io
 import json
@@ -9,7 +9,7 @@ import pytest
 
 from ocispec import image, mediatypes as mt
 from ocispec.errors import OCIError
-from pybuild.store import Store, normalize_ref
+from pybuild.image.store import Store, normalize_ref
 
 
 def test_put_bytes_and_stream(tmp_path):

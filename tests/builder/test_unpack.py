@@ -1,4 +1,4 @@
-"""pybuild.config_convert: image config -> config.json, users resolved inside the rootfs only."""
+"""pybuild.image.config_convert: image config -> config.json, users resolved inside the rootfs only."""
 import os
 
 import pytest
@@ -6,7 +6,7 @@ import pytest
 from ocispec.errors import OCIError
 from ocispec.runtime_config import validate_config
 from ocispec.schema import validate_document
-from pybuild.config_convert import resolve_user, runtime_config
+from pybuild.image.config_convert import resolve_user, runtime_config
 
 
 @pytest.fixture

@@ -24,7 +24,7 @@ from collections.abc import Mapping
 
 from ocispec.errors import OCIError
 
-from ..globmatch import Pattern
+from .globmatch import Pattern
 
 _SPECIAL_PARAMS = frozenset("@*#?-$!0")
 _MAX_DEPTH = 100

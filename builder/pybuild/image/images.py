@@ -1,6 +1,6 @@
 """Base images for FROM / COPY --from: the local store, `oci:DIR[:tag]`, `oci-archive:FILE[:tag]`.
 
-Images from a layout are imported into the store first (pybuild.layout), so every later
+Images from a layout are imported into the store first (pybuild.image.layout), so every later
 step reads one place.
 """
 from ocispec.errors import OCIError

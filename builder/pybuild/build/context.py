@@ -92,7 +92,7 @@ class Source:
 
     def host(self, rel: str) -> str:
         """Host path of `rel`, symlinks in its parents resolved inside the source root."""
-        from .rootfs import resolve_in_root
+        from ..rootfs import resolve_in_root
         inner = resolve_in_root(self.root, rel, follow_last=True)
         return os.path.join(self.root, inner.lstrip("/")) if inner != "/" else self.root
 
@@ -184,7 +184,7 @@ class Source:
 def context_source(root: str, stat_cache, dockerfile: str | None = None) -> Source:
     """The context, with the .dockerignore BuildKit would use (`<Dockerfile>.dockerignore`
     next to the Dockerfile wins over the context's own)."""
-    from .dockerignore import Matcher
+    from ..dockerfile.dockerignore import Matcher
     if not os.path.isdir(root):
         raise OCIError(f"build context {root} is not a directory")
     return Source(root, is_context=True, ignore=Matcher.for_context(root, dockerfile),

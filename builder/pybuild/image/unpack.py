@@ -16,8 +16,8 @@ from ocispec.errors import OCIError
 
 from .config_convert import runtime_config
 from .extract import apply_layer, verify_layer_blob
-from .mounts import is_mountpoint as _is_mountpoint
-from .rootfs import rmtree_safe
+from ..mounts import is_mountpoint as _is_mountpoint
+from ..rootfs import rmtree_safe
 from .store import private_dir, write_atomic
 
 _libc = ctypes.CDLL(None, use_errno=True)

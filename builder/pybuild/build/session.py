@@ -25,8 +25,8 @@ import uuid
 
 from ocispec.errors import OCIError
 
-from . import mounts as _mounts
-from .store import private_dir, write_atomic
+from .. import mounts as _mounts
+from ..image.store import private_dir, write_atomic
 
 # Files without a session id come from before sessions: removed after this long.
 LEGACY_GRACE = 3600
@@ -120,7 +120,7 @@ while True:
         break
     got += b
 if got != b"done":
-    from pybuild.session import prune_session
+    from pybuild.build.session import prune_session
     prune_session(sys.argv[1], sys.argv[2], wait=30)
 """
 
@@ -193,7 +193,7 @@ def _delete_containers(scratch: str) -> list[str]:
 
 def _clean(root: str, sid: str) -> list[str]:
     """Remove everything session sid made (its lock must be ours or gone)."""
-    from .rootfs import rmtree_safe
+    from ..rootfs import rmtree_safe
     removed = []
     scratch = os.path.join(build_dir(root), sid)
     if os.path.isdir(scratch):
@@ -237,7 +237,7 @@ def prune(root: str, *, own: str | None = None) -> list[str]:
     Live sessions (their lock is held) and `own` are left alone. Temp files from before
     sessions existed are removed once they are LEGACY_GRACE seconds old.
     """
-    from .rootfs import rmtree_safe
+    from ..rootfs import rmtree_safe
     bdir, tmp, layers = build_dir(root), os.path.join(root, ".tmp"), os.path.join(root, "layers")
     sids, removed = set(), []
     for name in _listdir(bdir):

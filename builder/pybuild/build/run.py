@@ -17,10 +17,10 @@ import uuid
 from ocispec import defaults
 from ocispec.errors import OCIError
 
-from . import mounts
-from .layer import layer_from_overlay_upper
-from .rootfs import mkdir_all, resolve_in_root, rmtree_safe
-from .users import resolve_user
+from .. import mounts
+from ..image.layer import layer_from_overlay_upper
+from ..rootfs import mkdir_all, resolve_in_root, rmtree_safe
+from ..image.users import resolve_user
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 _TAIL = 8

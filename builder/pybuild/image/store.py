@@ -144,7 +144,7 @@ class Store:
         """This process's Session (lock + scratch dir), opened on first use."""
         with self._tlock:
             if self._session is None:
-                from .session import Session
+                from ..build.session import Session
                 self._session = Session(self.root)
             return self._session
 
@@ -345,7 +345,7 @@ class Store:
                 if dg not in keep and now - os.lstat(p).st_mtime > grace_seconds:
                     os.unlink(p)
                     removed.append(dg)
-            from .session import _session_of
+            from ..build.session import _session_of
             for name in os.listdir(self.tmp_dir):  # left by crashed writers
                 p = os.path.join(self.tmp_dir, name)
                 if _session_of(name) is not None:

@@ -228,7 +228,7 @@ class Matcher:
                     data = f.read()
             except FileNotFoundError:
                 continue
-            from .dockerfile.parser import decode_text
+            from .parser import decode_text
             return cls.from_text(decode_text(data, os.path.basename(path)))
         return cls(())
 

@@ -4,7 +4,7 @@ import os
 from ocispec import users
 from ocispec.errors import OCIError
 
-from .rootfs import resolve_in_root
+from ..rootfs import resolve_in_root
 
 
 def _read(root: str | None, path: str) -> list[list[str]]:

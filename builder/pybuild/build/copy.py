@@ -14,9 +14,9 @@ from ocispec import digest as _digest
 from ocispec.errors import OCIError
 
 from .context import Source, match_path
-from .layer import LayerWriter
-from .rootfs import resolve_in_root
-from .users import resolve_chown
+from ..image.layer import LayerWriter
+from ..rootfs import resolve_in_root
+from ..image.users import resolve_chown
 
 _ARCHIVE_MIME = {
     "application/x-tar": None, "application/gzip": "gzip", "application/x-gzip": "gzip",
@@ -327,7 +327,7 @@ def _is_tar(path: str, comp: str) -> bool:
 def _corrupt_errors() -> tuple:
     """What a decompressor or tarfile raises for bytes that are not a whole archive."""
     import lzma
-    from .extract import _stream_errors
+    from ..image.extract import _stream_errors
     return _stream_errors() + (lzma.LZMAError,)
 
 

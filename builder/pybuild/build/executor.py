@@ -21,10 +21,10 @@ from ocispec.errors import OCIError
 from . import cache as _cache
 from . import context as _context
 from . import copy as _copyop
-from . import images as _images
-from . import rootfs as _rootfs
+from ..image import images as _images
+from .. import rootfs as _rootfs
 from . import run as _run
-from .store import Store
+from ..image.store import Store
 
 @dataclass
 class BuildOptions:
@@ -123,8 +123,8 @@ class Builder:
                 data = f.read()
         except OSError as e:
             raise OCIError(f"cannot read the Dockerfile {dfpath}: {e.strerror}") from None
-        from .dockerfile import parse
-        from .dockerfile.parser import decode_text
+        from ..dockerfile import parse
+        from ..dockerfile.parser import decode_text
         self.fname = os.path.basename(dfpath)
         text = decode_text(data, self.fname)
         self.df = parse(text, filename=self.fname)
@@ -186,7 +186,7 @@ class Builder:
 
     def _plan(self):
         """The stages the target needs, dependencies first (pybuild.dockerfile.plan)."""
-        from .dockerfile.plan import plan
+        from ..dockerfile.plan import plan
         bp = plan(self.df, target=self.opts.target, build_args=self.opts.build_args,
                   platform=self.opts.platform)
         for w in bp.warnings:
@@ -258,7 +258,7 @@ class Builder:
             self.progress.output(step, line)
 
     def _scope(self, parent=None, base_env=None):
-        from .dockerfile.scope import Scope
+        from ..dockerfile.scope import Scope
         return Scope.for_stage(self.df, build_args=self.opts.build_args,
                                globals_=self.global_args, parent=parent, base_env=base_env)
 
@@ -292,7 +292,7 @@ class Builder:
         st.cmd_from_base = "Cmd" in st.config
         onbuild = st.config.pop("OnBuild", None) or []
         if onbuild:
-            from .dockerfile import parse
+            from ..dockerfile import parse
             sub = parse("FROM scratch\n" + "\n".join(onbuild) + "\n", filename=f"ONBUILD of {base}")
             triggers = sub.stages[0].instructions
             for t in triggers:
@@ -518,7 +518,7 @@ class Builder:
 
     def _i_run(self, st, ins):
         what = f"{self._where(ins)}: RUN"
-        from .dockerfile.command import run_command
+        from ..dockerfile.command import run_command
         rc = run_command(ins, st.shell)  # BuildKit's argv, heredocs included
         args, files = rc.argv, dict(rc.files)
         cmd = ins.command
@@ -639,7 +639,7 @@ class Builder:
         return mblob.descriptor(mt.IMAGE_MANIFEST)
 
     def _export(self, desc: dict, out: str) -> None:
-        from . import export
+        from ..image import export
         export.export(self.store, desc, out, tags=self.opts.tags)
 
 

@@ -1,6 +1,6 @@
 """`--output` of a build: oci:DIR[:tag], oci-archive:FILE[:tag], docker-archive:FILE[:name:tag].
 
-The formats are pybuild.layout's; this only picks the reference a build's -t implies when
+The formats are pybuild.image.layout's; this only picks the reference a build's -t implies when
 the output names none.
 """
 from .layout import (_tag_of, parse_destination, write_docker_archive, write_oci_archive,

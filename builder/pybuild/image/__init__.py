@@ -1,0 +1,1 @@
+"""Images at rest: the store, layers, extraction, layouts, config conversion, unpack."""
