@@ -11,7 +11,7 @@ import time
 
 from ocispec.errors import OCIError
 
-from .state import Container, check_id, now_rfc3339, proc_start_time, write_atomic
+from .state import Container, check_id, now_rfc3339, proc_start_time, self_identity, write_atomic
 
 
 def _cgroups():
@@ -38,12 +38,30 @@ def create(root: str, container_id: str, bundle: str, *, pid_file: str = "", con
     os.makedirs(root, 0o700, exist_ok=True)
     c = Container(root, container_id)
     try:
-        os.mkdir(c.dir, 0o711)
+        try:
+            os.mkdir(c.dir, 0o711)
+        except FileExistsError:
+            # The remains of a create that was killed are ours to clean; anything else exists.
+            if not _remove_dead_create(c, log):
+                raise OCIError(f"container with id exists: {container_id}") from None
+            os.mkdir(c.dir, 0o711)
     except FileExistsError:
         raise OCIError(f"container with id exists: {container_id}") from None
     except OSError as e:
         raise OCIError(f"--root {root}: cannot create the state directory: {e.strerror}") from None
-    c.lock()
+    c.lock(creator=True)
+    # The record of what this create makes, saved before it makes anything outside c.dir
+    # (see state.py); destroy() undoes it, here on failure and in a later delete if killed.
+    c.data = {
+        "id": container_id,
+        "pid": 0,
+        "bundle": bundle,
+        "rootfs": rootfs,
+        "created": now_rfc3339(),
+        "annotations": cfg.get("annotations") or {},
+        "cgroup": None,
+        "creating": self_identity(),
+    }
     cg = None
     sp = None
     own_console = False
@@ -74,6 +92,11 @@ def create(root: str, container_id: str, bundle: str, *, pid_file: str = "", con
         def on_stage1(pid: int):
             nonlocal cg
             cg = cgmod.Manager.for_container(container_id, lcfg.get("cgroupsPath"), systemd=systemd)
+            cg.plan()
+            c.data["cgroup"] = cg.to_state()
+            # Init is born in these cgroups (stage1 joins them before it forks): they are
+            # the record of the container's processes, no pid needs saving before ready.
+            c.save()
             cg.create()
             cg.add(pid)  # init, forked by this process, is born in the cgroups
             return {"cgroup": cg.to_state()}
@@ -109,17 +132,8 @@ def create(root: str, container_id: str, bundle: str, *, pid_file: str = "", con
             seccomp.prepare(lcfg["seccomp"], os.path.join(root, "@seccomp"), connect=False)
         pid = process.start_init(sp)
         st = proc_start_time(pid)
-        c.data = {
-            "id": container_id,
-            "pid": pid,
-            "init_start": st[0] if st else 0,
-            "bundle": bundle,
-            "rootfs": rootfs,
-            "created": now_rfc3339(),
-            "annotations": cfg.get("annotations") or {},
-            "cgroup": cg.to_state() if cg is not None else None,
-            "config": cfg,
-        }
+        del c.data["creating"]
+        c.data.update(pid=pid, init_start=st[0] if st else 0, cgroup=cg.to_state(), config=cfg)
         c.save()
         if pid_file:
             write_atomic(os.path.abspath(pid_file), str(pid).encode(), 0o644)
@@ -131,13 +145,35 @@ def create(root: str, container_id: str, bundle: str, *, pid_file: str = "", con
         for fd in sp.idmap_trees.values() if sp is not None else ():
             os.close(fd)
         if not ok:
-            if cg is not None:
-                try:
-                    cg.destroy()
-                except Exception as e:  # the original error matters more
-                    if log:
-                        log.warn(f"cleanup: {e}")
-            _remove_dir(c.dir)
+            c.data["creating"] = True  # never ready: destroy() kills, and skips poststop
+            try:
+                destroy(c, log)
+            except Exception as e:  # the original error matters more
+                if log:
+                    log.warn(f"cleanup: {e}")
+        c.unlock()
+
+
+def _remove_dead_create(c: Container, log) -> bool:
+    """Undo what a killed create of c's id left, if that is what its directory holds."""
+    try:
+        if not c.lock(block=False):
+            return False  # a live command has it
+    except OCIError:
+        return True  # gone meanwhile
+    try:
+        try:
+            old = Container.load(c.root, c.id, lock=False)
+        except OCIError:
+            if os.path.exists(c.state_file) or not c.dead_create():
+                return False
+            _remove_dir(c.dir)  # nothing was made outside it yet
+            return True
+        if old.status() != "stopped" or not old.creating:
+            return False
+        destroy(old, log)
+        return True
+    finally:
         c.unlock()
 
 
@@ -321,16 +357,28 @@ def _wait_gone(c: Container, timeout: float = 10.0) -> None:
 
 
 def delete(root: str, container_id: str, force: bool = False, log=None) -> None:
+    check_id(container_id)
     try:
         c = Container.load(root, container_id)
     except OCIError:
-        # A state dir without state.json is a create that died half-way: remove it.
-        d = os.path.join(root, container_id)
-        check_id(container_id)
-        if os.path.isdir(d) and not os.path.exists(os.path.join(d, "state.json")):
-            _remove_dir(d)
-            if force:
-                return
+        # A state dir without state.json is a create that died before it made anything
+        # else (runc removes it too). Under its lock: a live create finishes first.
+        c = Container(root, container_id)
+        if os.path.isdir(c.dir) and not os.path.exists(c.state_file):
+            try:
+                c.lock()
+            except OCIError:
+                pass
+            else:
+                try:
+                    if not os.path.exists(c.state_file):
+                        _remove_dir(c.dir)
+                        if force:
+                            return
+                finally:
+                    c.unlock()
+                if os.path.exists(c.state_file):
+                    return delete(root, container_id, force, log)
         if force:
             return  # runc: delete --force of a missing container succeeds
         raise
@@ -347,7 +395,12 @@ def delete(root: str, container_id: str, force: bool = False, log=None) -> None:
 
 
 def destroy(c: Container, log=None) -> None:
-    """Remove what create made, then run poststop hooks (failures only warn)."""
+    """Remove what create made, then run poststop hooks (failures only warn). A create that
+    never finished (failed, or killed: see state.py) is undone the same way: its processes
+    never ran the user's program and are killed first; it gets no poststop hooks."""
+    creating = c.creating
+    if creating:
+        _kill_all(c, signal.SIGKILL)
     m = _manager(c)
     if m is not None:
         # destroy() waits for exiting tasks itself; a straggler (a process that joined the
@@ -357,10 +410,10 @@ def destroy(c: Container, log=None) -> None:
         except OCIError:
             _kill_all(c, signal.SIGKILL)
             m.destroy()
-    state = c.spec_state("stopped")
     _remove_dir(c.dir)
     hooks = (c.data.get("config") or {}).get("hooks") or {}
-    if hooks.get("poststop"):
+    if hooks.get("poststop") and not creating:
+        state = c.spec_state("stopped")
         from . import hooks as hookrun
 
         # runtime-spec: a failing poststop hook is a warning; the others still run.

@@ -21,6 +21,7 @@ The parent is a child subreaper, so init (orphaned when stage1 exits) is reparen
 and `run` can wait for it.
 """
 
+import errno
 import os
 import _signal as signal  # the C module: `signal` imports enum (~1 ms) for names we do not need
 
@@ -138,8 +139,15 @@ def start_init(sp: Spawn) -> int:
     psock, csock = _socket.socketpair(_socket.AF_UNIX, _socket.SOCK_SEQPACKET)
     fifo_fd = os.open(sp.fifo_path, os.O_PATH | os.O_CLOEXEC)
     linux.set_subreaper()
+    parent = os.getpid()
     stage1 = os.fork()
     if stage1 == 0:  # pragma: no cover - runs in the child
+        # Dies with a killed create, even one killed before this line ran. (Init cannot do
+        # the same: stage1, its parent, exits on purpose. It is born in the cgroups create
+        # has recorded, and reads the end of the socket when create is gone.)
+        linux.prctl(linux.PR_SET_PDEATHSIG, signal.SIGKILL)
+        if os.getppid() != parent:
+            os._exit(1)
         psock.close()
         ch = Channel(csock)
         try:
@@ -150,6 +158,9 @@ def start_init(sp: Spawn) -> int:
     csock.close()
     os.close(fifo_fd)
     ch = Channel(psock)
+    # Until stage1 has sent init's pid, init may hold the socket's other end: a stage1 killed
+    # right after forking it would leave both waiting. Wake up now and then to look at it.
+    psock.settimeout(0.05)
     init_pid = 0
     try:
         extra = sp.on_stage1(stage1) or {}
@@ -158,26 +169,36 @@ def start_init(sp: Spawn) -> int:
         except OSError:
             pass  # stage1 failed meanwhile: its error message is waiting to be read
         while True:
-            msg = ch.recv()
+            msg = _recv(ch, stage1)
             if msg is None:
                 raise OCIError(_died(stage1, init_pid))
             kind = msg["type"]
-            if kind == "idmap":
-                write_id_maps(msg["pid"], sp.cfg.get("linux") or {})
-                ch.send("idmap-done")
-            elif kind == "pid":
-                init_pid = sp.init_pid = msg["pid"]
-                _reap(stage1)
-                stage1 = 0
-                sp.on_pid(init_pid)
-                ch.send("continue", pid=init_pid, **extra)
-            elif kind == "hooks":
-                sp.on_hooks(init_pid)
-                ch.send("hooks-done")
-            elif kind == "ready":
-                return init_pid
-            elif kind == "error":
-                raise OCIError(msg["msg"], errno=msg.get("errno"))
+            try:
+                if kind == "idmap":
+                    write_id_maps(msg["pid"], sp.cfg.get("linux") or {})
+                    ch.send("idmap-done")
+                elif kind == "pid":
+                    init_pid = sp.init_pid = msg["pid"]
+                    _reap(stage1)
+                    stage1 = 0
+                    psock.settimeout(None)  # init alone holds the other end now
+                    sp.on_pid(init_pid)
+                    ch.send("continue", pid=init_pid, **extra)
+                elif kind == "hooks":
+                    sp.on_hooks(init_pid)
+                    ch.send("hooks-done")
+                elif kind == "ready":
+                    return init_pid
+                elif kind == "error":
+                    raise OCIError(msg["msg"], errno=msg.get("errno"))
+            except OSError as e:
+                if e.errno not in (errno.EPIPE, errno.ECONNRESET):
+                    raise
+                # The child is gone (killed?): say how, or what it said before it went.
+                msg = _last_words(ch)
+                if msg is not None and msg["type"] == "error":
+                    raise OCIError(msg["msg"], errno=msg.get("errno")) from None
+                raise OCIError(_died(stage1, init_pid)) from None
     except BaseException:
         if init_pid:
             _kill_reap(init_pid)
@@ -186,6 +207,33 @@ def start_init(sp: Spawn) -> int:
         raise
     finally:
         ch.close()
+
+
+def _recv(ch: Channel, stage1: int) -> dict | None:
+    """The next message from the children; None once they are gone."""
+    while True:
+        try:
+            return ch.recv()
+        except TimeoutError:
+            if not os.waitid(os.P_PID, stage1, os.WEXITED | os.WNOHANG | os.WNOWAIT):
+                continue
+            try:
+                return ch.recv()  # stage1 exited: what it sent before is queued
+            except TimeoutError:
+                return None
+        except OSError:  # ECONNRESET: a child died with a message of ours unread
+            return _last_words(ch)
+
+
+def _last_words(ch: Channel) -> dict | None:
+    """What a child that went away sent before it did: a reset is reported once, ahead of
+    the messages still queued."""
+    for _ in range(2):
+        try:
+            return ch.recv()
+        except OSError:
+            continue
+    return None
 
 
 def _reap(pid: int) -> int | None:
@@ -204,15 +252,19 @@ def _kill_reap(pid: int) -> None:
 
 
 def _died(stage1: int, init_pid: int) -> str:
+    # Look without reaping: the caller's cleanup reaps it, so the pid cannot be reused first.
     pid = init_pid or stage1
-    status = _reap(pid) if pid else None
-    if status is not None and os.WIFSIGNALED(status):
-        how = f"killed by signal {os.WTERMSIG(status)}"
-    elif status is not None:
-        how = f"exit status {os.WEXITSTATUS(status)}"
-    else:
+    try:
+        info = os.waitid(os.P_PID, pid, os.WEXITED | os.WNOWAIT) if pid else None
+    except ChildProcessError:
+        info = None
+    if info is None:
         how = "no status"
-    return f"container init exited before it was ready ({how})"
+    elif info.si_code == os.CLD_EXITED:
+        how = f"exit status {info.si_status}"
+    else:
+        how = f"killed by signal {info.si_status}"
+    return f"container init exited during setup, before it was ready ({how})"
 
 
 def namespace_plan(cfg: dict) -> tuple[list[tuple[str, str | None]], int]:

@@ -2,10 +2,17 @@
 
 <root>/<id>/state.json   what later commands need (written atomically)
 <root>/<id>/exec.fifo    exists from create until start: init blocks on it
-<root>/<id>/lock         flock'ed by every command that reads or changes the container
+<root>/<id>/lock         flock'ed by every command that reads or changes the container;
+                         create writes its own pid into it (see dead_create)
 
 The status is never stored: it is derived from the init process (alive? same start
 time? zombie?), the fifo and the freezer, as runc does, so it cannot go stale.
+
+A create records what it is about to make before making it: state.json first holds a
+"creating" record (bundle, the cgroups it will make, and who is creating), written
+before the cgroups exist, and becomes the full state when init is ready. So a create
+killed at any moment leaves either a directory without state.json (nothing made outside
+it yet) or a record whose creator is gone: status "stopped", and delete undoes it.
 """
 
 import fcntl
@@ -56,6 +63,18 @@ def proc_start_time(pid: int) -> tuple[int, str] | None:
     return int(fields[19]), fields[0].decode()
 
 
+def alive(pid: int, start: int) -> bool:
+    """Is pid still the process that had this start time (not recycled, not a zombie)?"""
+    st = proc_start_time(pid) if pid > 0 else None
+    return st is not None and st[0] == start and st[1] not in ("Z", "X")
+
+
+def self_identity() -> list:
+    """[pid, start time] of this process, for alive()."""
+    pid = os.getpid()
+    return [pid, proc_start_time(pid)[0]]
+
+
 def now_rfc3339() -> str:
     t = time.time_ns()
     secs, nanos = divmod(t, 1_000_000_000)
@@ -99,13 +118,29 @@ class Container:
             raise OCIError(f"{c.state_file}: corrupt state: {e}") from None
         return c
 
-    def lock(self) -> None:
+    def lock(self, block: bool = True, creator: bool = False) -> bool:
+        """Take the container's lock; False if block is false and it is held. creator:
+        write our pid into the lock file, so that dead_create() can tell that the holder
+        was a create."""
         try:
             fd = os.open(os.path.join(self.dir, "lock"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         except FileNotFoundError:
             raise OCIError(f"container {self.id!r} does not exist") from None
-        fcntl.flock(fd, fcntl.LOCK_EX)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX if block else fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            return False
+        if creator:
+            os.write(fd, b"%d" % os.getpid())
         self._lock_fd = fd
+        return True
+
+    def dead_create(self) -> bool:
+        """With the lock held and no state.json: did a create take this lock and go away
+        before writing its record? (Empty: a create may be between mkdir and lock.)"""
+        with open(os.path.join(self.dir, "lock"), "rb") as f:
+            return bool(f.read(1))
 
     def unlock(self) -> None:
         if self._lock_fd is not None:
@@ -121,17 +156,18 @@ class Container:
         return int(self.data.get("pid") or 0)
 
     def init_alive(self) -> bool:
-        pid = self.pid
-        if pid <= 0:
-            return False
-        st = proc_start_time(pid)
-        if st is None:
-            return False
-        start, letter = st
-        # A recycled pid has another start time; a zombie has exited.
-        return start == self.data.get("init_start") and letter not in ("Z", "X")
+        return alive(self.pid, self.data.get("init_start"))
+
+    @property
+    def creating(self) -> bool:
+        """A create's record: the container was never ready."""
+        return "creating" in self.data
 
     def status(self) -> str:
+        if self.creating:
+            # Its create is still at work, or was killed: then the container is broken for
+            # good, "stopped" as runc reports a container without a live init.
+            return "creating" if alive(*self.data["creating"]) else "stopped"
         if not self.init_alive():
             return "stopped"
         if os.path.exists(self.fifo):

@@ -78,6 +78,11 @@ class Manager:
 
     # -- life cycle ------------------------------------------------------------------
 
+    def plan(self) -> None:
+        """Note in `created` the topmost directories create() is going to make, before it
+        makes them: a create killed half-way is undone from its saved plan."""
+        self.created = [t for t in map(_missing_top, self.dirs()) if t]
+
     def create(self) -> None:
         made = []
         try:
@@ -85,7 +90,6 @@ class Manager:
                 top = _mkdirs(d)
                 if top:
                     made.append(top)
-                    self.created.append(top)
             cpuset = self.v1.get("cpuset")
             if cpuset and any(cpuset == m or cpuset.startswith(m + "/") for m in made):
                 _fill_cpuset(cpuset)
@@ -103,6 +107,7 @@ class Manager:
         except OCIError:
             self._remove(made)
             raise
+        self.created = made
 
     def add(self, pid: int, sub: dict | None = None) -> None:
         """Put pid in the container's cgroups; `sub` (from exec --cgroup) maps a controller,
@@ -156,13 +161,13 @@ class Manager:
         if failed:
             raise OCIError("cgroups: cannot remove " + "; ".join(failed))
 
-    def _remove(self, made: list) -> None:
+    @staticmethod
+    def _remove(made: list) -> None:
         for top in reversed(made):
             try:
                 _rmtree(top, wait=0)
             except OSError:
                 pass
-        self.created = [c for c in self.created if c not in made]
 
     # -- resources -------------------------------------------------------------------
 
@@ -367,6 +372,16 @@ def _fill_cpuset(d: str) -> None:
                 write(c, name, read(parent, name).strip(), "linux.resources.cpu")
 
 
+def _missing_top(d: str) -> str | None:
+    """The topmost directory that _mkdirs(d) would make now (None if d exists)."""
+    if os.path.isdir(d):
+        return None
+    top = d
+    while not os.path.isdir(os.path.dirname(top)):
+        top = os.path.dirname(top)
+    return top
+
+
 def _mkdirs(d: str) -> str | None:
     """mkdir -p that returns the topmost directory it made (None if d existed); one
     mkdir in the common case of an existing parent."""
@@ -377,9 +392,7 @@ def _mkdirs(d: str) -> str | None:
         return None
     except FileNotFoundError:
         pass
-    top = d
-    while not os.path.isdir(os.path.dirname(top)):
-        top = os.path.dirname(top)
+    top = _missing_top(d)
     os.makedirs(d, 0o755, exist_ok=True)
     return top
 
