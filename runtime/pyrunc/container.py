@@ -62,6 +62,8 @@ def create(root: str, container_id: str, bundle: str, *, pid_file: str = "", con
         "cgroup": None,
         "creating": self_identity(),
     }
+    creator = c.data["creating"]
+    pid = 0
     cg = None
     sp = None
     own_console = False
@@ -136,7 +138,10 @@ def create(root: str, container_id: str, bundle: str, *, pid_file: str = "", con
         c.data.update(pid=pid, init_start=st[0] if st else 0, cgroup=cg.to_state(), config=cfg)
         c.save()
         if pid_file:
-            write_atomic(os.path.abspath(pid_file), str(pid).encode(), 0o644)
+            try:
+                write_atomic(os.path.abspath(pid_file), str(pid).encode(), 0o644)
+            except OSError as e:
+                raise OCIError(f"--pid-file {pid_file}: cannot write it: {e.strerror}") from None
         ok = True
         return c
     finally:
@@ -145,7 +150,9 @@ def create(root: str, container_id: str, bundle: str, *, pid_file: str = "", con
         for fd in sp.idmap_trees.values() if sp is not None else ():
             os.close(fd)
         if not ok:
-            c.data["creating"] = True  # never ready: destroy() kills, and skips poststop
+            if pid:  # ready, but the state could not be saved: start_init left it to us
+                process._kill_reap(pid)
+            c.data["creating"] = creator  # never ready: no poststop hooks
             try:
                 destroy(c, log)
             except Exception as e:  # the original error matters more
@@ -399,7 +406,8 @@ def destroy(c: Container, log=None) -> None:
     never finished (failed, or killed: see state.py) is undone the same way: its processes
     never ran the user's program and are killed first; it gets no poststop hooks."""
     creating = c.creating
-    if creating:
+    if creating and c.status() == "stopped":
+        # Its create was killed: what it started is in the recorded cgroups.
         _kill_all(c, signal.SIGKILL)
     m = _manager(c)
     if m is not None:

@@ -246,3 +246,14 @@ def test_container_process_killed_at_any_moment_of_setup(runtime, bundle, cid):
         left = leftovers(runtime, cid, bundle)
         assert not left, f"try {i} ({err.strip()!r}) left {left}"
     assert outcomes["init exited"] >= 3, outcomes
+
+
+def test_create_failing_after_init_is_ready_leaves_nothing(runtime, bundle, cid, workdir):
+    # The pid file is written last, once init is ready and the state saved: a failure
+    # there must still undo everything, init included.
+    crash_bundle(bundle, cid)
+    bad = os.path.join(workdir, "no-such-dir", "pid")
+    p = runtime("create", "--pid-file", bad, "-b", bundle.path, cid, env=env_with(cid))
+    assert p.returncode == 1
+    assert p.stderr == f"pyrunc: --pid-file {bad}: cannot write it: No such file or directory\n"
+    assert not leftovers(runtime, cid, bundle)
