@@ -94,12 +94,15 @@ def create(root: str, container_id: str, bundle: str, *, pid_file: str = "", con
         def on_stage1(pid: int):
             nonlocal cg
             cg = cgmod.Manager.for_container(container_id, lcfg.get("cgroupsPath"), systemd=systemd)
-            cg.plan()
-            c.data["cgroup"] = cg.to_state()
+            def record():
+                c.data["cgroup"] = cg.to_state()
+                c.save()
+
             # Init is born in these cgroups (stage1 joins them before it forks): they are
             # the record of the container's processes, no pid needs saving before ready.
-            c.save()
-            cg.create()
+            cg.plan()
+            record()
+            cg.create(note=record)
             cg.add(pid)  # init, forked by this process, is born in the cgroups
             return {"cgroup": cg.to_state()}
 

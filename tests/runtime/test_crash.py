@@ -118,8 +118,15 @@ def test_create_killed_at_any_moment_leaves_nothing_after_delete_force(runtime, 
     tries = 40
     hit = {"missing": 0, "stopped": 0, "created": 0, "cgroups": 0}
     budget = time.monotonic() + 90
+    nested = bundle.config["linux"]["cgroupsPath"]
     for i in range(tries):
         delay = took * 1.1 * i / tries
+        # Every other try without cgroupsPath: the default, the id below pyrunc's cgroup.
+        if i % 2:
+            del bundle.config["linux"]["cgroupsPath"]
+        else:
+            bundle.config["linux"]["cgroupsPath"] = nested
+        bundle.write()
         # stderr to a file: a created init holds it open, like a pipe's end, until deleted
         with tempfile.TemporaryFile() as errf:
             p = subprocess.Popen(create_cmd(runtime, bundle, cid), env=env_with(cid),

@@ -79,15 +79,30 @@ class Manager:
     # -- life cycle ------------------------------------------------------------------
 
     def plan(self) -> None:
-        """Note in `created` the topmost directories create() is going to make, before it
-        makes them: a create killed half-way is undone from its saved plan."""
-        self.created = [t for t in map(_missing_top, self.dirs()) if t]
+        """Note in `created`, before create() makes anything, what it is going to make: a
+        create killed half-way is undone from its saved plan. Each directory makes itself
+        (no stat: cgroupfs lookups cost); parents create() finds missing are added then."""
+        self.created = self.dirs()
 
-    def create(self) -> None:
+    def create(self, note=None) -> None:
+        """Make the directories. note(): called before a missing parent is made, once it
+        is in `created`, so that the caller can save the plan first."""
         made = []
         try:
             for d in self.dirs():
-                top = _mkdirs(d)
+                try:
+                    os.mkdir(d, 0o755)
+                    made.append(d)
+                    continue
+                except FileExistsError:
+                    continue
+                except FileNotFoundError:
+                    pass
+                top = _missing_top(d)
+                if top and note is not None and top not in self.created:
+                    self.created.append(top)
+                    note()
+                os.makedirs(d, 0o755, exist_ok=True)
                 if top:
                     made.append(top)
             cpuset = self.v1.get("cpuset")
@@ -373,27 +388,12 @@ def _fill_cpuset(d: str) -> None:
 
 
 def _missing_top(d: str) -> str | None:
-    """The topmost directory that _mkdirs(d) would make now (None if d exists)."""
+    """The topmost missing directory on the way to d (None if d exists)."""
     if os.path.isdir(d):
         return None
     top = d
     while not os.path.isdir(os.path.dirname(top)):
         top = os.path.dirname(top)
-    return top
-
-
-def _mkdirs(d: str) -> str | None:
-    """mkdir -p that returns the topmost directory it made (None if d existed); one
-    mkdir in the common case of an existing parent."""
-    try:
-        os.mkdir(d, 0o755)
-        return d
-    except FileExistsError:
-        return None
-    except FileNotFoundError:
-        pass
-    top = _missing_top(d)
-    os.makedirs(d, 0o755, exist_ok=True)
     return top
 
 
