@@ -17,6 +17,9 @@ Parent and children talk over a SOCK_SEQPACKET socketpair in small JSON messages
                    {"type": "hooks"}          run prestart/createRuntime hooks, then "hooks-done"
                    {"type": "ready"}          init is set up and blocks on exec.fifo
                    {"type": "error", "msg"}   a failure in the child: becomes create's error
+A child that dies instead (killed) is create's error too, "container init exited during
+setup ... (killed by signal N)"; stage1 dies with create (PR_SET_PDEATHSIG), init reads
+the end of the socket.
 The parent is a child subreaper, so init (orphaned when stage1 exits) is reparented to it
 and `run` can wait for it.
 """
@@ -142,16 +145,13 @@ def start_init(sp: Spawn) -> int:
     parent = os.getpid()
     stage1 = os.fork()
     if stage1 == 0:  # pragma: no cover - runs in the child
-        # Dies with a killed create, even one killed before this line ran. (Init cannot do
-        # the same: stage1, its parent, exits on purpose. It is born in the cgroups create
-        # has recorded, and reads the end of the socket when create is gone.)
-        linux.prctl(linux.PR_SET_PDEATHSIG, signal.SIGKILL)
-        if os.getppid() != parent:
-            os._exit(1)
+        # Init cannot die with create the same way: stage1, its parent, exits on purpose.
+        # It is born in the cgroups create has recorded, and reads the end of the socket.
+        _die_with_parent(parent)
         psock.close()
         ch = Channel(csock)
         try:
-            _stage1(sp, ch, fifo_fd)
+            _stage1(sp, ch, fifo_fd, parent)
         except BaseException as e:  # everything must reach the parent as a message
             send_error(ch, e)
         os._exit(1)
@@ -207,6 +207,13 @@ def start_init(sp: Spawn) -> int:
         raise
     finally:
         ch.close()
+
+
+def _die_with_parent(parent: int) -> None:  # pragma: no cover - child
+    """SIGKILL this process when create dies, even if create died before this ran."""
+    linux.prctl(linux.PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != parent:
+        os._exit(1)
 
 
 def _recv(ch: Channel, stage1: int) -> dict | None:
@@ -280,7 +287,7 @@ def namespace_plan(cfg: dict) -> tuple[list[tuple[str, str | None]], int]:
     return out, flags
 
 
-def _stage1(sp: Spawn, ch: Channel, fifo_fd: int) -> None:  # pragma: no cover - child
+def _stage1(sp: Spawn, ch: Channel, fifo_fd: int, parent: int) -> None:  # pragma: no cover - child
     linux.set_dumpable(False)
     # Nothing of the runtime's may reach the container: not the state lock (whose flock
     # would stay held), not a host directory (CVE-2024-21626), only what it is given.
@@ -323,6 +330,7 @@ def _stage1(sp: Spawn, ch: Channel, fifo_fd: int) -> None:  # pragma: no cover -
             os.setresuid(0, 0, 0)
         except OSError:
             raise OCIError("linux.uidMappings: the user namespace has no mapping for uid/gid 0") from None
+        _die_with_parent(parent)  # a new euid clears the parent-death signal
     for t in ("ipc", "uts", "network", "pid", "cgroup", "time", "mount"):
         if t in fds:
             _setns(plan, fds, t)
