@@ -195,7 +195,10 @@ def start_init(sp: Spawn) -> int:
                 if e.errno not in (errno.EPIPE, errno.ECONNRESET):
                     raise
                 # The child is gone (killed?): say how, or what it said before it went.
-                msg = _last_words(ch)
+                try:
+                    msg = ch.recv()
+                except OSError:
+                    msg = None
                 if msg is not None and msg["type"] == "error":
                     raise OCIError(msg["msg"], errno=msg.get("errno")) from None
                 raise OCIError(_died(stage1, init_pid)) from None
@@ -228,19 +231,6 @@ def _recv(ch: Channel, stage1: int) -> dict | None:
                 return ch.recv()  # stage1 exited: what it sent before is queued
             except TimeoutError:
                 return None
-        except OSError:  # ECONNRESET: a child died with a message of ours unread
-            return _last_words(ch)
-
-
-def _last_words(ch: Channel) -> dict | None:
-    """What a child that went away sent before it did: a reset is reported once, ahead of
-    the messages still queued."""
-    for _ in range(2):
-        try:
-            return ch.recv()
-        except OSError:
-            continue
-    return None
 
 
 def _reap(pid: int) -> int | None:
