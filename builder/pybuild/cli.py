@@ -219,11 +219,18 @@ def _build_pull_options(pull, tls_verify, cert_dir, authfile, progress_mode) -> 
             "registry": PullContext(_registry_options(tls_verify, cert_dir, authfile), mode)}
 
 
-def _transfer_progress(progress: str, quiet: bool, verb: str):
+def _transfer(progress: str, quiet: bool, verb: str, run) -> None:
+    """run(store, progress) -> (name, digest), with the progress shown and the store closed."""
     if progress not in ("auto", "plain", "tty", "quiet", "json"):
         raise OCIError(f"--progress {progress!r}: want auto, plain, tty, quiet or json")
     from .registry import progress as _progress
-    return _progress.make("quiet" if quiet else progress, verb)
+    pr = _progress.make("quiet" if quiet else progress, verb)
+    store = _store()
+    try:
+        pr.result(*run(store, pr))
+    finally:
+        pr.close()
+        store.close()
 
 
 _TLS_HELP = "verify TLS certificates (true|false; false also allows plain HTTP)"
@@ -243,14 +250,11 @@ def pull(
     """Pull an image from a registry into the store (under its fully qualified name)."""
     from .registry import transfer
     opts = _registry_options(tls_verify, cert_dir, authfile, creds, platform)
-    pr = _transfer_progress(progress, quiet, "pulling")
-    store = _store()
-    try:
+
+    def run(store, pr):
         name, desc = transfer.pull(store, image, opts, pr)
-        pr.result(name, desc["digest"])
-    finally:
-        pr.close()
-        store.close()
+        return name, desc["digest"]
+    _transfer(progress, quiet, "pulling", run)
 
 
 @app.command()
@@ -267,14 +271,7 @@ def push(
     """Push an image from the store to a registry; its manifest digest stays the same."""
     from .registry import transfer
     opts = _registry_options(tls_verify, cert_dir, authfile, creds)
-    pr = _transfer_progress(progress, quiet, "pushing")
-    store = _store()
-    try:
-        name, digest = transfer.push(store, image, dest, opts, pr)
-        pr.result(name, digest)
-    finally:
-        pr.close()
-        store.close()
+    _transfer(progress, quiet, "pushing", lambda store, pr: transfer.push(store, image, dest, opts, pr))
 
 
 def _registry_key(server: str) -> str:

@@ -230,6 +230,8 @@ class Proxy(_Server):
         self.upstream = upstream_port
         self.cut: set = set()
         self.corrupt: set = set()
+        self.stall: set = set()  # send half the blob, then nothing until stop()
+        self.released = threading.Event()
         self.ranges: list = []  # Range headers seen on blob GETs
         self.blob_gets = 0
         super().__init__(_ProxyHandler)
@@ -252,7 +254,7 @@ class _ProxyHandler(_Quiet):
             srv.ranges.append(self.headers.get("Range"))
             if digest in srv.corrupt and data:
                 data = bytes([data[0] ^ 0xFF]) + data[1:]
-            if digest in srv.cut and len(data) > 1:
+            if (digest in srv.cut or digest in srv.stall) and len(data) > 1:
                 srv.cut.discard(digest)
                 self.send_response(r.status)
                 for k, v in r.getheaders():
@@ -261,6 +263,8 @@ class _ProxyHandler(_Quiet):
                 self.end_headers()
                 self.wfile.write(data[:len(data) // 2])
                 self.wfile.flush()
+                if digest in srv.stall:
+                    srv.released.wait(60)
                 self.close_connection = True
                 self.connection.shutdown(socket.SHUT_RDWR)
                 return
@@ -274,6 +278,9 @@ class _ProxyHandler(_Quiet):
             self.wfile.write(data)
 
     do_GET = do_HEAD = do_POST = do_PUT = do_PATCH = do_DELETE = _forward
+
+
+Proxy.stop = lambda self: (self.released.set(), _Server.stop(self))
 
 
 class FakeRegistry(_Server):

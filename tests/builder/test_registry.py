@@ -10,6 +10,7 @@ import os
 import shutil
 import subprocess
 import tempfile
+import time
 
 import pytest
 
@@ -514,3 +515,42 @@ def test_full_disk_leaves_a_consistent_store(renv):
                 assert hashlib.sha256(f.read()).hexdigest() == name
     finally:
         subprocess.run(["umount", small], check=False)
+
+
+def test_killed_pull_leaves_nothing_prune_does_not_clean(renv):
+    reg = renv.registry()
+    dg = renv.image("big:1", payload=os.urandom(2 << 20))
+    renv.pybuild("push", "big:1", f"{reg.host}/big:1")
+    man, _ = renv.manifest("big:1")
+    big = max(man["layers"], key=lambda d: d["size"])["digest"]
+    proxy = Proxy(reg.port)
+    root2 = os.path.join(renv.base, "store2")
+    name = f"127.0.0.1:{proxy.port}/big:1"
+    try:
+        proxy.stall.add(big)
+        env = dict(os.environ, **renv.vars)
+        env.pop("DOCKER_CONFIG")
+        proc = subprocess.Popen([pybuild_cmd(), "--root", root2, "pull", name], env=env,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:  # until half the blob is in a temp file
+            tmp = os.path.join(root2, ".tmp")
+            if os.path.isdir(tmp) and any(os.path.getsize(os.path.join(tmp, f)) > (512 << 10)
+                                          for f in os.listdir(tmp)):
+                break
+            time.sleep(0.05)
+        else:
+            proc.kill()
+            pytest.fail("the pull never started writing the blob")
+        proc.kill()  # SIGKILL mid-blob
+        proc.wait()
+        assert big.split(":")[1] not in renv.blobs(root2)  # nothing half-written under a digest
+        assert renv.names(root2) == []
+        assert renv.tmp_files(root2)  # the dead pull's temp file ...
+        renv.pybuild("prune", root=root2)
+        assert renv.tmp_files(root2) == []  # ... which the next run cleans
+        proxy.stall.clear()
+        renv.pybuild("pull", name, root=root2)
+        assert renv.digest(name, root2) == dg
+    finally:
+        proxy.stop()

@@ -158,6 +158,7 @@ class TtyProgress(Progress):
         with self._lock:
             if b in self._running:
                 self._running.remove(b)
+        self._live.update(self._render(), refresh=True)  # drop its live line first
         secs = time.monotonic() - b.start
         tail = f"{_human(b.done)} in {secs:.2f}s" if b.how == "done" else b.how
         self.console.print(f"blob {b.short} {tail}", markup=False, highlight=False)

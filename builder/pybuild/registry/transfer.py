@@ -12,6 +12,7 @@ mounts blobs it has in another repository (known from earlier pulls and pushes),
 the rest, in chunks when they are large.
 """
 import concurrent.futures as _futures
+import contextlib
 import json
 import os
 import threading
@@ -254,12 +255,25 @@ def _prefixed(e: OCIError, what: str) -> OCIError:
     return OCIError(f"{what}: {e.message}", errno=e.errno, hint=e.hint)
 
 
+@contextlib.contextmanager
+def _operation(client: Client, store, what: str):
+    """One pull or push: errors say what they were part of, the connections close."""
+    try:
+        yield
+    except OSError as e:
+        raise _disk_error(e, store, what) from None
+    except OCIError as e:
+        raise _prefixed(e, what) from None
+    finally:
+        client.close()
+
+
 def pull(store, name: str, opts: Options, progress) -> tuple[str, dict]:
     """Pull `name` into the store; (stored name, manifest descriptor)."""
     ref = _names.parse(name)
     what = f"pull {ref}"
     client = client_for(ref, opts)
-    try:
+    with _operation(client, store, what):
         data, mtype, dg = fetch_manifest(client, ref, ref.reference, what)
         index = None
         platform = None
@@ -278,7 +292,8 @@ def pull(store, name: str, opts: Options, progress) -> tuple[str, dict]:
                                     f"manifest")
         man = _image.parse_manifest(data, source=f"{what}: manifest")
         blobs = [man["config"]] + list(man["layers"])
-        progress.info(f"pulling {ref} ({len(man['layers'])} layers)")
+        n = len(man["layers"])
+        progress.info(f"pulling {ref} ({n} layer{'' if n == 1 else 's'})")
         _parallel(lambda d, c: _download(client, ref, store, d, progress, c), blobs)
         cfg = _image.parse_config(store.read_blob(man["config"]["digest"]),
                                   source=f"{what}: image config")
@@ -295,12 +310,6 @@ def pull(store, name: str, opts: Options, progress) -> tuple[str, dict]:
         desc = _image.descriptor(mtype, dg, len(data), platform=platform)
         stored = str(ref)
         store.tag(stored, desc)
-    except OSError as e:
-        raise _disk_error(e, store, what) from None
-    except OCIError as e:
-        raise _prefixed(e, what) from None
-    finally:
-        client.close()
     record_sources(store, ref.repository, [d["digest"] for d in blobs])
     return stored, desc
 
@@ -424,7 +433,7 @@ def push(store, name: str, dest: str | None, opts: Options, progress) -> tuple[s
     ref = _names.parse(dest or src_name)
     what = f"push {ref}"
     client = client_for(ref, opts)
-    try:
+    with _operation(client, store, what):
         data = store.read_blob(desc["digest"])
         top = json.loads(data)
         mtype = desc.get("mediaType") or top.get("mediaType") or mt.IMAGE_MANIFEST
@@ -465,11 +474,5 @@ def push(store, name: str, dest: str | None, opts: Options, progress) -> tuple[s
             if got and got != mdg:
                 raise RegistryError(f"{what}: the registry stored the manifest as {got}, not "
                                     f"{mdg}")
-    except OSError as e:
-        raise _disk_error(e, store, what) from None
-    except OCIError as e:
-        raise _prefixed(e, what) from None
-    finally:
-        client.close()
     record_sources(store, ref.repository, [d["digest"] for d in blobs])
     return str(ref), desc["digest"]
