@@ -101,6 +101,12 @@ def build(
         "0", "--add-max-size", envvar="PYBUILD_ADD_MAX_SIZE", metavar="SIZE",
         help="largest download, or unpacked archive content, one ADD may bring in, "
              "e.g. 500M or 2G (0: no limit)"),
+    pull: str = typer.Option("missing", "--pull", metavar="POLICY",
+                             help="pull FROM images: missing (when not in the store), always, never"),
+    tls_verify: str = typer.Option("true", "--tls-verify", metavar="BOOL",
+                                   help="verify registries' TLS certificates (default true)"),
+    cert_dir: Optional[str] = typer.Option(None, "--cert-dir", help="directory of CA *.crt files for registries"),
+    authfile: Optional[str] = typer.Option(None, "--authfile", help="registry credentials file"),
 ):
     """Build an image from a Dockerfile and a context directory."""
     from . import progress as _progress
@@ -124,7 +130,8 @@ def build(
         tags=list(tag), build_args=_kv(build_arg, "--build-arg"), target=target,
         labels=_kv(label, "--label"), no_cache=no_cache, platform=platform, outputs=list(output),
         compression=compression, runtime=runtime, secrets=_secrets(secret), network=network,
-        source_date_epoch=int(sde) if sde else None, add_limits=limits)
+        source_date_epoch=int(sde) if sde else None, add_limits=limits,
+        **_build_pull_options(pull, tls_verify, cert_dir, authfile, "quiet" if quiet else progress))
     pr = _progress.make("quiet" if quiet else progress)
     store = _store()
     try:
@@ -172,6 +179,171 @@ def prune():
     from .build.session import prune as _prune
     for what in _prune(_store().root):
         typer.echo(f"removed {what}")
+
+
+# -- registries: pull, push, login, logout (pybuild.registry, imported only here) -----------
+
+def _pull_policy(value: str) -> str:
+    v = {"true": "always", "false": "missing"}.get(value.lower(), value.lower())
+    if v not in ("missing", "always", "never"):
+        raise OCIError(f"--pull {value!r}: want missing, always or never")
+    return v
+
+
+def _registry_options(tls_verify: str, cert_dir, authfile, creds=None, platform=None):
+    from .registry.client import Options, parse_bool
+    if cert_dir and not os.path.isdir(cert_dir):
+        raise OCIError(f"--cert-dir {cert_dir}: not a directory")
+    cred = None
+    if creds is not None:
+        from .registry.auth import Credentials
+        user, sep, pw = creds.partition(":")
+        if not user:
+            raise OCIError("--creds: want USER[:PASSWORD]")
+        if not sep:
+            import getpass
+            pw = getpass.getpass("Password: ")
+        cred = Credentials(user, pw, "--creds")
+    plat = None
+    if platform:
+        from ocispec import image as _image
+        plat = _image.parse_platform(platform)
+    return Options(tls_verify=parse_bool(tls_verify, "--tls-verify"), cert_dir=cert_dir,
+                   authfile=authfile, creds=cred, platform=plat)
+
+
+def _build_pull_options(pull, tls_verify, cert_dir, authfile, progress_mode) -> dict:
+    from .image.images import PullContext
+    mode = {"tty": "plain", "auto": "plain"}.get(progress_mode, progress_mode)
+    return {"pull": _pull_policy(pull),
+            "registry": PullContext(_registry_options(tls_verify, cert_dir, authfile), mode)}
+
+
+def _transfer(progress: str, quiet: bool, verb: str, run) -> None:
+    """run(store, progress) -> (name, digest), with the progress shown and the store closed."""
+    if progress not in ("auto", "plain", "tty", "quiet", "json"):
+        raise OCIError(f"--progress {progress!r}: want auto, plain, tty, quiet or json")
+    from .registry import progress as _progress
+    pr = _progress.make("quiet" if quiet else progress, verb)
+    store = _store()
+    try:
+        pr.result(*run(store, pr))
+    finally:
+        pr.close()
+        store.close()
+
+
+_TLS_HELP = "verify TLS certificates (true|false; false also allows plain HTTP)"
+
+
+@app.command()
+def pull(
+    image: str = typer.Argument(..., help="NAME[:TAG|@DIGEST], e.g. busybox or host:5000/app:1"),
+    platform: Optional[str] = typer.Option(None, "--platform", help="os/arch or os/arch/variant (default: this host's)"),
+    tls_verify: str = typer.Option("true", "--tls-verify", metavar="BOOL", help=_TLS_HELP),
+    cert_dir: Optional[str] = typer.Option(None, "--cert-dir", help="directory of CA *.crt files"),
+    authfile: Optional[str] = typer.Option(None, "--authfile", help="credentials file (auth.json)"),
+    creds: Optional[str] = typer.Option(None, "--creds", help="USER[:PASSWORD] for the registry"),
+    progress: str = typer.Option("auto", "--progress", help="auto|plain|tty|quiet|json"),
+    quiet: bool = typer.Option(False, "-q", "--quiet", help="print only the manifest digest"),
+):
+    """Pull an image from a registry into the store (under its fully qualified name)."""
+    from .registry import transfer
+    opts = _registry_options(tls_verify, cert_dir, authfile, creds, platform)
+
+    def run(store, pr):
+        name, desc = transfer.pull(store, image, opts, pr)
+        return name, desc["digest"]
+    _transfer(progress, quiet, "pulling", run)
+
+
+@app.command()
+def push(
+    image: str = typer.Argument(..., help="image in the store"),
+    dest: Optional[str] = typer.Argument(None, help="HOST[:PORT]/NAME[:TAG], docker:// optional (default: IMAGE)"),
+    tls_verify: str = typer.Option("true", "--tls-verify", metavar="BOOL", help=_TLS_HELP),
+    cert_dir: Optional[str] = typer.Option(None, "--cert-dir", help="directory of CA *.crt files"),
+    authfile: Optional[str] = typer.Option(None, "--authfile", help="credentials file (auth.json)"),
+    creds: Optional[str] = typer.Option(None, "--creds", help="USER[:PASSWORD] for the registry"),
+    progress: str = typer.Option("auto", "--progress", help="auto|plain|tty|quiet|json"),
+    quiet: bool = typer.Option(False, "-q", "--quiet", help="print only the manifest digest"),
+):
+    """Push an image from the store to a registry; its manifest digest stays the same."""
+    from .registry import transfer
+    opts = _registry_options(tls_verify, cert_dir, authfile, creds)
+    _transfer(progress, quiet, "pushing", lambda store, pr: transfer.push(store, image, dest, opts, pr))
+
+
+def _registry_key(server: str) -> str:
+    """`https://host:5000/` or `host:5000` -> `host:5000`; `docker.io` and friends alike."""
+    from .registry.auth import _norm_key
+    key = _norm_key(server.strip())
+    if not key or any(c.isspace() for c in key):
+        raise OCIError(f"invalid registry {server!r}: want HOST[:PORT]")
+    return key
+
+
+@app.command()
+def login(
+    registry: str = typer.Argument(..., help="HOST[:PORT] of the registry"),
+    username: Optional[str] = typer.Option(None, "-u", "--username"),
+    password: Optional[str] = typer.Option(None, "-p", "--password",
+                                           help="(visible in ps; prefer --password-stdin)"),
+    password_stdin: bool = typer.Option(False, "--password-stdin", help="read the password from stdin"),
+    tls_verify: str = typer.Option("true", "--tls-verify", metavar="BOOL", help=_TLS_HELP),
+    cert_dir: Optional[str] = typer.Option(None, "--cert-dir", help="directory of CA *.crt files"),
+    authfile: Optional[str] = typer.Option(None, "--authfile",
+                                           help="where to save (default $REGISTRY_AUTH_FILE, else "
+                                                "$XDG_RUNTIME_DIR/containers/auth.json)"),
+):
+    """Check credentials with the registry and save them (as podman login does)."""
+    from .registry import auth as _auth
+    from .registry.client import Client
+    from .registry.names import DOCKER_HUB, DOCKER_HUB_API
+    key = _registry_key(registry)
+    if password_stdin and password is not None:
+        raise OCIError("--password and --password-stdin: give one")
+    if not username:
+        if not sys.stdin.isatty() or password_stdin:
+            raise OCIError("login: want a user name (-u USER)")
+        username = input("Username: ").strip()
+    if password_stdin:
+        password = sys.stdin.read().rstrip("\r\n")
+    elif password is None:
+        import getpass
+        password = getpass.getpass("Password: ")
+    if not password:
+        raise OCIError("login: empty password")
+    cred = _auth.Credentials(username, password, "login")
+    opts = _registry_options(tls_verify, cert_dir, authfile)
+    opts.creds = cred
+    host = key.split("/", 1)[0]
+    client = Client(DOCKER_HUB_API if host == DOCKER_HUB else host, opts, display=host)
+    try:
+        client.login(key)
+    finally:
+        client.close()
+    _auth.save(key, cred, authfile)
+    typer.echo("Login Succeeded!")
+
+
+@app.command()
+def logout(
+    registry: Optional[str] = typer.Argument(None, help="HOST[:PORT] of the registry"),
+    all_: bool = typer.Option(False, "-a", "--all", help="forget every registry's credentials"),
+    authfile: Optional[str] = typer.Option(None, "--authfile", help="credentials file"),
+):
+    """Forget the credentials `pybuild login` saved for a registry."""
+    from .registry import auth as _auth
+    if all_ == bool(registry):
+        raise OCIError("logout: give a registry or --all")
+    key = None if all_ else _registry_key(registry)
+    if not _auth.remove(key, authfile):
+        if all_:
+            typer.echo("Not logged in anywhere")
+            return
+        raise OCIError(f"not logged into {key} (in {authfile or _auth.default_authfile()})")
+    typer.echo("Removed login credentials" + (f" for {key}" if key else " for all registries"))
 
 
 def main(argv=None) -> int:

@@ -43,6 +43,8 @@ class BuildOptions:
     network: str | None = None
     source_date_epoch: int | None = None
     add_limits: _copyop.AddLimits = field(default_factory=_copyop.AddLimits)
+    pull: str = "missing"  # FROM/--from images the store lacks: missing | always | never
+    registry: object = None  # pybuild.image.images.PullContext (None: defaults)
 
 
 class StageState:
@@ -110,6 +112,7 @@ class Builder:
         self._errors: list[BaseException] = []
         self.procs: set = set()  # runtime processes running now
         self.cancelled = False
+        self._pull = {"pull": opts.pull, "registry": opts.registry or _images.PullContext()}
 
     # -- entry point ------------------------------------------------------------------
 
@@ -281,7 +284,8 @@ class Builder:
             st.chain = _cache.chain_key("stage", src.chain)
             return st, triggers
         what = f"{self.fname}:{stage.line}: FROM {base}"
-        desc, man, cfg = _images.resolve_base(self.store, base, what)
+        desc, man, cfg = _images.resolve_base(self.store, base, what, platform=plat,
+                                              **self._pull)
         st.layers = list(zip(man["layers"], cfg["rootfs"]["diff_ids"]))
         st.config = _copy.deepcopy(cfg.get("config") or {})
         st.history = list(cfg.get("history") or [])
@@ -460,7 +464,8 @@ class Builder:
             if res is None:
                 raise OCIError(f"COPY --from={ref}: stage {ref!r} was not built")
             return res.layers, res.chain
-        desc, man, cfg = _images.resolve_base(self.store, ref, f"{self._where(ins)}: COPY --from")
+        desc, man, cfg = _images.resolve_base(self.store, ref, f"{self._where(ins)}: COPY --from",
+                                              platform=self.platform, **self._pull)
         return list(zip(man["layers"], cfg["rootfs"]["diff_ids"])), desc["digest"]
 
     def _i_copy(self, st, ins):
@@ -609,7 +614,8 @@ class Builder:
         raise OCIError(f"{what}: --mount type={m.type} is not supported")
 
     def _image_layers(self, ref, what):
-        desc, man, cfg = _images.resolve_base(self.store, ref, what)
+        desc, man, cfg = _images.resolve_base(self.store, ref, what, platform=self.platform,
+                                              **self._pull)
         return list(zip(man["layers"], cfg["rootfs"]["diff_ids"])), desc["digest"]
 
     # -- the image --------------------------------------------------------------------
