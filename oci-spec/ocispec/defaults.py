@@ -9,6 +9,8 @@ seccomp profile here are the one copy of those lists.
 import copy
 import os
 
+from .tables import ALLOWED_DEVICES
+
 OCI_VERSION = "1.2.0"
 DEFAULT_PATH_ENV = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 RUNC_CAPS = ["CAP_AUDIT_WRITE", "CAP_KILL", "CAP_NET_BIND_SERVICE"]
@@ -85,22 +87,6 @@ DEFAULT_CAPS = ["CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_FSETID", "CAP_FOWNER", "CA
                 "CAP_NET_BIND_SERVICE", "CAP_SYS_CHROOT", "CAP_KILL", "CAP_AUDIT_WRITE"]
 # containerd and moby also hide the RAPL energy counters (CVE-2020-8694).
 CONTAINER_MASKED_PATHS = MASKED_PATHS + ["/sys/devices/virtual/powercap"]
-
-
-def _dev(typ, major, minor, access="rwm") -> dict:
-    return {"allow": True, "type": typ, "major": major, "minor": minor, "access": access}
-
-
-# runc's AllowedDevices (libcontainer/specconv), which runc appends to every config's
-# linux.resources.devices: mknod of any node, open of only /dev/null, random, full, tty, zero,
-# urandom, pts/*, ptmx and net/tun. A node made with CAP_MKNOD (say 1:11, /dev/kmsg) stays
-# closed.
-ALLOWED_DEVICES = [
-    _dev("c", None, None, "m"), _dev("b", None, None, "m"),
-    _dev("c", 1, 3), _dev("c", 1, 8), _dev("c", 1, 7), _dev("c", 5, 0),
-    _dev("c", 1, 5), _dev("c", 1, 9), _dev("c", 136, None), _dev("c", 5, 2),
-    _dev("c", 10, 200),
-]
 
 
 def device_rules() -> list:

@@ -176,3 +176,19 @@ CGROUP_V1_CONTROLLERS = frozenset((
     "cpu", "cpuacct", "cpuset", "memory", "devices", "freezer", "net_cls", "net_prio",
     "blkio", "perf_event", "hugetlb", "pids", "rdma", "misc",
 ))
+
+
+def _dev(typ, major, minor, access="rwm") -> dict:
+    return {"allow": True, "type": typ, "major": major, "minor": minor, "access": access}
+
+
+# runc's AllowedDevices (libcontainer/specconv), which runc appends to every config's
+# linux.resources.devices: mknod of any node, open of only /dev/null, random, full, tty, zero,
+# urandom, pts/*, ptmx and net/tun. A node made with CAP_MKNOD (say 1:11, /dev/kmsg) stays
+# closed.
+ALLOWED_DEVICES = [
+    _dev("c", None, None, "m"), _dev("b", None, None, "m"),
+    _dev("c", 1, 3), _dev("c", 1, 8), _dev("c", 1, 7), _dev("c", 5, 0),
+    _dev("c", 1, 5), _dev("c", 1, 9), _dev("c", 136, None), _dev("c", 5, 2),
+    _dev("c", 10, 200),
+]

@@ -46,7 +46,7 @@ def with_defaults(rules: list) -> list:
     anything, /dev/null, zero, full, tty, random, urandom, ptmx, pts, tun), so a config that
     denies everything still leaves a container the nodes every runtime creates. A config
     that already ends with them (pybuild's RUN, which spells them out) gets them once."""
-    from ocispec.defaults import ALLOWED_DEVICES
+    from ocispec.tables import ALLOWED_DEVICES
 
     n = len(ALLOWED_DEVICES)
     if len(rules) >= n and [_norm(r) for r in rules[-n:]] == [_norm(r) for r in ALLOWED_DEVICES]:
