@@ -323,7 +323,7 @@ def fsck(store: Store, *, repair: bool = False, on_wait=None) -> Report:
     ctx = store.exclusive(wait=True, on_wait=on_wait) if repair else contextlib.nullcontext()
     with ctx:
         bad = check_blobs(store, rep)
-        broken_tags = []
+        broken_tags, broken_images = [], set()
         for m in store._read_index()["manifests"]:
             rep.images += 1
             name = _image.ref_name(m) or m["digest"]
@@ -331,6 +331,7 @@ def fsck(store: Store, *, repair: bool = False, on_wait=None) -> Report:
             if why:
                 rep.add(f"image {name}: {why}")
                 broken_tags.append(name)
+                broken_images.add(m["digest"])
         for u in store.users():
             dg = u.get("manifest")
             why = _image_problem(store, dg, bad) if isinstance(dg, str) else "no manifest digest"
@@ -339,16 +340,17 @@ def fsck(store: Store, *, repair: bool = False, on_wait=None) -> Report:
                         "(not repaired: remove the container)")
         sources = _layer_sources(store)
         broken_layers = check_extracted(store, rep, bad, sources)
-        present = lambda dg: dg not in bad and store.has(dg)  # noqa: E731
-        stale = _stale_cache(store, present)
+        stale = _stale_cache(store, bad)
         for k in stale:
-            rep.add(f"cache entry {k[:12]}: names a missing blob")
+            rep.add(f"cache entry {k[:12]}: names a missing or broken blob or image")
         if repair:
-            _repair(store, rep, bad, broken_tags, broken_layers, present)
+            _repair(store, rep, bad, broken_tags, broken_images, broken_layers)
     return rep
 
 
-def _stale_cache(store: Store, present) -> list[str]:
+def _stale_cache(store: Store, bad: set) -> list[str]:
+    """Layer cache entries a build must not trust: a layer blob that is missing or corrupt,
+    or an image (a build's final result) that is incomplete."""
     out = []
     cdir = os.path.join(store.root, "cache")
     for name in sorted(_gc._listdir(cdir)):
@@ -358,14 +360,18 @@ def _stale_cache(store: Store, present) -> list[str]:
         except (OSError, ValueError):
             out.append(name)
             continue
-        for d in (entry.get("layer"), entry.get("manifest")) if isinstance(entry, dict) else ():
-            if isinstance(d, dict) and not present(d.get("digest", "")):
-                out.append(name)
-                break
+        if not isinstance(entry, dict):
+            out.append(name)
+            continue
+        layer, man = entry.get("layer"), entry.get("manifest")
+        if isinstance(layer, dict) and (layer.get("digest") in bad or not store.has(layer.get("digest", ""))):
+            out.append(name)
+        elif isinstance(man, dict) and _image_problem(store, man.get("digest", ""), bad):
+            out.append(name)
     return out
 
 
-def _repair(store: Store, rep: Report, bad: set, broken_tags, broken_layers, present) -> None:
+def _repair(store: Store, rep: Report, bad: set, broken_tags, broken_images, broken_layers) -> None:
     with store.lock():
         for dg in sorted(bad):
             alg, _, hexd = dg.partition(":")
@@ -388,6 +394,15 @@ def _repair(store: Store, rep: Report, bad: set, broken_tags, broken_layers, pre
             gone.add(did)
             rep.repaired.append(f"removed extracted layer {did}")
         _gc._drop_blob_notes(store, bad, gone)
-        n = _gc.sweep_cache(store, present)
+        n = len(_stale_cache(store, set()))
+        for name in _stale_cache(store, set()):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(os.path.join(store.root, "cache", name))
         if n:
             rep.repaired.append(f"removed {n} cache entries")
+        if broken_images:  # what only the dropped images used goes, as rmi would
+            cand, cand_diffs = _gc.closure(store, broken_images)
+            freed = _gc._sweep(store, candidates=cand, candidate_layers=cand_diffs, grace_seconds=-1)
+            if freed.blobs or freed.layers:
+                rep.repaired.append(f"removed {len(freed.blobs)} blobs and {len(freed.layers)} "
+                                    "extracted layers only the dropped images used")

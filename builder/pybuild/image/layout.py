@@ -321,6 +321,9 @@ def _open_archive(path: str):
     try:
         tf = tarfile.open(path, "r:*")
         members = {_member_name(m.name): m for m in tf.getmembers() if m.isreg() or m.issym()}
+    except tarfile.ReadError as e:  # its text lists every method tried, one per line
+        why = "not a tar archive" if "could not be opened" in str(e) else str(e).splitlines()[0]
+        raise OCIError(f"{path}: cannot read the archive: {why}") from None
     except (OSError, tarfile.TarError, EOFError) as e:
         raise OCIError(f"{path}: cannot read the archive: {e}") from None
 
