@@ -377,12 +377,12 @@ def test_gc_racing_a_build(env):
             build.wait()
     assert build.returncode == 0, out
     assert gc.returncode == 0, gc.stderr
-    assert "waiting for the other pybuild processes" in gc.stderr
     assert "CACHED" in out.upper()
     assert all(os.path.exists(env.blob(d)) for d in _image_blobs(env, "second:1"))
     env.pybuild("fsck")
     files = env.rootfs("second:1")
     assert files["one"].data == b"one\n" and files["two"].data == b"two\n"
+    assert "waiting for the other pybuild processes" in gc.stderr
 
 
 # -- fsck -----------------------------------------------------------------------------------

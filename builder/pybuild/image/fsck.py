@@ -42,11 +42,7 @@ class Report:
 
 
 def _hash_file(path: str) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return "sha256:" + h.hexdigest()
+    return _digest.hash_file(path)[0]
 
 
 def check_blobs(store: Store, rep: Report) -> set:
@@ -63,10 +59,8 @@ def check_blobs(store: Store, rep: Report) -> set:
                 bad.add(dg)
                 continue
             rep.blobs += 1
-            if alg != "sha256":
-                continue  # pybuild writes sha256 only; others are checked by name
             try:
-                got = _hash_file(p)
+                got = _digest.hash_file(p, alg)[0]
             except OSError as e:
                 rep.add(f"blob {dg}: unreadable: {e.strerror}")
                 bad.add(dg)

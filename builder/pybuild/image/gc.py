@@ -25,7 +25,7 @@ from ocispec import digest as _digest
 from ocispec import image as _image
 from ocispec.errors import OCIError
 
-from .store import Store, StoreBusy, normalize_ref
+from .store import Store, StoreBusy, _listdir, normalize_ref
 
 
 @dataclass
@@ -210,13 +210,6 @@ def sweep_cache(store: Store, present) -> int:
             os.unlink(p)
         n += 1
     return n
-
-
-def _listdir(path: str) -> list[str]:
-    try:
-        return os.listdir(path)
-    except (FileNotFoundError, NotADirectoryError):
-        return []
 
 
 def _sweep(store: Store, *, candidates: set | None, candidate_layers: set | None,
