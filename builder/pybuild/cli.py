@@ -1,4 +1,7 @@
 """pybuild's command line: a thin layer over pybuild.build.executor, store and unpack."""
+import contextlib
+import errno
+import json
 import os
 import sys
 from typing import List, Optional
@@ -142,23 +145,6 @@ def build(
 
 
 @app.command()
-def images():
-    """List the images in the store."""
-    store = _store()
-    for name, desc in store.list_images():
-        typer.echo(f"{name}\t{desc['digest']}\t{desc.get('size', 0)}")
-
-
-@app.command()
-def rmi(names: List[str] = typer.Argument(..., help="image name[:tag]")):
-    """Remove image references (blobs stay until garbage collection)."""
-    store = _store()
-    for n in names:
-        store.delete(n)
-        typer.echo(f"untagged {n}")
-
-
-@app.command()
 def unpack(image: str = typer.Argument(...), bundle: str = typer.Argument(...)):
     """Unpack an image into a runtime bundle (rootfs + config.json)."""
     from .image.unpack import unpack as _unpack
@@ -172,13 +158,349 @@ def unpack(image: str = typer.Argument(...), bundle: str = typer.Argument(...)):
         store.close()
 
 
+# -- the store: images, tag, rmi, inspect, history, import, save, load, prune, gc, fsck -----
+# Each command opens the store, does one thing through pybuild.image.{images,gc,fsck,layout}
+# and closes it (a closed store no longer holds the use lock a gc waits for).
+
+@contextlib.contextmanager
+def _opened(what: str):
+    """The store, closed afterwards; an OSError becomes a one-line error naming `what`."""
+    store = _store()
+    try:
+        yield store
+    except OSError as e:
+        reason = e.strerror or str(e)
+        if e.errno == errno.ENOSPC:
+            reason += " (free space on the store's filesystem, or run `pybuild prune`)"
+        raise OCIError(f"{what}: {reason}" + (f": {e.filename}" if e.filename else ""),
+                       errno=e.errno) from None
+    finally:
+        store.close()
+
+
+def _ago(created) -> str:
+    """RFC 3339 -> "3 hours ago", as docker's table shows it."""
+    import datetime
+    if not created:
+        return "N/A"
+    try:
+        t = datetime.datetime.fromisoformat(str(created).replace("Z", "+00:00"))
+    except ValueError:
+        return str(created)
+    if t.tzinfo is None:
+        t = t.replace(tzinfo=datetime.timezone.utc)
+    secs = (datetime.datetime.now(datetime.timezone.utc) - t).total_seconds()
+    if secs < 0:
+        return "in the future"
+    for unit, n in (("year", 365 * 86400), ("month", 30 * 86400), ("week", 7 * 86400),
+                    ("day", 86400), ("hour", 3600), ("minute", 60)):
+        if secs >= n * (2 if unit != "minute" else 1):
+            k = int(secs // n)
+            return f"{k} {unit}{'s' if k != 1 else ''} ago"
+    return "Less than a minute ago" if secs >= 1 else "Less than a second ago"
+
+
+def _human(n: int) -> str:
+    """Bytes as docker shows them (decimal units)."""
+    for unit in ("B", "kB", "MB", "GB", "TB"):
+        if n < 1000 or unit == "TB":
+            return f"{n:.3g}{unit}" if unit != "B" else f"{n}B"
+        n /= 1000
+    return f"{n}B"
+
+
+def _table(rows: list[list[str]]) -> None:
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for r in rows:
+        typer.echo("   ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
+
+
+def _check_format(fmt: str) -> None:
+    if fmt not in ("table", "json"):
+        raise OCIError(f"--format {fmt!r}: want table or json")
+
+
+def _short(digest: str) -> str:
+    return digest.split(":", 1)[-1][:12]
+
+
 @app.command()
-def prune():
-    """Remove what killed or crashed pybuild processes left in the store: their RUN
-    containers, overlay mounts, scratch dirs and temp files. Live builds are not touched."""
+def images(
+    fmt: str = typer.Option("table", "--format", help="table|json"),
+    digests: bool = typer.Option(False, "--digests", help="show the manifest digests"),
+    quiet: bool = typer.Option(False, "-q", "--quiet", help="only image IDs"),
+    no_trunc: bool = typer.Option(False, "--no-trunc", help="full image IDs"),
+):
+    """List the images in the store (IMAGE ID is the config digest, as docker's)."""
+    from .image.images import list_rows
+    _check_format(fmt)
+    with _opened("images") as store:
+        rows = list_rows(store)
+    if fmt == "json":
+        typer.echo(json.dumps(rows, indent=2))
+        return
+    if quiet:
+        for i in dict.fromkeys(r["Id"] if no_trunc else _short(r["Id"]) for r in rows):
+            typer.echo(i)
+        return
+    head = ["REPOSITORY", "TAG", *(["DIGEST"] if digests else []), "IMAGE ID", "CREATED", "SIZE"]
+    out = [head]
+    for r in rows:
+        out.append([r["Repository"], r["Tag"], *([r["Digest"]] if digests else []),
+                    r["Id"] if no_trunc else _short(r["Id"]), _ago(r["Created"]), _human(r["Size"])])
+    _table(out)
+
+
+@app.command()
+def tag(source: str = typer.Argument(..., help="image name, ID or digest"),
+        target: List[str] = typer.Argument(..., help="new name[:tag] (one or more)")):
+    """Give an image another name."""
+    from .image.images import lookup
+    with _opened("tag") as store:
+        desc, _ = lookup(store, source)
+        for t in target:
+            store.tag(t, desc)
+
+
+@app.command()
+def rmi(names: List[str] = typer.Argument(..., help="image name[:tag], ID or digest"),
+        force: bool = typer.Option(False, "-f", "--force",
+                                   help="untag an image a container uses, or every tag of an ID")):
+    """Remove images and the data only they used.
+
+    Untags, then deletes the blobs, extracted layers and cache entries only that image used. An image a container uses is refused (--force untags it; its data
+    stays while the container does)."""
+    from .image.gc import remove_image
+    failed = 0
+    with _opened("rmi") as store:
+        for n in names:
+            try:
+                r = remove_image(store, n, force=force)
+            except OCIError as e:
+                print(f"rmi {n}: {e}", file=sys.stderr)
+                failed += 1
+                continue
+            for t in r.untagged:
+                typer.echo(f"Untagged: {t}")
+            if r.freed is not None:
+                for dg, _ in r.freed.blobs:
+                    typer.echo(f"Deleted: {dg}")
+                for did, _ in r.freed.layers:
+                    typer.echo(f"Deleted extracted layer: {did}")
+                typer.echo(f"Freed {_human(r.freed.bytes)}")
+            elif r.busy:
+                typer.echo("its data is freed by `pybuild gc` once the other pybuild processes "
+                           "using the store are done")
+    if failed:
+        raise typer.Exit(1)
+
+
+def _dump(doc) -> None:
+    typer.echo(json.dumps(doc, indent=2))
+
+
+@app.command()
+def inspect(names: List[str] = typer.Argument(..., help="image name, ID or digest")):
+    """Show images as JSON: IDs, tags, manifest, config and history (docker's shape: a list)."""
+    from .image.images import inspect as _inspect
+    with _opened("inspect") as store:
+        out = [_inspect(store, n) for n in names]
+    _dump(out)
+
+
+@app.command()
+def history(name: str = typer.Argument(..., help="image name, ID or digest"),
+            fmt: str = typer.Option("table", "--format", help="table|json"),
+            no_trunc: bool = typer.Option(False, "--no-trunc", help="do not shorten CREATED BY"),
+            quiet: bool = typer.Option(False, "-q", "--quiet", help="only the IDs")):
+    """Show the steps that made an image, newest first (SIZE: the layer's stored size)."""
+    from .image.images import history_rows
+    _check_format(fmt)
+    with _opened("history") as store:
+        rows = history_rows(store, name)
+    if fmt == "json":
+        _dump(rows)
+        return
+    if quiet:
+        for r in rows:
+            typer.echo(_short(r["Id"]) if r.get("Id") else "<missing>")
+        return
+    out = [["IMAGE", "CREATED", "CREATED BY", "SIZE", "COMMENT"]]
+    for r in rows:
+        by = r["CreatedBy"].replace("\n", " ")
+        if not no_trunc and len(by) > 45:
+            by = by[:44] + "…"
+        out.append([_short(r["Id"]) if r.get("Id") else "<missing>", _ago(r["Created"]), by,
+                    _human(r["Size"]), r["Comment"]])
+    _table(out)
+
+
+@app.command("import")
+def import_(source: str = typer.Argument(..., help="root filesystem tarball (tar, tar.gz, "
+                                                     "tar.zst, tar.xz, tar.bz2) or - for stdin"),
+            name: str = typer.Argument(..., help="name[:tag] for the image"),
+            message: Optional[str] = typer.Option(None, "-m", "--message",
+                                                  help="comment for the history entry")):
+    """Make a one-layer image from a root filesystem tarball (as `docker import`)."""
+    from .image.layout import import_rootfs
+    from .image.store import normalize_ref
+    normalize_ref(name)
+    with _opened(f"import {source}") as store:
+        if source == "-":
+            desc = import_rootfs(store, sys.stdin.buffer, name, message=message, source_name="stdin")
+        else:
+            try:
+                f = open(source, "rb")
+            except OSError as e:
+                raise OCIError(f"import {source}: {e.strerror}") from None
+            with f:
+                desc = import_rootfs(store, f, name, message=message, source_name=source)
+        typer.echo(desc["digest"])
+
+
+_SAVE_FORMATS = ("docker-archive", "oci-archive")
+
+
+@app.command()
+def save(image: str = typer.Argument(..., help="image name, ID or digest"),
+         output: Optional[str] = typer.Option(None, "-o", "--output", help="file (default stdout)"),
+         fmt: str = typer.Option("docker-archive", "--format", help="docker-archive|oci-archive")):
+    """Write an image to a docker-archive or oci-archive tarball.
+
+    `docker load`, `podman load`, skopeo and `pybuild load` read it."""
+    from .image.images import lookup
+    from .image.layout import write_docker_archive, write_oci_archive
+    if fmt not in _SAVE_FORMATS:
+        raise OCIError(f"--format {fmt!r}: want docker-archive or oci-archive")
+    if output in (None, "-") and sys.stdout.isatty():
+        raise OCIError("save: refusing to write an archive to a terminal", hint="use -o FILE or a pipe")
+    with _opened(f"save {image}") as store:
+        desc, tags = lookup(store, image)
+        name = tags[0] if image not in tags and tags else (image if tags else None)
+        if name:
+            from .image.store import normalize_ref
+            name = normalize_ref(name)
+        dest, tmp = output, None
+        if output in (None, "-"):
+            f, tmp = store.temp_file(".tar")
+            f.close()
+            dest = tmp
+        try:
+            if fmt == "oci-archive":
+                write_oci_archive(store, desc, dest, name=name)
+            else:
+                write_docker_archive(store, desc, dest, name)
+            if tmp is not None:
+                with open(tmp, "rb") as src:
+                    out = sys.stdout.buffer
+                    for chunk in iter(lambda: src.read(1 << 20), b""):
+                        out.write(chunk)
+                    out.flush()
+        finally:
+            if tmp is not None:
+                store.discard_temp(tmp)
+
+
+@app.command()
+def load(input_: Optional[str] = typer.Option(None, "-i", "--input", help="archive (default stdin)"),
+         tag_: Optional[str] = typer.Option(None, "-t", "--tag",
+                                            help="name for an archive's only image (needed when "
+                                                 "it has none)")):
+    """Load the images of a docker-archive or oci-archive tarball.
+
+    Reads `docker save`, `podman save` and skopeo output; every image gets the names the
+    archive gives it."""
+    from .image.layout import load_archive
+    if input_ in (None, "-") and sys.stdin.isatty():
+        raise OCIError("load: no archive", hint="use -i FILE or pipe one in")
+    with _opened(f"load {input_ or 'stdin'}") as store:
+        tmp = None
+        path = input_
+        try:
+            if input_ in (None, "-"):
+                f, tmp = store.temp_file(".tar")
+                with f:
+                    for chunk in iter(lambda: sys.stdin.buffer.read(1 << 20), b""):
+                        f.write(chunk)
+                path = tmp
+            elif not os.path.isfile(input_):
+                raise OCIError(f"load: {input_} is not a file")
+            loaded = load_archive(store, path, tag=tag_)
+        finally:
+            if tmp is not None:
+                store.discard_temp(tmp)
+    for names, desc in loaded:
+        for n in names:
+            typer.echo(f"Loaded image: {n}")
+        if not names:
+            typer.echo(f"Loaded image ID: {desc['digest']}")
+
+
+def _waiting():
+    print("waiting for the other pybuild processes using the store to finish...", file=sys.stderr)
+
+
+def _report_freed(freed) -> None:
+    for did in freed.kept_in_use:
+        typer.echo(f"kept extracted layer {did}: a mounted overlay uses it")
+    typer.echo(f"removed {len(freed.blobs)} blobs, {len(freed.layers)} extracted layers, "
+               f"{freed.cache_entries} cache entries: freed {_human(freed.bytes)}")
+
+
+@app.command()
+def gc(wait: bool = typer.Option(True, "--wait/--no-wait",
+                                 help="wait for builds and pulls running on the store")):
+    """Remove the data no image or container needs, and say what it freed.
+
+    Blobs, extracted layers and layer cache entries. Runs alone on the store: it waits for running builds and pulls."""
+    from .image.gc import collect
+    with _opened("gc") as store:
+        freed = collect(store, wait=wait, on_wait=_waiting)
+    _report_freed(freed)
+
+
+@app.command()
+def prune(wait: bool = typer.Option(False, "--wait/--no-wait",
+                                    help="wait for running builds to sweep unreferenced data")):
+    """Clean up after dead builds, then remove unreferenced data.
+
+    First what killed or crashed pybuild processes left in the store (their RUN
+    containers, overlay mounts, scratch dirs and temp files; live builds are not touched),
+    then what no image needs (as `gc`; skipped while other pybuild processes use the
+    store, unless --wait)."""
     from .build.session import prune as _prune
-    for what in _prune(_store().root):
-        typer.echo(f"removed {what}")
+    from .image.gc import collect
+    from .image.store import StoreBusy
+    with _opened("prune") as store:
+        for what in _prune(store.root):
+            typer.echo(f"removed {what}")
+        try:
+            freed = collect(store, wait=wait, on_wait=_waiting)
+        except StoreBusy:
+            typer.echo("unreferenced data: not swept, other pybuild processes are using the "
+                       "store (`pybuild gc` waits for them)")
+            return
+    _report_freed(freed)
+
+
+@app.command()
+def fsck(repair: bool = typer.Option(False, "--repair", help="drop what is broken")):
+    """Check the store's blobs, references and extracted layers.
+
+    Every blob re-hashed, every reference resolved, every extracted layer compared with its
+    layer blob. Exit status 1 when something is wrong (and, with
+    --repair, was not put right)."""
+    from .image.fsck import fsck as _fsck
+    with _opened("fsck") as store:
+        rep = _fsck(store, repair=repair, on_wait=_waiting)
+    for p in rep.problems:
+        typer.echo(p)
+    for r in rep.repaired:
+        typer.echo(f"repaired: {r}")
+    typer.echo(f"checked {rep.blobs} blobs, {rep.images} images, {rep.layers} extracted layers: "
+               f"{len(rep.problems) or 'no'} problem{'s' if len(rep.problems) != 1 else ''}")
+    if rep.problems and not repair:
+        raise typer.Exit(1)
 
 
 # -- registries: pull, push, login, logout (pybuild.registry, imported only here) -----------

@@ -15,9 +15,10 @@ def test_images_rmi_unpack(env):
     env.dockerfile(busybox_base(env, 'RUN echo unpacked > /marker\nCMD ["cat", "/marker"]\n'))
     env.build(tag="one:1")
     env.build(tag="two:2")
-    p = env.pybuild("images")
-    names = [line.split("\t")[0] for line in p.stdout.splitlines()]
-    assert names == ["one:1", "two:2"]
+    def names():
+        rows = json.loads(env.pybuild("images", "--format", "json").stdout)
+        return [f"{r['Repository']}:{r['Tag']}" for r in rows]
+    assert names() == ["one:1", "two:2"]
     bundle = os.path.join(env.base, "bundle")
     env.pybuild("unpack", "one:1", bundle)
     with open(os.path.join(bundle, "config.json")) as f:
@@ -26,7 +27,7 @@ def test_images_rmi_unpack(env):
     with open(os.path.join(bundle, "rootfs", "marker")) as f:
         assert f.read() == "unpacked\n"
     env.pybuild("rmi", "one:1")
-    assert [line.split("\t")[0] for line in env.pybuild("images").stdout.splitlines()] == ["two:2"]
+    assert names() == ["two:2"]
     p = env.pybuild("rmi", "one:1", ok=False)
     assert "does not exist" in p.stderr
     # bad usage: one line, exit 1 (or click's usage status 2)

@@ -93,3 +93,96 @@ class PullContext:
                 pr.close()
             self._done[key] = desc
             return desc
+
+
+# -- the store's images as `pybuild images / inspect / history` show them -----------------
+
+def lookup(store, text: str) -> tuple[dict, list[str]]:
+    """(manifest descriptor, its tags) for a name[:tag], an image ID (config digest) or a
+    manifest digest (full or a prefix of 4+ hex digits)."""
+    from ocispec import image as _image
+    from .gc import find_entries
+    entries, _ = find_entries(store, text)
+    if entries:
+        digest = entries[0]["digest"]
+        desc = {k: v for k, v in entries[0].items() if k != "annotations"}
+    elif text.startswith("sha256:") and store.has(text):
+        desc, digest = store.resolve(text), text
+    else:
+        raise OCIError(f"image {text} does not exist in the store {store.root}")
+    tags = sorted(n for n in (_image.ref_name(m) for m in store._read_index()["manifests"]
+                              if m["digest"] == digest) if n)
+    return desc, tags
+
+
+def split_name(ref: str) -> tuple[str, str]:
+    """`host:5000/a/b:tag` -> ("host:5000/a/b", "tag")."""
+    name, sep, tag = ref.rpartition(":")
+    if not sep or "/" in tag:
+        return ref, "<none>"
+    return name, tag
+
+
+def summary(store, desc: dict) -> dict:
+    """What `images` shows of one image: id, digest, created, size (its blobs' bytes)."""
+    man = store.manifest(desc)
+    size = man["config"].get("size", 0) + sum(d.get("size", 0) for d in man["layers"])
+    created = None
+    try:
+        created = store.image_config(man).get("created")
+    except OCIError:
+        pass
+    return {"Id": man["config"]["digest"], "Digest": desc["digest"], "Created": created,
+            "Size": size}
+
+
+def list_rows(store) -> list[dict]:
+    rows = []
+    for name, desc in store.list_images():
+        repo, tag = split_name(name)
+        try:
+            s = summary(store, desc)
+        except (OCIError, OSError, ValueError) as e:  # `pybuild fsck` says more
+            s = {"Id": "", "Digest": desc["digest"], "Created": None, "Size": 0,
+                 "Error": str(e)}
+        rows.append({"Repository": repo, "Tag": tag, **s})
+    return rows
+
+
+def inspect(store, text: str) -> dict:
+    desc, tags = lookup(store, text)
+    doc = store.read_json(desc["digest"])
+    man = store.manifest(desc)
+    cfg = store.image_config(man)
+    return {"Id": man["config"]["digest"], "Digest": desc["digest"], "RepoTags": tags,
+            "Created": cfg.get("created"), "Author": cfg.get("author"),
+            "Architecture": cfg.get("architecture"), "Os": cfg.get("os"),
+            "Variant": cfg.get("variant"),
+            "Size": man["config"].get("size", 0) + sum(d.get("size", 0) for d in man["layers"]),
+            "Index": doc if "manifests" in doc else None,
+            "Manifest": man, "Config": cfg, "History": cfg.get("history") or []}
+
+
+def history_rows(store, text: str) -> list[dict]:
+    """Newest first, as docker: each history entry with the layer it made (empty_layer
+    entries made none) and that layer's size."""
+    desc, _ = lookup(store, text)
+    man = store.manifest(desc)
+    cfg = store.image_config(man)
+    layers = list(man["layers"])
+    hist = cfg.get("history") or [{} for _ in layers]
+    rows, li = [], 0
+    for h in hist:
+        layer = None
+        if not h.get("empty_layer") and li < len(layers):
+            layer, li = layers[li], li + 1
+        rows.append({"Created": h.get("created"), "CreatedBy": h.get("created_by", ""),
+                     "Comment": h.get("comment", ""), "Size": layer.get("size", 0) if layer else 0,
+                     "Layer": layer["digest"] if layer else None})
+    for layer in layers[li:]:  # layers the history does not mention
+        rows.append({"Created": None, "CreatedBy": "", "Comment": "", "Size": layer.get("size", 0),
+                     "Layer": layer["digest"]})
+    rows.reverse()
+    if rows:
+        rows[0]["Id"] = man["config"]["digest"]
+    return rows

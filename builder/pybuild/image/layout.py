@@ -25,6 +25,8 @@ from ocispec.errors import OCIError
 from .store import Store, normalize_ref, select_platform, write_atomic
 
 TRANSPORTS = ("oci", "oci-archive", "docker-archive")
+# containerd's (and docker 25's, buildkit's) full image name on an index.json entry
+ANNOTATION_IMAGE_NAME = "io.containerd.image.name"
 
 
 def parse_destination(text: str) -> tuple[str, str, str | None]:
@@ -175,11 +177,16 @@ def _atomic_output(path: str):
         raise
 
 
-def write_oci_archive(store: Store, image, path, tag: str | None = None) -> dict:
-    """Export to a tar of an OCI image layout (one image)."""
+def write_oci_archive(store: Store, image, path, tag: str | None = None, *,
+                      name: str | None = None) -> dict:
+    """Export to a tar of an OCI image layout (one image). `name` (name:tag) is also kept
+    in containerd's image-name annotation, so `load` gets the whole name back."""
     desc, ref = _resolve(store, image)
     tag = tag or _tag_of(ref)
-    entry = dict(desc, annotations={_image.ANNOTATION_REF_NAME: tag})
+    ann = {_image.ANNOTATION_REF_NAME: tag}
+    if name:
+        ann[ANNOTATION_IMAGE_NAME] = normalize_ref(name)
+    entry = dict(desc, annotations=ann)
     with _atomic_output(path) as tmp, tarfile.open(tmp, "w", format=tarfile.PAX_FORMAT) as tf:
         _tar_add_bytes(tf, mt.IMAGE_LAYOUT_FILE,
                        json.dumps({"imageLayoutVersion": mt.IMAGE_LAYOUT_VERSION}).encode())
@@ -309,54 +316,60 @@ def import_oci_layout(store: Store, layout_dir, tag: str | None = None, *, store
     return _import(store, index_doc, opener, tag, layout_dir, store_tag)
 
 
+def _open_archive(path: str):
+    """(tarfile, read(name) -> file object) for an archive of either format."""
+    try:
+        tf = tarfile.open(path, "r:*")
+        members = {_member_name(m.name): m for m in tf.getmembers() if m.isreg() or m.issym()}
+    except tarfile.ReadError as e:  # its text lists every method tried, one per line
+        why = "not a tar archive" if "could not be opened" in str(e) else str(e).splitlines()[0]
+        raise OCIError(f"{path}: cannot read the archive: {why}") from None
+    except (OSError, tarfile.TarError, EOFError) as e:
+        raise OCIError(f"{path}: cannot read the archive: {e}") from None
+
+    def read(name):
+        m = members.get(name)
+        if m is not None and m.issym():  # docker links repeated layers to the first copy
+            m = members.get(os.path.normpath(os.path.join(os.path.dirname(name), m.linkname)))
+        if m is None or not m.isreg():
+            raise OCIError(f"{path}: {name} does not exist in the archive")
+        return tf.extractfile(m)
+    read.has = lambda name: name in members
+    return tf, read
+
+
+def _member_name(name: str) -> str:
+    while name.startswith(("./", "/")):
+        name = name[1:] if name.startswith("/") else name[2:]
+    return name
+
+
+def _oci_opener(read):
+    def opener(dg):
+        algorithm, hexd = _digest.parse(dg)
+        return read(f"blobs/{algorithm}/{hexd}")
+    return opener
+
+
 def import_oci_archive(store: Store, path, tag: str | None = None, *, store_tag: str | None = None) -> dict:
     """Copy an image from a tar of an OCI layout into the store."""
     path = os.fspath(path)
-    try:
-        tf = tarfile.open(path, "r:*")
-    except (OSError, tarfile.TarError) as e:
-        raise OCIError(f"{path}: cannot read the archive: {e}") from None
+    tf, read = _open_archive(path)
     with tf:
-        members = {m.name.lstrip("./").lstrip("/"): m for m in tf.getmembers() if m.isreg()}
-
-        def read(name):
-            m = members.get(name)
-            if m is None:
-                raise OCIError(f"{path}: {name} does not exist in the archive")
-            return tf.extractfile(m)
-
-        def opener(dg):
-            algorithm, hexd = _digest.parse(dg)
-            return read(f"blobs/{algorithm}/{hexd}")
         with read(mt.IMAGE_INDEX_FILE) as f:
             index_doc = f.read()
-        return _import(store, index_doc, opener, tag, path, store_tag)
+        return _import(store, index_doc, _oci_opener(read), tag, path, store_tag)
 
 
 def import_docker_archive(store: Store, path, ref: str | None = None, *,
                           store_tag: str | None = None) -> dict:
     """Copy an image from a `docker save` / `podman save` archive into the store as an OCI
     image (config kept byte for byte, layers stored as they are, typed by their content)."""
-    from .extract import detect_compression
     path = os.fspath(path)
-    try:
-        tf = tarfile.open(path, "r:*")
-    except (OSError, tarfile.TarError) as e:
-        raise OCIError(f"{path}: cannot read the archive: {e}") from None
+    tf, read = _open_archive(path)
     with tf:
-        members = {m.name.lstrip("./").lstrip("/"): m for m in tf.getmembers() if m.isreg() or m.issym()}
-
-        def read(name):
-            m = members.get(name)
-            if m is not None and m.issym():  # docker links repeated layers to the first copy
-                m = members.get(os.path.normpath(os.path.join(os.path.dirname(name), m.linkname)))
-            if m is None or not m.isreg():
-                raise OCIError(f"{path}: {name} does not exist in the archive")
-            return tf.extractfile(m)
         with read("manifest.json") as f:
-            entries = json.loads(f.read())
-        if not isinstance(entries, list) or not entries:
-            raise OCIError(f"{path}: manifest.json lists no images")
+            entries = _docker_manifest(f.read(), path)
         if ref:
             want = normalize_ref(ref)
             entries = [e for e in entries if want in [normalize_ref(t) for t in e.get("RepoTags") or []]]
@@ -364,28 +377,47 @@ def import_docker_archive(store: Store, path, ref: str | None = None, *,
                 raise OCIError(f"{path}: no image tagged {ref!r}")
         elif len(entries) > 1:
             raise OCIError(f"{path}: holds {len(entries)} images; name one with :name:tag")
-        entry = entries[0]
-        with read(entry["Config"]) as f:
-            cfg_bytes = f.read()
-        cfg = _image.parse_config(cfg_bytes, source=f"{path}: {entry['Config']}")
-        diff_ids = cfg["rootfs"]["diff_ids"]
-        if len(diff_ids) != len(entry.get("Layers") or []):
-            raise OCIError(f"{path}: {len(entry.get('Layers') or [])} layers but {len(diff_ids)} diff_ids")
-        layers = []
-        for name in entry["Layers"]:
-            with read(name) as f:
-                head = f.read(6)
-                blob = store.put_blob_stream(_chain(head, f))
-            kind = detect_compression(head)
-            if kind not in (None, "gzip", "zstd"):
-                raise OCIError(f"{path}: {name}: {kind} layers are not part of the image-spec")
-            layers.append(blob.descriptor(mt.layer_media_type(kind)))
-        cblob = store.put_bytes(cfg_bytes)
-        man = _image.manifest(cblob.descriptor(mt.IMAGE_CONFIG), layers)
-        desc = store.put_json(man, mt.IMAGE_MANIFEST).descriptor(mt.IMAGE_MANIFEST)
+        desc = _import_docker_entry(store, read, entries[0], path)
     if store_tag:
         store.tag(store_tag, desc)
     return desc
+
+
+def _docker_manifest(data: bytes, path: str) -> list[dict]:
+    try:
+        entries = json.loads(data)
+    except ValueError as e:
+        raise OCIError(f"{path}: manifest.json: invalid JSON: {e}") from None
+    if not isinstance(entries, list) or not entries or not all(
+            isinstance(e, dict) and isinstance(e.get("Config"), str)
+            and isinstance(e.get("Layers") or [], list) for e in entries):
+        raise OCIError(f"{path}: manifest.json lists no images (want [{{Config, RepoTags, Layers}}])")
+    return entries
+
+
+def _import_docker_entry(store: Store, read, entry: dict, path: str) -> dict:
+    """One image of a docker archive into the store; its manifest descriptor (untagged)."""
+    from .extract import detect_compression
+    with read(entry["Config"]) as f:
+        cfg_bytes = f.read()
+    cfg = _image.parse_config(cfg_bytes, source=f"{path}: {entry['Config']}")
+    diff_ids = cfg["rootfs"]["diff_ids"]
+    if len(diff_ids) != len(entry.get("Layers") or []):
+        raise OCIError(f"{path}: {len(entry.get('Layers') or [])} layers but {len(diff_ids)} diff_ids")
+    layers = []
+    for name, diff_id in zip(entry["Layers"], diff_ids):
+        with read(name) as f:
+            head = f.read(6)
+            kind = detect_compression(head)
+            if kind not in (None, "gzip", "zstd"):
+                raise OCIError(f"{path}: {name}: {kind} layers are not part of the image-spec")
+            # an uncompressed layer's digest is its diff_id: checked while it streams in
+            blob = store.put_blob_stream(_chain(head, f),
+                                         expected_digest=diff_id if kind is None else None)
+        layers.append(blob.descriptor(mt.layer_media_type(kind)))
+    cblob = store.put_bytes(cfg_bytes)
+    man = _image.manifest(cblob.descriptor(mt.IMAGE_CONFIG), layers)
+    return store.put_json(man, mt.IMAGE_MANIFEST).descriptor(mt.IMAGE_MANIFEST)
 
 
 def _chain(head: bytes, f):
@@ -402,3 +434,134 @@ def import_image(store: Store, source: str, *, store_tag: str | None = None) -> 
     if transport == "oci-archive":
         return import_oci_archive(store, path, ref, store_tag=store_tag)
     return import_docker_archive(store, path, ref, store_tag=store_tag)
+
+
+# -- load: every image of a `docker save` / `podman save` / oci-archive tarball -------------
+
+def _oci_entry_names(entry: dict) -> list[str]:
+    ann = entry.get("annotations") or {}
+    name = ann.get(ANNOTATION_IMAGE_NAME) or ann.get(_image.ANNOTATION_REF_NAME)
+    return [normalize_ref(name)] if name else []
+
+
+def load_archive(store: Store, path, *, tag: str | None = None) -> list[tuple[list[str], dict]]:
+    """Load every image of an oci-archive or docker-archive (format told by its content)
+    and tag each with the names the archive gives it (`tag` names an archive's only image);
+    returns [(names, manifest descriptor)]. Names are checked before any blob is stored;
+    blobs are checked as they stream in; tags are written last."""
+    path = os.fspath(path)
+    tf, read = _open_archive(path)
+    out = []
+    with tf:
+        if read.has(mt.IMAGE_LAYOUT_FILE) or (read.has(mt.IMAGE_INDEX_FILE)
+                                              and not read.has("manifest.json")):
+            with read(mt.IMAGE_INDEX_FILE) as f:
+                idx = _image.parse_index(f.read(), source=f"{path}: index.json")
+            items = [(_oci_entry_names(e), e) for e in idx["manifests"]]
+            kind = "oci"
+        elif read.has("manifest.json"):
+            with read("manifest.json") as f:
+                entries = _docker_manifest(f.read(), path)
+            items = [([normalize_ref(t) for t in e.get("RepoTags") or []], e) for e in entries]
+            kind = "docker"
+        else:
+            raise OCIError(f"{path}: neither an oci-archive (index.json) nor a docker-archive "
+                           "(manifest.json)")
+        if tag:
+            if len(items) != 1:
+                raise OCIError(f"{path}: holds {len(items)} images; --tag names a single one")
+            items = [([normalize_ref(tag)], items[0][1])]
+        for i, (names, _) in enumerate(items):
+            if not names:
+                raise OCIError(f"{path}: image {i + 1} has no name", hint="give it one with --tag NAME")
+        for names, entry in items:
+            if kind == "oci":
+                desc = _import(store, _image.index([entry]), _oci_opener(read), None, path, None)
+            else:
+                desc = _import_docker_entry(store, read, entry, path)
+            out.append((names, desc))
+    for names, desc in out:
+        for n in names:
+            store.tag(n, desc)
+    return out
+
+
+# -- import: a root filesystem tarball becomes a one-layer image ---------------------------
+
+def import_rootfs(store: Store, src, name: str, *, message: str | None = None,
+                  source_name: str = "-") -> dict:
+    """`docker import`: the tar (plain, gzip, zstd, xz or bzip2) read from `src` becomes
+    the image's only layer, kept compressed as it came (xz/bzip2 are stored as plain tar,
+    which the image-spec allows). The tar is checked whole (headers, names, end of archive)
+    before anything is stored; returns the manifest descriptor, tagged `name`."""
+    import time as _time
+    from .extract import _Tap, _check_end, _clean, _stream_errors, detect_compression
+    ref = normalize_ref(name)
+    head = src.read(6)
+    kind = detect_compression(head)
+    f, tmp = store.temp_file(".layer")
+    try:
+        h = _digest.Hasher()
+        with f:
+            stream = _chain(head, src)
+            if kind in ("xz", "bzip2"):
+                from .extract import open_decompressed
+                dec = open_decompressed(_Chained(stream))
+                stream = iter(lambda: dec.read(1 << 20), b"")
+                kind = None
+            try:
+                for chunk in stream:
+                    h.update(chunk)
+                    f.write(chunk)
+            except _stream_errors() as e:
+                raise OCIError(f"{source_name}: not a valid {kind or 'compressed'} stream: {e}") from None
+        what = f"{source_name}"
+        with open(tmp, "rb") as raw:
+            from .extract import open_decompressed
+            plain = _Tap(open_decompressed(raw), hashed=True, what=what, keep=4 * tarfile.RECORDSIZE)
+            try:
+                with tarfile.open(fileobj=plain, mode="r|", errorlevel=2) as tf:
+                    n = 0
+                    for m in tf:
+                        _clean(m.name)
+                        n += 1
+                    if n == 0:
+                        raise OCIError(f"{what}: not a tar archive (no entries)")
+                    _check_end(tf, plain, what)
+                plain.drain()
+            except _stream_errors() as e:
+                raise OCIError(f"{what}: not a valid tar archive: {e}") from None
+        diff_id = plain.h.digest
+        blob = store.commit_temp(tmp, h.digest, h.size, mt.layer_media_type(kind))
+    except BaseException:
+        store.discard_temp(tmp)
+        raise
+    now = _time.strftime("%Y-%m-%dT%H:%M:%SZ", _time.gmtime())
+    hist = {"created": now, "created_by": f"pybuild import {os.path.basename(source_name)}"}
+    if message:
+        hist["comment"] = message
+    cfg = _image.image_config(diff_ids=[diff_id], history=[hist], created=now)
+    cblob = store.put_json(cfg, mt.IMAGE_CONFIG)
+    man = _image.manifest(cblob.descriptor(mt.IMAGE_CONFIG), [blob.descriptor()])
+    desc = store.put_json(man, mt.IMAGE_MANIFEST).descriptor(mt.IMAGE_MANIFEST)
+    store.tag(ref, desc)
+    return desc
+
+
+class _Chained:
+    """A read()-able stream over an iterator of chunks."""
+
+    def __init__(self, chunks):
+        self.it, self.buf = chunks, b""
+
+    def read(self, n=-1):
+        while n < 0 or len(self.buf) < n:
+            try:
+                self.buf += next(self.it)
+            except StopIteration:
+                break
+        if n < 0:
+            out, self.buf = self.buf, b""
+        else:
+            out, self.buf = self.buf[:n], self.buf[n:]
+        return out

@@ -7,6 +7,16 @@ entry whose `org.opencontainers.image.ref.name` annotation is the full `name:tag
 Blobs are written to a temp file under ROOT/.tmp, fsynced, then renamed into place: a reader
 never sees a partial blob, and a crash leaves only temp files. index.json changes happen
 under an flock on ROOT/.lock and are replaced atomically, so concurrent builds are safe.
+
+Two more locks and a hook keep garbage collection from taking what someone uses:
+- ROOT/.use.lock: every Store holds it shared from construction to close() (builds, pulls,
+  unpack: everything that may reference a blob no tag reaches yet, such as a cached layer or
+  a half-written image). gc's sweep and rmi's delete hold it exclusive (exclusive()), so
+  they never run beside a live user. Order: .use.lock before .lock, always.
+- ROOT/refs/<kind>/<id>.json (add_user/remove_user/users): a long-lived user of an image, e.g.
+  a working container ("containers"), names the manifest it uses. gc keeps that image's blobs
+  and extracted layers, and rmi refuses the image without --force. A process that keeps a
+  container for long should record it here and close() its Store, so gc need not wait.
 """
 import contextlib
 import errno as _errno
@@ -72,6 +82,7 @@ class Store:
         _private_root(self.root)
         os.makedirs(self.blobs_dir, exist_ok=True)
         private_dir(self.tmp_dir)
+        self._use = _UseLock.acquire(self.root)
         layout = os.path.join(self.root, mt.IMAGE_LAYOUT_FILE)
         if not os.path.exists(layout):
             write_atomic(layout, json.dumps({"imageLayoutVersion": mt.IMAGE_LAYOUT_VERSION}).encode(),
@@ -149,11 +160,74 @@ class Store:
             return self._session
 
     def close(self) -> None:
-        """End this process's session: its scratch dir and lock go."""
+        """End this process's session: its scratch dir and lock go, and so does this Store's
+        share of the use lock (gc waits for it)."""
         with self._tlock:
             s, self._session = self._session, None
+            use, self._use = self._use, None
         if s is not None:
             s.close()
+        if use is not None:
+            use.release()
+
+    @contextlib.contextmanager
+    def exclusive(self, *, wait: bool = True, on_wait=None):
+        """Hold the use lock exclusively: no other pybuild process has this store open.
+
+        Without `wait`, raises StoreBusy at once when another process has it open; with it,
+        calls on_wait() once (to say why we wait) and blocks. Back to shared afterwards."""
+        use = self._use
+        if use is None:
+            raise OCIError(f"the store {self.root} is closed")
+        with use.exclusive(wait=wait, on_wait=on_wait):
+            yield self
+
+    # -- users: what gc must keep and rmi must refuse ---------------------------------
+
+    def _user_path(self, kind: str, uid: str) -> str:
+        for what, v in (("kind", kind), ("id", uid)):
+            if not v or "/" in v or v.startswith(".") or "\0" in v or len(v) > 200:
+                raise OCIError(f"invalid store user {what} {v!r}")
+        return os.path.join(self.root, "refs", kind, uid + ".json")
+
+    def add_user(self, kind: str, uid: str, image) -> dict:
+        """Record that `kind`/`uid` (e.g. "containers", a container id) uses `image` (a name,
+        digest or manifest descriptor) until remove_user(). Resolved under the index lock, so
+        an rmi either sees the user or has already removed the image (then this fails)."""
+        path = self._user_path(kind, uid)
+        with self.lock():
+            desc = self.resolve(image) if isinstance(image, str) else image
+            if not self.has(desc["digest"]):
+                raise OCIError(f"image {desc['digest']} does not exist in the store {self.root}")
+            rec = {"manifest": desc["digest"],
+                   "image": image if isinstance(image, str) else _image.ref_name(desc),
+                   "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+            private_dir(os.path.dirname(os.path.dirname(path)))
+            os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+            write_atomic(path, json.dumps(rec).encode(), self.tmp_dir)
+        return rec
+
+    def remove_user(self, kind: str, uid: str) -> None:
+        with self.lock(), contextlib.suppress(FileNotFoundError):
+            os.unlink(self._user_path(kind, uid))
+
+    def users(self) -> list[dict]:
+        """[{"kind", "id", "manifest", "image", ...}] of every recorded user."""
+        out = []
+        base = os.path.join(self.root, "refs")
+        for kind in sorted(_listdir(base)):
+            for name in sorted(_listdir(os.path.join(base, kind))):
+                if not name.endswith(".json") or name.startswith("."):
+                    continue
+                try:
+                    with open(os.path.join(base, kind, name)) as f:
+                        rec = json.load(f)
+                except (OSError, ValueError):
+                    rec = {}
+                if not isinstance(rec, dict):
+                    rec = {}
+                out.append(dict(rec, kind=kind, id=name[:-5]))
+        return out
 
     def temp_file(self, suffix: str = ""):
         """A new (fileobj, path) in the store's temp dir, for commit_temp(). The name carries
@@ -332,27 +406,80 @@ class Store:
                 seen.add(d["digest"])
         return seen
 
-    def gc(self, *, grace_seconds: float = 3600) -> list[str]:
-        """Delete blobs no reference reaches and older than the grace period (in-flight
-        builds store blobs before they tag them); returns removed digests."""
-        removed = []
-        now = time.time()
-        with self.lock():
-            keep = self.referenced_blobs()
-            for name in os.listdir(self.blobs_dir):
-                dg = "sha256:" + name
-                p = os.path.join(self.blobs_dir, name)
-                if dg not in keep and now - os.lstat(p).st_mtime > grace_seconds:
-                    os.unlink(p)
-                    removed.append(dg)
-            from ..build.session import _session_of
-            for name in os.listdir(self.tmp_dir):  # left by crashed writers
-                p = os.path.join(self.tmp_dir, name)
-                if _session_of(name) is not None:
-                    continue  # a session's: prune removes it once its process is gone
-                if os.path.isfile(p) and now - os.lstat(p).st_mtime > grace_seconds:
-                    os.unlink(p)
-        return removed
+    def gc(self, *, grace_seconds: float = 0, wait: bool = True) -> list[str]:
+        """Delete blobs no tag or user reaches (with their extracted layers and cache entries);
+        returns the removed digests. See pybuild.image.gc."""
+        from .gc import collect
+        return [d for d, _ in collect(self, grace_seconds=grace_seconds, wait=wait).blobs]
+
+
+class StoreBusy(OCIError):
+    """Another pybuild process has the store open (exclusive(wait=False))."""
+
+
+class _UseLock:
+    """The process's one shared flock on ROOT/.use.lock, counted per Store: flock locks of
+    one process on two open files of the same path would conflict with each other."""
+
+    _held: dict = {}
+    _mu = threading.Lock()
+
+    def __init__(self, root, fd):
+        self.root, self.fd, self.count, self.ex = root, fd, 0, 0
+
+    @classmethod
+    def acquire(cls, root: str) -> "_UseLock":
+        with cls._mu:
+            u = cls._held.get(root)
+            if u is None:
+                fd = os.open(os.path.join(root, ".use.lock"),
+                             os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_SH)  # waits only while a gc sweeps
+                except BaseException:
+                    os.close(fd)
+                    raise
+                u = cls._held[root] = cls(root, fd)
+            u.count += 1
+            return u
+
+    def release(self) -> None:
+        with self._mu:
+            self.count -= 1
+            if self.count == 0:
+                del self._held[self.root]
+                os.close(self.fd)
+
+    @contextlib.contextmanager
+    def exclusive(self, *, wait: bool, on_wait=None):
+        with self._mu:
+            if self.ex:  # re-entrant within this process
+                self.ex += 1
+            else:
+                try:  # a conversion drops the shared lock first (flock(2)), even on failure
+                    fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    if not wait:
+                        fcntl.flock(self.fd, fcntl.LOCK_SH)
+                        raise StoreBusy(f"other pybuild processes are using the store {self.root}")
+                    if on_wait is not None:
+                        on_wait()
+                    fcntl.flock(self.fd, fcntl.LOCK_EX)
+                self.ex = 1
+        try:
+            yield
+        finally:
+            with self._mu:
+                self.ex -= 1
+                if self.ex == 0:
+                    fcntl.flock(self.fd, fcntl.LOCK_SH)
+
+
+def _listdir(path: str) -> list[str]:
+    try:
+        return os.listdir(path)
+    except (FileNotFoundError, NotADirectoryError):
+        return []
 
 
 def _private_root(root: str) -> None:
