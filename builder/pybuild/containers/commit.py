@@ -50,17 +50,23 @@ def commit(store, rec: dict, name: str, *, squash: bool = False, compression: st
         base_cfg = store.image_config(manifest)
         up = working.upper(rec)
         before = _fingerprint(up)
-        if squash:
-            root = working.mount(store, rec)
-            with LayerWriter(store, compression) as lw:
-                lw.add_dir_tree(root)
-            layer = lw.result
-        else:
-            layer = layer_from_overlay_upper(store, up, compression=compression)
+        changed = OCIError(f"commit {rec['name']}: its files changed while the layer was being "
+                           "written (is something running in it?); stop it and commit again")
+        try:
+            if squash:
+                root = working.mount(store, rec)
+                with LayerWriter(store, compression) as lw:
+                    lw.add_dir_tree(root)
+                layer = lw.result
+            else:
+                layer = layer_from_overlay_upper(store, up, compression=compression)
+        except (OCIError, OSError):  # e.g. a file that shrank or went while it was read
+            if _fingerprint(up) != before:
+                raise changed from None
+            raise
         if _fingerprint(up) != before:
             _drop_blob(store, layer["digest"])
-            raise OCIError(f"commit {rec['name']}: its files changed while the layer was being "
-                           "written (is something running in it?); stop it and commit again")
+            raise changed
         by = created_by or ("pybuild commit" + (": " + "; ".join(rec.get("history") or [])
                                                 if rec.get("history") else ""))
         hist = {"created": records.now(), "created_by": by[:4096]}
