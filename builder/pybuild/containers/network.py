@@ -25,6 +25,7 @@ import sys
 
 from ocispec.errors import OCIError
 
+from .. import mounts as _mounts
 from ..image.store import private_dir, write_atomic
 
 CNI_VERSION = "1.0.0"
@@ -33,6 +34,7 @@ HOST_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 NETWORK_FILE = "network.json"
 IFNAME = "eth0"
 _TIMEOUT = 60
+_MS_BIND = 4096
 
 
 def cni_dir(root: str) -> str:
@@ -246,9 +248,18 @@ def attach(netfile: str, state: dict) -> dict:
     private_dir(_attachments(root))
     rec = os.path.join(_attachments(root), cid + ".json")
     check_ports(root, ports)
+    # The netns is pinned by a bind mount, as podman and the CRI do: DEL must run while it
+    # exists (the bridge plugin finds the addresses whose masquerade rules it removes
+    # there), and poststop runs after the container's last process is gone.
+    pin = os.path.join(private_dir(os.path.join(cni_dir(root), "netns")), cid)
+    att["netns_path"] = pin
     # recorded before ADD: a crash half-way leaves what prune/detach needs to undo it
     write_atomic(rec, json.dumps(att).encode())
     try:
+        with open(pin, "x"):
+            pass
+        _mounts.mount(netns, pin, "none", _MS_BIND)
+        netns = pin
         _exec(_lo_conf(), "ADD", cid, netns, "lo", path)
         prev = None
         for plugin in conf["plugins"]:
@@ -279,7 +290,8 @@ def detach(netfile: str, state: dict) -> None:
 
 def _detach_record(root: str, rec: str, att: dict) -> None:
     conf, path, cid = att["conflist"], att["cni_path"], att["key"]
-    netns = f"/proc/{att['pid']}/ns/net" if _live(att) else ""
+    pin = att.get("netns_path")
+    netns = pin if pin and _mounts.is_mountpoint(pin) else ""
     err = None
     prev = att.get("result")
     for plugin in reversed(conf["plugins"]):
@@ -288,6 +300,11 @@ def _detach_record(root: str, rec: str, att: dict) -> None:
                   att["ifname"], path)
         except OCIError as e:  # keep removing the rest; report the first
             err = err or e
+    if netns:
+        _mounts.umount_detach(netns)
+    if pin:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(pin)
     with contextlib.suppress(FileNotFoundError):
         os.unlink(rec)
     _drop_idle_bridge(root, conf)

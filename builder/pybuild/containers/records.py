@@ -140,6 +140,15 @@ def using(root: str, rec: dict, *, exclusive: bool, what: str):
         except BlockingIOError:
             raise OCIError(f"cannot {what} container {rec['name']}: a command is running in it "
                            "(`pybuild run`); wait for it to end") from None
-        yield
+        yield lambda: _upgrade(fd)
     finally:
         os.close(fd)
+
+
+def _upgrade(fd: int) -> bool:
+    """Shared -> exclusive if no one else holds the lock (for work only the last user may do)."""
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return True
+    except BlockingIOError:
+        return False

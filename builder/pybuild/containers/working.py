@@ -241,7 +241,7 @@ def run(store, rec: dict, args: list[str], opts, *, runtime: str = "pyrunc") -> 
         raise OCIError("run: no command given (pybuild run CONTAINER -- CMD ...)")
     options.check(opts)
     runtime = find_runtime(runtime)
-    with records.using(store.root, rec, exclusive=False, what="run in"):
+    with records.using(store.root, rec, exclusive=False, what="run in") as alone:
         root = mount(store, rec)
         rdir = records.record_dir(store.root, rec)
         bundle = os.path.join(rdir, f"run-{uuid.uuid4().hex[:12]}")
@@ -276,7 +276,11 @@ def run(store, rec: dict, args: list[str], opts, *, runtime: str = "pyrunc") -> 
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             return rc
         finally:
-            for target, stop, parents in created:
-                with contextlib.suppress(OSError):
-                    _cleanup_mountpoint(upper(rec), target, stop, parents)
+            # The upper dir may only be changed with the overlay unmounted (overlayfs caches
+            # it), and not under another run: mount points stay until a later run cleans them.
+            if created and alone():
+                umount(rec)
+                for target, stop, parents in created:
+                    with contextlib.suppress(OSError):
+                        _cleanup_mountpoint(upper(rec), target, stop, parents)
             rmtree_safe(bundle)
