@@ -120,7 +120,16 @@ def test_commit_squash_and_layer_size(env):
     assert flat["layers"][0]["size"] > 8 << 20
     files = env.rootfs("big:flat")
     assert "opt/big" in files and "bin/busybox" in files and not any(".wh." in k for k in files)
-    env.pybuild("rm", c)
+    # the rest of config, and commit -m --rm
+    env.pybuild("config", c, "--entrypoint", '["/bin/sh", "-c"]', "--volume", "/data",
+                "--stop-signal", "SIGQUIT", "--author", "me", "--unsetenv", "PATH")
+    env.pybuild("commit", "-m", "a message", "--rm", c, "big:3")
+    _, cfg = env.manifest("big:3")
+    assert cfg["config"]["Entrypoint"] == ["/bin/sh", "-c"] and cfg["config"]["Volumes"] == {"/data": {}}
+    assert cfg["config"]["StopSignal"] == "SIGQUIT" and cfg["author"] == "me"
+    assert not any(e.startswith("PATH=") for e in cfg["config"].get("Env", []))
+    assert cfg["history"][-1]["comment"] == "a message"
+    assert env.pybuild("containers", "-q").stdout == ""
 
 
 def test_unpack_bundles_share_layers(env):
