@@ -25,6 +25,7 @@ def test_images_rmi_unpack(env):
     assert cfg["process"]["args"] == ["cat", "/marker"]
     with open(os.path.join(bundle, "rootfs", "marker")) as f:
         assert f.read() == "unpacked\n"
+    env.pybuild("rm", bundle)  # an overlay bundle: unmounted and removed (its image is in use till then)
     env.pybuild("rmi", "one:1")
     assert [line.split("\t")[0] for line in env.pybuild("images").stdout.splitlines()] == ["two:2"]
     p = env.pybuild("rmi", "one:1", ok=False)
