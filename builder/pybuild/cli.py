@@ -144,18 +144,244 @@ def build(
         store.close()
 
 
+# -- containers: unpack, from, run, copy, config, commit, containers, mount, umount, rm ---------
+# (pybuild.containers; the run-time options are shared by unpack and run)
+
+def _run_options(*, env, tty, workdir, user, hostname, volume, read_only, memory, cpus,
+                 pids_limit, network, publish):
+    from .containers import network as _network
+    from .containers import options as _options
+    opts = _options.RunOptions(
+        env=_options.parse_env(env), tty=tty, workdir=workdir, user=user, hostname=hostname,
+        volumes=[_options.parse_volume(v) for v in volume], read_only=read_only,
+        memory=_size(memory, "--memory") if memory else None, cpus=_options.parse_cpus(cpus),
+        pids_limit=pids_limit, network=network, ports=[_network.parse_port(p) for p in publish])
+    _options.check(opts)
+    return opts
+
+
+def _opt(default, *names, help):
+    return typer.Option(default, *names, help=help)
+
+
+_O_ENV = lambda: _opt([], "-e", "--env", help="K=V in the process environment (repeatable)")
+_O_TTY = lambda: _opt(False, "-t", "--tty", help="give the process a terminal")
+_O_WORKDIR = lambda: _opt(None, "-w", "--workdir", help="working directory in the container")
+_O_USER = lambda: _opt(None, "-u", "--user", help="user[:group] (names from the image's /etc/passwd)")
+_O_HOST = lambda: _opt(None, "--hostname", help="the container's hostname")
+_O_VOL = lambda: _opt([], "-v", "--volume", help="SRC:DEST[:ro] bind mount (repeatable)")
+_O_RO = lambda: _opt(False, "--read-only", help="mount the container's / read-only")
+_O_MEM = lambda: _opt(None, "-m", "--memory", help="memory limit, e.g. 256M")
+_O_CPUS = lambda: _opt(None, "--cpus", help="CPU limit, e.g. 0.5")
+_O_PIDS = lambda: _opt(None, "--pids-limit", help="most processes (-1: no limit)")
+_O_PORT = lambda: _opt([], "-p", "--publish",
+                       help="[IP:]HOSTPORT:CTRPORT[/tcp|udp] (needs --network bridge; repeatable)")
+
+
+def _container(store, ref):
+    from .containers import records
+    return records.find(store.root, ref)
+
+
 @app.command()
-def unpack(image: str = typer.Argument(...), bundle: str = typer.Argument(...)):
-    """Unpack an image into a runtime bundle (rootfs + config.json)."""
+def unpack(image: str = typer.Argument(...), bundle: str = typer.Argument(...),
+           cmd: Optional[List[str]] = typer.Argument(None, help="command (replaces the image's Cmd)"),
+           copy: bool = typer.Option(False, "--copy", help="a full copy of the image's files "
+                                     "instead of an overlay of the store's layers"),
+           name: Optional[str] = typer.Option(None, "--name", help="container name (overlay bundles "
+                                              "are listed by `pybuild containers`)"),
+           args: Optional[str] = typer.Option(None, "--args", help="command as one string (shell words)"),
+           env: List[str] = _O_ENV(), tty: bool = _O_TTY(), workdir: Optional[str] = _O_WORKDIR(),
+           user: Optional[str] = _O_USER(), hostname: Optional[str] = _O_HOST(),
+           volume: List[str] = _O_VOL(), read_only: bool = _O_RO(), memory: Optional[str] = _O_MEM(),
+           cpus: Optional[str] = _O_CPUS(), pids_limit: Optional[int] = _O_PIDS(),
+           network: str = typer.Option("none", "--network", help="none (own namespace with lo) | "
+                                       "host | bridge (CNI; -p publishes ports)"),
+           publish: List[str] = _O_PORT()):
+    """Unpack an image into a runtime bundle (rootfs + config.json): an overlay of the
+    store's layers with a private upper dir, or a full copy with --copy."""
+    import shlex
     from .image.unpack import unpack as _unpack
+    opts = _run_options(env=env, tty=tty, workdir=workdir, user=user, hostname=hostname,
+                        volume=volume, read_only=read_only, memory=memory, cpus=cpus,
+                        pids_limit=pids_limit, network=network, publish=publish)
+    if args is not None and cmd:
+        raise OCIError("unpack: give the command with --args or after the bundle, not both")
+    command = shlex.split(args) if args is not None else (list(cmd) if cmd else None)
     store = _store()
     try:
-        _unpack(store, image, bundle)
+        _unpack(store, image, bundle, overlay=not copy, args=command, terminal=tty, opts=opts,
+                record=not copy, name=name)
     except OSError as e:
         raise OCIError(f"unpack {image} into {bundle}: {e.strerror}: {e.filename or bundle}",
                        errno=e.errno) from None
     finally:
         store.close()
+
+
+@app.command("from")
+def from_(image: str = typer.Argument(..., help="image in the store"),
+          name: Optional[str] = typer.Option(None, "--name", help="container name")):
+    """Make a working container of an image; prints its name."""
+    from .containers import working
+    store = _store()
+    try:
+        typer.echo(working.create(store, image, name=name)["name"])
+    finally:
+        store.close()
+
+
+@app.command("run")
+def run_(container: str = typer.Argument(...),
+         cmd: List[str] = typer.Argument(None, help="-- CMD ARGS..."),
+         env: List[str] = _O_ENV(), tty: bool = _O_TTY(), workdir: Optional[str] = _O_WORKDIR(),
+         user: Optional[str] = _O_USER(), hostname: Optional[str] = _O_HOST(),
+         volume: List[str] = _O_VOL(), read_only: bool = _O_RO(), memory: Optional[str] = _O_MEM(),
+         cpus: Optional[str] = _O_CPUS(), pids_limit: Optional[int] = _O_PIDS(),
+         network: str = typer.Option("host", "--network", help="host (default, as buildah) | none | bridge"),
+         publish: List[str] = _O_PORT(),
+         runtime: str = typer.Option("pyrunc", "--runtime", help="OCI runtime (path or name)")):
+    """Run a command in a working container; exits with its status."""
+    from .containers import working
+    opts = _run_options(env=env, tty=tty, workdir=workdir, user=user, hostname=hostname,
+                        volume=volume, read_only=read_only, memory=memory, cpus=cpus,
+                        pids_limit=pids_limit, network=network, publish=publish)
+    store = _store()
+    try:
+        return working.run(store, _container(store, container), list(cmd or []), opts,
+                           runtime=runtime)
+    finally:
+        store.close()
+
+
+@app.command("copy")
+def copy_(container: str = typer.Argument(...), src: str = typer.Argument(..., help="host path"),
+          dest: str = typer.Argument(..., help="path in the container")):
+    """Copy a host file or directory into a working container."""
+    from .containers import working
+    store = _store()
+    try:
+        working.copy_in(store, _container(store, container), src, dest)
+    finally:
+        store.close()
+
+
+@app.command("config")
+def config_(container: str = typer.Argument(...),
+            env: List[str] = typer.Option([], "--env", "-e", help="K=V (repeatable)"),
+            unset_env: List[str] = typer.Option([], "--unsetenv", help="remove K from Env"),
+            cmd: Optional[str] = typer.Option(None, "--cmd", help='JSON array or a shell command ("" clears)'),
+            entrypoint: Optional[str] = typer.Option(None, "--entrypoint", help='JSON array or a shell command ("" clears)'),
+            workingdir: Optional[str] = typer.Option(None, "--workingdir", help="WorkingDir"),
+            user: Optional[str] = typer.Option(None, "--user", help="User"),
+            label: List[str] = typer.Option([], "--label", "-l", help="K=V (repeatable)"),
+            unset_label: List[str] = typer.Option([], "--unsetlabel", help="remove a label"),
+            port: List[str] = typer.Option([], "--port", "-p", help="PORT[/tcp|udp] to expose"),
+            volume: List[str] = typer.Option([], "--volume", "-v", help="a VOLUME path"),
+            stop_signal: Optional[str] = typer.Option(None, "--stop-signal", help="StopSignal"),
+            author: Optional[str] = typer.Option(None, "--author", help="the image's author")):
+    """Change the image config a working container's commit records."""
+    from .containers import working
+    store = _store()
+    try:
+        working.configure(store, _container(store, container), dict(
+            env=env, unset_env=unset_env, cmd=cmd, entrypoint=entrypoint, workingdir=workingdir,
+            user=user, label=label, unset_label=unset_label, port=port, volume=volume,
+            stop_signal=stop_signal, author=author))
+    finally:
+        store.close()
+
+
+@app.command("commit")
+def commit_(container: str = typer.Argument(...), image: str = typer.Argument(..., help="NAME[:TAG]"),
+            squash: bool = typer.Option(False, "--squash", help="one layer with the whole rootfs"),
+            message: Optional[str] = typer.Option(None, "-m", "--message", help="history comment"),
+            compression: str = typer.Option("gzip", "--compression", help="gzip|zstd"),
+            rm: bool = typer.Option(False, "--rm", help="remove the container afterwards")):
+    """Write a working container's changes as a new image (its image stays as it was)."""
+    from .containers import commit as _commit
+    from .containers import working
+    if compression not in ("gzip", "zstd"):
+        raise OCIError(f"--compression {compression!r}: want gzip or zstd")
+    store = _store()
+    try:
+        rec = _container(store, container)
+        desc = _commit.commit(store, rec, image, squash=squash, compression=compression,
+                              message=message)
+        if rm:
+            working.remove(store, rec)
+        typer.echo(desc["digest"])
+    finally:
+        store.close()
+
+
+@app.command("containers")
+def containers_(quiet: bool = typer.Option(False, "-q", "--quiet", help="names only"),
+                json_: bool = typer.Option(False, "--json", help="the records as JSON")):
+    """List working containers (and overlay bundles from `pybuild unpack`)."""
+    import json
+    from .containers import records, working
+    recs = records.all_records(_store().root)
+    if json_:
+        typer.echo(json.dumps(recs, indent=1))
+        return
+    if not quiet:
+        typer.echo("CONTAINER ID\tNAME\tIMAGE\tIMAGE DIGEST\tMOUNTED")
+    for r in recs:
+        if quiet:
+            typer.echo(r["name"])
+            continue
+        m = working.rootfs(r) if working.is_mounted(r) else "-"
+        typer.echo(f"{r['id'][:12]}\t{r['name']}\t{r['image']}\t{r['image_digest'][7:19]}\t{m}")
+
+
+@app.command("mount")
+def mount_(containers: List[str] = typer.Argument(None, help="containers (none: list the mounted)")):
+    """Mount working containers' rootfs and print where."""
+    from .containers import records, working
+    store = _store()
+    try:
+        if not containers:
+            for r in records.all_records(store.root):
+                if working.is_mounted(r):
+                    typer.echo(f"{r['name']}\t{working.rootfs(r)}")
+            return
+        for c in containers:
+            typer.echo(working.mount(store, _container(store, c)))
+    finally:
+        store.close()
+
+
+@app.command("umount")
+def umount_(containers: List[str] = typer.Argument(..., help="containers")):
+    """Unmount working containers' rootfs (the upper dir stays)."""
+    from .containers import working
+    store = _store()
+    for c in containers:
+        working.umount(_container(store, c))
+
+
+@app.command("rm")
+def rm_(containers: List[str] = typer.Argument(..., help="containers (names, ids or bundle dirs)")):
+    """Remove working containers: unmount, drop their upper dir and record."""
+    from .containers import working
+    store = _store()
+    try:
+        for c in containers:
+            rec = _container(store, c)
+            working.remove(store, rec)
+            typer.echo(rec["name"])
+    finally:
+        store.close()
+
+
+@app.command("network-hook", hidden=True)
+def network_hook(action: str = typer.Argument(...), netfile: str = typer.Argument(...)):
+    """OCI hook (createRuntime: attach, poststop: detach) of a bundle with bridge networking."""
+    from .containers import network
+    network.hook_main(action, netfile)
+
+# -- end of containers ---------------------------------------------------------------------------
 
 
 # -- the store: images, tag, rmi, inspect, history, import, save, load, prune, gc, fsck -----

@@ -26,6 +26,7 @@ def test_images_rmi_unpack(env):
     assert cfg["process"]["args"] == ["cat", "/marker"]
     with open(os.path.join(bundle, "rootfs", "marker")) as f:
         assert f.read() == "unpacked\n"
+    env.pybuild("rm", bundle)  # an overlay bundle: unmounted and removed (its image is in use till then)
     env.pybuild("rmi", "one:1")
     assert names() == ["two:2"]
     p = env.pybuild("rmi", "one:1", ok=False)

@@ -252,7 +252,7 @@ def test_unpack_into_existing_open_dir_is_private(env):
     _open_base(env)
     bundle = os.path.join(env.base, "bundle")
     os.mkdir(bundle, 0o755)
-    env.pybuild("unpack", "suid:latest", bundle)
+    env.pybuild("unpack", "--copy", "suid:latest", bundle)
     suid = os.path.join(bundle, "rootfs", "bin", "suidbox")
     assert os.stat(suid).st_mode & 0o4000
     assert os.stat(bundle).st_mode & 0o777 == 0o700
@@ -461,7 +461,7 @@ def test_enospc_during_unpack_is_named_as_unpack(env, small_tmpfs):
     desc = write_layout(lay, [(gzip.compress(tar_bytes([("zero", bytes(4 << 20), {})])), TGZ)])
     env.build("-f", env.dockerfile(f"FROM oci:{lay}:latest\n", "Dockerfile.tag"), tag="z:latest")
     bundle = os.path.join(small_tmpfs, "bundle")
-    p = env.pybuild("unpack", "z:latest", bundle, ok=False)
+    p = env.pybuild("unpack", "--copy", "z:latest", bundle, ok=False)
     line = one_line_error(p)
     assert "No space left on device" in line and "unpacking layer " + desc[0]["digest"] in line, line
     assert os.listdir(small_tmpfs) == []

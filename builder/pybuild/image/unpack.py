@@ -123,12 +123,18 @@ def mount_overlay(lowerdirs: list[str], upperdir: str, workdir: str, target: str
 
 
 def unpack(store, image_ref, bundle_dir, *, overlay: bool = False, args=None,
-           terminal: bool = False) -> dict:
+           terminal: bool = False, opts=None, record: bool = False, name: str | None = None) -> dict:
     """Make an OCI runtime bundle for an image (a store name or manifest descriptor).
 
     Returns the config.json written. With overlay=True, BUNDLE/rootfs is an overlay mount;
-    call cleanup_bundle(BUNDLE) to unmount and remove it.
+    call cleanup_bundle(BUNDLE) to unmount and remove it. opts (containers.options.RunOptions)
+    are what the user sets at run time; bridge networking adds BUNDLE/network.json and the
+    hooks that attach the container. record=True (overlay only) records the bundle as a
+    container of the store (`pybuild containers`, `commit`, `rm`), under `name`.
     """
+    if opts is not None:
+        from ..containers import options as _options
+        _options.check(opts)
     manifest = store.manifest(image_ref)
     cfg = store.image_config(manifest)
     diff_ids = cfg["rootfs"]["diff_ids"]
@@ -145,6 +151,7 @@ def unpack(store, image_ref, bundle_dir, *, overlay: bool = False, args=None,
     # As umoci, even when the directory exists: the rootfs's setuid files stay out of reach
     # of host users.
     os.chmod(bundle_dir, 0o700)
+    rec = None
     try:
         for d in (rootfs, *((os.path.join(bundle_dir, n) for n in ("upper", "work")) if overlay else ())):
             if not os.path.exists(d):
@@ -165,11 +172,30 @@ def unpack(store, image_ref, bundle_dir, *, overlay: bool = False, args=None,
                             digest=d["digest"], size=d.get("size"), diff_id=did,
                             what=f"unpacking layer {d['digest']}")
         spec = runtime_config(cfg, rootfs, args=args, terminal=terminal)
+        if opts is not None:
+            _options.apply(spec, opts, rootfs)
+            if opts.network == "bridge":
+                from ..containers import network as _network
+                _network.prepare(store.root, bundle_dir, spec, opts.ports)
+                made.append(os.path.join(bundle_dir, _network.NETWORK_FILE))
+        if record and overlay:
+            from ..containers import records as _records
+            from .store import normalize_ref
+            ref = image_ref if not isinstance(image_ref, str) or image_ref.startswith("sha256:") \
+                or "@" in image_ref else normalize_ref(image_ref)
+            digest = store.resolve(ref)["digest"] if isinstance(ref, str) else ref["digest"]
+            rec = _records.new_record(
+                store, name=name, default_name=os.path.basename(bundle_dir.rstrip("/")),
+                image=ref if isinstance(ref, str) else digest, image_digest=digest,
+                config=dict(cfg.get("config") or {}), author=cfg.get("author"), dir_=bundle_dir,
+                bundle=True)
         tmp = os.path.join(bundle_dir, f".config.json.{uuid.uuid4().hex[:8]}")
         with open(tmp, "w") as f:
             json.dump(spec, f, indent=2)
         os.rename(tmp, os.path.join(bundle_dir, "config.json"))
     except BaseException:
+        if rec is not None:
+            _records.remove_record(store.root, rec)
         if _is_mountpoint(rootfs):
             _libc.umount2(os.fsencode(rootfs), _MNT_DETACH)
         if rootfs not in made and os.path.isdir(rootfs) and not _is_mountpoint(rootfs):
@@ -180,7 +206,8 @@ def unpack(store, image_ref, bundle_dir, *, overlay: bool = False, args=None,
                 else:
                     os.unlink(p)
         for d in reversed(made):
-            rmtree_safe(d)
+            if os.path.lexists(d):
+                rmtree_safe(d)
         raise
     return spec
 
