@@ -263,3 +263,25 @@ def test_bad_input(env):
     assert "no command given" in env.pybuild("run", "one", ok=False).stderr
     env.pybuild("rm", "one")
     assert env.pybuild("containers", "-q").stdout == "" and not mounts_under(env.root)
+
+
+def test_rmi_and_gc_keep_an_image_a_container_uses(env):
+    """A working container (and an overlay bundle) is a recorded user of its image: rmi
+    refuses it, gc keeps its blobs and extracted layers, and rm releases it."""
+    _image(env)
+    c = env.pybuild("from", "web:1").stdout.strip()
+    bundle = os.path.join(env.base, "bundle")
+    env.pybuild("unpack", "web:1", bundle)
+    p = env.pybuild("rmi", "web:1", ok=False)
+    assert "Traceback" not in p.stderr and len(p.stderr.strip().splitlines()) == 1
+    env.pybuild("rmi", "--force", "web:1")  # untags; the data stays for the containers
+    env.pybuild("gc")
+    assert env.pybuild("run", c, "--", "cat", "/www/index.html").stdout.strip() == "hi"
+    env.pybuild("commit", c, "web:2")
+    assert env.pybuild("fsck").returncode == 0
+    env.pybuild("rm", c, bundle)
+    env.pybuild("rmi", "web:2")
+    env.pybuild("gc")
+    layers = os.path.join(env.root, "layers")
+    left = [n for n in os.listdir(layers) if not n.startswith(".")] if os.path.isdir(layers) else []
+    assert left == [], f"gc left extracted layers no image or container uses: {left}"

@@ -9,8 +9,9 @@ ROOT/containers/<id>/container.json, written atomically:
      "bundle": true for an unpacked bundle, "config": the image config's "config" with
      this container's changes, "history": [what ran or was copied], "author": ...}
 
-The image a container came from must stay: images_in_use() says which manifests are used
-(a store command that removes images or collects garbage treats them as roots).
+The image a container came from must stay: each container is also recorded as a user of its
+image in the store (Store.add_user("containers", id, ...)), which `rmi` refuses to remove
+and `gc` keeps, with everything the image needs.
 """
 import contextlib
 import datetime
@@ -59,15 +60,6 @@ def all_records(root: str) -> list[dict]:
     return sorted(out, key=lambda r: r.get("created", ""))
 
 
-def images_in_use(root: str) -> dict[str, list[str]]:
-    """{manifest digest: [container names]} for every container in the store at root."""
-    out: dict[str, list[str]] = {}
-    for rec in all_records(root):
-        out.setdefault(rec.get("image_digest", ""), []).append(rec["name"])
-    out.pop("", None)
-    return out
-
-
 def save(root: str, rec: dict) -> None:
     d = private_dir(os.path.join(containers_dir(root), rec["id"]))
     write_atomic(os.path.join(d, RECORD), json.dumps(rec, indent=1).encode())
@@ -100,6 +92,11 @@ def new_record(store, *, name: str | None, default_name: str, image: str, image_
                "created": now(), "dir": dir_ or os.path.join(containers_dir(store.root), cid),
                "bundle": bundle, "config": config, "history": [], "author": author}
         save(store.root, rec)
+    try:  # outside the index lock, which add_user takes itself
+        store.add_user("containers", cid, image_digest)
+    except BaseException:
+        remove_record(store, rec)
+        raise
     return rec
 
 
@@ -122,10 +119,12 @@ def find(root: str, ref: str) -> dict:
                    "(`pybuild containers` lists them)")
 
 
-def remove_record(root: str, rec: dict) -> None:
-    """Remove the record's directory (a working container's whole directory: unmount first)."""
+def remove_record(store, rec: dict) -> None:
+    """Remove the record's directory (a working container's whole directory: unmount first)
+    and its use of the image."""
     from ..rootfs import rmtree_safe
-    rmtree_safe(record_dir(root, rec))
+    rmtree_safe(record_dir(store.root, rec))
+    store.remove_user("containers", rec["id"])
 
 
 @contextlib.contextmanager

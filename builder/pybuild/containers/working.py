@@ -113,7 +113,7 @@ def remove(store, rec: dict) -> None:
                     os.unlink(os.path.join(b, n))
             with contextlib.suppress(OSError):
                 os.rmdir(b)  # unless the user keeps other files there
-        records.remove_record(store.root, rec)
+        records.remove_record(store, rec)
 
 
 def copy_in(store, rec: dict, src: str, dest: str) -> None:

@@ -195,7 +195,7 @@ def unpack(store, image_ref, bundle_dir, *, overlay: bool = False, args=None,
         os.rename(tmp, os.path.join(bundle_dir, "config.json"))
     except BaseException:
         if rec is not None:
-            _records.remove_record(store.root, rec)
+            _records.remove_record(store, rec)
         if _is_mountpoint(rootfs):
             _libc.umount2(os.fsencode(rootfs), _MNT_DETACH)
         if rootfs not in made and os.path.isdir(rootfs) and not _is_mountpoint(rootfs):
