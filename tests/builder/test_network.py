@@ -20,6 +20,7 @@ import pytest
 
 from build_e2e import busybox_base, env, pybuild_cmd  # noqa: F401  (fixture)
 from conftest import mounts_under
+from registry_fixtures import Registry
 
 CNI = "/usr/lib/cni"
 PLUGINS = ("bridge", "host-local", "portmap", "firewall", "loopback")
@@ -221,16 +222,24 @@ def test_port_in_use_and_missing_plugin_leave_nothing(net):
 
 
 def test_seed_walkthrough(net):
-    """build -> from -> run a change -> commit -> unpack with a published port -> pyrunc
-    run -d -> wget on 127.0.0.1 -> delete."""
+    """The seed's walk-through: build -> push to a registry -> rmi -> pull -> from -> run a
+    change -> commit -> unpack with a published port -> pyrunc run -d -> wget on 127.0.0.1
+    -> delete."""
     env = net
     _web_image(env, tag="seed:1")
-    c = env.pybuild("from", "seed:1").stdout.strip()
+    # push to a registry on 127.0.0.1, remove the image, pull it back
+    reg = Registry(env.base)
+    try:
+        remote = f"{reg.host}/team/seed:1"
+        env.pybuild("push", "seed:1", remote)
+        env.pybuild("rmi", "seed:1")
+        env.pybuild("pull", remote)
+    finally:
+        reg.stop()
+    c = env.pybuild("from", remote).stdout.strip()
     env.pybuild("run", c, "--", "sh", "-c", "echo changed by a container > /www/index.html")
     env.pybuild("config", c, "--label", "step=commit")
     env.pybuild("commit", c, "seed:2")
-    # registry: `pybuild push seed:2 127.0.0.1:PORT/seed:2` and a pull into a fresh store
-    # go here (the registry helper's part)
     port = _free_port()
     b = os.path.join(env.base, "bundle")
     env.pybuild("unpack", "--network", "bridge", "-p", f"127.0.0.1:{port}:80", "seed:2", b)
@@ -238,7 +247,7 @@ def test_seed_walkthrough(net):
     assert _get(port) == "changed by a container\n"
     assert _pyrunc(env, "delete", "-f", "seed").returncode == 0
     env.pybuild("rm", b, c)
-    assert env.rootfs("seed:1")["www/index.html"].data == b"hello from pybuild\n"
+    assert env.rootfs(remote)["www/index.html"].data == b"hello from pybuild\n"
 
 
 @pytest.mark.skipif(shutil.which("podman") is None, reason="podman is not installed")
