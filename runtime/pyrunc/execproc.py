@@ -114,6 +114,16 @@ def exec_command(a, log) -> int:
         else:
             term = console.ForegroundTerminal()
             console_fd = term.child_fd
+            # The caller's window size is on the new terminal before the process runs (as
+            # runc's ConsoleWidth/Height), not only once receive() copies it: a quick
+            # `stty size` would otherwise see 0x0.
+            if not proc.get("consoleSize"):
+                try:
+                    rows, cols = console.get_size(0)
+                    if rows and cols:
+                        proc["consoleSize"] = {"height": rows, "width": cols}
+                except OSError:
+                    pass
     try:
         pid = _spawn(c, proc, console_fd, a.opts["preserve-fds"], subcg)
     finally:

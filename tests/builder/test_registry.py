@@ -213,6 +213,7 @@ def test_build_push_rmi_pull_run(renv, pyrunc_bin):
     finally:
         subprocess.run([pyrunc_bin, "--root", state, "delete", "-f", "regtest"],
                        capture_output=True)
+        renv.pybuild("rm", bundle, root=root2)  # an overlay bundle: unmounted and forgotten
     # pulled again: every blob is there already, and -q prints the digest only
     p = renv.pybuild("pull", "-q", dest, root=root2)
     assert p.stdout.strip() == dg
