@@ -472,8 +472,6 @@ class Builder:
     def _copy(self, st, ins, *, is_add: bool):
         what = f"{self._where(ins)}: {ins.kind}"
         srcs, dest, chown, chmod = list(ins.sources), ins.dest, ins.chown, ins.chmod
-        if chmod and not all(c in "01234567" for c in chmod):
-            raise OCIError(f"{what}: --chmod={chmod}: want an octal mode")
         excludes = list(ins.exclude or [])  # as written: BuildKit does not expand them
         from_ = getattr(ins, "from_", None)  # never expanded (BuildKit)
         checksum = getattr(ins, "checksum", None)

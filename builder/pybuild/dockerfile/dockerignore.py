@@ -17,6 +17,7 @@ re-include something inside them.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import posixpath
@@ -165,6 +166,39 @@ def _compile(pattern: str) -> tuple[int, _Automaton | None]:
     if kind != _REGEX:
         return kind, None
     return kind, _Automaton(toks)
+
+
+@functools.lru_cache(maxsize=256)
+def _filepath_pattern(pattern: str) -> _Automaton | None:
+    try:
+        _check_syntax(pattern)
+    except OCIError:
+        return None
+    toks: list[tuple] = []
+    i, n = 0, len(pattern)
+    while i < n:
+        ch = pattern[i]
+        i += 1
+        if ch == "*":
+            toks.append(("star", "/"))
+        elif ch == "?":
+            toks.append(("any", "/"))
+        elif ch == "\\":
+            toks.append(("lit", pattern[i]))
+            i += 1
+        elif ch == "[":
+            i = _class(pattern, i, toks)
+        else:
+            toks.append(("lit", ch))
+    return _Automaton(toks)
+
+
+def filepath_match(pattern: str, name: str) -> bool:
+    """Go's filepath.Match: what COPY/ADD source wildcards use (fsutil's
+    ResolveWildcards). `*` and `?` never cross `/` (so `**` is just `*`), `[^a]` negates,
+    `\\x` is a literal x; a malformed pattern matches nothing (fsutil ignores the error)."""
+    pat = _filepath_pattern(pattern)
+    return pat is not None and pat.fullmatch(name)
 
 
 def _class(p: str, i: int, toks: list) -> int:

@@ -74,13 +74,12 @@ def chown_error(value: str) -> str | None:
 
 
 def chmod_error(value: str) -> str | None:
-    """Why a numeric --chmod value cannot be used, or None (other forms are checked when
-    the layer is written)."""
-    if value.isdigit():
-        if not all(c in "01234567" for c in value):
-            return f"{value} is not an octal mode"
-        if int(value, 8) > 0o7777:
-            return f"mode {value} is out of range: at most 7777"
+    """Why a --chmod value cannot be used (BuildKit's message), or None."""
+    from .chmod import parse_chmod
+    try:
+        parse_chmod(value)
+    except ValueError as e:
+        return str(e)
     return None
 
 
