@@ -406,6 +406,48 @@ def _add_archive(lw: LayerWriter, path: str, comp: str, dest: str, what: str, *,
         raise OCIError(f"{src}: the archive is truncated or corrupt ({e})") from None
 
 
+def mkdir_all(lw: LayerWriter, view: str | None, path: str, mode: int, owner: tuple,
+              mtime: int) -> int:
+    """Layer entries for the directories on the way to `path`, itself included (fsutil's
+    MkdirAll); returns how many were missing. A missing one is created with mode and
+    owner; an existing one is written with its own metadata, so extracting this layer on
+    its own does not give it default metadata that would hide the image's (the overlay
+    takes a directory's owner and mode from the topmost layer that has it)."""
+    created = 0
+    parts = [p for p in path.split("/") if p]
+    for i in range(1, len(parts) + 1):
+        sub = "/".join(parts[:i])
+        if sub in lw._entries:
+            continue
+        if view:
+            try:
+                st = os.lstat(os.path.join(view, sub))
+            except FileNotFoundError:
+                st = None
+            if st is not None:
+                if stat.S_ISDIR(st.st_mode):
+                    lw.add_dir(sub, stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid,
+                               mtime=st.st_mtime)
+                continue
+        lw.add_dir(sub, mode, owner[0], owner[1], mtime=mtime)
+        created += 1
+    return created
+
+
+def mkdir_layer(store, view: str | None, path: str, user: str, *, compression, sde,
+                what: str) -> dict | None:
+    """WORKDIR's layer: `path` made with its parents, 0755, owned by `user` (looked up in
+    the image), as BuildKit's Mkdir(WithParents, WithUser); None when it exists."""
+    import time
+    resolved = resolve_in_root(view, path) if view else path
+    if view and os.path.isdir(os.path.join(view, resolved.lstrip("/"))):
+        return None
+    owner = resolve_chown(view, user, what) if user else (0, 0)
+    lw = LayerWriter(store, compression, sde)
+    mkdir_all(lw, view, resolved, 0o755, owner, sde if sde is not None else int(time.time()))
+    return lw.close()
+
+
 def write(store, sel: Selection, *, dest: str, workdir: str, view: str | None, chown, chmod,
           from_context: bool, is_add: bool, unpack, compression, sde, what: str,
           limits: AddLimits = DEFAULT_LIMITS) -> dict:
@@ -451,29 +493,18 @@ def _write(store, sel: Selection, *, dest, workdir, view, chown, chmod, from_con
         return None if cm is None else cm.apply(st.st_mode)
 
     def ensure_dirs(path: str, dir_mode: int | None = None) -> None:
-        """Entries for the directories on the way to `path` (fsutil's MkdirAll): a
-        missing one is created (0755 or the octal --chmod's bits, the --chown owner);
-        an existing one is written with its own metadata, so extracting this layer on its
-        own does not give it default metadata that would hide the image's (the overlay
-        takes a directory's owner and mode from the topmost layer that has it)."""
-        parts = [p for p in path.split("/") if p]
-        for i in range(1, len(parts) + 1):
-            sub = "/".join(parts[:i])
-            if sub in lw._entries:
-                continue
-            if view:
-                try:
-                    st = os.lstat(os.path.join(view, sub))
-                except FileNotFoundError:
-                    st = None
-                if st is not None:
-                    if stat.S_ISDIR(st.st_mode):
-                        lw.add_dir(sub, stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid,
-                                   mtime=st.st_mtime)
-                    continue
-            u, g = owner if owner else (0, 0)
-            m = dir_mode if dir_mode is not None else (cm.dir_mode() if cm else 0o755)
-            lw.add_dir(sub, m, u, g, mtime=created_mtime)
+        mkdir_all(lw, view, path, dir_mode if dir_mode is not None else
+                  (cm.dir_mode() if cm else 0o755), owner or (0, 0), created_mtime)
+
+    def add(host, target, u, g, st):
+        if stat.S_ISSOCK(st.st_mode):
+            # BuildKit sends a context socket as an empty regular file with its mode
+            # (fsutil clears the socket bit), and fsutil's copy stubs one the same way
+            m = mode_of(st)
+            lw.add_file_bytes(target, b"", stat.S_IMODE(st.st_mode) if m is None else m, u, g,
+                              mtime=st.st_mtime)
+        else:
+            lw.add_path(host, target, uid=u, gid=g, mode=mode_of(st), _st=st)
 
     def owner_of(st):
         if owner is not None:
@@ -487,8 +518,7 @@ def _write(store, sel: Selection, *, dest, workdir, view, chown, chmod, from_con
             top_len = len(it.rel) + 1 if it.rel else 0
             for rel, host, st in it.entries[1:]:
                 u, g = owner_of(st)
-                lw.add_path(host, posixpath.join(base, rel[top_len:]), uid=u, gid=g,
-                            mode=mode_of(st), _st=st)
+                add(host, posixpath.join(base, rel[top_len:]), u, g, st)
             continue
         into_dir = dest_dir_wanted or dest_exists_dir
         if it.kind == "tree":
@@ -504,7 +534,7 @@ def _write(store, sel: Selection, *, dest, workdir, view, chown, chmod, from_con
             target = posixpath.join(resolved, name) if into_dir else resolved
             ensure_dirs(posixpath.dirname(target))
             u, g = owner_of(st)
-            lw.add_path(host, target, uid=u, gid=g, mode=mode_of(st), _st=st)
+            add(host, target, u, g, st)
         elif it.kind == "file":  # fetched URL: never unpacked (as docker)
             target = posixpath.join(resolved, it.name) if into_dir else resolved
             ensure_dirs(posixpath.dirname(target))

@@ -25,6 +25,7 @@ from ..image import images as _images
 from .. import rootfs as _rootfs
 from . import run as _run
 from ..image.store import Store
+from ..dockerfile.scope import PROXY_ARGS as _PROXY_ARGS
 
 @dataclass
 class BuildOptions:
@@ -102,7 +103,7 @@ class Builder:
         self.runtime = find_runtime(opts.runtime)
         self.stat_cache = _context.StatCache(os.path.join(store.root, "statcache.json"))
         self._local = threading.local()
-        self.sde = opts.source_date_epoch
+        self.sde = _source_date_epoch(opts)
         self.platform = (_image.parse_platform(opts.platform) if opts.platform
                          else _image.host_platform())
         self._results: dict[int, StageState] = {}
@@ -117,7 +118,7 @@ class Builder:
         """Build; returns the manifest descriptor (tagged and exported)."""
         t0 = time.monotonic()
         opts = self.opts
-        dfpath = opts.dockerfile or os.path.join(opts.context, "Dockerfile")
+        dfpath = opts.dockerfile or _default_dockerfile(opts.context)
         try:
             with open(dfpath, "rb") as f:
                 data = f.read()
@@ -267,7 +268,9 @@ class Builder:
         triggers = []
         base = ps.base
         if ps.base_kind == "scratch":
-            st.scope = self._scope()
+            # BuildKit's emptyImage: PATH and the working directory are set
+            st.config = {"Env": ["PATH=" + _run.DEFAULT_PATH], "WorkingDir": "/"}
+            st.scope = self._scope(base_env=st.env_map())
             st.chain = _cache.chain_key("scratch", plat, self.sde, self.opts.compression)
             return st, triggers
         if ps.base_kind == "stage":
@@ -279,7 +282,9 @@ class Builder:
             st.author = src.author
             st.shell = list(src.shell)
             st.chain = _cache.chain_key("stage", src.chain)
-            return st, triggers
+            # BuildKit: the base stage's ONBUILD commands are this stage's triggers
+            onbuild = st.config.pop("OnBuild", None) or []
+            return st, self._triggers(onbuild, f"ONBUILD of stage {ps.base}", stage)
         what = f"{self.fname}:{stage.line}: FROM {base}"
         desc, man, cfg = _images.resolve_base(self.store, base, what)
         st.layers = list(zip(man["layers"], cfg["rootfs"]["diff_ids"]))
@@ -291,14 +296,20 @@ class Builder:
             st.shell = list(st.config["Shell"])
         st.cmd_from_base = "Cmd" in st.config
         onbuild = st.config.pop("OnBuild", None) or []
-        if onbuild:
-            from ..dockerfile import parse
-            sub = parse("FROM scratch\n" + "\n".join(onbuild) + "\n", filename=f"ONBUILD of {base}")
-            triggers = sub.stages[0].instructions
-            for t in triggers:
-                t.line = stage.line
+        triggers = self._triggers(onbuild, f"ONBUILD of {base}", stage)
         st.chain = _cache.chain_key("image", desc["digest"], self.sde, self.opts.compression)
         return st, triggers
+
+    def _triggers(self, onbuild: list, name: str, stage) -> list:
+        """ONBUILD expressions (heredoc bodies included) parsed as instructions."""
+        if not onbuild:
+            return []
+        from ..dockerfile import parse
+        sub = parse("FROM scratch\n" + "\n".join(onbuild) + "\n", filename=name)
+        triggers = sub.stages[0].instructions
+        for t in triggers:
+            t.line = stage.line
+        return triggers
 
     # -- helpers ----------------------------------------------------------------------
 
@@ -410,10 +421,24 @@ class Builder:
         return self._meta(st, ins, "USER " + user)
 
     def _i_workdir(self, st, ins):
-        path = ins.path
-        st.config["WorkingDir"] = posixpath.normpath(
-            posixpath.join(st.config.get("WorkingDir") or "/", path))
-        return self._meta(st, ins, "WORKDIR " + st.config["WorkingDir"])
+        wd = posixpath.normpath(posixpath.join(st.config.get("WorkingDir") or "/", ins.path))
+        st.config["WorkingDir"] = wd
+        created_by = "WORKDIR " + wd
+        if wd == "/":
+            return self._meta(st, ins, created_by)
+        # BuildKit: mkdir -p, 0755, owned by the current USER, SOURCE_DATE_EPOCH times
+        user = st.config.get("User") or ""
+        key = _cache.chain_key(st.chain, "WORKDIR", wd, user, self.sde, self.opts.compression)
+        hit = self.cache.get(key)
+        if hit is not None:
+            self._add_layer(st, key, hit)
+            return True
+        with _Views(self) as views:
+            result = _copyop.mkdir_layer(self.store, views.view(st.layers), wd, user,
+                                         compression=self.opts.compression, sde=self.sde,
+                                         what=f"{self._where(ins)}: WORKDIR")
+        self._add_layer(st, key, self._record(key, result, created_by))
+        return False
 
     def _i_stopsignal(self, st, ins):
         sig = ins.signal
@@ -443,7 +468,8 @@ class Builder:
 
     def _i_onbuild(self, st, ins):
         st.config.setdefault("OnBuild", []).append(ins.expression)
-        return self._meta(st, ins, "ONBUILD " + ins.expression)
+        st.chain = _cache.chain_key(st.chain, "ONBUILD " + ins.expression)  # no history (BuildKit)
+        return False
 
     def _i_maintainer(self, st, ins):
         st.author = ins.name
@@ -543,7 +569,11 @@ class Builder:
         if arg_env:
             created_by = f"RUN |{len(arg_env)} " + " ".join(f"{k}={v}" for k, v in
                                                            sorted(arg_env.items())) + " " + created_by[4:]
-        key = _cache.chain_key(st.chain, "RUN", args, files, sorted(full_env.items()), user, cwd,
+        # proxy build args reach the command but not the key (BuildKit's ProxyEnv), unless
+        # the Dockerfile declares them (then they are ARGs like any other)
+        key_env = sorted((k, v) for k, v in full_env.items()
+                         if k not in _PROXY_ARGS or k in st.scope.state)
+        key = _cache.chain_key(st.chain, "RUN", args, files, key_env, user, cwd,
                                network, mount_keys, self.sde, self.opts.compression)
         hit = self.cache.get(key)
         if hit is not None:
@@ -561,11 +591,14 @@ class Builder:
     def _run_mount(self, st, m, what):
         """A RUN --mount resolved to a host source, plus what it adds to the cache key."""
         target = m.target or ""
-        if not target and m.type != "secret":
-            raise OCIError(f"{what}: --mount type={m.type} needs target=")
         m = _copy.copy(m)
-        m.target = posixpath.normpath(posixpath.join(st.config.get("WorkingDir") or "/", target)) \
-            if target else target
+        if m.type != "secret":
+            # BuildKit joins a relative (or missing) target to the working directory
+            m.target = posixpath.normpath(posixpath.join(st.config.get("WorkingDir") or "/",
+                                                         target))
+            if m.target == "/":
+                raise OCIError(f"{what}: --mount type={m.type}: invalid mount target \"/\"",
+                               hint="give target= a directory other than the root")
         if m.type == "tmpfs":
             return _run.RunMount(m), ("tmpfs", m.target, m.size)
         if m.type == "secret":
@@ -593,10 +626,12 @@ class Builder:
         if m.type == "bind":
             if m.from_:
                 ref = m.from_
-                layers, key = self._source_for(st, ref, None) if self.df.stage(ref) else \
+                layers, _ = self._source_for(st, ref, None) if self.df.stage(ref) else \
                     self._image_layers(ref, what)
-                return _run.RunMount(m, view_layers=layers), ("bind-from", key, m.source, m.target,
-                                                              m.readonly)
+                # the key follows the content of the mounted path, not the stage's history
+                return _run.RunMount(m, view_layers=layers), (
+                    "bind-from", self._mounted_digest(layers, m.source, what), m.target,
+                    m.readonly)
             rel = (m.source or ".")
             host = self.context.host(os.path.normpath("/" + rel).lstrip("/"))
             if not os.path.exists(host):
@@ -605,6 +640,17 @@ class Builder:
             dg = self.context.digest_entries(entries)
             return _run.RunMount(m, source_host=host), ("bind", rel, m.target, m.readonly, dg)
         raise OCIError(f"{what}: --mount type={m.type} is not supported")
+
+    def _mounted_digest(self, layers, source, what) -> str:
+        """Digest of what a from= bind mount shows: paths, modes, owners, contents."""
+        with _Views(self) as views:
+            root = views.view(layers) or views.empty()
+            src = _context.Source(root, is_context=False)
+            rel = os.path.normpath("/" + (source or "/")).lstrip("/")
+            if not os.path.lexists(src.host(rel) if rel else src.root):
+                raise OCIError(f"{what}: --mount source {source!r} does not exist in the "
+                               "mounted stage or image")
+            return src.digest_entries(src.walk(rel))
 
     def _image_layers(self, ref, what):
         desc, man, cfg = _images.resolve_base(self.store, ref, what)
@@ -683,3 +729,26 @@ class _Views:
 def _json(v) -> str:
     import json
     return json.dumps(v, ensure_ascii=False)
+
+
+def _default_dockerfile(context: str) -> str:
+    """`Dockerfile` in the context, or `dockerfile` when only that exists (BuildKit's
+    dockerui falls back to the lower-case name)."""
+    path = os.path.join(context, "Dockerfile")
+    lower = os.path.join(context, "dockerfile")
+    if not os.path.lexists(path) and os.path.lexists(lower):
+        return lower
+    return path
+
+
+def _source_date_epoch(opts) -> int | None:
+    """--build-arg SOURCE_DATE_EPOCH wins over the environment (buildx passes the
+    environment's as that build arg); an empty value means unset."""
+    if "SOURCE_DATE_EPOCH" not in opts.build_args:
+        return opts.source_date_epoch
+    v = opts.build_args["SOURCE_DATE_EPOCH"].strip()
+    if not v:
+        return None
+    if not v.isdigit():
+        raise OCIError(f"--build-arg SOURCE_DATE_EPOCH={v!r}: want seconds since the epoch")
+    return int(v)

@@ -279,6 +279,9 @@ class _Parser:
                 # Bodies start on the line after the instruction's last line.
                 consumed = self.read_heredocs(lg, lg.end_line, docs)
                 target.heredocs = inst.heredocs = [h for h, _ in docs]
+                if isinstance(inst, ast.Onbuild):  # BuildKit's parseOnBuild keeps the bodies
+                    inst.expression += "".join("\n" + h.content + h.name for h, _ in docs)
+                    inst.args = [inst.expression]
                 inst.end_line = target.end_line = lg.end_line + consumed
                 _attach_heredoc_sources(target)
             insts.append(inst)
