@@ -165,3 +165,197 @@ def test_add_chown_applies_to_archive_members(env):
         assert (files[name].uid, files[name].gid) == (7, 8), name
     assert files["out"].uid == 7 and files["out/top/file"].mode == 0o640
     assert (files["plain/top/file"].uid, files["plain/top/file"].gid) == (11, 12)
+
+
+# -- item 3: WORKDIR creates its directory, owned by the current USER ---------------------
+
+def test_workdir_creates_directory_owned_by_user(env):
+    env.write("passwd", "root:x:0:0::/root:/bin/sh\napp:x:1001:1002::/home/app:/bin/sh\n")
+    env.dockerfile("""\
+FROM scratch
+COPY passwd /etc/passwd
+WORKDIR /a/b
+USER app
+WORKDIR /srv/app
+WORKDIR /a/b
+""")
+    env.build(env={"SOURCE_DATE_EPOCH": "1700000000"})
+    files = env.rootfs()
+    assert files["a/b"].isdir and (files["a/b"].uid, files["a/b"].mode) == (0, 0o755)
+    assert (files["srv"].uid, files["srv"].gid) == (1001, 1002)
+    assert (files["srv/app"].uid, files["srv/app"].gid, files["srv/app"].mode) == (1001, 1002, 0o755)
+    assert files["srv/app"].mtime == 1700000000
+    _, cfg = env.manifest()
+    hist = [(h["created_by"], bool(h.get("empty_layer"))) for h in cfg["history"]]
+    # an existing directory makes no layer
+    assert ("WORKDIR /a/b", False) in hist and hist[-1] == ("WORKDIR /a/b", True)
+
+
+# -- item 5: RUN --mount=from=STAGE: rw is a throwaway view; the key follows content ------
+
+def test_run_mount_from_stage_rw_and_cache_key(env):
+    env.write("data.txt", "one")
+    df = busybox_base(env, "").replace("FROM scratch\n", "FROM scratch AS base\n", 1) + """\
+FROM scratch AS data
+ARG NOISE
+COPY data.txt /d/data.txt
+LABEL noise=$NOISE
+FROM base
+RUN --mount=from=data,source=/d,target=/m,rw touch /m/new && ls /m > /seen-rw
+RUN --mount=from=data,source=/d,target=/m cat /m/data.txt > /out && ls /m > /seen-ro
+"""
+    env.dockerfile(df)
+    env.build("--build-arg", "NOISE=1")
+    files = env.rootfs()
+    assert files["seen-rw"].data == b"data.txt\nnew\n"
+    assert files["seen-ro"].data == b"data.txt\n" and files["out"].data == b"one"
+    assert not any(k.startswith("m/") for k in files)
+    # the stage's history changed, the mounted content did not: the RUN is cached
+    p = env.build("--build-arg", "NOISE=2")
+    assert "ls /m > /seen-ro (cached)" in p.stderr
+    env.write("data.txt", "two")
+    p = env.build("--build-arg", "NOISE=2")
+    assert "ls /m > /seen-ro (cached)" not in p.stderr
+    assert env.rootfs()["out"].data == b"two"
+
+
+# -- item 6: ONBUILD with a heredoc; triggers of a stage run in stages FROM it -------------
+
+HEREDOC_TRIGGERS = """\
+ONBUILD RUN <<EOT
+echo from-heredoc > /hd
+EOT
+ONBUILD COPY <<EOT /copied
+body
+EOT
+"""
+
+
+def test_onbuild_heredoc_and_stage_triggers(env):
+    env.dockerfile(busybox_base(env, HEREDOC_TRIGGERS))
+    env.build(tag="ob:1")
+    _, cfg = env.manifest("ob:1")
+    assert cfg["config"]["OnBuild"][0] == "RUN <<EOT\necho from-heredoc > /hd\nEOT"
+    env.dockerfile("FROM ob:1\n")
+    env.build(tag="child:1")
+    files = env.rootfs("child:1")
+    assert files["hd"].data == b"from-heredoc\n" and files["copied"].data == b"body\n"
+    # in one Dockerfile: the base stage's ONBUILD runs in the stage built FROM it
+    env.dockerfile(busybox_base(env, "ONBUILD RUN echo stage-trigger > /st\n").replace(
+        "FROM scratch\n", "FROM scratch AS base\n", 1) + "FROM base\nRUN cat /st > /seen\n")
+    env.build(tag="multi:1")
+    files = env.rootfs("multi:1")
+    assert files["seen"].data == b"stage-trigger\n"
+    _, cfg = env.manifest("multi:1")
+    assert "OnBuild" not in cfg["config"]
+
+
+# -- item 7: a bind mount without target is mounted at the working directory --------------
+
+def test_bind_mount_without_target_uses_workdir(env):
+    env.write("ctxfile", "ctx")
+    env.dockerfile(busybox_base(env, """\
+WORKDIR /work
+RUN --mount=type=bind cat /work/ctxfile > /seen
+"""))
+    env.build()
+    files = env.rootfs()
+    assert files["seen"].data == b"ctx" and "work/ctxfile" not in files
+    env.dockerfile(busybox_base(env, "RUN --mount=type=bind true\n"))
+    p = env.build(ok=False)
+    assert "invalid mount target" in p.stderr and "Traceback" not in p.stderr
+
+
+# -- item 13: proxy build args: both spellings in RUN, not in the cache key ----------------
+
+def test_proxy_args_both_spellings_not_in_key(env):
+    env.dockerfile(busybox_base(env, 'RUN echo "$http_proxy|$HTTP_PROXY|$no_proxy|$NO_PROXY" > /p\n'))
+    env.build("--build-arg", "HTTP_PROXY=http://p:1", "--build-arg", "no_proxy=local")
+    assert env.rootfs()["p"].data == b"http://p:1|http://p:1|local|local\n"
+    p = env.build("--build-arg", "HTTP_PROXY=http://other:2")
+    assert "> /p (cached)" in p.stderr
+    assert env.rootfs()["p"].data == b"http://p:1|http://p:1|local|local\n"
+
+
+# -- item 14: no USER: RUN and unpack agree, root gets its supplementary groups -------------
+
+def test_root_supplementary_groups_in_run_and_unpack(env):
+    import json
+    env.write("group", "root:x:0:\nwheel:x:10:root\nstaff:x:50:other,root\n")
+    env.write("passwd", "root:x:0:0::/root:/bin/sh\n")
+    env.dockerfile(busybox_base(env, """\
+COPY group passwd /etc/
+RUN id -G > /groups
+CMD ["true"]
+"""))
+    env.build()
+    assert env.rootfs()["groups"].data.split() == [b"0", b"10", b"50"]
+    bundle = os.path.join(env.base, "bundle")
+    env.pybuild("unpack", "test:latest", bundle)
+    with open(os.path.join(bundle, "config.json")) as f:
+        user = json.load(f)["process"]["user"]
+    assert user == {"uid": 0, "gid": 0, "additionalGids": [10, 50]}
+
+
+# -- item 15: FROM scratch has BuildKit's default PATH and WorkingDir ----------------------
+
+def test_scratch_config_defaults(env):
+    env.dockerfile("FROM scratch\nLABEL a=b\n")
+    env.build()
+    c = env.config()["config"]
+    assert c["Env"] == ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"]
+    assert c["WorkingDir"] == "/"
+
+
+# -- item 16: TARGETSTAGE is the last stage's name without --target ------------------------
+
+def test_targetstage_defaults_to_last_stage_name(env):
+    env.dockerfile("ARG TARGETSTAGE\nFROM scratch AS first\nFROM scratch AS final\n"
+                   "ARG TARGETSTAGE\nLABEL t=$TARGETSTAGE\n")
+    env.build()
+    assert env.config()["config"]["Labels"]["t"] == "final"
+    env.dockerfile("FROM scratch\nARG TARGETSTAGE\nLABEL t=$TARGETSTAGE\n")
+    env.build()
+    assert env.config()["config"]["Labels"]["t"] == "default"
+
+
+# -- item 17: context sockets; the lower-case dockerfile fallback ---------------------------
+
+def test_context_socket_and_lowercase_dockerfile(env):
+    sock = socket.socket(socket.AF_UNIX)
+    try:
+        sock.bind(os.path.join(env.ctx, "s.sock"))
+        os.chmod(os.path.join(env.ctx, "s.sock"), 0o750)
+        env.write("dockerfile", "FROM scratch\nCOPY . /c/\n")
+        env.build()
+    finally:
+        sock.close()
+    files = env.rootfs()
+    # fsutil clears the socket bit: an empty regular file with the socket's permissions
+    assert files["c/s.sock"].isreg and files["c/s.sock"].size == 0
+    assert files["c/s.sock"].mode == 0o750
+
+
+# -- item 18: SOURCE_DATE_EPOCH as a build arg ----------------------------------------------
+
+def test_source_date_epoch_build_arg(env):
+    env.write("f", "F")
+    env.dockerfile("FROM scratch\nCOPY f /f\n")
+    env.build("--build-arg", "SOURCE_DATE_EPOCH=1600000000")
+    assert env.rootfs()["f"].mtime == 1600000000
+    assert env.config()["created"].startswith("2020-09-13T12:26:40")
+    # an empty value means unset, even over the environment's
+    env.build("--build-arg", "SOURCE_DATE_EPOCH=", env={"SOURCE_DATE_EPOCH": "1600000000"})
+    assert not env.config()["created"].startswith("2020-09-13")
+
+
+# -- item 19: the RUN overlay has redirect_dir=off: renaming a lower directory works -------
+
+def test_run_renames_lower_directory(env):
+    env.dockerfile(busybox_base(env, """\
+RUN mkdir -p /d/sub && echo x > /d/sub/f
+RUN mv /d /e
+"""))
+    env.build()
+    files = env.rootfs()
+    assert files["e/sub/f"].data == b"x\n" and "d" not in files
