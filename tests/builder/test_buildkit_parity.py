@@ -359,3 +359,38 @@ RUN mv /d /e
     env.build()
     files = env.rootfs()
     assert files["e/sub/f"].data == b"x\n" and "d" not in files
+
+
+# -- beyond BuildKit: why did the cache miss? ---------------------------------------------
+
+def test_cache_miss_is_explained(env):
+    import json
+    env.write("a.txt", "A")
+    env.write("b.txt", "B")
+    env.dockerfile(busybox_base(env, """\
+ARG V=1
+COPY a.txt b.txt /d/
+RUN echo $V > /v
+"""))
+    p = env.build()
+    assert "cache miss: no earlier build had this step" in p.stderr
+    p = env.build()
+    assert "cache miss" not in p.stderr
+    # a context file changed: the COPY names it, the RUN after it names its parent
+    env.write("b.txt", "B2")
+    p = env.build()
+    copy_line = next(x for x in p.stderr.splitlines() if "COPY a.txt" in x and "cache miss" in x)
+    assert "context files changed: b.txt" in copy_line and "a.txt," not in copy_line
+    run_line = next(x for x in p.stderr.splitlines() if "RUN echo" in x and "cache miss" in x)
+    assert "the parent changed" in run_line
+    # a build arg changed: said with its old and new value, in json progress too
+    p = env.pybuild("build", "--progress", "json", "-t", "test:latest", "--build-arg", "V=2",
+                    env.ctx)
+    misses = {json.loads(x)["text"].split()[0]: json.loads(x)["reasons"]
+              for x in p.stdout.splitlines() if '"cache_miss"' in x}
+    assert any("V changed: '1' -> '2'" in r for r in misses["RUN"])
+    # --explain-cache prints every miss of the build at the end, even when quiet
+    env.write("a.txt", "A2")
+    p = env.pybuild("build", "-q", "--explain-cache", "--build-arg", "V=2", env.ctx)
+    assert "cache: 2 step(s) missed" in p.stderr
+    assert "context files changed: a.txt" in p.stderr and "the parent changed" in p.stderr

@@ -7,6 +7,8 @@ directly; RUN runs in a container (run.py). Every layer step is looked up in the
 first. Tags and exports happen only after the whole build succeeded.
 """
 import copy as _copy
+import hashlib
+import json
 import os
 import posixpath
 import threading
@@ -44,6 +46,7 @@ class BuildOptions:
     network: str | None = None
     source_date_epoch: int | None = None
     add_limits: _copyop.AddLimits = field(default_factory=_copyop.AddLimits)
+    explain_cache: bool = False  # print why each step missed the cache, for the whole build
 
 
 class StageState:
@@ -110,6 +113,8 @@ class Builder:
         self._events: dict[int, threading.Event] = {}
         self._errors: list[BaseException] = []
         self.procs: set = set()  # runtime processes running now
+        self.explain_log = None  # set once the Dockerfile is known
+        self.misses: list = []  # (step label, reasons) of the steps that missed
         self.cancelled = False
 
     # -- entry point ------------------------------------------------------------------
@@ -127,6 +132,7 @@ class Builder:
         from ..dockerfile import parse
         from ..dockerfile.parser import decode_text
         self.fname = os.path.basename(dfpath)
+        self.explain_log = _cache.ExplainLog(self.store, dfpath)
         text = decode_text(data, self.fname)
         self.df = parse(text, filename=self.fname)
         if not self.df.stages:
@@ -165,6 +171,8 @@ class Builder:
             self._export(desc, out)
         for tag in opts.tags:
             self.store.tag(tag, desc)
+        if opts.explain_cache:
+            self.progress.explain_cache(self.misses)
         self.progress.result(desc["digest"], time.monotonic() - t0)
         return desc
 
@@ -236,6 +244,7 @@ class Builder:
             text = ins.original or ins.kind
             h = self.progress.step(pos, nst, n, len(instructions) + 1, text)
             self._local.step = h
+            self._local.pos = (stage.index, n)
             try:
                 fn = getattr(self, "_i_" + ins.kind.lower(), None)
                 if fn is None:
@@ -313,6 +322,26 @@ class Builder:
 
     # -- helpers ----------------------------------------------------------------------
 
+
+    def _lookup(self, st, key: str, inputs: dict) -> dict | None:
+        """The cache entry for a step's key; on a miss, say why (the inputs that differ
+        from the last build that had this step) and remember these inputs for the next."""
+        hit = self.cache.get(key)
+        pos = getattr(self._local, "pos", None)
+        if pos is None or self.explain_log is None:
+            return hit
+        inputs = dict(inputs, parent=st.chain, sde=self.sde)
+        inputs = json.loads(json.dumps(inputs, default=str))  # as the log will read it back
+        if hit is None:
+            reasons = _cache.explain(self.explain_log.load(*pos), inputs)
+            step = self._local.step
+            self.misses.append((step.label, reasons))
+            self.progress.cache_miss(step, reasons)
+        try:
+            self.explain_log.save(*pos, inputs)
+        except OSError as e:  # never fails the build: the next one explains less
+            self.progress.info(f"warning: cannot record the cache inputs: {e}")
+        return hit
 
     def _now(self) -> str:
         return _iso(self.sde if self.sde is not None else time.time())
@@ -429,7 +458,7 @@ class Builder:
         # BuildKit: mkdir -p, 0755, owned by the current USER, SOURCE_DATE_EPOCH times
         user = st.config.get("User") or ""
         key = _cache.chain_key(st.chain, "WORKDIR", wd, user, self.sde, self.opts.compression)
-        hit = self.cache.get(key)
+        hit = self._lookup(st, key, {"instruction": created_by, "user": user})
         if hit is not None:
             self._add_layer(st, key, hit)
             return True
@@ -523,7 +552,10 @@ class Builder:
                 key = _cache.chain_key(parent, ins.kind, srcs, dest, workdir, flags, sel.digest,
                                        self.sde, self.opts.compression)
                 created_by = f"{ins.kind} {' '.join(srcs)} {dest} # buildkit"
-                hit = self.cache.get(key)
+                hit = self._lookup(st, key, {
+                    "instruction": f"{ins.kind} {' '.join(srcs)} {dest}",
+                    "flags": flags, "workdir": workdir, "files": _selected_files(sel, source),
+                    "link": bool(ins.link)})
                 if hit is not None:
                     self._add_layer(st, _cache.chain_key(st.chain, key), hit)
                     return True
@@ -575,7 +607,11 @@ class Builder:
                          if k not in _PROXY_ARGS or k in st.scope.state)
         key = _cache.chain_key(st.chain, "RUN", args, files, key_env, user, cwd,
                                network, mount_keys, self.sde, self.opts.compression)
-        hit = self.cache.get(key)
+        hit = self._lookup(st, key, {
+            "instruction": "RUN " + (_json(args) if isinstance(cmd, list) else " ".join(args)),
+            "env": dict(key_env),
+            "user": user, "workdir": cwd, "network": network, "mounts": mount_keys,
+            "heredoc files": files})
         if hit is not None:
             self._add_layer(st, key, hit)
             return True
@@ -752,3 +788,15 @@ def _source_date_epoch(opts) -> int | None:
     if not v.isdigit():
         raise OCIError(f"--build-arg SOURCE_DATE_EPOCH={v!r}: want seconds since the epoch")
     return int(v)
+
+
+def _selected_files(sel, source) -> dict:
+    """{path: digest} of what a COPY selected, for explaining a miss by file."""
+    out = {}
+    for it in sel.items:
+        if it.kind == "tree":
+            for rel, host, st in it.entries:
+                out[rel or "."] = source.digest_entries([(rel, host, st)])
+        else:
+            out[it.name or it.host] = hashlib.sha256(it.data).hexdigest()
+    return out
