@@ -455,6 +455,10 @@ class Builder:
         created_by = "WORKDIR " + wd
         if wd == "/":
             return self._meta(st, ins, created_by)
+        if len(wd.encode()) >= _run.PATH_MAX:  # BuildKit's mkdir fails there too
+            raise OCIError(f"{self._where(ins)}: WORKDIR: the working directory is "
+                           f"{len(wd.encode())} bytes long: a process cannot run in a path of "
+                           f"{_run.PATH_MAX} or more", hint="use a shorter WORKDIR")
         # BuildKit: mkdir -p, 0755, owned by the current USER, SOURCE_DATE_EPOCH times
         user = st.config.get("User") or ""
         key = _cache.chain_key(st.chain, "WORKDIR", wd, user, self.sde, self.opts.compression)
