@@ -116,11 +116,12 @@ class Pattern:
         return ("!" if self.exclusion else "") + self.text
 
 
-def _compile(pattern: str) -> tuple[int, _Automaton | None]:
+def _compile(pattern: str, doublestar: bool = True) -> tuple[int, _Automaton | None]:
     """moby's Pattern.compile: the match strategy, and for the regexp one the pattern as
     automaton tokens (what moby's Go regexp means: `*` = `[^/]*`, `?` = `[^/]`, a trailing
     `**` = `.*`, another `**` = `(.*/)?`, `[...]` a class). Matched by globmatch, which
-    never backtracks: `*a*a*a...b` costs time linear in the path."""
+    never backtracks: `*a*a*a...b` costs time linear in the path. doublestar=False: Go's
+    filepath.Match, where `**` is two `*`s (COPY source wildcards)."""
     toks: list[tuple] = []
     kind = _EXACT
     i, n = 0, len(pattern)
@@ -129,7 +130,7 @@ def _compile(pattern: str) -> tuple[int, _Automaton | None]:
         ch = pattern[i]
         i += 1
         if ch == "*":
-            if i < n and pattern[i] == "*":
+            if doublestar and i < n and pattern[i] == "*":
                 i += 1
                 if i < n and pattern[i] == "/":
                     i += 1
@@ -169,36 +170,23 @@ def _compile(pattern: str) -> tuple[int, _Automaton | None]:
 
 
 @functools.lru_cache(maxsize=256)
-def _filepath_pattern(pattern: str) -> _Automaton | None:
+def _filepath_pattern(pattern: str) -> tuple[int, _Automaton | None] | None:
     try:
         _check_syntax(pattern)
     except OCIError:
         return None
-    toks: list[tuple] = []
-    i, n = 0, len(pattern)
-    while i < n:
-        ch = pattern[i]
-        i += 1
-        if ch == "*":
-            toks.append(("star", "/"))
-        elif ch == "?":
-            toks.append(("any", "/"))
-        elif ch == "\\":
-            toks.append(("lit", pattern[i]))
-            i += 1
-        elif ch == "[":
-            i = _class(pattern, i, toks)
-        else:
-            toks.append(("lit", ch))
-    return _Automaton(toks)
+    return _compile(pattern, doublestar=False)
 
 
 def filepath_match(pattern: str, name: str) -> bool:
     """Go's filepath.Match: what COPY/ADD source wildcards use (fsutil's
     ResolveWildcards). `*` and `?` never cross `/` (so `**` is just `*`), `[^a]` negates,
     `\\x` is a literal x; a malformed pattern matches nothing (fsutil ignores the error)."""
-    pat = _filepath_pattern(pattern)
-    return pat is not None and pat.fullmatch(name)
+    compiled = _filepath_pattern(pattern)
+    if compiled is None:
+        return False
+    kind, rx = compiled
+    return name == pattern if kind == _EXACT else rx.fullmatch(name)
 
 
 def _class(p: str, i: int, toks: list) -> int:
