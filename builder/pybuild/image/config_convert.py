@@ -5,7 +5,6 @@ Entrypoint + Cmd -> process.args, Env -> process.env, WorkingDir -> process.cwd,
 leaving the rootfs) -> process.user, Labels -> annotations, plus the conversion.md
 annotations; mounts, namespaces and masked/readonly paths as `runc spec` makes them.
 """
-import os
 
 from ocispec import defaults as _defaults
 from ocispec.errors import OCIError
