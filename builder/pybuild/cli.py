@@ -94,6 +94,8 @@ def build(
     secret: List[str] = typer.Option([], "--secret", help="id=ID,src=FILE for RUN --mount=type=secret"),
     network: Optional[str] = typer.Option(None, "--network", help="default network for RUN: none|host|default"),
     quiet: bool = typer.Option(False, "-q", "--quiet", help="same as --progress quiet"),
+    explain_cache: bool = typer.Option(False, "--explain-cache",
+                                       help="print why each step missed the cache"),
     add_timeout: float = typer.Option(
         3600, "--add-timeout", envvar="PYBUILD_ADD_TIMEOUT", metavar="SECONDS",
         help="longest an ADD <URL> download may take, in seconds (0: no limit)"),
@@ -134,6 +136,7 @@ def build(
         labels=_kv(label, "--label"), no_cache=no_cache, platform=platform, outputs=list(output),
         compression=compression, runtime=runtime, secrets=_secrets(secret), network=network,
         source_date_epoch=int(sde) if sde else None, add_limits=limits,
+        explain_cache=explain_cache,
         **_build_pull_options(pull, tls_verify, cert_dir, authfile, "quiet" if quiet else progress))
     pr = _progress.make("quiet" if quiet else progress)
     store = _store()

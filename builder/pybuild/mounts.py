@@ -45,7 +45,9 @@ def overlay(target: str, lowerdirs, upper: str | None = None, work: str | None =
     if upper:
         opts += f",upperdir={_opt_path(upper)},workdir={_opt_path(work)}"
     # index/metacopy off: the upper dir must hold plain files we can turn into a layer.
-    opts += ",index=off,metacopy=off" if upper else ""
+    # redirect_dir off: a renamed lower directory is copied up whole (layer.py refuses
+    # redirect xattrs, which no image layer can express)
+    opts += ",index=off,metacopy=off,redirect_dir=off" if upper else ""
     mount("overlay", target, "overlay", MS_RDONLY if readonly else 0, opts)
 
 

@@ -68,6 +68,18 @@ class Progress:
     def info(self, text: str) -> None:
         self._emit(text)
 
+    def cache_miss(self, s: Step, reasons: list) -> None:
+        """A layer step missed the cache: why (pybuild.build.cache.explain)."""
+        self._emit(f"{s.label}: cache miss: " + "; ".join(reasons))
+
+    def explain_cache(self, misses: list) -> None:
+        """`build --explain-cache`: every step that missed, and why (on stderr)."""
+        lines = [f"cache: {len(misses)} step(s) missed"] + [
+            f"  {label}\n    " + "\n    ".join(reasons) for label, reasons in misses]
+        with self._lock:
+            sys.stderr.write("\n".join(lines) + "\n")
+            sys.stderr.flush()
+
     def result(self, digest: str, seconds: float) -> None:
         self._emit(f"built {digest} in {seconds:.2f}s")
 
@@ -108,6 +120,9 @@ class JsonProgress(Progress):
 
     def info(self, text):
         self._event(event="info", text=text)
+
+    def cache_miss(self, s, reasons):
+        self._event(event="cache_miss", stage=s.stage, step=s.n, text=s.text, reasons=reasons)
 
     def result(self, digest, seconds):
         self._event(event="result", digest=digest, seconds=round(seconds, 4))
@@ -159,6 +174,9 @@ class TtyProgress(Progress):
 
     def info(self, text):
         self.console.print(text, markup=False, highlight=False)
+
+    def cache_miss(self, s, reasons):
+        pass  # the live view stays short: --progress plain or --explain-cache say why
 
     def result(self, digest, seconds):
         self.console.print(f"built {digest} in {seconds:.2f}s", markup=False, highlight=False)

@@ -49,10 +49,12 @@ CMD echo $GREETING_ENV
     assert c["Entrypoint"] == ["/bin/busybox"]
     # shell-form CMD uses the SHELL in effect
     assert c["Cmd"] == ["/bin/busybox", "sh", "-c", "echo $GREETING_ENV"]
-    # one layer (the COPY); every other step is an empty_layer history entry
-    assert len(man["layers"]) == 1 == len(cfg["rootfs"]["diff_ids"])
-    layered = [h for h in cfg["history"] if not h.get("empty_layer")]
-    assert len(layered) == 1 and layered[0]["created_by"].startswith("COPY busybox")
+    # layers: the COPY and the two WORKDIRs (BuildKit makes each directory, a layer);
+    # every other step is an empty_layer history entry
+    assert len(man["layers"]) == 3 == len(cfg["rootfs"]["diff_ids"])
+    layered = [h["created_by"] for h in cfg["history"] if not h.get("empty_layer")]
+    assert layered[0].startswith("COPY busybox")
+    assert layered[1:] == ["WORKDIR /srv", "WORKDIR /srv/app"]
     assert any(h["created_by"] == "ARG GREETING=hi" for h in cfg["history"])
     assert cfg["architecture"] and cfg["os"] == "linux"
     assert man["config"]["mediaType"] == "application/vnd.oci.image.config.v1+json"

@@ -45,3 +45,58 @@ class LayerCache:
         with open(tmp, "w") as f:
             json.dump(entry, f, sort_keys=True)
         os.replace(tmp, self._path(key))
+
+
+class ExplainLog:
+    """Why a step missed: per step position (Dockerfile path, stage, step number) the
+    inputs that made its key at the last build that had that step, under cache/explain/.
+    The next build diffs its inputs against them."""
+
+    def __init__(self, store, dockerfile: str):
+        self.dir = os.path.join(store.root, "cache", "explain")
+        os.makedirs(self.dir, exist_ok=True)
+        self.dockerfile = os.path.abspath(dockerfile)
+
+    def _path(self, stage: int, step: int) -> str:
+        return os.path.join(self.dir, chain_key(self.dockerfile, stage, step)[:40])
+
+    def load(self, stage: int, step: int) -> dict | None:
+        try:
+            with open(self._path(stage, step)) as f:
+                return json.load(f)
+        except (OSError, ValueError):
+            return None
+
+    def save(self, stage: int, step: int, inputs: dict) -> None:
+        path = self._path(stage, step)
+        tmp = f"{path}.{uuid.uuid4().hex}.tmp"
+        with open(tmp, "w") as f:
+            json.dump(inputs, f, sort_keys=True)
+        os.replace(tmp, path)
+
+
+def explain(old: dict | None, new: dict) -> list[str]:
+    """Reasons a step with inputs `new` missed, against the last build's `old`."""
+    if old is None:
+        return ["no earlier build had this step"]
+    out = []
+    if old.get("instruction") != new.get("instruction"):
+        out.append(f"the instruction changed: was {old.get('instruction')!r}")
+    oe, ne = old.get("env") or {}, new.get("env") or {}
+    for k in sorted(set(oe) | set(ne)):
+        if oe.get(k) != ne.get(k):
+            was = "unset" if k not in oe else repr(oe[k])
+            now = "unset" if k not in ne else repr(ne[k])
+            out.append(f"build arg or ENV {k} changed: {was} -> {now}")
+    of, nf = old.get("files") or {}, new.get("files") or {}
+    changed = sorted(p for p in set(of) | set(nf) if of.get(p) != nf.get(p))
+    if changed:
+        shown = ", ".join(changed[:10]) + (f" and {len(changed) - 10} more" if len(changed) > 10 else "")
+        out.append(f"context files changed: {shown}")
+    for k in sorted(set(old) | set(new)):
+        if k in ("instruction", "env", "files", "parent") or old.get(k) == new.get(k):
+            continue
+        out.append(f"{k} changed")
+    if old.get("parent") != new.get("parent"):
+        out.append("the parent changed (an earlier step or the base image)")
+    return out or ["same inputs: the cached result was pruned or --no-cache was given"]

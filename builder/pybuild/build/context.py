@@ -4,7 +4,6 @@ Content digests feed the layer cache key, so a file whose mtime changed but whos
 did not still hits. The stat cache (size, mtime_ns, inode, ctime_ns -> digest) under the
 store root means an unchanged context is not re-read on every build.
 """
-import fnmatch
 import hashlib
 import json
 import os
@@ -59,15 +58,6 @@ class StatCache:
         os.replace(tmp, self.path)
 
 
-def match_path(pattern: str, rel: str) -> bool:
-    """Go filepath.Match per component (what COPY source wildcards use)."""
-    pp = [p for p in pattern.split("/") if p not in ("", ".")]
-    rp = [p for p in rel.split("/") if p]
-    if len(pp) != len(rp):
-        return False
-    return all(fnmatch.fnmatchcase(r, p) for p, r in zip(pp, rp))
-
-
 def has_magic(s: str) -> bool:
     return any(c in s for c in "*?[")
 
@@ -97,7 +87,10 @@ class Source:
         return os.path.join(self.root, inner.lstrip("/")) if inner != "/" else self.root
 
     def expand(self, pattern: str, what: str) -> list[str]:
-        """Relative paths a COPY source names (wildcards per path component)."""
+        """Relative paths a COPY source names. Wildcards are Go's filepath.Match, as
+        fsutil's ResolveWildcards applies them: `*` stays within a component (`**` too), so
+        matching component by component is the same. A wildcard that matches nothing gives
+        no paths, not an error (BuildKit's AllowEmptyWildcard)."""
         clean = os.path.normpath("/" + pattern).lstrip("/")
         if self.is_context and pattern.replace("\\", "/").split("/").count("..") and \
                 os.path.normpath(pattern).startswith(".."):
@@ -109,6 +102,7 @@ class Source:
                 raise OCIError(f"{what}: source {pattern!r} does not exist"
                                + (" in the build context" if self.is_context else ""))
             return [clean]
+        from ..dockerfile.dockerignore import filepath_match
         parts = clean.split("/")
         found = [""]
         for comp in parts:
@@ -118,14 +112,35 @@ class Source:
                 if not os.path.isdir(d):
                     continue
                 for name in sorted(os.listdir(d)):
-                    if fnmatch.fnmatchcase(name, comp):
+                    if filepath_match(comp, name):
                         rel = f"{base}/{name}" if base else name
                         if not self.ignored(rel):
                             nxt.append(rel)
             found = nxt
-        if not found:
-            raise OCIError(f"{what}: no source files were specified: {pattern!r} matches nothing")
         return found
+
+    def expand_included(self, pattern: str) -> list[str]:
+        """COPY --parents with a wildcard: BuildKit copies with the pattern as an include
+        pattern (moby/patternmatcher: `**` crosses directories). The top-most paths that
+        match, below the pattern's literal prefix; none is not an error."""
+        from ..dockerfile.dockerignore import Matcher
+        clean = os.path.normpath("/" + pattern).lstrip("/")
+        parts = clean.split("/")
+        n = next(i for i, p in enumerate(parts) if has_magic(p))
+        prefix = "/".join(parts[:n])
+        if not os.path.isdir(self.host(prefix) if prefix else self.root):
+            return []
+        m = Matcher([clean])
+        found = []
+
+        def hit(sub: str) -> bool:  # matched: taken whole, not walked into
+            if m.excluded(sub):
+                found.append(sub)
+                return True
+            return False
+        for _ in self.walk(prefix, hit):
+            pass
+        return sorted(found)
 
     def walk(self, rel: str, exclude=None):
         """Yield (relpath, hostpath, lstat) for rel and everything below it (dirs first),

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from ocispec import digest as _digest
 from ocispec.errors import OCIError
 
-from .context import Source, match_path
+from .context import Source, has_magic
 from ..image.layer import LayerWriter
 from ..rootfs import resolve_in_root
 from ..image.users import resolve_chown
@@ -66,6 +66,7 @@ class Selection:
     items: list
     digest: str
     temp_files: list
+    written: int = 1  # sources as the instruction names them, before wildcard expansion
 
     def cleanup(self):
         for p in self.temp_files:
@@ -75,22 +76,26 @@ class Selection:
                 pass
 
 
-def _exclude_fn(patterns, base: str):
+def _exclude_matcher(patterns, what: str):
+    """--exclude patterns: moby/patternmatcher's rules (the .dockerignore matcher)."""
     if not patterns:
+        return None
+    from ..dockerfile.dockerignore import Matcher
+    try:
+        return Matcher(patterns)
+    except OCIError as e:
+        raise OCIError(f"{what}: invalid --exclude pattern: {str(e).split(': ', 1)[-1]}") from None
+
+
+def _exclude_fn(matcher, base: str):
+    """fsutil's copier matches --exclude against the path below each source it copies
+    (a file source itself is never excluded)."""
+    if matcher is None:
         return None
 
     def excluded(rel: str) -> bool:
-        below = rel[len(base):].lstrip("/") if base and rel.startswith(base) else rel
-        for p in patterns:
-            p = p.strip("/")
-            for cand in (rel, below):
-                parts = cand.split("/")
-                # a pattern excludes a path or anything below a matching directory
-                for i in range(1, len(parts) + 1):
-                    if match_path(p, "/".join(parts[:i])) or (
-                            "/" not in p and match_path(p, parts[i - 1])):
-                        return True
-        return False
+        below = rel[len(base):].lstrip("/") if base else rel
+        return bool(below) and matcher.excluded(below)
     return excluded
 
 
@@ -218,6 +223,7 @@ def select(ins, srcs: list[str], source: Source, *, is_add: bool, tmp_dir: str, 
     import hashlib
     items, temps = [], []
     h = hashlib.sha256()
+    exclude = _exclude_matcher(excludes, what)
     try:
         for src in srcs:
             if is_add and src.lower().startswith(("http://", "https://")):
@@ -229,8 +235,12 @@ def select(ins, srcs: list[str], source: Source, *, is_add: bool, tmp_dir: str, 
             if is_add and (src.startswith("git@") or (src.endswith(".git") and "://" in src)):
                 raise OCIError(f"{what}: ADD of a git repository is not supported")
             parents = getattr(ins, "parents", False)
-            for rel in source.expand(src, what):
-                ex = _exclude_fn(excludes, rel)
+            if parents and has_magic(src):
+                rels = source.expand_included(src.replace("/./", "/"))
+            else:
+                rels = source.expand(src, what)
+            for rel in rels:
+                ex = _exclude_fn(exclude, rel)
                 entries = list(source.walk(rel, ex))
                 top = entries[0][2]
                 is_dir = stat.S_ISDIR(top.st_mode)
@@ -249,7 +259,7 @@ def select(ins, srcs: list[str], source: Source, *, is_add: bool, tmp_dir: str, 
         for p in temps:
             os.unlink(p)
         raise
-    return Selection(items, "sha256:" + h.hexdigest(), temps)
+    return Selection(items, "sha256:" + h.hexdigest(), temps, written=len(srcs) + len(heredocs))
 
 
 def _parents_rel(pattern: str, rel: str) -> str:
@@ -333,7 +343,7 @@ def _corrupt_errors() -> tuple:
 
 def _add_archive(lw: LayerWriter, path: str, comp: str, dest: str, what: str, *,
                  spool_dir: str, spooled: list, limits: AddLimits = DEFAULT_LIMITS,
-                 name: str = "") -> None:
+                 name: str = "", owner: tuple | None = None) -> None:
     """Extract a tar into the layer under dest; members never escape dest.
 
     Memory stays bounded whatever the archive expands to: small members are kept in
@@ -344,6 +354,8 @@ def _add_archive(lw: LayerWriter, path: str, comp: str, dest: str, what: str, *,
     unpacked = 0
     links: set[str] = set()
     src = f"{what} {name or posixpath.basename(path)}"
+    # --chown applies to every member (BuildKit's unpack passes archive.ChownOpts)
+    own = (lambda m: owner) if owner else (lambda m: (m.uid, m.gid))
     try:
         with open(path, "rb") as f, _open_tar(f, comp) as tf:
             for m in tf:
@@ -358,7 +370,7 @@ def _add_archive(lw: LayerWriter, path: str, comp: str, dest: str, what: str, *,
                         raise OCIError(f"{what}: archive member {m.name!r} goes through a symlink")
                 arc = posixpath.join(dest, rel)
                 if m.isdir():
-                    lw.add_dir(arc, m.mode, m.uid, m.gid, mtime=m.mtime)
+                    lw.add_dir(arc, m.mode, *own(m), mtime=m.mtime)
                 elif m.isreg():
                     unpacked += m.size
                     if limits.max_size and unpacked > limits.max_size:
@@ -368,16 +380,16 @@ def _add_archive(lw: LayerWriter, path: str, comp: str, dest: str, what: str, *,
                     data = tf.extractfile(m)
                     if m.size <= _SMALL_MEMBER and in_memory + m.size <= _MEMORY_BUDGET:
                         in_memory += m.size
-                        lw.add_file_bytes(arc, data.read(), m.mode, m.uid, m.gid, mtime=m.mtime)
+                        lw.add_file_bytes(arc, data.read(), m.mode, *own(m), mtime=m.mtime)
                         continue
                     tmp = os.path.join(spool_dir, f"add-{uuid.uuid4().hex}.member")
                     spooled.append(tmp)
                     with open(tmp, "xb") as out:
                         shutil.copyfileobj(data, out, 1 << 20)
-                    lw.add_file(arc, tmp, m.size, m.mode, m.uid, m.gid, mtime=m.mtime)
+                    lw.add_file(arc, tmp, m.size, m.mode, *own(m), mtime=m.mtime)
                 elif m.issym():
                     links.add(rel)
-                    lw.add_symlink(arc, m.linkname, m.uid, m.gid, mtime=m.mtime)
+                    lw.add_symlink(arc, m.linkname, *own(m), mtime=m.mtime)
                 elif m.islnk():
                     lparts = [p for p in m.linkname.split("/") if p not in ("", ".")]
                     if any(p == ".." for p in lparts):
@@ -392,6 +404,48 @@ def _add_archive(lw: LayerWriter, path: str, comp: str, dest: str, what: str, *,
             raise
         # bz2 reports bad data as an OSError without an errno
         raise OCIError(f"{src}: the archive is truncated or corrupt ({e})") from None
+
+
+def mkdir_all(lw: LayerWriter, view: str | None, path: str, mode: int, owner: tuple,
+              mtime: int) -> int:
+    """Layer entries for the directories on the way to `path`, itself included (fsutil's
+    MkdirAll); returns how many were missing. A missing one is created with mode and
+    owner; an existing one is written with its own metadata, so extracting this layer on
+    its own does not give it default metadata that would hide the image's (the overlay
+    takes a directory's owner and mode from the topmost layer that has it)."""
+    created = 0
+    parts = [p for p in path.split("/") if p]
+    for i in range(1, len(parts) + 1):
+        sub = "/".join(parts[:i])
+        if sub in lw._entries:
+            continue
+        if view:
+            try:
+                st = os.lstat(os.path.join(view, sub))
+            except FileNotFoundError:
+                st = None
+            if st is not None:
+                if stat.S_ISDIR(st.st_mode):
+                    lw.add_dir(sub, stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid,
+                               mtime=st.st_mtime)
+                continue
+        lw.add_dir(sub, mode, owner[0], owner[1], mtime=mtime)
+        created += 1
+    return created
+
+
+def mkdir_layer(store, view: str | None, path: str, user: str, *, compression, sde,
+                what: str) -> dict | None:
+    """WORKDIR's layer: `path` made with its parents, 0755, owned by `user` (looked up in
+    the image), as BuildKit's Mkdir(WithParents, WithUser); None when it exists."""
+    import time
+    resolved = resolve_in_root(view, path) if view else path
+    if view and os.path.isdir(os.path.join(view, resolved.lstrip("/"))):
+        return None
+    owner = resolve_chown(view, user, what) if user else (0, 0)
+    lw = LayerWriter(store, compression, sde)
+    mkdir_all(lw, view, resolved, 0o755, owner, sde if sde is not None else int(time.time()))
+    return lw.close()
 
 
 def write(store, sel: Selection, *, dest: str, workdir: str, view: str | None, chown, chmod,
@@ -414,29 +468,43 @@ def write(store, sel: Selection, *, dest: str, workdir: str, view: str | None, c
 
 def _write(store, sel: Selection, *, dest, workdir, view, chown, chmod, from_context, is_add,
            unpack, compression, sde, what, limits, spooled) -> dict:
+    import time
+    from ..dockerfile.chmod import parse_chmod
+    if dest in ("", "."):
+        dest = "./"  # BuildKit's pathRelativeToWorkingDir: the working directory itself
     dest_abs = posixpath.normpath(posixpath.join(workdir or "/", dest))
-    n_sources = len(sel.items)
-    dest_dir_wanted = dest.endswith("/") or dest in (".", "..") or n_sources > 1
-    if n_sources > 1 and not dest.endswith("/"):
+    dest_dir_wanted = dest.endswith("/") or dest == ".."
+    # judged on the sources as written: one wildcard may match many files
+    if sel.written > 1 and not dest_dir_wanted:
         raise OCIError(f"{what}: with more than one source the destination must end with /")
     # Resolve the destination in the image: symlinks lead at most to the rootfs' root.
     resolved = resolve_in_root(view, dest_abs) if view else dest_abs
     host_dest = os.path.join(view, resolved.lstrip("/")) if view else None
     dest_exists_dir = bool(view and os.path.isdir(host_dest))
     owner = resolve_chown(view, chown, what) if chown else None
-    mode = int(chmod, 8) if chmod else None
+    try:
+        cm = parse_chmod(chmod) if chmod else None
+    except ValueError as e:
+        raise OCIError(f"{what}: --chmod={chmod}: {e}") from None
     lw = LayerWriter(store, compression, sde)
+    created_mtime = sde if sde is not None else int(time.time())
 
-    def ensure_dirs(path: str, own: tuple | None) -> None:
-        """Entries for directories that the image does not have yet (mkdir -p)."""
-        parts = [p for p in path.split("/") if p]
-        for i in range(1, len(parts) + 1):
-            sub = "/".join(parts[:i])
-            if view and os.path.lexists(os.path.join(view, sub)):
-                continue
-            u, g = own if own else (0, 0)
-            if sub not in lw._entries:
-                lw.add_dir(sub, 0o755, u, g, mtime=sde)
+    def mode_of(st) -> int | None:
+        return None if cm is None else cm.apply(st.st_mode)
+
+    def ensure_dirs(path: str, dir_mode: int | None = None) -> None:
+        mkdir_all(lw, view, path, dir_mode if dir_mode is not None else
+                  (cm.dir_mode() if cm else 0o755), owner or (0, 0), created_mtime)
+
+    def add(host, target, u, g, st):
+        if stat.S_ISSOCK(st.st_mode):
+            # BuildKit sends a context socket as an empty regular file with its mode
+            # (fsutil clears the socket bit), and fsutil's copy stubs one the same way
+            m = mode_of(st)
+            lw.add_file_bytes(target, b"", stat.S_IMODE(st.st_mode) if m is None else m, u, g,
+                              mtime=st.st_mtime)
+        else:
+            lw.add_path(host, target, uid=u, gid=g, mode=mode_of(st), _st=st)
 
     def owner_of(st):
         if owner is not None:
@@ -446,12 +514,11 @@ def _write(store, sel: Selection, *, dest, workdir, view, chown, chmod, from_con
     for it in sel.items:
         if it.kind == "tree" and it.is_dir:
             base = posixpath.join(resolved, it.name) if it.name else resolved
-            ensure_dirs(base, owner)
+            ensure_dirs(base)
             top_len = len(it.rel) + 1 if it.rel else 0
             for rel, host, st in it.entries[1:]:
                 u, g = owner_of(st)
-                lw.add_path(host, posixpath.join(base, rel[top_len:]), uid=u, gid=g,
-                            mode=mode, _st=st)
+                add(host, posixpath.join(base, rel[top_len:]), u, g, st)
             continue
         into_dir = dest_dir_wanted or dest_exists_dir
         if it.kind == "tree":
@@ -459,26 +526,27 @@ def _write(store, sel: Selection, *, dest, workdir, view, chown, chmod, from_con
             if is_add and unpack is not False and stat.S_ISREG(st.st_mode):
                 comp = _detect_archive(host)
                 if comp and _is_tar(host, comp):
-                    ensure_dirs(resolved, owner)
+                    ensure_dirs(resolved, 0o755)  # unpack's MkdirAll: 0755, not --chmod
                     _add_archive(lw, host, comp, resolved, what, spool_dir=store.tmp_dir,
-                                 spooled=spooled, limits=limits, name=it.rel)
+                                 spooled=spooled, limits=limits, name=it.rel, owner=owner)
                     continue
             name = it.name or posixpath.basename(it.rel)
             target = posixpath.join(resolved, name) if into_dir else resolved
-            ensure_dirs(posixpath.dirname(target), None if not into_dir else owner)
+            ensure_dirs(posixpath.dirname(target))
             u, g = owner_of(st)
-            if stat.S_ISLNK(st.st_mode) or stat.S_ISREG(st.st_mode) or not stat.S_ISDIR(st.st_mode):
-                lw.add_path(host, target, uid=u, gid=g, mode=mode, _st=st)
+            add(host, target, u, g, st)
         elif it.kind == "file":  # fetched URL: never unpacked (as docker)
             target = posixpath.join(resolved, it.name) if into_dir else resolved
-            ensure_dirs(posixpath.dirname(target), owner if into_dir else None)
+            ensure_dirs(posixpath.dirname(target))
             u, g = owner or (0, 0)
             st = os.lstat(it.host)
-            lw.add_file(target, it.host, st.st_size, mode if mode is not None else it.mode, u, g,
+            lw.add_file(target, it.host, st.st_size,
+                        cm.apply(stat.S_IFREG | it.mode) if cm else it.mode, u, g,
                         mtime=it.mtime if it.mtime is not None else st.st_mtime)
         else:  # heredoc
             target = posixpath.join(resolved, it.name) if into_dir else resolved
-            ensure_dirs(posixpath.dirname(target), owner if into_dir else None)
+            ensure_dirs(posixpath.dirname(target))
             u, g = owner or (0, 0)
-            lw.add_file_bytes(target, it.data, mode if mode is not None else 0o644, u, g, mtime=sde)
+            lw.add_file_bytes(target, it.data, cm.apply(stat.S_IFREG | 0o644) if cm else 0o644,
+                              u, g, mtime=sde)
     return lw.close()

@@ -7,6 +7,8 @@ directly; RUN runs in a container (run.py). Every layer step is looked up in the
 first. Tags and exports happen only after the whole build succeeded.
 """
 import copy as _copy
+import hashlib
+import json
 import os
 import posixpath
 import threading
@@ -25,6 +27,7 @@ from ..image import images as _images
 from .. import rootfs as _rootfs
 from . import run as _run
 from ..image.store import Store
+from ..dockerfile.scope import PROXY_ARGS as _PROXY_ARGS
 
 @dataclass
 class BuildOptions:
@@ -45,6 +48,7 @@ class BuildOptions:
     add_limits: _copyop.AddLimits = field(default_factory=_copyop.AddLimits)
     pull: str = "missing"  # FROM/--from images the store lacks: missing | always | never
     registry: object = None  # pybuild.image.images.PullContext (None: defaults)
+    explain_cache: bool = False  # print why each step missed the cache, for the whole build
 
 
 class StageState:
@@ -104,13 +108,15 @@ class Builder:
         self.runtime = find_runtime(opts.runtime)
         self.stat_cache = _context.StatCache(os.path.join(store.root, "statcache.json"))
         self._local = threading.local()
-        self.sde = opts.source_date_epoch
+        self.sde = _source_date_epoch(opts)
         self.platform = (_image.parse_platform(opts.platform) if opts.platform
                          else _image.host_platform())
         self._results: dict[int, StageState] = {}
         self._events: dict[int, threading.Event] = {}
         self._errors: list[BaseException] = []
         self.procs: set = set()  # runtime processes running now
+        self.explain_log = None  # set once the Dockerfile is known
+        self.misses: list = []  # (step label, reasons) of the steps that missed
         self.cancelled = False
         self._pull = {"pull": opts.pull, "registry": opts.registry or _images.PullContext()}
 
@@ -120,7 +126,7 @@ class Builder:
         """Build; returns the manifest descriptor (tagged and exported)."""
         t0 = time.monotonic()
         opts = self.opts
-        dfpath = opts.dockerfile or os.path.join(opts.context, "Dockerfile")
+        dfpath = opts.dockerfile or _default_dockerfile(opts.context)
         try:
             with open(dfpath, "rb") as f:
                 data = f.read()
@@ -129,6 +135,7 @@ class Builder:
         from ..dockerfile import parse
         from ..dockerfile.parser import decode_text
         self.fname = os.path.basename(dfpath)
+        self.explain_log = _cache.ExplainLog(self.store, dfpath)
         text = decode_text(data, self.fname)
         self.df = parse(text, filename=self.fname)
         if not self.df.stages:
@@ -167,6 +174,8 @@ class Builder:
             self._export(desc, out)
         for tag in opts.tags:
             self.store.tag(tag, desc)
+        if opts.explain_cache:
+            self.progress.explain_cache(self.misses)
         self.progress.result(desc["digest"], time.monotonic() - t0)
         return desc
 
@@ -238,6 +247,7 @@ class Builder:
             text = ins.original or ins.kind
             h = self.progress.step(pos, nst, n, len(instructions) + 1, text)
             self._local.step = h
+            self._local.pos = (stage.index, n)
             try:
                 fn = getattr(self, "_i_" + ins.kind.lower(), None)
                 if fn is None:
@@ -270,7 +280,9 @@ class Builder:
         triggers = []
         base = ps.base
         if ps.base_kind == "scratch":
-            st.scope = self._scope()
+            # BuildKit's emptyImage: PATH and the working directory are set
+            st.config = {"Env": ["PATH=" + _run.DEFAULT_PATH], "WorkingDir": "/"}
+            st.scope = self._scope(base_env=st.env_map())
             st.chain = _cache.chain_key("scratch", plat, self.sde, self.opts.compression)
             return st, triggers
         if ps.base_kind == "stage":
@@ -282,7 +294,9 @@ class Builder:
             st.author = src.author
             st.shell = list(src.shell)
             st.chain = _cache.chain_key("stage", src.chain)
-            return st, triggers
+            # BuildKit: the base stage's ONBUILD commands are this stage's triggers
+            onbuild = st.config.pop("OnBuild", None) or []
+            return st, self._triggers(onbuild, f"ONBUILD of stage {ps.base}", stage)
         what = f"{self.fname}:{stage.line}: FROM {base}"
         desc, man, cfg = _images.resolve_base(self.store, base, what, platform=plat,
                                               **self._pull)
@@ -295,17 +309,43 @@ class Builder:
             st.shell = list(st.config["Shell"])
         st.cmd_from_base = "Cmd" in st.config
         onbuild = st.config.pop("OnBuild", None) or []
-        if onbuild:
-            from ..dockerfile import parse
-            sub = parse("FROM scratch\n" + "\n".join(onbuild) + "\n", filename=f"ONBUILD of {base}")
-            triggers = sub.stages[0].instructions
-            for t in triggers:
-                t.line = stage.line
+        triggers = self._triggers(onbuild, f"ONBUILD of {base}", stage)
         st.chain = _cache.chain_key("image", desc["digest"], self.sde, self.opts.compression)
         return st, triggers
 
+    def _triggers(self, onbuild: list, name: str, stage) -> list:
+        """ONBUILD expressions (heredoc bodies included) parsed as instructions."""
+        if not onbuild:
+            return []
+        from ..dockerfile import parse
+        sub = parse("FROM scratch\n" + "\n".join(onbuild) + "\n", filename=name)
+        triggers = sub.stages[0].instructions
+        for t in triggers:
+            t.line = stage.line
+        return triggers
+
     # -- helpers ----------------------------------------------------------------------
 
+
+    def _lookup(self, st, key: str, inputs: dict) -> dict | None:
+        """The cache entry for a step's key; on a miss, say why (the inputs that differ
+        from the last build that had this step) and remember these inputs for the next."""
+        hit = self.cache.get(key)
+        pos = getattr(self._local, "pos", None)
+        if pos is None or self.explain_log is None:
+            return hit
+        inputs = dict(inputs, parent=st.chain, sde=self.sde)
+        inputs = json.loads(json.dumps(inputs, default=str))  # as the log will read it back
+        if hit is None:
+            reasons = _cache.explain(self.explain_log.load(*pos), inputs)
+            step = self._local.step
+            self.misses.append((step.label, reasons))
+            self.progress.cache_miss(step, reasons)
+        try:
+            self.explain_log.save(*pos, inputs)
+        except OSError as e:  # never fails the build: the next one explains less
+            self.progress.info(f"warning: cannot record the cache inputs: {e}")
+        return hit
 
     def _now(self) -> str:
         return _iso(self.sde if self.sde is not None else time.time())
@@ -414,10 +454,28 @@ class Builder:
         return self._meta(st, ins, "USER " + user)
 
     def _i_workdir(self, st, ins):
-        path = ins.path
-        st.config["WorkingDir"] = posixpath.normpath(
-            posixpath.join(st.config.get("WorkingDir") or "/", path))
-        return self._meta(st, ins, "WORKDIR " + st.config["WorkingDir"])
+        wd = posixpath.normpath(posixpath.join(st.config.get("WorkingDir") or "/", ins.path))
+        st.config["WorkingDir"] = wd
+        created_by = "WORKDIR " + wd
+        if wd == "/":
+            return self._meta(st, ins, created_by)
+        if len(wd.encode()) >= _run.PATH_MAX:  # BuildKit's mkdir fails there too
+            raise OCIError(f"{self._where(ins)}: WORKDIR: the working directory is "
+                           f"{len(wd.encode())} bytes long: a process cannot run in a path of "
+                           f"{_run.PATH_MAX} or more", hint="use a shorter WORKDIR")
+        # BuildKit: mkdir -p, 0755, owned by the current USER, SOURCE_DATE_EPOCH times
+        user = st.config.get("User") or ""
+        key = _cache.chain_key(st.chain, "WORKDIR", wd, user, self.sde, self.opts.compression)
+        hit = self._lookup(st, key, {"instruction": created_by, "user": user})
+        if hit is not None:
+            self._add_layer(st, key, hit)
+            return True
+        with _Views(self) as views:
+            result = _copyop.mkdir_layer(self.store, views.view(st.layers), wd, user,
+                                         compression=self.opts.compression, sde=self.sde,
+                                         what=f"{self._where(ins)}: WORKDIR")
+        self._add_layer(st, key, self._record(key, result, created_by))
+        return False
 
     def _i_stopsignal(self, st, ins):
         sig = ins.signal
@@ -447,7 +505,8 @@ class Builder:
 
     def _i_onbuild(self, st, ins):
         st.config.setdefault("OnBuild", []).append(ins.expression)
-        return self._meta(st, ins, "ONBUILD " + ins.expression)
+        st.chain = _cache.chain_key(st.chain, "ONBUILD " + ins.expression)  # no history (BuildKit)
+        return False
 
     def _i_maintainer(self, st, ins):
         st.author = ins.name
@@ -477,8 +536,6 @@ class Builder:
     def _copy(self, st, ins, *, is_add: bool):
         what = f"{self._where(ins)}: {ins.kind}"
         srcs, dest, chown, chmod = list(ins.sources), ins.dest, ins.chown, ins.chmod
-        if chmod and not all(c in "01234567" for c in chmod):
-            raise OCIError(f"{what}: --chmod={chmod}: want an octal mode")
         excludes = list(ins.exclude or [])  # as written: BuildKit does not expand them
         from_ = getattr(ins, "from_", None)  # never expanded (BuildKit)
         checksum = getattr(ins, "checksum", None)
@@ -504,7 +561,10 @@ class Builder:
                 key = _cache.chain_key(parent, ins.kind, srcs, dest, workdir, flags, sel.digest,
                                        self.sde, self.opts.compression)
                 created_by = f"{ins.kind} {' '.join(srcs)} {dest} # buildkit"
-                hit = self.cache.get(key)
+                hit = self._lookup(st, key, {
+                    "instruction": f"{ins.kind} {' '.join(srcs)} {dest}",
+                    "flags": flags, "workdir": workdir, "files": _selected_files(sel, source),
+                    "link": bool(ins.link)})
                 if hit is not None:
                     self._add_layer(st, _cache.chain_key(st.chain, key), hit)
                     return True
@@ -550,9 +610,17 @@ class Builder:
         if arg_env:
             created_by = f"RUN |{len(arg_env)} " + " ".join(f"{k}={v}" for k, v in
                                                            sorted(arg_env.items())) + " " + created_by[4:]
-        key = _cache.chain_key(st.chain, "RUN", args, files, sorted(full_env.items()), user, cwd,
+        # proxy build args reach the command but not the key (BuildKit's ProxyEnv), unless
+        # the Dockerfile declares them (then they are ARGs like any other)
+        key_env = sorted((k, v) for k, v in full_env.items()
+                         if k not in _PROXY_ARGS or k in st.scope.state)
+        key = _cache.chain_key(st.chain, "RUN", args, files, key_env, user, cwd,
                                network, mount_keys, self.sde, self.opts.compression)
-        hit = self.cache.get(key)
+        hit = self._lookup(st, key, {
+            "instruction": "RUN " + (_json(args) if isinstance(cmd, list) else " ".join(args)),
+            "env": dict(key_env),
+            "user": user, "workdir": cwd, "network": network, "mounts": mount_keys,
+            "heredoc files": files})
         if hit is not None:
             self._add_layer(st, key, hit)
             return True
@@ -568,11 +636,14 @@ class Builder:
     def _run_mount(self, st, m, what):
         """A RUN --mount resolved to a host source, plus what it adds to the cache key."""
         target = m.target or ""
-        if not target and m.type != "secret":
-            raise OCIError(f"{what}: --mount type={m.type} needs target=")
         m = _copy.copy(m)
-        m.target = posixpath.normpath(posixpath.join(st.config.get("WorkingDir") or "/", target)) \
-            if target else target
+        if m.type != "secret":
+            # BuildKit joins a relative (or missing) target to the working directory
+            m.target = posixpath.normpath(posixpath.join(st.config.get("WorkingDir") or "/",
+                                                         target))
+            if m.target == "/":
+                raise OCIError(f"{what}: --mount type={m.type}: invalid mount target \"/\"",
+                               hint="give target= a directory other than the root")
         if m.type == "tmpfs":
             return _run.RunMount(m), ("tmpfs", m.target, m.size)
         if m.type == "secret":
@@ -600,10 +671,12 @@ class Builder:
         if m.type == "bind":
             if m.from_:
                 ref = m.from_
-                layers, key = self._source_for(st, ref, None) if self.df.stage(ref) else \
+                layers, _ = self._source_for(st, ref, None) if self.df.stage(ref) else \
                     self._image_layers(ref, what)
-                return _run.RunMount(m, view_layers=layers), ("bind-from", key, m.source, m.target,
-                                                              m.readonly)
+                # the key follows the content of the mounted path, not the stage's history
+                return _run.RunMount(m, view_layers=layers), (
+                    "bind-from", self._mounted_digest(layers, m.source, what), m.target,
+                    m.readonly)
             rel = (m.source or ".")
             host = self.context.host(os.path.normpath("/" + rel).lstrip("/"))
             if not os.path.exists(host):
@@ -612,6 +685,17 @@ class Builder:
             dg = self.context.digest_entries(entries)
             return _run.RunMount(m, source_host=host), ("bind", rel, m.target, m.readonly, dg)
         raise OCIError(f"{what}: --mount type={m.type} is not supported")
+
+    def _mounted_digest(self, layers, source, what) -> str:
+        """Digest of what a from= bind mount shows: paths, modes, owners, contents."""
+        with _Views(self) as views:
+            root = views.view(layers) or views.empty()
+            src = _context.Source(root, is_context=False)
+            rel = os.path.normpath("/" + (source or "/")).lstrip("/")
+            if not os.path.lexists(src.host(rel) if rel else src.root):
+                raise OCIError(f"{what}: --mount source {source!r} does not exist in the "
+                               "mounted stage or image")
+            return src.digest_entries(src.walk(rel))
 
     def _image_layers(self, ref, what):
         desc, man, cfg = _images.resolve_base(self.store, ref, what, platform=self.platform,
@@ -691,3 +775,38 @@ class _Views:
 def _json(v) -> str:
     import json
     return json.dumps(v, ensure_ascii=False)
+
+
+def _default_dockerfile(context: str) -> str:
+    """`Dockerfile` in the context, or `dockerfile` when only that exists (BuildKit's
+    dockerui falls back to the lower-case name)."""
+    path = os.path.join(context, "Dockerfile")
+    lower = os.path.join(context, "dockerfile")
+    if not os.path.lexists(path) and os.path.lexists(lower):
+        return lower
+    return path
+
+
+def _source_date_epoch(opts) -> int | None:
+    """--build-arg SOURCE_DATE_EPOCH wins over the environment (buildx passes the
+    environment's as that build arg); an empty value means unset."""
+    if "SOURCE_DATE_EPOCH" not in opts.build_args:
+        return opts.source_date_epoch
+    v = opts.build_args["SOURCE_DATE_EPOCH"].strip()
+    if not v:
+        return None
+    if not v.isdigit():
+        raise OCIError(f"--build-arg SOURCE_DATE_EPOCH={v!r}: want seconds since the epoch")
+    return int(v)
+
+
+def _selected_files(sel, source) -> dict:
+    """{path: digest} of what a COPY selected, for explaining a miss by file."""
+    out = {}
+    for it in sel.items:
+        if it.kind == "tree":
+            for rel, host, st in it.entries:
+                out[rel or "."] = source.digest_entries([(rel, host, st)])
+        else:
+            out[it.name or it.host] = hashlib.sha256(it.data).hexdigest()
+    return out

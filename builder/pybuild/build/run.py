@@ -24,7 +24,7 @@ from ..image.users import resolve_user
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 _TAIL = 8
-_PATH_MAX = 4096  # the kernel's limit on a path, the NUL included
+PATH_MAX = 4096  # the kernel's limit on a path, the NUL included
 
 
 def container_config(spec: "RunSpec", root: str, user: tuple, mounts: list) -> dict:
@@ -169,9 +169,9 @@ def run(builder, spec: RunSpec, layers, *, compression, sde) -> dict | None:
                 if miss is not None:
                     created_points.append((m["destination"], miss, _lower_parents(merged, miss)))
             # WORKDIR is created if missing (and stays in the layer, as docker does).
-            if len(spec.cwd.encode()) >= _PATH_MAX:
+            if len(spec.cwd.encode()) >= PATH_MAX:
                 raise OCIError(f"{spec.what}: the working directory is {len(spec.cwd.encode())} "
-                               f"bytes long: a process cannot run in a path of {_PATH_MAX} or more",
+                               f"bytes long: a process cannot run in a path of {PATH_MAX} or more",
                                hint="use a shorter WORKDIR")
             mkdir_all(merged, resolve_in_root(merged, spec.cwd), 0o755)
             with open(os.path.join(bundle, "config.json"), "w") as f:
@@ -207,6 +207,8 @@ def _exec_runtime(builder, state_root: str, bundle: str, cid: str, what: str) ->
                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         p.kill()
     builder.procs.add(kill)
+    if builder.cancelled:  # Ctrl-C came while the runtime was starting: nobody else kills it
+        kill()
     try:
         for raw in p.stdout:
             line = raw.decode("utf-8", "replace").rstrip("\n")

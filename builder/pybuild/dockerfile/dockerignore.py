@@ -17,6 +17,7 @@ re-include something inside them.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import posixpath
@@ -115,11 +116,12 @@ class Pattern:
         return ("!" if self.exclusion else "") + self.text
 
 
-def _compile(pattern: str) -> tuple[int, _Automaton | None]:
+def _compile(pattern: str, doublestar: bool = True) -> tuple[int, _Automaton | None]:
     """moby's Pattern.compile: the match strategy, and for the regexp one the pattern as
     automaton tokens (what moby's Go regexp means: `*` = `[^/]*`, `?` = `[^/]`, a trailing
     `**` = `.*`, another `**` = `(.*/)?`, `[...]` a class). Matched by globmatch, which
-    never backtracks: `*a*a*a...b` costs time linear in the path."""
+    never backtracks: `*a*a*a...b` costs time linear in the path. doublestar=False: Go's
+    filepath.Match, where `**` is two `*`s (COPY source wildcards)."""
     toks: list[tuple] = []
     kind = _EXACT
     i, n = 0, len(pattern)
@@ -128,7 +130,7 @@ def _compile(pattern: str) -> tuple[int, _Automaton | None]:
         ch = pattern[i]
         i += 1
         if ch == "*":
-            if i < n and pattern[i] == "*":
+            if doublestar and i < n and pattern[i] == "*":
                 i += 1
                 if i < n and pattern[i] == "/":
                     i += 1
@@ -165,6 +167,26 @@ def _compile(pattern: str) -> tuple[int, _Automaton | None]:
     if kind != _REGEX:
         return kind, None
     return kind, _Automaton(toks)
+
+
+@functools.lru_cache(maxsize=256)
+def _filepath_pattern(pattern: str) -> tuple[int, _Automaton | None] | None:
+    try:
+        _check_syntax(pattern)
+    except OCIError:
+        return None
+    return _compile(pattern, doublestar=False)
+
+
+def filepath_match(pattern: str, name: str) -> bool:
+    """Go's filepath.Match: what COPY/ADD source wildcards use (fsutil's
+    ResolveWildcards). `*` and `?` never cross `/` (so `**` is just `*`), `[^a]` negates,
+    `\\x` is a literal x; a malformed pattern matches nothing (fsutil ignores the error)."""
+    compiled = _filepath_pattern(pattern)
+    if compiled is None:
+        return False
+    kind, rx = compiled
+    return name == pattern if kind == _EXACT else rx.fullmatch(name)
 
 
 def _class(p: str, i: int, toks: list) -> int:

@@ -331,8 +331,8 @@ def _compile_pattern(pattern: str) -> Pattern:
         elif ch == "?":
             toks.append(("any", "\n"))
         elif ch == "\\":
-            if i < n and pattern[i] == "}":
-                continue  # `\}` inside ${...}: the escape is not part of the pattern
+            if i < n and pattern[i] in "}/":
+                continue  # `\}` and `\/` inside ${...}: the escape is not part of the pattern
             nxt = pattern[i] if i < n else ""
             i += 1
             if nxt not in ("*", "?", "\\"):

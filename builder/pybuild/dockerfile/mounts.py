@@ -145,10 +145,9 @@ def parse_mount(value: str, expand: Callable[[str], str] | None = None) -> ast.M
         m.id = m.id or "default"
         m.target = m.target or "/run/buildkit/ssh_agent.0"
     else:
-        if not m.target:
-            raise MountError(f"{m.type} mount requires target=PATH")
+        # no target: BuildKit mounts at the working directory (joined at dispatch)
         if m.type == "cache" and not m.id:
-            m.id = m.target
+            m.id = m.target or "."  # path.Clean of the target as written
     return m
 
 

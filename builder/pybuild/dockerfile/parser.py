@@ -74,13 +74,12 @@ def chown_error(value: str) -> str | None:
 
 
 def chmod_error(value: str) -> str | None:
-    """Why a numeric --chmod value cannot be used, or None (other forms are checked when
-    the layer is written)."""
-    if value.isdigit():
-        if not all(c in "01234567" for c in value):
-            return f"{value} is not an octal mode"
-        if int(value, 8) > 0o7777:
-            return f"mode {value} is out of range: at most 7777"
+    """Why a --chmod value cannot be used (BuildKit's message), or None."""
+    from .chmod import parse_chmod
+    try:
+        parse_chmod(value)
+    except ValueError as e:
+        return str(e)
     return None
 
 
@@ -280,6 +279,9 @@ class _Parser:
                 # Bodies start on the line after the instruction's last line.
                 consumed = self.read_heredocs(lg, lg.end_line, docs)
                 target.heredocs = inst.heredocs = [h for h, _ in docs]
+                if isinstance(inst, ast.Onbuild):  # BuildKit's parseOnBuild keeps the bodies
+                    inst.expression += "".join("\n" + h.content + h.name for h, _ in docs)
+                    inst.args = [inst.expression]
                 inst.end_line = target.end_line = lg.end_line + consumed
                 _attach_heredoc_sources(target)
             insts.append(inst)

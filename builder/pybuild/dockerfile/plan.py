@@ -85,8 +85,9 @@ def plan(df: ast.Dockerfile, *, target: str | None = None,
     """Resolve the stage graph of df for target (default: the last stage)."""
     build_args = dict(build_args or {})
     try:
+        # TARGETSTAGE without --target: the last stage's name (BuildKit), "default" if none
         predefined = predefined_args(platform=platform, build_platform=build_platform,
-                                     target=target)
+                                     target=target or (df.stages[-1].name if df.stages else None))
     except OCIError as e:
         raise OCIError(f"--platform: {e.message}") from None
     globals_ = global_args(df, build_args, predefined)

@@ -178,7 +178,12 @@ class Scope:
 
     def run_env(self) -> dict[str, str]:
         """Environment for a RUN: the build state plus proxy build args."""
-        out = {k: v for k, v in self.build_args.items() if k in PROXY_ARGS}
+        # BuildKit's proxyEnvFromBuildArgs: either spelling sets both (the lower case wins
+        # when both are given), as exec.go's proxyEnvList puts them in the environment
+        out = {}
+        for k in sorted(self.build_args):
+            if k in PROXY_ARGS:
+                out[k.upper()] = out[k.lower()] = self.build_args[k]
         out.update(self.state)
         return out
 

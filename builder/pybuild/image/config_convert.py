@@ -5,7 +5,6 @@ Entrypoint + Cmd -> process.args, Env -> process.env, WorkingDir -> process.cwd,
 leaving the rootfs) -> process.user, Labels -> annotations, plus the conversion.md
 annotations; mounts, namespaces and masked/readonly paths as `runc spec` makes them.
 """
-import os
 
 from ocispec import defaults as _defaults
 from ocispec.errors import OCIError
@@ -15,78 +14,15 @@ DEFAULT_PATH = _defaults.DEFAULT_PATH_ENV
 DEFAULT_CAPS = _defaults.DEFAULT_CAPS
 
 
-def _read_in_root(rootfs: str, path: str) -> str | None:
-    """Text of `path` inside rootfs, resolving links as if rootfs were `/`; None if absent."""
-    from .extract import openat2_in_root
-    try:
-        root_fd = os.open(rootfs, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    except FileNotFoundError:
-        return None
-    try:
-        fd = openat2_in_root(root_fd, path.lstrip("/"), os.O_RDONLY)
-    except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
-        return None
-    finally:
-        os.close(root_fd)
-    with os.fdopen(fd, "r", encoding="utf-8", errors="replace") as f:
-        return f.read(1 << 22)
-
-
-def _entries(text: str | None, fields: int):
-    for line in (text or "").splitlines():
-        if not line or line.startswith("#"):
-            continue
-        parts = line.split(":")
-        if len(parts) >= fields:
-            yield parts
-
-
 def resolve_user(user: str | None, rootfs: str | None) -> dict:
-    """`User` of an image config -> {"uid", "gid", "additionalGids"?}.
-
-    Forms: "", "uid", "uid:gid", "name", "name:group", mixed. Names are looked up in the
-    rootfs's /etc/passwd and /etc/group; an unknown name is an error, as in Docker.
-    """
-    user = (user or "").strip()
-    if not user:
-        user = "0"
-    name, _, group = user.partition(":")
-    passwd = _read_in_root(rootfs, "/etc/passwd") if rootfs else None
-    groups = _read_in_root(rootfs, "/etc/group") if rootfs else None
-    uid = gid = None
-    username = None
-    if name.isdigit():
-        uid = int(name)
-        for p in _entries(passwd, 4):
-            if p[2].isdigit() and int(p[2]) == uid:
-                username, gid = p[0], int(p[3]) if p[3].isdigit() else None
-                break
-    else:
-        for p in _entries(passwd, 4):
-            if p[0] == name:
-                uid, gid, username = int(p[2]), int(p[3]), name
-                break
-        if uid is None:
-            raise OCIError(f"unable to find user {name}: no matching entries in the image's /etc/passwd")
-    if group:
-        if group.isdigit():
-            gid = int(group)
-        else:
-            for g in _entries(groups, 3):
-                if g[0] == group:
-                    gid = int(g[2])
-                    break
-            else:
-                raise OCIError(f"unable to find group {group}: no matching entries in the image's /etc/group")
-    out = {"uid": uid, "gid": gid if gid is not None else 0}
-    if username and not group:
-        extra = []
-        for g in _entries(groups, 4):
-            members = g[3].split(",") if len(g) > 3 and g[3] else []
-            if username in members and g[2].isdigit() and int(g[2]) != out["gid"]:
-                extra.append(int(g[2]))
-        if extra:
-            out["additionalGids"] = sorted(set(extra))
+    """`User` of an image config -> {"uid", "gid", "additionalGids"?} (image/users.py: the
+    one resolver RUN uses too). Forms: "", "uid", "uid:gid", "name", "name:group", mixed;
+    an unknown name is an error, as in Docker."""
+    from .users import resolve_user as _resolve
+    uid, gid, extra = _resolve(rootfs, (user or "").strip(), "")
+    out = {"uid": uid, "gid": gid}
+    if extra:
+        out["additionalGids"] = extra
     return out
 
 
