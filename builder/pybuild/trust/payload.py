@@ -36,11 +36,7 @@ def parse(kind: str, data: bytes) -> tuple[str, str]:
         doc = json.loads(data)
     except ValueError:
         raise OCIError("the signed payload is not JSON") from None
-    if not isinstance(doc, dict) or "critical" not in doc:
-        raise OCIError("the signed payload has no critical section")
-    allowed = {"critical", "optional"}
-    if set(doc) - allowed:
-        raise OCIError(f"the signed payload has unexpected field {sorted(set(doc) - allowed)[0]!r}")
+    _exact(doc, {"critical", "optional"}, "the signed payload")
     crit = _exact(doc["critical"], {"type", "image", "identity"}, "critical")
     if crit["type"] != kind:
         raise OCIError(f"critical.type is {crit['type']!r}, not {kind!r}")
@@ -52,8 +48,7 @@ def parse(kind: str, data: bytes) -> tuple[str, str]:
         raise OCIError("critical.image.docker-manifest-digest is not a digest")
     if not isinstance(ident, str):
         raise OCIError("critical.identity.docker-reference is not a string")
-    opt = doc.get("optional", {})
-    if not isinstance(opt, dict):
+    if not isinstance(doc["optional"], (dict, type(None))):  # cosign writes null
         raise OCIError("optional is not a JSON object")
     return dg, ident
 
