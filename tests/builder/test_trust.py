@@ -495,3 +495,46 @@ def test_encrypted_layers_interop_with_skopeo(tenv, pyrunc_bin):
     assert b"org.opencontainers.image.enc.keys" not in blob
     for secret in _secret_material(priv):
         assert secret not in blob
+
+
+# -- lookaside over HTTP, written through lookaside-staging -------------------------------------
+
+def test_http_lookaside_and_staging(tenv):
+    import functools
+    import http.server
+    import threading
+    reg = tenv.registry()
+    tenv.image("app:1")
+    key, pub = tenv.key("signer")
+    staging = os.path.join(tenv.base, "staging")
+    os.makedirs(staging)
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=staging)
+    handler.log_message = lambda *a: None
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    try:
+        regd = os.path.join(tenv.base, "regd-http")
+        os.makedirs(regd)
+        with open(os.path.join(regd, "x.yaml"), "w") as f:
+            f.write(f"docker:\n  {reg.host}/web:\n"
+                    f"    lookaside: http://127.0.0.1:{srv.server_port}/sigs\n"
+                    f"    lookaside-staging: file://{staging}/sigs\n")
+        dest = f"{reg.host}/web/app:1"
+        dg = tenv.pybuild("push", "--sign-by", key, "--registries.d", regd, "app:1",
+                          dest).stdout.split()[1]
+        assert os.path.exists(os.path.join(staging, "sigs", "web", "app@sha256=" + dg[7:],
+                                           "signature-1"))
+        pol = tenv.signed_by("good", reg.host, pub)
+        tenv.pybuild("verify", "--tls-verify=false", "--signature-policy", pol,
+                     "--registries.d", regd, dest)
+        tenv.skopeo("--registries.d", regd, "copy", "--src-tls-verify=false",
+                    f"docker://{dest}", f"dir:{tenv.base}/o", policy=pol)
+        # a broken registries.d file is a one-line error naming it
+        with open(os.path.join(regd, "y.yaml"), "w") as f:
+            f.write("docker:\n  other.example: [unclosed\n")
+        p = tenv.pybuild("verify", "--tls-verify=false", "--signature-policy", pol,
+                         "--registries.d", regd, dest, ok=False)
+        one_line_error(p, "y.yaml", "not valid YAML")
+    finally:
+        srv.shutdown()
+        srv.server_close()

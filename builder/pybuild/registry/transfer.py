@@ -522,7 +522,7 @@ def _encrypt(store, data: bytes, mtype: str, encrypt, what: str, files: dict):
         d = dict(d, mediaType=oci.get(d["mediaType"], d["mediaType"]))
         if i in chosen and not ocicrypt.is_encrypted(d):
             f, tmp = store.temp_file(".enc")
-            files[tmp] = tmp
+            files[tmp] = tmp  # known to _temp_files (removed) even if encryption fails
             h = _digest.Hasher()
 
             class _Out:

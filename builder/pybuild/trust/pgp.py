@@ -12,7 +12,6 @@ generate_key writes a v4 Ed25519 primary key that itself may sign and certify (w
 `gpg --quick-gen-key` makes) with cryptography; pysequoia then parses and checks it, and
 does all signing and verification.
 """
-import base64
 import hashlib
 import os
 import struct
@@ -182,14 +181,6 @@ def verify(signature: bytes, certs: list) -> tuple[bytes, str]:
         raise SignatureError(f"{len(res.valid_sigs)} valid signatures where one is wanted")
     fpr = str(getattr(res.valid_sigs[0], "certificate", "")).upper()
     return res.bytes, fpr
-
-
-def armor_key_data(text: str) -> bytes:
-    """A policy's keyData: base64 of the key file's bytes."""
-    try:
-        return base64.b64decode(text, validate=True)
-    except ValueError:
-        raise OCIError("keyData: not base64") from None
 
 
 def write_private(path: str, data: bytes) -> None:
