@@ -459,6 +459,22 @@ def test_encrypted_layers_interop_with_skopeo(tenv, pyrunc_bin):
     tenv.skopeo("copy", "--src-tls-verify=false", "--decryption-key", priv,
                 f"docker://{dest}", f"oci:{lay}:x")
     assert [d for _, d in _layer_digests(lay)] == [d["digest"] for d in plain]
+    # two recipients (JWE general serialization), one an EC key (ECDH-ES+A256KW): skopeo
+    # decrypts with the EC key alone
+    ec_priv, ec_pub = os.path.join(tenv.base, "ec.pem"), os.path.join(tenv.base, "ec-pub.pem")
+    subprocess.run(["openssl", "ecparam", "-genkey", "-name", "prime256v1", "-noout", "-out",
+                    ec_priv], check=True, capture_output=True)
+    subprocess.run(["openssl", "ec", "-in", ec_priv, "-pubout", "-out", ec_pub], check=True,
+                   capture_output=True)
+    subprocess.run(["openssl", "pkcs8", "-topk8", "-nocrypt", "-in", ec_priv, "-out",
+                    ec_priv + "8"], check=True, capture_output=True)
+    tenv.pybuild("push", "--encryption-key", f"jwe:{pub}", "--encryption-key", f"jwe:{ec_pub}",
+                 "app:1", f"{reg.host}/enc/two:1")
+    tenv.skopeo("copy", "--src-tls-verify=false", "--decryption-key", priv,
+                f"docker://{reg.host}/enc/two:1", f"oci:{lay}-rsa:x")
+    tenv.skopeo("copy", "--src-tls-verify=false", "--decryption-key", ec_priv + "8",
+                f"docker://{reg.host}/enc/two:1", f"oci:{lay}-ec:x")
+    assert [d for _, d in _layer_digests(lay + "-ec")] == [d["digest"] for d in plain]
     # and skopeo with the wrong key fails
     tenv.skopeo("copy", "--src-tls-verify=false", "--decryption-key", other_priv,
                 f"docker://{dest}", f"oci:{lay}-2:x", ok=False)
