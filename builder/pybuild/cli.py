@@ -785,6 +785,11 @@ def _transfer(progress: str, quiet: bool, verb: str, run) -> None:
 
 
 _TLS_HELP = "verify TLS certificates (true|false; false also allows plain HTTP)"
+_POLICY_HELP = ("containers-policy.json to enforce (default ~/.config/containers/policy.json, "
+                "else /etc/containers/policy.json)")
+_REGISTRIES_D_HELP = ("directory of registries.d YAML files naming lookaside signature "
+                      "locations (default ~/.config/containers/registries.d, else "
+                      "/etc/containers/registries.d)")
 
 
 @app.command()
@@ -797,13 +802,21 @@ def pull(
     creds: Optional[str] = typer.Option(None, "--creds", help="USER[:PASSWORD] for the registry"),
     progress: str = typer.Option("auto", "--progress", help="auto|plain|tty|quiet|json"),
     quiet: bool = typer.Option(False, "-q", "--quiet", help="print only the manifest digest"),
+    signature_policy: Optional[str] = typer.Option(None, "--signature-policy", help=_POLICY_HELP),
+    registries_d: Optional[str] = typer.Option(None, "--registries.d", help=_REGISTRIES_D_HELP),
+    decryption_key: List[str] = typer.Option([], "--decryption-key",
+                                             help="PEM private key for encrypted layers (repeatable)"),
 ):
-    """Pull an image from a registry into the store (under its fully qualified name)."""
+    """Pull an image from a registry into the store (under its fully qualified name); the
+    signature policy must accept it first."""
     from .registry import transfer
+    from .trust import hooks
     opts = _registry_options(tls_verify, cert_dir, authfile, creds, platform)
+    check = hooks.checker(hooks.load_policy(signature_policy), registries_d)
+    keys = _decryption_keys(decryption_key)
 
     def run(store, pr):
-        name, desc = transfer.pull(store, image, opts, pr)
+        name, desc = transfer.pull(store, image, opts, pr, check=check, decryption_keys=keys)
         return name, desc["digest"]
     _transfer(progress, quiet, "pulling", run)
 
@@ -818,11 +831,37 @@ def push(
     creds: Optional[str] = typer.Option(None, "--creds", help="USER[:PASSWORD] for the registry"),
     progress: str = typer.Option("auto", "--progress", help="auto|plain|tty|quiet|json"),
     quiet: bool = typer.Option(False, "-q", "--quiet", help="print only the manifest digest"),
+    sign_by: Optional[str] = typer.Option(None, "--sign-by", metavar="KEYFILE",
+                                          help="sign (simple signing) with this OpenPGP secret key file"),
+    sign_by_sigstore: Optional[str] = typer.Option(None, "--sign-by-sigstore-private-key", metavar="PATH",
+                                                   help="attach a sigstore signature made with this PEM private key"),
+    sign_passphrase_file: Optional[str] = typer.Option(None, "--sign-passphrase-file", metavar="PATH",
+                                                       help="passphrase of the signing key"),
+    sign_identity: Optional[str] = typer.Option(None, "--sign-identity", metavar="NAME:TAG",
+                                                help="identity to sign (default: the destination)"),
+    registries_d: Optional[str] = typer.Option(None, "--registries.d", help=_REGISTRIES_D_HELP),
+    encryption_key: List[str] = typer.Option([], "--encryption-key", metavar="jwe:PUBKEY.pem",
+                                             help="encrypt layers for this public key (repeatable)"),
+    encrypt_layer: List[int] = typer.Option([], "--encrypt-layer", metavar="N",
+                                            help="encrypt only layer N (0-based, negative from the end; repeatable)"),
 ):
-    """Push an image from the store to a registry; its manifest digest stays the same."""
+    """Push an image from the store to a registry; its manifest digest stays the same unless
+    layers are encrypted. Optionally sign what was pushed."""
     from .registry import transfer
+    from .trust import hooks
     opts = _registry_options(tls_verify, cert_dir, authfile, creds)
-    _transfer(progress, quiet, "pushing", lambda store, pr: transfer.push(store, image, dest, opts, pr))
+    encrypt = None
+    if encryption_key:
+        from .trust import ocicrypt
+        encrypt = ([ocicrypt.load_public_key(k) for k in encryption_key], encrypt_layer or None)
+    elif encrypt_layer:
+        raise OCIError("--encrypt-layer needs --encryption-key")
+
+    def run(store, pr):
+        after = hooks.signer(sign_by, sign_by_sigstore, sign_passphrase_file, registries_d,
+                             sign_identity, pr)
+        return transfer.push(store, image, dest, opts, pr, encrypt=encrypt, after=after)
+    _transfer(progress, quiet, "pushing", run)
 
 
 def _registry_key(server: str) -> str:
@@ -895,6 +934,87 @@ def logout(
             return
         raise OCIError(f"not logged into {key} (in {authfile or _auth.default_authfile()})")
     typer.echo("Removed login credentials" + (f" for {key}" if key else " for all registries"))
+
+
+# -- trust: verify, generate-key (pybuild.trust, imported only here) -------------------------
+
+def _decryption_keys(paths) -> list:
+    if not paths:
+        return []
+    from .trust import ocicrypt
+    return [ocicrypt.load_private_key(p) for p in paths]
+
+
+@app.command()
+def verify(
+    image: str = typer.Argument(..., help="NAME[:TAG|@DIGEST] in a registry"),
+    signature_policy: Optional[str] = typer.Option(None, "--signature-policy", help=_POLICY_HELP),
+    registries_d: Optional[str] = typer.Option(None, "--registries.d", help=_REGISTRIES_D_HELP),
+    tls_verify: str = typer.Option("true", "--tls-verify", metavar="BOOL", help=_TLS_HELP),
+    cert_dir: Optional[str] = typer.Option(None, "--cert-dir", help="directory of CA *.crt files"),
+    authfile: Optional[str] = typer.Option(None, "--authfile", help="credentials file (auth.json)"),
+    creds: Optional[str] = typer.Option(None, "--creds", help="USER[:PASSWORD] for the registry"),
+):
+    """Check an image in a registry against the signature policy, without pulling it."""
+    from .registry import names, transfer
+    from .trust import hooks
+    opts = _registry_options(tls_verify, cert_dir, authfile, creds)
+    pol = hooks.load_policy(signature_policy)
+    if pol is None:
+        raise OCIError("verify: no signature policy (give --signature-policy FILE)")
+    ref = names.parse(image)
+    results = []
+    check = hooks.checker(pol, registries_d, results)
+    client = transfer.client_for(ref, opts)
+    try:
+        data, _, dg = transfer.fetch_manifest(client, ref, ref.reference, f"verify {ref}")
+        check(client, ref, data, dg)
+    except OCIError as e:
+        msg = e.message.replace("; nothing stored", "")
+        raise OCIError(msg if msg.startswith("verify ") else f"verify {ref}: {msg}") from None
+    finally:
+        client.close()
+    typer.echo(f"{ref} {dg}: accepted")
+    for r in results[:-1]:
+        typer.echo(f"  {r}")
+
+
+@app.command("generate-key")
+def generate_key(
+    output: str = typer.Option(..., "-o", "--output", metavar="PREFIX",
+                               help="writes PREFIX.key (mode 0600) and PREFIX.pub"),
+    kind: str = typer.Option("pgp", "--type",
+                             help="pgp (simple signing), sigstore (ECDSA P-256 PEM) or jwe "
+                                  "(RSA-4096 PEM for --encryption-key)"),
+    user_id: str = typer.Option("pybuild signing key", "--uid", help="OpenPGP user ID"),
+):
+    """Make a key pair for signing (--sign-by, --sign-by-sigstore-private-key) or for
+    layer encryption (--encryption-key jwe:PREFIX.pub / --decryption-key PREFIX.key)."""
+    from .trust import pgp
+    priv_path, pub_path = output + ".key", output + ".pub"
+    for p in (priv_path, pub_path):
+        if os.path.lexists(p):
+            raise OCIError(f"generate-key: {p} already exists; not overwritten")
+    fpr = None
+    if kind == "pgp":
+        priv, pub, fpr = pgp.generate_key(user_id)
+        priv, pub = priv.encode(), pub.encode()
+    elif kind == "sigstore":
+        from .trust import sigstore
+        priv, pub = sigstore.generate_key()
+    elif kind == "jwe":
+        from .trust import ocicrypt
+        priv, pub = ocicrypt.generate_key()
+    else:
+        raise OCIError(f"--type {kind!r}: want pgp, sigstore or jwe")
+    try:
+        pgp.write_private(priv_path, priv)
+        with open(pub_path, "xb") as f:
+            f.write(pub)
+    except OSError as e:
+        raise OCIError(f"generate-key: cannot write {e.filename}: {e.strerror}") from None
+    typer.echo(f"{priv_path} (private, 0600)\n{pub_path} (public)"
+               + (f"\nfingerprint {fpr}" if fpr else ""))
 
 
 def main(argv=None) -> int:

@@ -150,10 +150,12 @@ def _parallel(fn, items):
 
 # -- pull -----------------------------------------------------------------------------------
 
-def _download(client: Client, ref, store, desc: dict, progress, cancel) -> None:
+def _download(client: Client, ref, store, desc: dict, progress, cancel, commit=None) -> None:
+    """Download a blob into the store; with `commit`, hand the verified temp file to
+    commit(tmp_path) instead (an encrypted layer is stored decrypted, under another digest)."""
     dg, size = desc["digest"], desc["size"]
     algorithm, _ = _digest.parse(dg)
-    if store.has(dg):
+    if commit is None and store.has(dg):
         progress.skipped(dg, size, "exists")
         return
     what = f"pull {ref}: blob {dg}"
@@ -226,7 +228,11 @@ def _download(client: Client, ref, store, desc: dict, progress, cancel) -> None:
             raise RegistryError(f"{what}: content digest {hasher.digest} does not match; the "
                                 f"blob is corrupt, nothing stored")
         try:
-            store.commit_temp(tmp, dg, size, desc.get("mediaType"))
+            if commit is not None:
+                commit(tmp)
+                store.discard_temp(tmp)
+            else:
+                store.commit_temp(tmp, dg, size, desc.get("mediaType"))
         except OSError as e:
             raise _disk_error(e, store, what) from None
         progress.finish(h, "done")
@@ -268,13 +274,68 @@ def _operation(client: Client, store, what: str):
         client.close()
 
 
-def pull(store, name: str, opts: Options, progress) -> tuple[str, dict]:
-    """Pull `name` into the store; (stored name, manifest descriptor)."""
+class _Decryption:
+    """The encrypted layers of a manifest, their keys unwrapped before any download (a wrong
+    or missing key fails before anything is fetched)."""
+
+    def __init__(self, man: dict, keys, what: str):
+        from ..trust import ocicrypt
+        self.layers = {}
+        self.done = {}
+        for i, d in enumerate(man["layers"]):
+            if not ocicrypt.is_encrypted(d):
+                continue
+            lw = f"{what}: layer {i} ({d['digest']})"
+            if not keys:
+                raise OCIError(f"{what}: layer {i} is encrypted (ocicrypt); nothing stored",
+                               hint="give the private key with --decryption-key KEY.pem")
+            self.layers[d["digest"]] = ocicrypt.LayerKey(d, keys, lw)
+
+    def commit(self, store, desc: dict):
+        lk = self.layers.get(desc["digest"])
+        if lk is None:
+            return None
+
+        def run(tmp):
+            f, out = store.temp_file(".dec")
+            try:
+                with f, open(tmp, "rb") as src:
+                    dg, size = lk.decrypt(src, f, f"layer {desc['digest']}")
+                store.commit_temp(out, dg, size)
+            except BaseException:
+                store.discard_temp(out)
+                raise
+            self.done[desc["digest"]] = (dg, size)
+        return run
+
+    def manifest(self, man: dict) -> bytes:
+        from ..trust import ocicrypt
+        layers = []
+        for d in man["layers"]:
+            if d["digest"] in self.layers:
+                d = ocicrypt.decrypted_descriptor(d, *self.done[d["digest"]])
+            layers.append(d)
+        return _image.dumps(dict(man, layers=layers))
+
+
+def _decryption_plan(man: dict, keys, what: str) -> _Decryption:
+    return _Decryption(man, keys, what)
+
+
+def pull(store, name: str, opts: Options, progress, *, check=None,
+         decryption_keys=None) -> tuple[str, dict]:
+    """Pull `name` into the store; (stored name, manifest descriptor).
+
+    check(client, ref, manifest bytes, digest) vets the top-level manifest (the signature
+    policy) before any blob is fetched. Encrypted layers need decryption_keys (ocicrypt): they
+    are stored decrypted, under a manifest rewritten as skopeo does, whose digest differs."""
     ref = _names.parse(name)
     what = f"pull {ref}"
     client = client_for(ref, opts)
     with _operation(client, store, what):
         data, mtype, dg = fetch_manifest(client, ref, ref.reference, what)
+        if check is not None:
+            check(client, ref, data, dg)
         index = None
         platform = None
         if mtype in mt.INDEX_TYPES:
@@ -293,8 +354,10 @@ def pull(store, name: str, opts: Options, progress) -> tuple[str, dict]:
         man = _image.parse_manifest(data, source=f"{what}: manifest")
         blobs = [man["config"]] + list(man["layers"])
         n = len(man["layers"])
+        decrypt = _decryption_plan(man, decryption_keys, what)
         progress.info(f"pulling {ref} ({n} layer{'' if n == 1 else 's'})")
-        _parallel(lambda d, c: _download(client, ref, store, d, progress, c), blobs)
+        _parallel(lambda d, c: _download(client, ref, store, d, progress, c,
+                                         decrypt.commit(store, d)), blobs)
         cfg = _image.parse_config(store.read_blob(man["config"]["digest"]),
                                   source=f"{what}: image config")
         want = opts.platform
@@ -304,6 +367,10 @@ def pull(store, name: str, opts: Options, progress) -> tuple[str, dict]:
         if len(cfg["rootfs"]["diff_ids"]) != len(man["layers"]):
             raise OCIError(f"{what}: the config lists {len(cfg['rootfs']['diff_ids'])} diff_ids "
                            f"for {len(man['layers'])} layers")
+        if decrypt.layers:
+            data = decrypt.manifest(man)
+            dg = _digest.sha256_bytes(data)
+            index = None  # the index names the encrypted manifest
         if index is not None:
             store.put_bytes(index[0], index[1])
         store.put_bytes(data, mtype)
@@ -325,7 +392,8 @@ def resolve_local(store, name: str) -> tuple[str, dict]:
     raise OCIError(f"image {name} does not exist in the store {store.root}")
 
 
-def _upload(client: Client, ref, store, desc: dict, progress, cancel, sources) -> None:
+def _upload(client: Client, ref, store, desc: dict, progress, cancel, sources,
+            files=None) -> None:
     dg, size = desc["digest"], desc["size"]
     what = f"push {ref}: blob {dg}"
     scopes = (_scope(ref.path, "pull,push"),)
@@ -360,7 +428,8 @@ def _upload(client: Client, ref, store, desc: dict, progress, cancel, sources) -
         attempt = 0
         while True:
             try:
-                _send(client, ref, store, dg, size, location, scopes, progress, h, cancel, what)
+                _send(client, ref, store, dg, size, location, scopes, progress, h, cancel, what,
+                      (files or {}).get(dg))
                 break
             except RegistryError as e:
                 attempt += 1
@@ -375,7 +444,8 @@ def _upload(client: Client, ref, store, desc: dict, progress, cancel, sources) -
         raise
 
 
-def _send(client, ref, store, dg, size, location, scopes, progress, h, cancel, what):
+def _send(client, ref, store, dg, size, location, scopes, progress, h, cancel, what,
+          path=None):
     if location is None:
         r = client.request("POST", f"/v2/{ref.path}/blobs/uploads/",
                            headers={"Content-Length": "0"}, scopes=scopes,
@@ -391,7 +461,7 @@ def _send(client, ref, store, dg, size, location, scopes, progress, h, cancel, w
     def with_digest(u):
         return u + ("&" if "?" in u else "?") + urllib.parse.urlencode({"digest": dg})
 
-    with store.open_blob(dg) as f:
+    with (open(path, "rb") if path else store.open_blob(dg)) as f:
         if size <= CHUNK:  # one PUT
             body = f.read()
             r = client.request("PUT", with_digest(url), body=body, scopes=scopes,
@@ -427,16 +497,80 @@ def _send(client, ref, store, dg, size, location, scopes, progress, h, cancel, w
         raise RegistryError(f"{what}: the registry stored it as {got}")
 
 
-def push(store, name: str, dest: str | None, opts: Options, progress) -> tuple[str, str]:
-    """Push a stored image to `dest` (default: its own name); (destination, manifest digest)."""
+def _encrypt(store, data: bytes, mtype: str, encrypt, what: str, files: dict):
+    """The manifest with the chosen layers encrypted (ocicrypt, JWE), as OCI media types;
+    the encrypted blobs go to temp files in the store, recorded in `files`."""
+    from ..trust import ocicrypt
+    recipients, indices = encrypt
+    if mtype not in mt.MANIFEST_TYPES:
+        raise OCIError(f"{what}: encrypting an image index is not supported; push one "
+                       f"platform's image")
+    man = _image.parse_manifest(data, source=f"{what}: manifest")
+    n = len(man["layers"])
+    chosen = set(range(n))
+    if indices:
+        chosen = set()
+        for i in indices:
+            if not -n <= i < n:
+                raise OCIError(f"--encrypt-layer {i}: the image has {n} layers (0..{n - 1}, or "
+                               f"negative from the end)")
+            chosen.add(i % n)
+    oci = {mt.DOCKER_LAYER_GZIP: mt.LAYER_GZIP, mt.DOCKER_LAYER_TAR: mt.LAYER_TAR,
+           mt.DOCKER_CONFIG: mt.IMAGE_CONFIG}
+    layers = []
+    for i, d in enumerate(man["layers"]):
+        d = dict(d, mediaType=oci.get(d["mediaType"], d["mediaType"]))
+        if i in chosen and not ocicrypt.is_encrypted(d):
+            f, tmp = store.temp_file(".enc")
+            files[tmp] = tmp  # known to _temp_files (removed) even if encryption fails
+            h = _digest.Hasher()
+
+            class _Out:
+                def write(self, b):
+                    h.update(b)
+                    f.write(b)
+            with f, store.open_blob(d["digest"]) as src:
+                extra = ocicrypt.encrypt_layer(src, _Out(), d, recipients)
+            files[h.digest] = tmp
+            d = {"mediaType": extra["mediaType"], "digest": h.digest, "size": h.size,
+                 "annotations": extra["annotations"]}
+        layers.append(d)
+    config = dict(man["config"], mediaType=oci.get(man["config"]["mediaType"],
+                                                   man["config"]["mediaType"]))
+    new = dict(man, mediaType=mt.IMAGE_MANIFEST, config=config, layers=layers)
+    out = _image.dumps(new)
+    return out, mt.IMAGE_MANIFEST, _digest.sha256_bytes(out)
+
+
+@contextlib.contextmanager
+def _temp_files(store, files: dict):
+    try:
+        yield
+    finally:
+        for path in set(files.values()):
+            store.discard_temp(path)
+
+
+def push(store, name: str, dest: str | None, opts: Options, progress, *, encrypt=None,
+         after=None) -> tuple[str, str]:
+    """Push a stored image to `dest` (default: its own name); (destination, manifest digest).
+
+    encrypt=(public keys, layer indices or None for all) pushes the layers encrypted
+    (ocicrypt), so the pushed manifest's digest differs from the stored one; after(client,
+    ref, digest) runs once the manifest is up (signing)."""
     src_name, desc = resolve_local(store, name)
     ref = _names.parse(dest or src_name)
     what = f"push {ref}"
     client = client_for(ref, opts)
-    with _operation(client, store, what):
+    files = {}  # digest -> temp file of a blob made for this push (encrypted layers)
+    with _operation(client, store, what), _temp_files(store, files):
         data = store.read_blob(desc["digest"])
         top = json.loads(data)
         mtype = desc.get("mediaType") or top.get("mediaType") or mt.IMAGE_MANIFEST
+        if encrypt is not None:
+            data, mtype, dg = _encrypt(store, data, mtype, encrypt, what, files)
+            desc = dict(desc, mediaType=mtype, digest=dg, size=len(data))
+            top = json.loads(data)
         manifests = []  # (bytes, media type, digest) children first
         if mtype in mt.INDEX_TYPES:
             for m in _image.parse_index(top)["manifests"]:
@@ -452,13 +586,14 @@ def push(store, name: str, dest: str | None, opts: Options, progress) -> tuple[s
             man = _image.parse_manifest(mdata, source=f"{what}: manifest")
             for d in [man["config"]] + list(man["layers"]):
                 if d["digest"] not in seen:
-                    if not store.has(d["digest"]):
+                    if d["digest"] not in files and not store.has(d["digest"]):
                         raise OCIError(f"{what}: blob {d['digest']} is not in the store")
                     seen.add(d["digest"])
                     blobs.append(d)
         progress.info(f"pushing {ref} ({len(blobs)} blobs)")
         sources = load_sources(store)
-        _parallel(lambda d, c: _upload(client, ref, store, d, progress, c, sources), blobs)
+        _parallel(lambda d, c: _upload(client, ref, store, d, progress, c, sources, files),
+                  blobs)
         scopes = (_scope(ref.path, "pull,push"),)
         for i, (mdata, mtyp, mdg) in enumerate(manifests):
             target = (ref.digest or ref.tag or "latest") if i == len(manifests) - 1 else mdg
@@ -474,5 +609,8 @@ def push(store, name: str, dest: str | None, opts: Options, progress) -> tuple[s
             if got and got != mdg:
                 raise RegistryError(f"{what}: the registry stored the manifest as {got}, not "
                                     f"{mdg}")
+        if after is not None:
+            after(client, ref, desc["digest"])
+    blobs = [d for d in blobs if d["digest"] not in files]
     record_sources(store, ref.repository, [d["digest"] for d in blobs])
     return str(ref), desc["digest"]
