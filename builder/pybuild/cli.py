@@ -112,6 +112,11 @@ def build(
                                    help="verify registries' TLS certificates (default true)"),
     cert_dir: Optional[str] = typer.Option(None, "--cert-dir", help="directory of CA *.crt files for registries"),
     authfile: Optional[str] = typer.Option(None, "--authfile", help="registry credentials file"),
+    signature_policy: Optional[str] = typer.Option(
+        None, "--signature-policy", help="containers-policy.json that FROM pulls must satisfy "
+        "(default ~/.config/containers/policy.json, else /etc/containers/policy.json)"),
+    registries_d: Optional[str] = typer.Option(
+        None, "--registries.d", help="registries.d directory naming signature lookasides"),
 ):
     """Build an image from a Dockerfile and a context directory."""
     from . import progress as _progress
@@ -137,7 +142,8 @@ def build(
         compression=compression, runtime=runtime, secrets=_secrets(secret), network=network,
         source_date_epoch=int(sde) if sde else None, add_limits=limits,
         explain_cache=explain_cache,
-        **_build_pull_options(pull, tls_verify, cert_dir, authfile, "quiet" if quiet else progress))
+        **_build_pull_options(pull, tls_verify, cert_dir, authfile, "quiet" if quiet else progress,
+                              signature_policy, registries_d))
     pr = _progress.make("quiet" if quiet else progress)
     store = _store()
     try:
@@ -763,11 +769,13 @@ def _registry_options(tls_verify: str, cert_dir, authfile, creds=None, platform=
                    authfile=authfile, creds=cred, platform=plat)
 
 
-def _build_pull_options(pull, tls_verify, cert_dir, authfile, progress_mode) -> dict:
+def _build_pull_options(pull, tls_verify, cert_dir, authfile, progress_mode,
+                        signature_policy=None, registries_d=None) -> dict:
     from .image.images import PullContext
     mode = {"tty": "plain", "auto": "plain"}.get(progress_mode, progress_mode)
     return {"pull": _pull_policy(pull),
-            "registry": PullContext(_registry_options(tls_verify, cert_dir, authfile), mode)}
+            "registry": PullContext(_registry_options(tls_verify, cert_dir, authfile), mode,
+                                    signature_policy=signature_policy, registries_d=registries_d)}
 
 
 def _transfer(progress: str, quiet: bool, verb: str, run) -> None:

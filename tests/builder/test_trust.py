@@ -554,3 +554,28 @@ def test_http_lookaside_and_staging(tenv):
     finally:
         srv.shutdown()
         srv.server_close()
+
+
+# -- FROM pulls satisfy the policy too ---------------------------------------------------------
+
+def test_from_pull_enforces_the_signature_policy(tenv):
+    """A build's FROM pulls under the same policy as `pybuild pull` (as buildah's do): an
+    unsigned base is refused where the policy wants a signature, and nothing is stored."""
+    reg = tenv.registry()
+    tenv.image("base:1")
+    key, pub = tenv.key("signer")
+    _, other = tenv.key("other")
+    dest = f"{reg.host}/team/base:1"
+    tenv.pybuild("push", "--sign-by", key, "--registries.d", tenv.regd, "base:1", dest)
+    ctx = os.path.join(tenv.base, "ctx-from")
+    os.makedirs(ctx)
+    with open(os.path.join(ctx, "Dockerfile"), "w") as f:
+        f.write(f"FROM {dest}\nLABEL checked=yes\n")
+    root2 = os.path.join(tenv.base, "store-from")
+    p = tenv.pybuild("build", "--signature-policy", tenv.signed_by("bad", reg.host, other),
+                     "--registries.d", tenv.regd, "-t", "child:1", ctx, root=root2, ok=False)
+    one_line_error(p, "rejected by requirement signedBy")
+    assert not os.path.exists(os.path.join(root2, "index.json")) or tenv.names(root2) == []
+    tenv.pybuild("build", "--signature-policy", tenv.signed_by("good", reg.host, pub),
+                 "--registries.d", tenv.regd, "-t", "child:1", ctx, root=root2)
+    assert "child:1" in tenv.names(root2)

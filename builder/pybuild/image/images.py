@@ -67,10 +67,15 @@ def resolve_base(store, ref: str, what: str, *, pull: str = "never", registry=No
 class PullContext:
     """A build's registry settings and the images it pulled already (each name once)."""
 
-    def __init__(self, options=None, progress_mode: str = "plain"):
+    def __init__(self, options=None, progress_mode: str = "plain", *,
+                 signature_policy: str | None = None, registries_d: str | None = None):
         import threading
         self.options = options
         self.progress_mode = progress_mode
+        # FROM pulls satisfy the signature policy as `pybuild pull` does (as buildah's)
+        self.signature_policy = signature_policy
+        self.registries_d = registries_d
+        self._check = None
         self._done: dict = {}
         self._lock = threading.Lock()
 
@@ -84,9 +89,13 @@ class PullContext:
             if key in self._done:
                 return self._done[key]
             opts = dataclasses.replace(self.options or _client.Options(), platform=platform)
+            if self._check is None:
+                from ..trust import hooks
+                pol = hooks.load_policy(self.signature_policy)
+                self._check = hooks.checker(pol, self.registries_d) or (lambda *a: None)
             pr = _progress.make(self.progress_mode, "pulling")
             try:
-                _, desc = transfer.pull(store, ref, opts, pr)
+                _, desc = transfer.pull(store, ref, opts, pr, check=self._check)
             except OCIError as e:
                 raise OCIError(f"{what}: {e}") from None
             finally:
