@@ -292,8 +292,11 @@ CMD ["true"]
     assert env.rootfs()["groups"].data.split() == [b"0", b"10", b"50"]
     bundle = os.path.join(env.base, "bundle")
     env.pybuild("unpack", "test:latest", bundle)
-    with open(os.path.join(bundle, "config.json")) as f:
-        user = json.load(f)["process"]["user"]
+    try:
+        with open(os.path.join(bundle, "config.json")) as f:
+            user = json.load(f)["process"]["user"]
+    finally:
+        env.pybuild("rm", bundle)  # an overlay bundle: unmounted and forgotten
     assert user == {"uid": 0, "gid": 0, "additionalGids": [10, 50]}
 
 

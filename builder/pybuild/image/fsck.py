@@ -347,7 +347,7 @@ def _stale_cache(store: Store, bad: set) -> list[str]:
     or an image (a build's final result) that is incomplete."""
     out = []
     cdir = os.path.join(store.root, "cache")
-    for name in sorted(_gc._listdir(cdir)):
+    for name in _gc.cache_entries(store):
         try:
             with open(os.path.join(cdir, name)) as f:
                 entry = json.load(f)

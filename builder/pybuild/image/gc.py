@@ -17,6 +17,7 @@ rmi uses the same sweep limited to the image it untagged: "what only that image 
 import contextlib
 import json
 import os
+import stat
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -188,14 +189,27 @@ def _drop_blob_notes(store: Store, removed_blobs: set, removed_diff_ids: set) ->
                 os.unlink(p)
 
 
+def cache_entries(store: Store) -> list[str]:
+    """Names of the layer cache's entries: the regular files directly in ROOT/cache (its
+    subdirectories, such as explain/ with the inputs of each step, are not entries), less
+    those a cache.put is still writing (*.tmp)."""
+    cdir = os.path.join(store.root, "cache")
+    out = []
+    for name in _listdir(cdir):
+        if name.endswith(".tmp") or name.startswith("."):
+            continue
+        with contextlib.suppress(OSError):
+            if stat.S_ISREG(os.lstat(os.path.join(cdir, name)).st_mode):
+                out.append(name)
+    return sorted(out)
+
+
 def sweep_cache(store: Store, present) -> int:
     """Remove layer cache entries naming a blob for which present(digest) is false."""
     cdir = os.path.join(store.root, "cache")
     n = 0
-    for name in _listdir(cdir):
+    for name in cache_entries(store):
         p = os.path.join(cdir, name)
-        if name.endswith(".tmp"):
-            continue  # being written by a cache.put (only possible in-process)
         try:
             with open(p) as f:
                 entry = json.load(f)
