@@ -123,11 +123,12 @@ def create(root: str, container_id: str, bundle: str, *, pid_file: str = "", con
         sp.on_stage1 = on_stage1
         sp.on_pid = on_pid
         sp.on_hooks = on_hooks
-        if any("uidMappings" in m or {"idmap", "ridmap"} & set(m.get("options") or ())
-               for m in cfg.get("mounts") or ()):
+        if cfg.get("mounts"):
             from . import idmap
 
-            sp.idmap_trees = idmap.prepare(cfg["mounts"], lcfg, bundle)
+            idmapped, binds = idmap.wanted(cfg)
+            if idmapped or binds:
+                sp.mount_trees = idmap.prepare(cfg["mounts"], lcfg, bundle, all_binds=binds)
         if lcfg.get("seccomp"):
             from . import seccomp
 
@@ -150,7 +151,7 @@ def create(root: str, container_id: str, bundle: str, *, pid_file: str = "", con
     finally:
         if own_console:
             os.close(console_fd)
-        for fd in sp.idmap_trees.values() if sp is not None else ():
+        for fd in sp.mount_trees.values() if sp is not None else ():
             os.close(fd)
         if not ok:
             if pid:  # ready, but the state could not be saved: start_init left it to us

@@ -54,12 +54,11 @@ def _setup(sp, ch) -> dict:
     # The /proc of the runtime's writes (pyrunc.procfs), opened before any mount the
     # container's config or rootfs controls exists.
     procfs.root()
-    if "mount" not in types:
-        raise OCIError("linux.namespaces: pyrunc needs a mount namespace to set up the rootfs "
-                       "(without one it would mount into the host's)")
     from .rootfs import Setup
 
-    rs = Setup(cfg, sp.rootfs, sp.bundle, "user" in types, sp.cgroup_state, sp.idmap_trees)
+    # No "mount": the caller's namespace is inherited (runtime-spec), as runc does it.
+    rs = Setup(cfg, sp.rootfs, sp.bundle, "user" in types, sp.cgroup_state, sp.mount_trees,
+               own_mntns="mount" in types)
     rs.prepare()
     mods = _preload(cfg)
     if "network" in types and not types["network"]:

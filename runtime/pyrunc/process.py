@@ -122,7 +122,7 @@ class Spawn:
         self.preserve_fds = 0
         self.init_pid = 0
         self.cgroup_state: dict | None = None
-        self.idmap_trees: dict[int, int] = {}
+        self.mount_trees: dict[int, int] = {}  # mounts index -> detached source tree
         # Called by the parent at the protocol's steps.
         self.on_stage1 = lambda pid: None   # make the cgroups, join stage1; extra "continue" fields
         self.on_pid = lambda pid: None      # resources, netDevices: before "continue"
@@ -281,7 +281,7 @@ def _stage1(sp: Spawn, ch: Channel, fifo_fd: int, parent: int) -> None:  # pragm
     linux.set_dumpable(False)
     # Nothing of the runtime's may reach the container: not the state lock (whose flock
     # would stay held), not a host directory (CVE-2024-21626), only what it is given.
-    keep = [0, 1, 2, ch.fileno(), fifo_fd, *sp.idmap_trees.values()]
+    keep = [0, 1, 2, ch.fileno(), fifo_fd, *sp.mount_trees.values()]
     keep += range(3, 3 + sp.preserve_fds)
     if sp.console_fd >= 0:
         keep.append(sp.console_fd)
