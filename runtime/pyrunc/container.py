@@ -155,7 +155,7 @@ def create(root: str, container_id: str, bundle: str, *, pid_file: str = "", con
             os.close(fd)
         if not ok:
             if pid:  # ready, but the state could not be saved: start_init left it to us
-                process._kill_reap(pid)
+                process.kill_reap(pid)
             c.data["creating"] = creator  # never ready: no poststop hooks
             try:
                 destroy(c, log)
@@ -307,13 +307,14 @@ def parse_signal(s: str) -> int:
     raise OCIError(f"unknown signal {s!r}")
 
 
-def _manager(c: Container):
+def cgroup_manager(c: Container):
+    """The cgroups of a container from its state, or None when it has none recorded."""
     cgs = c.data.get("cgroup")
     return _cgroups().Manager.from_state(cgs) if cgs else None
 
 
 def _kill_all(c: Container, sig: int) -> None:
-    m = _manager(c)
+    m = cgroup_manager(c)
     pids = set()
     if m is not None:
         try:
@@ -413,7 +414,7 @@ def destroy(c: Container, log=None) -> None:
     if creating and c.status() == "stopped":
         # Its create was killed: what it started is in the recorded cgroups.
         _kill_all(c, signal.SIGKILL)
-    m = _manager(c)
+    m = cgroup_manager(c)
     if m is not None:
         # destroy() waits for exiting tasks itself; a straggler (a process that joined the
         # cgroup from outside the pid namespace) gets one SIGKILL and one more try.
@@ -438,7 +439,7 @@ def pause(root: str, container_id: str) -> None:
         st = c.status()
         if st not in ("running", "created"):
             raise OCIError(f"container not running (status: {st})")
-        m = _manager(c)
+        m = cgroup_manager(c)
         if m is None:
             raise OCIError("cannot pause: the container has no cgroup")
         m.freeze()
@@ -451,7 +452,7 @@ def resume(root: str, container_id: str) -> None:
     try:
         if c.status() != "paused":
             raise OCIError("container not paused")
-        _manager(c).thaw()
+        cgroup_manager(c).thaw()
     finally:
         c.unlock()
 
@@ -491,7 +492,7 @@ def run(root: str, container_id: str, bundle: str, *, detach: bool, keep: bool =
         raise
     if term is not None:
         term.copy(pid)
-    status = _wait_child(pid)
+    status = wait_child(pid)
     if not keep:
         _cleanup_after_run(root, container_id, log)
     return status
@@ -518,7 +519,7 @@ def _cleanup_after_run(root, container_id, log) -> None:
             log.warn(f"cleanup of {container_id}: {e}")
 
 
-def _wait_child(pid: int) -> int:
+def wait_child(pid: int) -> int:
     """Wait for pid (our child through the subreaper) and map its status like a shell."""
     while True:
         try:
