@@ -206,3 +206,63 @@ def test_no_mount_namespace_with_masked_paths_is_refused_as_runc(pyrunc_bin, pbu
         assert len(p.stderr.strip().splitlines()) == 1, p.stderr
     s = subprocess.run([pyrunc_bin, "--root", root, "state", cid], capture_output=True, text=True)
     assert s.returncode == 1 and "does not exist" in s.stderr, s
+
+
+# -- the protocol, the shared helpers, the one libc ------------------------------------------
+
+def test_exec_through_the_sync_protocol_as_runc(rt, bundle, cid):
+    """exec's child reports its pid, gets CONTINUE, sends READY (or ERROR): the output and
+    status of the process, and a failure as one line with runc's exit status 255."""
+    bundle.set_args("sleep", "30")
+    rt("run", "-d", "-b", bundle.path, cid, check=True)
+    p = rt("exec", cid, "sh", "-c", "echo in-exec; exit 3")
+    assert (p.returncode, p.stdout) == (3, "in-exec\n"), p
+    p = rt("exec", cid, "nope-not-here")
+    assert p.returncode == 255, p
+    assert 'nope-not-here' in p.stderr and "executable file not found in $PATH" in p.stderr, p.stderr
+    if "pyrunc" in os.path.basename(rt.binary):
+        assert len(p.stderr.strip().splitlines()) == 1, p.stderr
+
+
+PKG = os.path.join(os.path.dirname(__file__), "..", "..", "runtime", "pyrunc")
+
+
+def _modules():
+    import ast
+
+    for dirpath, _, files in os.walk(PKG):
+        for f in sorted(files):
+            if f.endswith(".py"):
+                path = os.path.join(dirpath, f)
+                with open(path) as fh:
+                    yield os.path.relpath(path, PKG), ast.parse(fh.read())
+
+
+def test_shape_one_libc_one_protocol_no_private_imports():
+    """Source shape the issue asks for: libc is loaded once (linux.py); the parent/child
+    messages are sync.py's constants; no module imports another's _private names."""
+    import ast
+
+    names = {rel[:-3].replace("/", ".") for rel, _ in _modules()}
+    for rel, tree in _modules():
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) \
+                    and node.func.attr == "CDLL" and rel != "linux.py":
+                lib = node.args[0].value if node.args and isinstance(node.args[0], ast.Constant) else None
+                assert lib and lib != "libc.so.6", f"{rel}:{node.lineno} loads libc: use pyrunc.linux"
+            if isinstance(node, ast.ImportFrom) and node.level:
+                for a in node.names:
+                    assert not a.name.startswith("_") or a.name.startswith("__"), \
+                        f"{rel}:{node.lineno} imports {a.name}"
+            if isinstance(node, ast.Attribute) and node.attr.startswith("_") and not node.attr.startswith("__") \
+                    and isinstance(node.value, ast.Name) and node.value.id in names and node.value.id != "os":
+                raise AssertionError(f"{rel}:{node.lineno} uses {node.value.id}.{node.attr}")
+            if rel in ("process.py", "init.py", "execproc.py") and isinstance(node, ast.Call) \
+                    and isinstance(node.func, ast.Attribute) and node.func.attr in ("send", "expect", "wait") \
+                    and node.args and isinstance(node.args[0], ast.Constant):
+                raise AssertionError(f"{rel}:{node.lineno} sends a literal {node.args[0].value!r}: use sync.*")
+        if rel == "init.py":
+            imported = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
+            imported |= {a.name for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module is None
+                         for a in n.names}
+            assert "process" not in imported, "init.py imports process (the circle sync.py broke)"
