@@ -26,7 +26,7 @@ def create(root: str, container_id: str, bundle: str, *, pid_file: str = "", con
            loaded=None, console_fd: int = -1) -> Container:
     """loaded: (bundle, cfg, rootfs) already read by the caller; console_fd: the socket end
     init sends its pty master to, when the caller listens itself (run -t)."""
-    from . import process
+    from . import process, sync
     from .config import load_bundle
 
     check_id(container_id)
@@ -155,7 +155,7 @@ def create(root: str, container_id: str, bundle: str, *, pid_file: str = "", con
             os.close(fd)
         if not ok:
             if pid:  # ready, but the state could not be saved: start_init left it to us
-                process.kill_reap(pid)
+                sync.kill_reap(pid)
             c.data["creating"] = creator  # never ready: no poststop hooks
             try:
                 destroy(c, log)

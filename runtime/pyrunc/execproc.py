@@ -14,7 +14,7 @@ from ocispec.errors import OCIError
 from ocispec.tables import NAMESPACES
 
 from . import linux, procfs, sync
-from .process import kill_reap
+from .sync import kill_reap
 from .state import Container, write_atomic
 
 # Joined in this order: the user namespace first (it grants the rights to join the

@@ -22,7 +22,7 @@ from ocispec.errors import OCIError
 from ocispec.tables import NAMESPACES
 
 from . import linux, sync
-from .sync import Channel, send_error
+from .sync import Channel, kill_reap, reap, send_error
 
 
 def write_id_maps(pid: int, linux_cfg: dict) -> None:
@@ -164,23 +164,6 @@ def _recv(ch: Channel, stage1: int) -> dict | None:
                 return ch.recv()  # stage1 exited: what it sent before is queued
             except TimeoutError:
                 return None
-
-
-def reap(pid: int) -> int | None:
-    """Wait for our child pid; its status, or None when it is not (or no longer) ours."""
-    try:
-        return os.waitpid(pid, 0)[1]
-    except ChildProcessError:
-        return None
-
-
-def kill_reap(pid: int) -> None:
-    """SIGKILL our child pid and wait for it (a setup that failed half-way)."""
-    try:
-        os.kill(pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
-    reap(pid)
 
 
 def _died(stage1: int, init_pid: int) -> str:

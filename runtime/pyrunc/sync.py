@@ -29,9 +29,13 @@ exec (execproc):
         <-- READY                   settings applied; it execs the process
 
 Either child may instead send ERROR {msg, errno} at any point before READY: the parent
-raises it as its own error (never a bare exit status). The parent may send JOINED before
+raises it as its own error (never a bare exit status), kills the children it has
+(kill_reap) and reaps them. The parent may send JOINED before
 stage1 waits for it; Channel.wait keeps a message that comes early.
 """
+
+import os
+import _signal as signal  # the C module: `signal` imports enum (~1 ms) for names we do not need
 
 # _socket, not socket: the wrapper module costs ~2 ms of imports (enum, selectors).
 import _socket
@@ -116,3 +120,20 @@ def send_error(ch: Channel, err: BaseException) -> None:
         ch.send(ERROR, msg=msg, errno=getattr(err, "errno", None))
     except OSError:
         pass
+
+
+def reap(pid: int) -> int | None:
+    """Wait for our child pid; its status, or None when it is not (or no longer) ours."""
+    try:
+        return os.waitpid(pid, 0)[1]
+    except ChildProcessError:
+        return None
+
+
+def kill_reap(pid: int) -> None:
+    """SIGKILL our child pid and wait for it (a setup that failed half-way)."""
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    reap(pid)
