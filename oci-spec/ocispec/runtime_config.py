@@ -485,6 +485,12 @@ class _V:
                          f"sysctl is not allowed in the host's {need} namespace (linux.namespaces has no \"{need}\")")
             if need is None:
                 self.err(f"linux.sysctl.{key}", "sysctl is not namespaced and cannot be set in a container")
+        if "mount" not in ns:
+            # runc's validate.security; without one the container shares its caller's mounts
+            for key in ("maskedPaths", "readonlyPaths"):
+                if lx.get(key):
+                    self.err(f"linux.{key}", "unable to restrict sys entries without a private "
+                             'mount namespace (linux.namespaces has no "mount")')
         if "rootfsPropagation" in lx and lx.get("rootfsPropagation") and "mount" not in ns:
             self.err("linux.rootfsPropagation", "needs a mount namespace")
         if lx.get("cgroupsPath") and type(lx["cgroupsPath"]) is str and "\0" in lx["cgroupsPath"]:

@@ -12,8 +12,7 @@ import os
 from ocispec.errors import OCIError, SpecError
 from ocispec.tables import CAPABILITIES, CAPABILITY_SETS
 
-_libc = ctypes.CDLL(None, use_errno=True)
-_libc.prctl.argtypes = (ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong)
+from . import linux
 
 PR_CAPBSET_READ = 23
 PR_CAPBSET_DROP = 24
@@ -34,11 +33,10 @@ class _Data(ctypes.Structure):
 
 
 def prctl(option: int, arg2: int = 0, arg3: int = 0, what: str = "prctl") -> int:
-    r = _libc.prctl(option, arg2, arg3, 0, 0)
-    if r < 0:
-        e = ctypes.get_errno()
-        raise OCIError(f"{what}: {os.strerror(e)}", errno=e)
-    return r
+    try:
+        return linux.prctl(option, arg2, arg3)
+    except OSError as e:
+        raise OCIError(f"{what}: {os.strerror(e.errno)}", errno=e.errno) from None
 
 
 def last_cap() -> int:
@@ -115,15 +113,18 @@ def apply(masks: dict[str, int]) -> list[str]:
         data[i].effective = (masks["effective"] >> (32 * i)) & 0xFFFFFFFF
         data[i].permitted = (masks["permitted"] >> (32 * i)) & 0xFFFFFFFF
         data[i].inheritable = (masks["inheritable"] >> (32 * i)) & 0xFFFFFFFF
-    if _libc.capset(ctypes.byref(hdr), data) < 0:
-        e = ctypes.get_errno()
-        raise OCIError(f"process.capabilities: capset: {os.strerror(e)}", errno=e)
+    try:
+        linux.capset(hdr, data)
+    except OSError as e:
+        raise OCIError(f"process.capabilities: capset: {os.strerror(e.errno)}", errno=e.errno) from None
     dropped = []
     prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, "process.capabilities.ambient: clearing")
     amb = masks["ambient"]
     for cap in range(last_cap() + 1):
         if amb & (1 << cap):
-            if _libc.prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_RAISE, cap, 0, 0) < 0:
+            try:
+                linux.prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_RAISE, cap)
+            except OSError:
                 dropped.append(_name(cap))
     return dropped
 

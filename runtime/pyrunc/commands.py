@@ -110,11 +110,11 @@ def cmd_list(a, log) -> int:
 
 
 def cmd_ps(a, log) -> int:
-    from .container import _manager
+    from .container import cgroup_manager
     from .state import Container
 
     c = Container.load(a.g["root"], _id(a, "ps"), lock=False)
-    m = _manager(c)
+    m = cgroup_manager(c)
     try:
         pids = sorted(m.pids()) if m is not None else [c.pid] if c.init_alive() else []
     except OSError:  # the cgroup is gone: nothing runs (runc prints the header alone)

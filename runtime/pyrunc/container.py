@@ -26,7 +26,7 @@ def create(root: str, container_id: str, bundle: str, *, pid_file: str = "", con
            loaded=None, console_fd: int = -1) -> Container:
     """loaded: (bundle, cfg, rootfs) already read by the caller; console_fd: the socket end
     init sends its pty master to, when the caller listens itself (run -t)."""
-    from . import process
+    from . import process, sync
     from .config import load_bundle
 
     check_id(container_id)
@@ -123,11 +123,12 @@ def create(root: str, container_id: str, bundle: str, *, pid_file: str = "", con
         sp.on_stage1 = on_stage1
         sp.on_pid = on_pid
         sp.on_hooks = on_hooks
-        if any("uidMappings" in m or {"idmap", "ridmap"} & set(m.get("options") or ())
-               for m in cfg.get("mounts") or ()):
+        if cfg.get("mounts"):
             from . import idmap
 
-            sp.idmap_trees = idmap.prepare(cfg["mounts"], lcfg, bundle)
+            idmapped, binds = idmap.wanted(cfg)
+            if idmapped or binds:
+                sp.mount_trees = idmap.prepare(cfg["mounts"], lcfg, bundle, all_binds=binds)
         if lcfg.get("seccomp"):
             from . import seccomp
 
@@ -150,11 +151,11 @@ def create(root: str, container_id: str, bundle: str, *, pid_file: str = "", con
     finally:
         if own_console:
             os.close(console_fd)
-        for fd in sp.idmap_trees.values() if sp is not None else ():
+        for fd in sp.mount_trees.values() if sp is not None else ():
             os.close(fd)
         if not ok:
             if pid:  # ready, but the state could not be saved: start_init left it to us
-                process._kill_reap(pid)
+                sync.kill_reap(pid)
             c.data["creating"] = creator  # never ready: no poststop hooks
             try:
                 destroy(c, log)
@@ -306,13 +307,14 @@ def parse_signal(s: str) -> int:
     raise OCIError(f"unknown signal {s!r}")
 
 
-def _manager(c: Container):
+def cgroup_manager(c: Container):
+    """The cgroups of a container from its state, or None when it has none recorded."""
     cgs = c.data.get("cgroup")
     return _cgroups().Manager.from_state(cgs) if cgs else None
 
 
 def _kill_all(c: Container, sig: int) -> None:
-    m = _manager(c)
+    m = cgroup_manager(c)
     pids = set()
     if m is not None:
         try:
@@ -412,7 +414,7 @@ def destroy(c: Container, log=None) -> None:
     if creating and c.status() == "stopped":
         # Its create was killed: what it started is in the recorded cgroups.
         _kill_all(c, signal.SIGKILL)
-    m = _manager(c)
+    m = cgroup_manager(c)
     if m is not None:
         # destroy() waits for exiting tasks itself; a straggler (a process that joined the
         # cgroup from outside the pid namespace) gets one SIGKILL and one more try.
@@ -437,7 +439,7 @@ def pause(root: str, container_id: str) -> None:
         st = c.status()
         if st not in ("running", "created"):
             raise OCIError(f"container not running (status: {st})")
-        m = _manager(c)
+        m = cgroup_manager(c)
         if m is None:
             raise OCIError("cannot pause: the container has no cgroup")
         m.freeze()
@@ -450,7 +452,7 @@ def resume(root: str, container_id: str) -> None:
     try:
         if c.status() != "paused":
             raise OCIError("container not paused")
-        _manager(c).thaw()
+        cgroup_manager(c).thaw()
     finally:
         c.unlock()
 
@@ -490,7 +492,7 @@ def run(root: str, container_id: str, bundle: str, *, detach: bool, keep: bool =
         raise
     if term is not None:
         term.copy(pid)
-    status = _wait_child(pid)
+    status = wait_child(pid)
     if not keep:
         _cleanup_after_run(root, container_id, log)
     return status
@@ -517,7 +519,7 @@ def _cleanup_after_run(root, container_id, log) -> None:
             log.warn(f"cleanup of {container_id}: {e}")
 
 
-def _wait_child(pid: int) -> int:
+def wait_child(pid: int) -> int:
     """Wait for pid (our child through the subreaper) and map its status like a shell."""
     while True:
         try:

@@ -9,14 +9,12 @@ protocol as create carries failures back as one-line errors.
 import copy
 import os
 
-import _socket
-
 from ocispec import fastjson as json
 from ocispec.errors import OCIError
 from ocispec.tables import NAMESPACES
 
-from . import linux, procfs
-from .process import Channel, _kill_reap, send_error
+from . import linux, procfs, sync
+from .sync import kill_reap
 from .state import Container, write_atomic
 
 # Joined in this order: the user namespace first (it grants the rights to join the
@@ -133,7 +131,7 @@ def exec_command(a, log) -> int:
         try:
             write_atomic(os.path.abspath(a.opts["pid-file"]), str(pid).encode(), 0o644)
         except OSError as e:
-            _kill_reap(pid)  # runc terminates a process it could not record
+            kill_reap(pid)  # runc terminates a process it could not record
             raise OCIError(f"--pid-file {a.opts['pid-file']}: {e.strerror}") from None
     if a.opts["detach"]:
         return 0
@@ -144,10 +142,10 @@ def exec_command(a, log) -> int:
 
 
 def _wait(pid: int) -> int:
-    from .container import _wait_child, forward_signals
+    from .container import forward_signals, wait_child
 
     forward_signals(pid)
-    return _wait_child(pid)
+    return wait_child(pid)
 
 
 def parse_sub_cgroups(values: list) -> dict:
@@ -183,12 +181,12 @@ def _spawn(c: Container, proc: dict, console_fd: int, preserve_fds: int,
     if proc.get("terminal"):
         from . import console
     state = c.spec_state()
-    psock, csock = _socket.socketpair(_socket.AF_UNIX, _socket.SOCK_SEQPACKET)
+    ch, child_ch = sync.pair()
     linux.set_subreaper()
     child = os.fork()
     if child == 0:  # pragma: no cover - child
-        psock.close()
-        ch = Channel(csock)
+        ch.close()
+        ch = child_ch
         try:
             keep = [0, 1, 2, ch.fileno()] + list(range(3, 3 + preserve_fds))
             if console_fd >= 0:
@@ -204,20 +202,19 @@ def _spawn(c: Container, proc: dict, console_fd: int, preserve_fds: int,
             pid = os.fork()
             if pid == 0:
                 _exec_child(ch, proc, lcfg, state, seccomp, console, console_fd, preserve_fds)
-            ch.send("pid", pid=pid)
+            ch.send(sync.PID, pid=pid)
         except BaseException as e:
-            send_error(ch, e)
+            sync.send_error(ch, e)
             os._exit(1)
         os._exit(0)
-    csock.close()
-    ch = Channel(psock)
+    child_ch.close()
     pid = 0
     try:
         while True:
             msg = ch.recv()
             if msg is None:
                 raise OCIError("exec: the process exited before it was ready")
-            if msg["type"] == "pid":
+            if msg["type"] == sync.PID:
                 pid = msg["pid"]
                 os.waitpid(child, 0)
                 child = 0
@@ -226,15 +223,15 @@ def _spawn(c: Container, proc: dict, console_fd: int, preserve_fds: int,
                     from .cgroups import Manager
 
                     Manager.from_state(cgs).add(pid, subcg)
-                ch.send("continue", pid=pid)
-            elif msg["type"] == "ready":
+                ch.send(sync.CONTINUE, pid=pid)
+            elif msg["type"] == sync.READY:
                 return pid
-            elif msg["type"] == "error":
+            elif msg["type"] == sync.ERROR:
                 raise OCIError(msg["msg"])
     except BaseException:
         for p in (pid, child):
             if p:
-                _kill_reap(p)
+                kill_reap(p)
         raise
     finally:
         ch.close()
@@ -263,7 +260,7 @@ def _exec_child(ch, proc, lcfg, state, seccomp, console, console_fd, preserve_fd
     from . import init, privileges, trampoline
 
     try:
-        host_pid = ch.expect("continue").get("pid")  # for seccomp's containerProcessState
+        host_pid = ch.expect(sync.CONTINUE).get("pid")  # for seccomp's containerProcessState
         # the sealed trampoline it execs through (CVE-2019-5736), before seccomp
         exec_fd = trampoline.fd() if trampoline.available() else -1
         os.setsid()
@@ -275,13 +272,13 @@ def _exec_child(ch, proc, lcfg, state, seccomp, console, console_fd, preserve_fd
         env = init.process_env(proc)
         init.apply_process(proc, lcfg, state, privileges, seccomp, pid=host_pid)
         nnp = bool(proc.get("noNewPrivileges"))
-        argv0 = init._lookpath(proc["args"][0], env)
-        ch.send("ready")
+        argv0 = init.lookpath(proc["args"][0], env)
+        ch.send(sync.READY)
         ch.close()
         if seccomp is not None and nnp:
             seccomp.load(lcfg["seccomp"], state, pid=host_pid)
         linux.close_fds_except([0, 1, 2, exec_fd] + list(range(3, 3 + preserve_fds)))
-        trampoline.execve(argv0, proc["args"], dict(init._env_pairs(env)), exec_fd)
+        trampoline.execve(argv0, proc["args"], init.env_dict(env), exec_fd)
     except BaseException as e:
-        send_error(ch, e)
+        sync.send_error(ch, e)
         os._exit(127)

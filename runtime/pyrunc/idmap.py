@@ -8,13 +8,17 @@ hostID+n (in the runtime's namespace; a container's user namespace then maps tha
 
 The mount is made as a detached tree (open_tree(OPEN_TREE_CLONE)); the caller attaches it
 with attach() (move_mount(2)). The syscalls are pyrunc.linux's, imported only when used.
+
+prepare() also clones the source of every other bind mount of a container with a user
+namespace (runc's mountFds): the container's root is some unprivileged host uid, for which
+a source below a directory only the host's root may search is out of reach.
 """
 
 import errno
 import os
 
 from ocispec.errors import OCIError
-from ocispec.tables import MOUNT_ATTR_IDMAP
+from ocispec.tables import MOUNT_ATTR_IDMAP, MS_PRIVATE, MS_SLAVE
 
 AT_FDCWD = -100
 
@@ -34,28 +38,83 @@ def plan(mount: dict, linux: dict | None) -> tuple | None:
     return uids, gids, "ridmap" in opts
 
 
-def prepare(mounts: list | None, linux: dict | None, bundle: str) -> dict[int, int]:
-    """Make every idmapped mount's tree in the runtime's namespaces: {mounts index: fd}.
+def wanted(cfg: dict) -> tuple[bool, bool]:
+    """(any idmapped mount, clone every bind source) for a config: the second when the
+    container gets a new mount namespace inside a user namespace and we are the host's
+    root (runc's shouldSendMountSources; a mount namespace joined by path keeps its own
+    view of the sources, so init binds those by path)."""
+    mounts = cfg.get("mounts") or ()
+    idm = any("uidMappings" in m or {"idmap", "ridmap"} & set(m.get("options") or ())
+              for m in mounts)
+    ns = {n.get("type"): n.get("path") for n in (cfg.get("linux") or {}).get("namespaces") or ()}
+    binds = ("user" in ns and "mount" in ns and not ns["mount"] and os.geteuid() == 0
+             and any(is_bind(m) for m in mounts))
+    return idm, binds
+
+
+def prepare(mounts: list | None, linux: dict | None, bundle: str,
+            all_binds: bool = False) -> dict[int, int]:
+    """Make the detached trees of mount sources in the runtime's namespaces: {mounts
+    index: fd}: every idmapped mount's, and with all_binds every bind mount's.
 
     Call it in create's parent, before the container's user namespace exists, and let
     init attach() the fds. Mapping hostIDs are host ids (as runc): a tree made inside a
     container's user namespace would read them as the container's ids, and the kernel
     lets only a holder of CAP_SYS_ADMIN over the idmapping's namespace use it."""
     trees = {}
+    # A clone of a shared mount joins its peer group: left so, what the container mounts
+    # under it would appear on the host. A bind made in the container's own namespace is
+    # a slave there (rslave root, or a user namespace's copy), or private when asked.
+    prop = (linux or {}).get("rootfsPropagation")
+    propagation = MS_PRIVATE if prop in ("private", "rprivate") else MS_SLAVE
     try:
         for i, m in enumerate(mounts or ()):
             p = plan(m, linux)
-            if p is None:
+            if p is None and not (all_binds and is_bind(m)):
                 continue
             src = m.get("source") or ""
             src = src if os.path.isabs(src) else os.path.join(bundle, src)
-            recursive = p[2] or "rbind" in (m.get("options") or ())
-            trees[i] = make_idmapped_tree(src, p[0], p[1], recursive, where=f"mounts[{i}]")
+            opts = m.get("options") or ()
+            if p is not None:
+                recursive = p[2] or "rbind" in opts
+                trees[i] = make_idmapped_tree(src, p[0], p[1], recursive, where=f"mounts[{i}]")
+            else:
+                trees[i] = clone_tree(src, "rbind" in opts, m.get("destination"))
+            _set_propagation(trees[i], propagation, f"mounts[{i}]")
     except BaseException:
         for fd in trees.values():
             os.close(fd)
         raise
     return trees
+
+
+def clone_tree(source: str, recursive: bool, dest=None) -> int:
+    """A detached clone of the mount at source (a bind mount not yet attached), opened as
+    the runtime: its path is looked up with the host root's rights."""
+    from . import linux
+
+    rec = linux.AT_RECURSIVE if recursive else 0
+    try:
+        return linux.open_tree(AT_FDCWD, source, linux.OPEN_TREE_CLONE | linux.OPEN_TREE_CLOEXEC | rec)
+    except OSError as e:
+        raise OCIError(f"mount source {source} for {dest}: {os.strerror(e.errno)}",
+                       errno=e.errno) from None
+
+
+def _set_propagation(tree: int, propagation: int, where: str) -> None:
+    from . import linux
+
+    try:
+        linux.mount_setattr(tree, "", linux.AT_EMPTY_PATH | linux.AT_RECURSIVE, propagation=propagation)
+    except OSError as e:
+        os.close(tree)
+        raise OCIError(f"{where}: cannot set the propagation of the source's clone: "
+                       f"{os.strerror(e.errno)}", errno=e.errno) from None
+
+
+def is_bind(m: dict) -> bool:
+    """A bind mount, as runc's specconv decides: type bind, or a bind/rbind option."""
+    return m.get("type") == "bind" or any(o in ("bind", "rbind") for o in m.get("options") or ())
 
 
 def make_idmapped_tree(source: str, uid_mappings: list, gid_mappings: list,

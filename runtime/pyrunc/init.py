@@ -13,18 +13,16 @@ import posixpath
 from ocispec import users
 from ocispec.errors import OCIError
 
-from . import linux, netdev, procfs, trampoline
+from . import linux, netdev, procfs, sync, trampoline
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 
 def main(sp, ch, fifo_fd: int) -> None:  # pragma: no cover - runs in the container
-    from .process import send_error
-
     try:
         state = _setup(sp, ch)
     except BaseException as e:
-        send_error(ch, e)
+        sync.send_error(ch, e)
         os._exit(1)
     # Past `ready` nobody listens: failures go to stderr, like runc's.
     try:
@@ -40,7 +38,7 @@ def _setup(sp, ch) -> dict:
     cfg = sp.cfg
     lcfg = cfg.get("linux") or {}
     process = cfg.get("process") or {}
-    msg = ch.expect("continue")
+    msg = ch.expect(sync.CONTINUE)
     state = {"ociVersion": "1.2.0", "id": sp.id, "status": "creating", "pid": msg["pid"],
              "bundle": sp.bundle, "annotations": cfg.get("annotations") or {}}
     sp.cgroup_state = msg.get("cgroup")
@@ -54,20 +52,19 @@ def _setup(sp, ch) -> dict:
     # The /proc of the runtime's writes (pyrunc.procfs), opened before any mount the
     # container's config or rootfs controls exists.
     procfs.root()
-    if "mount" not in types:
-        raise OCIError("linux.namespaces: pyrunc needs a mount namespace to set up the rootfs "
-                       "(without one it would mount into the host's)")
     from .rootfs import Setup
 
-    rs = Setup(cfg, sp.rootfs, sp.bundle, "user" in types, sp.cgroup_state, sp.idmap_trees)
+    # No "mount": the caller's namespace is inherited (runtime-spec), as runc does it.
+    rs = Setup(cfg, sp.rootfs, sp.bundle, "user" in types, sp.cgroup_state, sp.mount_trees,
+               own_mntns="mount" in types)
     rs.prepare()
     mods = _preload(cfg)
     if "network" in types and not types["network"]:
         netdev.loopback_up()
     hooks = cfg.get("hooks") or {}
     if hooks.get("prestart") or hooks.get("createRuntime"):
-        ch.send("hooks")
-        ch.expect("hooks-done")
+        ch.send(sync.HOOKS)
+        ch.expect(sync.HOOKS_DONE)
     if hooks.get("createContainer"):
         from . import hooks as hookrun
 
@@ -94,8 +91,8 @@ def _setup(sp, ch) -> dict:
         sp.console_fd = -1
     env = process_env(process)  # before privileges go: /etc/passwd may be root's alone
     _apply_process(process, lcfg, state, mods)
-    argv0 = _lookpath(process["args"][0], env)
-    ch.send("ready")
+    argv0 = lookpath(process["args"][0], env)
+    ch.send(sync.READY)
     ch.close()
     state["argv0"] = argv0
     state["env"] = env
@@ -206,7 +203,7 @@ def _run(sp, fifo_fd: int, state: dict) -> None:
         mods["seccomp"].load(seccomp_cfg, state)
     keep = [0, 1, 2, mods["exec_fd"]] + list(range(3, 3 + sp.preserve_fds))
     linux.close_fds_except(keep)
-    trampoline.execve(argv0, process["args"], dict(_env_pairs(env)), mods["exec_fd"])
+    trampoline.execve(argv0, process["args"], env_dict(env), mods["exec_fd"])
 
 
 def _session_keyring(container_id: str) -> None:
@@ -221,13 +218,14 @@ def _session_keyring(container_id: str) -> None:
     linux.keyring_setperm(serial, 0x3F1B0000)
 
 
-def _env_pairs(env):
-    for e in env:
-        k, _, v = e.partition("=")
-        yield k, v
+def env_dict(env: list[str]) -> dict:
+    """process.env ("K=V" strings) as the dict execve takes; a later K wins."""
+    return dict(e.partition("=")[::2] for e in env)
 
 
-def _lookpath(name: str, env: list[str]) -> str:
+def lookpath(name: str, env: list[str]) -> str:
+    """args[0] as the process will exec it: a path as given, a name searched in env's PATH
+    (runc's LookPath), an OCIError when there is none."""
     if "/" in name:
         if not os.path.exists(name):
             raise OCIError(f"process.args[0]: {name}: no such file or directory in the container")

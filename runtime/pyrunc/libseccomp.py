@@ -12,9 +12,9 @@ import os
 
 from ocispec.errors import OCIError
 
+from . import linux
+
 _lib = None
-_libc = ctypes.CDLL(None, use_errno=True)
-_libc.syscall.restype = ctypes.c_long
 
 SECCOMP_SET_MODE_FILTER = 1
 SECCOMP_GET_ACTION_AVAIL = 2
@@ -122,10 +122,11 @@ def resolve_syscall(name: str, arch: int | None = None) -> int:
 
 
 def _seccomp(op: int, flags: int, arg) -> int:
+    """seccomp(2); OSError on failure."""
     nr = _NR_SECCOMP.get(_MACHINE)
     if nr is None:
         raise OCIError(f"linux.seccomp: not supported on {_MACHINE}")
-    return _libc.syscall(nr, op, ctypes.c_uint(flags), arg)
+    return linux.syscall(nr, op, ctypes.c_uint(flags), arg)
 
 
 def load_bpf(prog: bytes, flags: int) -> int:
@@ -133,16 +134,15 @@ def load_bpf(prog: bytes, flags: int) -> int:
     Raises OSError."""
     buf = ctypes.create_string_buffer(prog, len(prog))
     fprog = _SockFprog(len(prog) // 8, ctypes.cast(buf, ctypes.c_void_p))
-    r = _seccomp(SECCOMP_SET_MODE_FILTER, flags, ctypes.byref(fprog))
-    if r < 0:
-        e = ctypes.get_errno()
-        raise OSError(e, os.strerror(e))
-    return r
+    return _seccomp(SECCOMP_SET_MODE_FILTER, flags, ctypes.byref(fprog))
 
 
 def action_available(action: int) -> bool:
     a = ctypes.c_uint32(action)
-    return _seccomp(SECCOMP_GET_ACTION_AVAIL, 0, ctypes.byref(a)) == 0
+    try:
+        return _seccomp(SECCOMP_GET_ACTION_AVAIL, 0, ctypes.byref(a)) == 0
+    except OSError:
+        return False
 
 
 def flag_available(flag: int) -> bool:
@@ -150,5 +150,8 @@ def flag_available(flag: int) -> bool:
     # WAIT_KILLABLE_RECV is only valid together with NEW_LISTENER.
     if flag == SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV:
         flag |= SECCOMP_FILTER_FLAG_NEW_LISTENER
-    r = _seccomp(SECCOMP_SET_MODE_FILTER, flag, None)
-    return r < 0 and ctypes.get_errno() == 14
+    try:
+        _seccomp(SECCOMP_SET_MODE_FILTER, flag, None)
+    except OSError as e:
+        return e.errno == 14
+    return False

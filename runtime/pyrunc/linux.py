@@ -3,12 +3,18 @@
 This is the seam under the runtime: everything that mounts, unshares or pivots goes
 through here, so it is the one place to look when a syscall misbehaves. Each wrapper
 raises OSError with errno and the call's arguments, like the os module does.
+
+It holds the one loaded libc (`libc`) and the one errno check (`check`): the modules with
+calls of their own (capabilities, seccomp, scheduling, the cgroup drivers) use these two
+and `syscall`, never a ctypes.CDLL of their own.
 """
 
 import ctypes
 import os
 
-_libc = ctypes.CDLL(None, use_errno=True)
+libc = ctypes.CDLL(None, use_errno=True)
+libc.syscall.restype = ctypes.c_long  # fds and sizes; the default c_int would cut them
+libc.prctl.argtypes = (ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong)
 
 # x86_64 syscall numbers for calls glibc 2.36 has no wrapper for.
 SYS_pivot_root = 155
@@ -49,11 +55,28 @@ MOVE_MOUNT_F_EMPTY_PATH = 0x4
 MOVE_MOUNT_T_EMPTY_PATH = 0x40
 
 
-def _check(ret: int, what: str, *names) -> int:
+def check(ret: int, what: str | None = None, *names) -> int:
+    """ret, or OSError(errno, "what: reason" or just the reason, *names) when it is < 0."""
     if ret < 0:
         err = ctypes.get_errno()
-        raise OSError(err, f"{what}: {os.strerror(err)}", *names[:1])
+        raise OSError(err, f"{what}: {os.strerror(err)}" if what else os.strerror(err), *names[:1])
     return ret
+
+
+
+def syscall(nr: int, *args) -> int:
+    """syscall(2) for calls glibc has no wrapper for; OSError(errno, reason) on failure.
+    Python ints among args go as C ints: wrap wider values in ctypes types."""
+    return check(libc.syscall(ctypes.c_long(nr), *args))
+
+
+def personality(persona: int) -> int:
+    return check(libc.personality(ctypes.c_ulong(persona)), "personality")
+
+
+def capset(header, data) -> None:
+    """capset(2) with a struct __user_cap_header_struct and two data structs (ctypes)."""
+    check(libc.capset(ctypes.byref(header), data), "capset")
 
 
 def _b(path) -> bytes | None:
@@ -63,32 +86,32 @@ def _b(path) -> bytes | None:
 
 
 def mount(source, target, fstype, flags: int = 0, data: str | None = None) -> None:
-    ret = _libc.mount(_b(source), _b(target), _b(fstype), ctypes.c_ulong(flags), _b(data))
+    ret = libc.mount(_b(source), _b(target), _b(fstype), ctypes.c_ulong(flags), _b(data))
     if ret < 0:
         err = ctypes.get_errno()
         raise OSError(err, f"mount {source} on {target} ({fstype or 'bind/remount'}): {os.strerror(err)}")
 
 
 def umount(target, flags: int = 0) -> None:
-    _check(_libc.umount2(_b(target), ctypes.c_int(flags)), f"umount {target}")
+    check(libc.umount2(_b(target), ctypes.c_int(flags)), f"umount {target}")
 
 
 def unshare(flags: int) -> None:
-    _check(_libc.unshare(ctypes.c_int(flags)), "unshare")
+    check(libc.unshare(ctypes.c_int(flags)), "unshare")
 
 
 def setns(fd: int, nstype: int = 0) -> None:
-    _check(_libc.setns(ctypes.c_int(fd), ctypes.c_int(nstype)), "setns")
+    check(libc.setns(ctypes.c_int(fd), ctypes.c_int(nstype)), "setns")
 
 
 def pivot_root(new_root, put_old) -> None:
-    ret = _libc.syscall(ctypes.c_long(SYS_pivot_root), _b(new_root), _b(put_old))
-    _check(ret, "pivot_root")
+    ret = libc.syscall(ctypes.c_long(SYS_pivot_root), _b(new_root), _b(put_old))
+    check(ret, "pivot_root")
 
 
 def prctl(option: int, arg2: int = 0, arg3: int = 0, arg4: int = 0, arg5: int = 0) -> int:
-    return _check(
-        _libc.prctl(ctypes.c_int(option), ctypes.c_ulong(arg2), ctypes.c_ulong(arg3),
+    return check(
+        libc.prctl(ctypes.c_int(option), ctypes.c_ulong(arg2), ctypes.c_ulong(arg3),
                     ctypes.c_ulong(arg4), ctypes.c_ulong(arg5)),
         "prctl",
     )
@@ -96,12 +119,12 @@ def prctl(option: int, arg2: int = 0, arg3: int = 0, arg4: int = 0, arg5: int = 
 
 def sethostname(name: str) -> None:
     b = name.encode()
-    _check(_libc.sethostname(b, ctypes.c_size_t(len(b))), "sethostname")
+    check(libc.sethostname(b, ctypes.c_size_t(len(b))), "sethostname")
 
 
 def setdomainname(name: str) -> None:
     b = name.encode()
-    _check(_libc.setdomainname(b, ctypes.c_size_t(len(b))), "setdomainname")
+    check(libc.setdomainname(b, ctypes.c_size_t(len(b))), "setdomainname")
 
 
 class _OpenHow(ctypes.Structure):
@@ -110,7 +133,7 @@ class _OpenHow(ctypes.Structure):
 
 def openat2(dirfd: int, path, flags: int, mode: int = 0, resolve: int = 0) -> int:
     how = _OpenHow(flags | os.O_CLOEXEC, mode, resolve)
-    ret = _libc.syscall(ctypes.c_long(SYS_openat2), ctypes.c_int(dirfd), _b(path),
+    ret = libc.syscall(ctypes.c_long(SYS_openat2), ctypes.c_int(dirfd), _b(path),
                         ctypes.byref(how), ctypes.c_size_t(ctypes.sizeof(how)))
     if ret < 0:
         err = ctypes.get_errno()
@@ -119,15 +142,15 @@ def openat2(dirfd: int, path, flags: int, mode: int = 0, resolve: int = 0) -> in
 
 
 def open_tree(dirfd: int, path, flags: int) -> int:
-    ret = _libc.syscall(ctypes.c_long(SYS_open_tree), ctypes.c_int(dirfd), _b(path),
+    ret = libc.syscall(ctypes.c_long(SYS_open_tree), ctypes.c_int(dirfd), _b(path),
                         ctypes.c_uint(flags))
-    return _check(ret, f"open_tree {path}")
+    return check(ret, f"open_tree {path}")
 
 
 def move_mount(from_dirfd: int, from_path, to_dirfd: int, to_path, flags: int) -> None:
-    ret = _libc.syscall(ctypes.c_long(SYS_move_mount), ctypes.c_int(from_dirfd), _b(from_path),
+    ret = libc.syscall(ctypes.c_long(SYS_move_mount), ctypes.c_int(from_dirfd), _b(from_path),
                         ctypes.c_int(to_dirfd), _b(to_path), ctypes.c_uint(flags))
-    _check(ret, f"move_mount to {to_path}")
+    check(ret, f"move_mount to {to_path}")
 
 
 def bind_fd(src_fd: int, dst_fd: int) -> None:
@@ -135,13 +158,13 @@ def bind_fd(src_fd: int, dst_fd: int) -> None:
 
     Only fds, no path: nothing can be swapped in between a check of either file and the
     mount (CVE-2025-31133, CVE-2025-52565), and no /proc/self/fd path is looked up."""
-    tree = _libc.syscall(ctypes.c_long(SYS_open_tree), ctypes.c_int(src_fd), b"",
+    tree = libc.syscall(ctypes.c_long(SYS_open_tree), ctypes.c_int(src_fd), b"",
                          ctypes.c_uint(OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | AT_EMPTY_PATH))
-    _check(tree, "open_tree")
+    check(tree, "open_tree")
     try:
-        ret = _libc.syscall(ctypes.c_long(SYS_move_mount), ctypes.c_int(tree), b"", ctypes.c_int(dst_fd),
+        ret = libc.syscall(ctypes.c_long(SYS_move_mount), ctypes.c_int(tree), b"", ctypes.c_int(dst_fd),
                             b"", ctypes.c_uint(MOVE_MOUNT_F_EMPTY_PATH | MOVE_MOUNT_T_EMPTY_PATH))
-        _check(ret, "move_mount")
+        check(ret, "move_mount")
     finally:
         os.close(tree)
 
@@ -149,7 +172,7 @@ def bind_fd(src_fd: int, dst_fd: int) -> None:
 def fstatfs_type(fd: int) -> int:
     """f_type of fstatfs(2) (the filesystem's magic number), which os.fstatvfs lacks."""
     buf = ctypes.create_string_buffer(128)  # struct statfs is 120 bytes; f_type comes first
-    _check(_libc.fstatfs(ctypes.c_int(fd), buf), "fstatfs")
+    check(libc.fstatfs(ctypes.c_int(fd), buf), "fstatfs")
     return int.from_bytes(buf.raw[:8], "little")
 
 
@@ -161,9 +184,9 @@ class _MountAttr(ctypes.Structure):
 def mount_setattr(dirfd: int, path, flags: int, attr_set: int = 0, attr_clr: int = 0,
                   propagation: int = 0, userns_fd: int = 0) -> None:
     attr = _MountAttr(attr_set, attr_clr, propagation, userns_fd)
-    ret = _libc.syscall(ctypes.c_long(SYS_mount_setattr), ctypes.c_int(dirfd), _b(path),
+    ret = libc.syscall(ctypes.c_long(SYS_mount_setattr), ctypes.c_int(dirfd), _b(path),
                         ctypes.c_uint(flags), ctypes.byref(attr), ctypes.c_size_t(ctypes.sizeof(attr)))
-    _check(ret, f"mount_setattr {path}")
+    check(ret, f"mount_setattr {path}")
 
 
 KEYCTL_SETPERM = 5
@@ -171,13 +194,13 @@ KEYCTL_JOIN_SESSION_KEYRING = 1
 
 
 def join_session_keyring(name: str) -> int:
-    serial = _libc.syscall(ctypes.c_long(SYS_keyctl), ctypes.c_int(KEYCTL_JOIN_SESSION_KEYRING),
+    serial = libc.syscall(ctypes.c_long(SYS_keyctl), ctypes.c_int(KEYCTL_JOIN_SESSION_KEYRING),
                            name.encode())
-    return _check(serial, "keyctl join session keyring")
+    return check(serial, "keyctl join session keyring")
 
 
 def keyring_setperm(serial: int, perm: int) -> None:
-    _check(_libc.syscall(ctypes.c_long(SYS_keyctl), ctypes.c_int(KEYCTL_SETPERM), ctypes.c_int(serial),
+    check(libc.syscall(ctypes.c_long(SYS_keyctl), ctypes.c_int(KEYCTL_SETPERM), ctypes.c_int(serial),
                          ctypes.c_uint32(perm)), "keyctl setperm")
 
 
@@ -210,10 +233,10 @@ def sealed_memfd(name: str, data: bytes, exec_: bool = False) -> int:
         if os.write(fd, data) != len(data):
             raise OSError(5, f"memfd {name}: short write")
         seals = F_SEAL_SEAL | F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_WRITE
-        if _libc.fcntl(ctypes.c_int(fd), ctypes.c_int(F_ADD_SEALS),
+        if libc.fcntl(ctypes.c_int(fd), ctypes.c_int(F_ADD_SEALS),
                        ctypes.c_int(seals | F_SEAL_EXEC)) < 0:
             # F_SEAL_EXEC is Linux 6.3's: older kernels refuse the whole call with EINVAL
-            _check(_libc.fcntl(ctypes.c_int(fd), ctypes.c_int(F_ADD_SEALS), ctypes.c_int(seals)),
+            check(libc.fcntl(ctypes.c_int(fd), ctypes.c_int(F_ADD_SEALS), ctypes.c_int(seals)),
                    f"memfd {name}: seal")
     except BaseException:
         os.close(fd)

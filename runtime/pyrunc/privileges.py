@@ -81,11 +81,13 @@ def _set_oom_score_adj(value: int) -> None:
 
 
 def _set_personality(value: int) -> None:
-    import ctypes
-    libc = ctypes.CDLL(None, use_errno=True)
-    if libc.personality(ctypes.c_ulong(value)) == -1:
-        e = ctypes.get_errno()
-        raise OCIError(f"linux.personality: personality({value:#x}): {os.strerror(e)}", errno=e)
+    from . import linux
+
+    try:
+        linux.personality(value)
+    except OSError as e:
+        raise OCIError(f"linux.personality: personality({value:#x}): {os.strerror(e.errno)}",
+                       errno=e.errno) from None
 
 
 def _parse_finalize(process: dict):

@@ -1,94 +1,28 @@
-"""Starting a container's init: the fork dance and the parent/child protocol.
+"""Starting a container's init: the fork dance.
 
 parent (pyrunc create, host namespaces)
   └─ stage1: user namespace first (the parent writes its id maps), then joins namespaces
      given by path and unshares the new ones; forks init and exits
        └─ init: pid 1 of the new pid namespace (see init.py)
 
-Parent and children talk over a SOCK_SEQPACKET socketpair in small JSON messages:
-  child -> parent: {"type": "idmap", "pid"}   write uid_map/gid_map of pid, then "idmap-done"
-                   {"type": "pid", "pid"}     init's host pid; parent applies resources, then
-                                              "continue"
-  parent -> stage1: {"type": "joined"}          stage1 is in the container's cgroups: it may fork
-                                              init, which inherits them. The parent joins stage1
-                                              right after forking it, so the first attach to a v1
-                                              cpu cgroup (it can block ~10 ms in the kernel)
-                                              overlaps stage1's namespace work.
-                   {"type": "hooks"}          run prestart/createRuntime hooks, then "hooks-done"
-                   {"type": "ready"}          init is set up and blocks on exec.fifo
-                   {"type": "error", "msg"}   a failure in the child: becomes create's error
-A child that dies instead (killed) is create's error too, "container init exited during
-setup ... (killed by signal N)"; stage1 dies with create (PR_SET_PDEATHSIG), init reads
-the end of the socket.
-The parent is a child subreaper, so init (orphaned when stage1 exits) is reparented to it
-and `run` can wait for it.
+They talk over pyrunc.sync's channel: its docstring has the messages, who sends each and
+when. The parent joins stage1 to the container's cgroups right after forking it, so the
+first attach to a v1 cpu cgroup (it can block ~10 ms in the kernel) overlaps stage1's
+namespace work. A child that dies instead of answering (killed) is create's error too,
+"container init exited during setup ... (killed by signal N)"; stage1 dies with create
+(PR_SET_PDEATHSIG), init reads the end of the socket. The parent is a child subreaper, so
+init (orphaned when stage1 exits) is reparented to it and `run` can wait for it.
 """
 
 import errno
 import os
 import _signal as signal  # the C module: `signal` imports enum (~1 ms) for names we do not need
 
-# _socket, not socket: the wrapper module costs ~2 ms of imports (enum, selectors).
-import _socket
-
-from ocispec import fastjson as json
 from ocispec.errors import OCIError
 from ocispec.tables import NAMESPACES
 
-from . import linux
-
-
-class Channel:
-    """One end of the sync socket, carrying JSON messages."""
-
-    def __init__(self, sock):
-        self.sock = sock
-
-    def send(self, kind: str, **fields) -> None:
-        fields["type"] = kind
-        self.sock.send(json.dumps(fields).encode())
-
-    def recv(self) -> dict | None:
-        try:
-            data = self.sock.recv(1 << 16)
-        except ConnectionResetError:
-            # The peer exited with a message of ours unread (stage1 failing before it read
-            # "joined"): the kernel reports that first, then still delivers what it sent.
-            data = self.sock.recv(1 << 16)
-        return json.loads(data) if data else None
-
-    def expect(self, kind: str) -> dict:
-        msg = self.recv()
-        if msg is None:
-            raise OCIError(f"the runtime's parent went away while init waited for {kind!r}")
-        if msg["type"] != kind:
-            raise OCIError(f"runtime protocol error: expected {kind!r}, got {msg['type']!r}")
-        return msg
-
-    def expect_any(self) -> dict:
-        msg = self.recv()
-        if msg is None:
-            raise OCIError("the runtime's parent went away during container setup")
-        return msg
-
-    def fileno(self) -> int:
-        return self.sock.fileno()
-
-    def close(self) -> None:
-        self.sock.close()
-
-
-def send_error(ch: Channel, err: BaseException) -> None:
-    if isinstance(err, OCIError):
-        msg = str(err)
-    elif isinstance(err, OSError):
-        msg = f"{err.strerror or err}" + (f": {err.filename}" if err.filename else "")
-    else:
-        msg = f"{type(err).__name__}: {err}"
-    try:
-        ch.send("error", msg=msg, errno=getattr(err, "errno", None))
-    except OSError:
-        pass
+from . import linux, sync
+from .sync import Channel, kill_reap, reap, send_error
 
 
 def write_id_maps(pid: int, linux_cfg: dict) -> None:
@@ -122,7 +56,7 @@ class Spawn:
         self.preserve_fds = 0
         self.init_pid = 0
         self.cgroup_state: dict | None = None
-        self.idmap_trees: dict[int, int] = {}
+        self.mount_trees: dict[int, int] = {}  # mounts index -> detached source tree
         # Called by the parent at the protocol's steps.
         self.on_stage1 = lambda pid: None   # make the cgroups, join stage1; extra "continue" fields
         self.on_pid = lambda pid: None      # resources, netDevices: before "continue"
@@ -139,7 +73,7 @@ def start_init(sp: Spawn) -> int:
         from . import seccomp
 
         seccomp.prepare(seccomp_cfg, connect=False)
-    psock, csock = _socket.socketpair(_socket.AF_UNIX, _socket.SOCK_SEQPACKET)
+    ch, child_ch = sync.pair()
     fifo_fd = os.open(sp.fifo_path, os.O_PATH | os.O_CLOEXEC)
     linux.set_subreaper()
     parent = os.getpid()
@@ -148,24 +82,23 @@ def start_init(sp: Spawn) -> int:
         # Init cannot die with create the same way: stage1, its parent, exits on purpose.
         # It is born in the cgroups create has recorded, and reads the end of the socket.
         _die_with_parent(parent)
-        psock.close()
-        ch = Channel(csock)
+        ch.close()
+        ch = child_ch
         try:
             _stage1(sp, ch, fifo_fd, parent)
         except BaseException as e:  # everything must reach the parent as a message
             send_error(ch, e)
         os._exit(1)
-    csock.close()
+    child_ch.close()
     os.close(fifo_fd)
-    ch = Channel(psock)
     # Until stage1 has sent init's pid, init may hold the socket's other end: a stage1 killed
     # right after forking it would leave both waiting. Wake up now and then to look at it.
-    psock.settimeout(0.05)
+    ch.sock.settimeout(0.05)
     init_pid = 0
     try:
         extra = sp.on_stage1(stage1) or {}
         try:
-            ch.send("joined")
+            ch.send(sync.JOINED)
         except OSError:
             pass  # stage1 failed meanwhile: its error message is waiting to be read
         while True:
@@ -174,22 +107,22 @@ def start_init(sp: Spawn) -> int:
                 raise OCIError(_died(stage1, init_pid))
             kind = msg["type"]
             try:
-                if kind == "idmap":
+                if kind == sync.IDMAP:
                     write_id_maps(msg["pid"], sp.cfg.get("linux") or {})
-                    ch.send("idmap-done")
-                elif kind == "pid":
+                    ch.send(sync.IDMAP_DONE)
+                elif kind == sync.PID:
                     init_pid = sp.init_pid = msg["pid"]
-                    _reap(stage1)
+                    reap(stage1)
                     stage1 = 0
-                    psock.settimeout(None)  # init alone holds the other end now
+                    ch.sock.settimeout(None)  # init alone holds the other end now
                     sp.on_pid(init_pid)
-                    ch.send("continue", pid=init_pid, **extra)
-                elif kind == "hooks":
+                    ch.send(sync.CONTINUE, pid=init_pid, **extra)
+                elif kind == sync.HOOKS:
                     sp.on_hooks(init_pid)
-                    ch.send("hooks-done")
-                elif kind == "ready":
+                    ch.send(sync.HOOKS_DONE)
+                elif kind == sync.READY:
                     return init_pid
-                elif kind == "error":
+                elif kind == sync.ERROR:
                     raise OCIError(msg["msg"], errno=msg.get("errno"))
             except OSError as e:
                 if e.errno not in (errno.EPIPE, errno.ECONNRESET):
@@ -199,14 +132,14 @@ def start_init(sp: Spawn) -> int:
                     msg = ch.recv()
                 except OSError:
                     msg = None
-                if msg is not None and msg["type"] == "error":
+                if msg is not None and msg["type"] == sync.ERROR:
                     raise OCIError(msg["msg"], errno=msg.get("errno")) from None
                 raise OCIError(_died(stage1, init_pid)) from None
     except BaseException:
         if init_pid:
-            _kill_reap(init_pid)
+            kill_reap(init_pid)
         if stage1:
-            _kill_reap(stage1)
+            kill_reap(stage1)
         raise
     finally:
         ch.close()
@@ -231,21 +164,6 @@ def _recv(ch: Channel, stage1: int) -> dict | None:
                 return ch.recv()  # stage1 exited: what it sent before is queued
             except TimeoutError:
                 return None
-
-
-def _reap(pid: int) -> int | None:
-    try:
-        return os.waitpid(pid, 0)[1]
-    except ChildProcessError:
-        return None
-
-
-def _kill_reap(pid: int) -> None:
-    try:
-        os.kill(pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
-    _reap(pid)
 
 
 def _died(stage1: int, init_pid: int) -> str:
@@ -281,7 +199,7 @@ def _stage1(sp: Spawn, ch: Channel, fifo_fd: int, parent: int) -> None:  # pragm
     linux.set_dumpable(False)
     # Nothing of the runtime's may reach the container: not the state lock (whose flock
     # would stay held), not a host directory (CVE-2024-21626), only what it is given.
-    keep = [0, 1, 2, ch.fileno(), fifo_fd, *sp.idmap_trees.values()]
+    keep = [0, 1, 2, ch.fileno(), fifo_fd, *sp.mount_trees.values()]
     keep += range(3, 3 + sp.preserve_fds)
     if sp.console_fd >= 0:
         keep.append(sp.console_fd)
@@ -299,7 +217,6 @@ def _stage1(sp: Spawn, ch: Channel, fifo_fd: int, parent: int) -> None:  # pragm
     init.preimport(cfg)  # before a mount namespace joined by path changes what paths mean
     plan, _ = namespace_plan(cfg)
     types = {t for t, _ in plan}
-    seen: set[str] = set()
     # Open every namespace path while still in the host mount namespace.
     fds = {}
     for i, (t, path) in enumerate(plan):
@@ -313,8 +230,8 @@ def _stage1(sp: Spawn, ch: Channel, fifo_fd: int, parent: int) -> None:  # pragm
             _setns(plan, fds, "user")
         else:
             linux.unshare(linux.CLONE_NEWUSER)
-            ch.send("idmap", pid=os.getpid())
-            _wait(ch, "idmap-done", seen)
+            ch.send(sync.IDMAP, pid=os.getpid())
+            ch.wait(sync.IDMAP_DONE)
         try:
             os.setresgid(0, 0, 0)
             os.setresuid(0, 0, 0)
@@ -342,18 +259,12 @@ def _stage1(sp: Spawn, ch: Channel, fifo_fd: int, parent: int) -> None:  # pragm
                 text += f"{clock} {int(o.get('secs', 0))} {int(o.get('nanosecs', 0))}\n"
         if text:
             procfs.write("self/timens_offsets", text)
-    _wait(ch, "joined", seen)  # init must be born in the container's cgroups
+    ch.wait(sync.JOINED)  # init must be born in the container's cgroups
     pid = os.fork()
     if pid == 0:
         init.main(sp, ch, fifo_fd)  # never returns
-    ch.send("pid", pid=pid)
+    ch.send(sync.PID, pid=pid)
     os._exit(0)
-
-
-def _wait(ch: Channel, kind: str, seen: set) -> None:  # pragma: no cover - child
-    """Wait for a message from the parent; ones that came first are remembered."""
-    while kind not in seen:
-        seen.add(ch.expect_any()["type"])
 
 
 def _setns(plan, fds, t) -> None:  # pragma: no cover - child

@@ -24,6 +24,7 @@ from ocispec.tables import (
 )
 
 from . import idmap, linux, procfs
+from .idmap import is_bind
 
 _RESOLVE = linux.RESOLVE_IN_ROOT | linux.RESOLVE_NO_MAGICLINKS
 
@@ -171,34 +172,45 @@ class Setup:
     """Builds the container's mount tree in init's (new) mount namespace."""
 
     def __init__(self, cfg: dict, rootfs: str, bundle: str, in_userns: bool, cgroup_state: dict | None,
-                 idmap_trees: dict | None = None):
+                 mount_trees: dict | None = None, own_mntns: bool = True):
         self.cfg = cfg
         self.lcfg = cfg.get("linux") or {}
         self.rootfs = rootfs
         self.bundle = bundle
         self.in_userns = in_userns
         self.cgroup_state = cgroup_state
-        # {mounts index: fd of an idmapped tree}, made by create's parent (idmap.prepare):
-        # the mappings name host ids, which only the host's user namespace may use.
-        self.idmap_trees = idmap_trees or {}
+        # {mounts index: fd of a detached tree of the source}, made by create's parent
+        # (mount_sources): idmapped ones, whose mappings name host ids that only the host's
+        # user namespace may use, and, in a user namespace, every bind source, which the
+        # container's root may not be allowed to reach (runc's mountFds).
+        self.mount_trees = mount_trees or {}
+        # Without a mount namespace of its own the container shares its caller's (the
+        # runtime-spec's "inherited"): runc then mounts there, chroots instead of
+        # pivot_root and skips finalizeRootfs (no read-only remounts, root.readonly unused).
+        self.own_mntns = own_mntns
+        self.ro_later: list[tuple[str, int]] = []
         self.root: Root | None = None
 
     def prepare(self) -> None:
         """Everything before pivot_root."""
-        prop = self.lcfg.get("rootfsPropagation")
-        linux.mount(None, "/", None, PROPAGATION[prop] if prop else MS_SLAVE | MS_REC)
-        self._parent_mount_private()
-        linux.mount(self.rootfs, self.rootfs, None, MS_BIND | MS_REC)
+        if self.own_mntns:
+            prop = self.lcfg.get("rootfsPropagation")
+            linux.mount(None, "/", None, PROPAGATION[prop] if prop else MS_SLAVE | MS_REC)
+            self._parent_mount_private()
+            linux.mount(self.rootfs, self.rootfs, None, MS_BIND | MS_REC)
+        # else: runc would still make "/" rslave and the rootfs's parent mount private, in
+        # the caller's namespace: that changes the propagation of the whole host's mounts,
+        # so pyrunc leaves them alone and mounts straight onto the rootfs.
         self.root = Root(self.rootfs)
         mounts = self.cfg.get("mounts") or []
         for i, m in enumerate(mounts):
             try:
-                self._mount(m, self.idmap_trees.get(i), f"mounts[{i}] ({m.get('destination')})")
+                self._mount(m, self.mount_trees.get(i), f"mounts[{i}] ({m.get('destination')})")
             except OCIError:
                 raise
             except OSError as e:
                 raise OCIError(f"mounts[{i}] ({m.get('destination')}): {e.strerror or e}") from None
-        if not any(posixpath.normpath(m.get("destination", "")) == "/dev" and _is_bind(m) for m in mounts):
+        if not any(posixpath.normpath(m.get("destination", "")) == "/dev" and is_bind(m) for m in mounts):
             self._devices(default=True)
         self._devices(default=False)
         cwd = (self.cfg.get("process") or {}).get("cwd")
@@ -215,7 +227,7 @@ class Setup:
                     best = mp
         linux.mount(None, best, None, MS_PRIVATE)
 
-    def _mount(self, m: dict, idmap_tree: int | None = None, where: str = "mounts") -> None:
+    def _mount(self, m: dict, tree: int | None = None, where: str = "mounts") -> None:
         dest = m["destination"]
         mtype = m.get("type") or ""
         src = m.get("source") or ""
@@ -229,15 +241,17 @@ class Setup:
             if not os.path.isabs(src):
                 src = os.path.join(self.bundle, src)
             try:
-                st = os.stat(src)
+                # the tree, when there is one: its path may go through a directory only
+                # the host's root may search
+                st = os.fstat(tree) if tree is not None else os.stat(src)
             except OSError as e:
                 raise OCIError(f"mount source {src} for {dest}: {e.strerror}") from None
             fd = self.root.mkdir_all(dest) if stat.S_ISDIR(st.st_mode) else self.root.mkfile(dest)
             self._checked(fd, m, where, src)
             try:
-                if idmap_tree is not None:
-                    idmap.attach(idmap_tree, fd)
-                    os.close(idmap_tree)
+                if tree is not None:
+                    idmap.attach(tree, fd, where)
+                    os.close(tree)
                 else:
                     linux.mount(src, fdpath(fd), None, MS_BIND | (flags & MS_REC))
             finally:
@@ -250,6 +264,11 @@ class Setup:
             finally:
                 os.close(fd)
             return
+        if flags & MS_RDONLY and (mtype == "tmpfs" or posixpath.normpath(dest) == "/dev"):
+            # As runc's mountPropagate: /dev gets pts, shm and the device nodes mounted and
+            # made on it, a tmpfs its copy-up; finalize() makes them read-only afterwards.
+            flags &= ~MS_RDONLY
+            self.ro_later.append((dest, flags))
         fd = self._plain_dir(dest, mtype, where) if mtype in ("proc", "sysfs") else self.root.mkdir_all(dest)
         self._checked(fd, m, where, src)
         under = -1
@@ -317,7 +336,7 @@ class Setup:
         if rel == "proc":
             if m.get("type") == "proc":
                 return
-            if _is_bind(m):
+            if is_bind(m):
                 try:
                     sfd = os.open(src, os.O_PATH | os.O_CLOEXEC)
                 except OSError as e:
@@ -438,6 +457,13 @@ class Setup:
         if self.root is not None:
             self.root.close()
             self.root = None
+        if not self.own_mntns:
+            # runc's chroot(): the caller's mounts stay. (runc's --no-pivot would move the
+            # rootfs over the caller's "/" and unmount its /proc and /sys: not here.)
+            os.chdir(self.rootfs)
+            os.chroot(".")
+            os.chdir("/")
+            return
         if no_pivot:
             self._hide_full_proc_sys()
             os.chdir(self.rootfs)
@@ -492,10 +518,15 @@ class Setup:
                 linux.mount("tmpfs", mp, "tmpfs", MS_RDONLY, "size=0")
 
     def finalize(self) -> None:
-        """After pivot_root: masked and read-only paths, read-only root."""
+        """After pivot_root: the read-only tmpfs and /dev mounts, masked and read-only
+        paths, read-only root."""
+        if not self.own_mntns:
+            return  # runc skips finalizeRootfs; masked/read-only paths were refused
         root = Root("/")
         null = -1
         try:
+            for dest, flags in self.ro_later:
+                self._remount_ro(root, dest, flags)
             for p in self.lcfg.get("readonlyPaths") or []:
                 self._readonly(root, p)
             masked = self.lcfg.get("maskedPaths") or []
@@ -509,6 +540,20 @@ class Setup:
                 os.close(null)
         if (self.cfg.get("root") or {}).get("readonly"):
             _remount("/", MS_RDONLY | (_current_flags("/") & _LOCKED), self.in_userns)
+
+    def _remount_ro(self, root: Root, dest: str, flags: int) -> None:
+        # runc's remountReadonly: MS_REMOUNT|MS_BIND changes only the mount's flags, which a
+        # user namespace may do as long as the locked ones stay (_remount keeps them).
+        try:
+            fd = root.open(dest)
+        except OSError as e:
+            raise OCIError(f"mounts ({dest}): cannot make it read-only: {e.strerror}") from None
+        try:
+            _remount(fdpath(fd), (flags & ~(MS_REC | MS_BIND | MS_REMOUNT)) | MS_RDONLY, self.in_userns)
+        except OSError as e:
+            raise OCIError(f"mounts ({dest}): cannot make it read-only: {e.strerror}") from None
+        finally:
+            os.close(fd)
 
     def _mask(self, root: Root, path: str, null: int) -> None:
         try:
@@ -618,7 +663,3 @@ def _copy_tree(src: int, dst: int) -> None:
     st = os.fstat(src)
     os.fchown(dst, st.st_uid, st.st_gid)
     os.fchmod(dst, stat.S_IMODE(st.st_mode))
-
-
-def _is_bind(m: dict) -> bool:
-    return m.get("type") == "bind" or any(o in ("bind", "rbind") for o in m.get("options") or ())

@@ -9,8 +9,7 @@ import os
 from ocispec.errors import OCIError, SpecError
 from ocispec.tables import IOPRIO_CLASSES, SCHED_FLAGS, SCHED_POLICIES
 
-_libc = ctypes.CDLL(None, use_errno=True)
-_libc.syscall.restype = ctypes.c_long
+from . import linux
 
 # (sched_setattr, ioprio_set) by machine.
 _NR = {"x86_64": (314, 251), "aarch64": (274, 30), "riscv64": (274, 30),
@@ -76,9 +75,10 @@ def parse_scheduler(sched, field="process.scheduler") -> _SchedAttr | None:
 
 
 def set_scheduler(attr: _SchedAttr, field="process.scheduler") -> None:
-    if _libc.syscall(_nr(0, field), 0, ctypes.byref(attr), 0) < 0:
-        e = ctypes.get_errno()
-        raise OCIError(f"{field}: sched_setattr: {os.strerror(e)}", errno=e)
+    try:
+        linux.syscall(_nr(0, field), 0, ctypes.byref(attr), 0)
+    except OSError as e:
+        raise OCIError(f"{field}: sched_setattr: {e.strerror}", errno=e.errno) from None
 
 
 def parse_ioprio(io, field="process.ioPriority") -> int | None:
@@ -96,6 +96,7 @@ def parse_ioprio(io, field="process.ioPriority") -> int | None:
 
 
 def set_ioprio(value: int, field="process.ioPriority") -> None:
-    if _libc.syscall(_nr(1, field), IOPRIO_WHO_PROCESS, 0, value) < 0:
-        e = ctypes.get_errno()
-        raise OCIError(f"{field}: ioprio_set: {os.strerror(e)}", errno=e)
+    try:
+        linux.syscall(_nr(1, field), IOPRIO_WHO_PROCESS, 0, value)
+    except OSError as e:
+        raise OCIError(f"{field}: ioprio_set: {e.strerror}", errno=e.errno) from None

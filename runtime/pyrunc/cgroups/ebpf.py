@@ -13,6 +13,7 @@ import struct
 
 from ocispec.errors import OCIError
 
+from .. import linux
 from .devices import F, check, with_defaults
 
 _SYS_BPF = {"x86_64": 321, "aarch64": 280, "ppc64le": 361, "s390x": 351,
@@ -24,8 +25,6 @@ BPF_CGROUP_DEVICE = 6
 BPF_F_ALLOW_MULTI = 2
 DEV_TYPE = {"b": 1, "c": 2}          # BPF_DEVCG_DEV_*
 DEV_ACCESS = {"m": 1, "r": 2, "w": 4}  # BPF_DEVCG_ACC_*
-
-_libc = None
 
 
 def _insn(code, dst=0, src=0, off=0, imm=0) -> bytes:
@@ -87,17 +86,10 @@ def program(rules: list) -> bytes:
 
 
 def _bpf(cmd: int, attr: bytes) -> int:
-    global _libc
     if _SYS_BPF is None:
         raise OCIError(f"{F}: no bpf(2) syscall number for {platform.machine()}")
-    if _libc is None:
-        _libc = ctypes.CDLL(None, use_errno=True)
-        _libc.syscall.restype = ctypes.c_long
     buf = ctypes.create_string_buffer(attr, len(attr))
-    r = _libc.syscall(_SYS_BPF, cmd, buf, len(attr))
-    if r < 0:
-        e = ctypes.get_errno()
-        raise OSError(e, os.strerror(e))
+    r = linux.syscall(_SYS_BPF, cmd, buf, len(attr))  # OSError(errno, reason) on failure
     return r, buf.raw
 
 

@@ -6,34 +6,26 @@ hierarchy, the cgroup2 one at <dest>/unified, and symlinks for co-mounted contro
 (cpu -> cpu,cpuacct). On a pure v2 host the cgroup2 tree goes at the destination itself.
 """
 
-import ctypes
 import os
 
 from ocispec.errors import OCIError
 from ocispec.tables import (MS_BIND, MS_NODEV, MS_NOEXEC, MS_NOSUID, MS_PRIVATE, MS_RDONLY,
                             MS_REC, MS_REMOUNT, MS_SHARED, MS_SLAVE, MS_UNBINDABLE)
 
+from .. import linux
 from . import paths
 
-_libc = None
 _DEFAULT = MS_NOSUID | MS_NODEV | MS_NOEXEC
 _NOT_KEPT = MS_RDONLY | MS_BIND | MS_REC | MS_REMOUNT | MS_PRIVATE | MS_SHARED | MS_SLAVE | \
     MS_UNBINDABLE
 
 
 def _mount(source, target, fstype, flags, data=None) -> None:
-    # A private ctypes call: the core's linux.py is not imported here to keep this module
-    # standalone; both reach the same libc mount(2).
-    global _libc
-    if _libc is None:
-        _libc = ctypes.CDLL(None, use_errno=True)
-        _libc.mount.argtypes = (ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p,
-                                ctypes.c_ulong, ctypes.c_char_p)
-    enc = lambda s: s.encode() if s is not None else None  # noqa: E731
-    if _libc.mount(enc(source), enc(target), enc(fstype), flags, enc(data)) != 0:
-        err = ctypes.get_errno()
+    try:
+        linux.mount(source, target, fstype, flags, data)
+    except OSError as e:
         raise OCIError(f"mounts: cgroup at {target}: cannot mount {fstype or 'bind'} "
-                       f"{source}: {os.strerror(err).lower()}", errno=err)
+                       f"{source}: {os.strerror(e.errno).lower()}", errno=e.errno) from None
 
 
 def _bind(source: str, target: str, flags: int, ro: bool) -> None:
