@@ -40,7 +40,7 @@ FLAGS: dict[str, dict[str, str]] = {
 INSTRUCTIONS = ("FROM", "RUN", "CMD", "LABEL", "EXPOSE", "ENV", "ADD", "COPY", "ENTRYPOINT",
                 "VOLUME", "USER", "WORKDIR", "ARG", "ONBUILD", "STOPSIGNAL", "HEALTHCHECK",
                 "SHELL", "MAINTAINER")
-_HEREDOC_KINDS = ("RUN", "COPY", "ADD")
+HEREDOC_KINDS = ("RUN", "COPY", "ADD")  # instructions that read heredoc bodies
 NETWORK_MODES = ("none", "host", "default")
 SECURITY_MODES = ("insecure", "sandbox")
 
@@ -83,11 +83,6 @@ def chmod_error(value: str) -> str | None:
     return None
 
 
-def parse(text: str, *, filename: str = "Dockerfile") -> ast.Dockerfile:
-    """Parse Dockerfile text. Raises OCIError `FILENAME:LINE:COL: reason` on bad input."""
-    return _Parser(text, filename).run()
-
-
 def _continuation_re(esc: str) -> re.Pattern[str]:
     # The escape char ends a line as a continuation unless it is itself escaped.
     e = re.escape(esc)
@@ -111,16 +106,51 @@ class _Positions:
         return line, col + offset - self.starts[i]
 
 
-class _Logical:
-    """One instruction's text before it is parsed."""
+class Node:
+    """One instruction as the line reader sees it, BuildKit's parser.Node: the keyword as
+    written, the leading `--flag` words and the argument text, each with its offset in the
+    logical line (continuations joined) so errors can point at it. read_heredocs fills in
+    the heredoc bodies that follow the instruction."""
 
-    def __init__(self, text: str, pos: _Positions, end_line: int):
+    __slots__ = ("text", "pos", "end_line", "keyword", "line", "column", "flags", "args_off",
+                 "rest", "original", "heredocs", "body_lines")
+
+    def __init__(self, text: str, pos: _Positions, end_line: int, base: int = 0):
         self.text = text
         self.pos = pos
         self.end_line = end_line
+        j = base
+        while j < len(text) and text[j] not in _WS:
+            j += 1
+        self.keyword = text[base:j]
+        self.line, self.column = pos.at(base)
+        rest_off = j
+        while rest_off < len(text) and text[rest_off] in _WS:
+            rest_off += 1
+        self.flags, self.args_off = extract_flags(text, rest_off)
+        self.rest = text[self.args_off:].rstrip(_WS)
+        self.original = text[base:].strip(_WS)
+        self.heredocs: list[ast.Heredoc] = []
+        self.body_lines = 0  # lines after end_line that heredoc bodies took
+
+    def sub(self, base: int) -> Node:
+        """The instruction that starts at offset base of this line (ONBUILD's trigger)."""
+        return Node(self.text, self.pos, self.end_line, base)
+
+    def takes_heredocs(self) -> bool:
+        """RUN, COPY and ADD read heredoc bodies, also as an ONBUILD trigger (BuildKit's
+        heredocDirectives and heredocCompoundDirectives)."""
+        kind = self.keyword.upper()
+        if kind == "ONBUILD":
+            kind = self.sub(self.args_off).keyword.upper()
+        return kind in HEREDOC_KINDS and "<<" in self.text
 
 
-class _Parser:
+class LineReader:
+    """Dockerfile text -> Nodes, one per instruction: directives, comments, continuations
+    and heredoc bodies, BuildKit's parser.Parse. Iterate it for the nodes; call
+    read_heredocs(node) before taking the next one when the node may have bodies."""
+
     def __init__(self, text: str, filename: str):
         self.filename = filename
         if text.startswith("\ufeff"):
@@ -160,9 +190,9 @@ class _Parser:
             return s[:m.start()], False
         return s, True
 
-    def logical_lines(self):
-        """Yield each instruction's _Logical in order; the caller sends back how many of
-        the following lines its heredoc bodies took, so they are skipped."""
+    def __iter__(self):
+        """Each instruction's Node in order, lazily: an error on a later line is not
+        raised before the caller is done with the nodes before it."""
         lines = self.lines
         n = len(lines)
         i = 0
@@ -200,20 +230,19 @@ class _Parser:
                 parts.append(t)
                 length += len(t)
                 end = i
-            logical = _Logical("".join(parts), pos, end)
+            node = Node("".join(parts), pos, end)
             if empty_line:
                 # BuildKit warns once per instruction; such lines will become errors there
                 self.warnings.append(f"{self.filename}:{empty_line}: empty continuation line "
-                                     f"in {_q(logical.text)}")
-            consumed = yield logical
-            if consumed:
-                i += consumed
+                                     f"in {_q(node.text)}")
+            yield node
+            i += node.body_lines
 
     # -- heredocs -------------------------------------------------------------------
-    def heredocs_in(self, lg: _Logical) -> list[tuple[ast.Heredoc, int]]:
+    def _markers(self, node: Node) -> list[tuple[ast.Heredoc, int]]:
         """Heredoc markers on the line with their offsets, BuildKit's heredocsFromLine."""
         found = []
-        words = _words_with_offsets(lg.text, self.escape)
+        words = parse_words(node.text, self.escape)
         for k, (word, off) in enumerate(words):
             if "<<" not in word:
                 continue
@@ -238,14 +267,19 @@ class _Parser:
                                       expand=expand, fd=int(m.group(1) or 0)), off))
         return found
 
-    def read_heredocs(self, lg: _Logical, start: int, docs) -> int:
-        """Fill heredoc bodies from the lines after index start; returns lines consumed."""
-        i = start
+    def read_heredocs(self, node: Node) -> list[ast.Heredoc]:
+        """The heredoc bodies on the lines after the node's last line, also set on the node
+        (with end_line moved past them): called once the instruction itself is known good,
+        so its own errors come before an unterminated body's."""
+        docs = self._markers(node) if node.takes_heredocs() else []
+        if not docs:
+            return []
+        start = i = node.end_line  # bodies start on the line after the instruction's last
         for doc, off in docs:
             body: list[str] = []
             while True:
                 if i >= len(self.lines):
-                    line, col = lg.pos.at(off)
+                    line, col = node.pos.at(off)
                     raise self.err(line, col, f"unterminated heredoc {_q(doc.name)}: "
                                    f"expected a line {_q(doc.name)} before the end of the file")
                 raw = self.lines[i]
@@ -258,113 +292,100 @@ class _Parser:
             if doc.chomp:
                 content = _LEADING_TABS_RE.sub("", content)
             doc.content = content
-        return i - start
+        node.body_lines = i - start
+        node.end_line += node.body_lines
+        node.heredocs = [h for h, _ in docs]
+        return node.heredocs
 
-    # -- driver ---------------------------------------------------------------------
-    def run(self) -> ast.Dockerfile:
-        df = ast.Dockerfile(filename=self.filename)
-        gen = self.logical_lines()
-        insts: list[ast.Instruction] = []
-        consumed = None
-        while True:
-            try:
-                lg = gen.send(consumed) if consumed is not None else next(gen)
-            except StopIteration:
-                break
-            consumed = 0
-            inst = self.instruction(lg)
+
+def parse(text: str, *, filename: str = "Dockerfile") -> ast.Dockerfile:
+    """Parse Dockerfile text. Raises OCIError `FILENAME:LINE:COL: reason` on bad input."""
+    reader = LineReader(text, filename)
+    df = ast.Dockerfile(filename=filename)
+    insts: list[ast.Instruction] = []
+    for node in reader:
+        inst = build(reader, node)
+        docs = reader.read_heredocs(node)
+        if docs:
             target = inst.trigger if isinstance(inst, ast.Onbuild) else inst
-            docs = self.heredocs_in(lg) if target.kind in _HEREDOC_KINDS and "<<" in lg.text else []
-            if docs:
-                # Bodies start on the line after the instruction's last line.
-                consumed = self.read_heredocs(lg, lg.end_line, docs)
-                target.heredocs = inst.heredocs = [h for h, _ in docs]
-                if isinstance(inst, ast.Onbuild):  # BuildKit's parseOnBuild keeps the bodies
-                    inst.expression += "".join("\n" + h.content + h.name for h, _ in docs)
-                    inst.args = [inst.expression]
-                inst.end_line = target.end_line = lg.end_line + consumed
-                _attach_heredoc_sources(target)
-            insts.append(inst)
-        df.directives = self.directives
-        df.escape = self.escape
-        df.warnings = self.warnings
-        self.group(df, insts)
-        return df
+            target.heredocs = inst.heredocs = docs
+            if isinstance(inst, ast.Onbuild):  # BuildKit's parseOnBuild keeps the bodies
+                inst.expression += "".join("\n" + h.content + h.name for h in docs)
+                inst.args = [inst.expression]
+            inst.end_line = target.end_line = node.end_line
+            _attach_heredoc_sources(target)
+        insts.append(inst)
+    df.directives = reader.directives
+    df.escape = reader.escape
+    df.warnings = reader.warnings
+    _stages(reader, df, insts)
+    return df
 
-    def group(self, df: ast.Dockerfile, insts: list[ast.Instruction]) -> None:
-        if not insts:
-            raise self.err(1, 1, "file with no instructions: expected at least a FROM")
-        names: dict[str, int] = {}
-        stage: ast.Stage | None = None
-        for inst in insts:
-            if isinstance(inst, ast.From):
-                if inst.name is not None and inst.name in names:
-                    raise self.err(inst.line, inst.column,
-                                   f"duplicate stage name {_q(inst.name)}: already used by "
-                                   f"stage {names[inst.name]}")
-                stage = ast.Stage(index=len(df.stages), name=inst.name, base=inst.image,
-                                  platform=inst.platform, line=inst.line, from_=inst)
-                if inst.name is not None:
-                    names[inst.name] = stage.index
-                df.stages.append(stage)
-            elif stage is None:
-                if isinstance(inst, ast.Arg):
-                    df.global_args.append(inst)
-                else:
-                    raise self.err(inst.line, inst.column,
-                                   f"{inst.kind} before the first FROM: only ARG may come "
-                                   "before FROM")
+
+def _stages(reader: LineReader, df: ast.Dockerfile, insts: list[ast.Instruction]) -> None:
+    """Instructions grouped into stages, ARGs before the first FROM as global args."""
+    if not insts:
+        raise reader.err(1, 1, "file with no instructions: expected at least a FROM")
+    names: dict[str, int] = {}
+    stage: ast.Stage | None = None
+    for inst in insts:
+        if isinstance(inst, ast.From):
+            if inst.name is not None and inst.name in names:
+                raise reader.err(inst.line, inst.column,
+                                 f"duplicate stage name {_q(inst.name)}: already used by "
+                                 f"stage {names[inst.name]}")
+            stage = ast.Stage(index=len(df.stages), name=inst.name, base=inst.image,
+                              platform=inst.platform, line=inst.line, from_=inst)
+            if inst.name is not None:
+                names[inst.name] = stage.index
+            df.stages.append(stage)
+        elif stage is None:
+            if isinstance(inst, ast.Arg):
+                df.global_args.append(inst)
             else:
-                stage.instructions.append(inst)
-        if not df.stages:
-            last = insts[-1]
-            raise self.err(last.line, last.column, "no FROM instruction: expected a build stage")
+                raise reader.err(inst.line, inst.column,
+                                 f"{inst.kind} before the first FROM: only ARG may come "
+                                 "before FROM")
+        else:
+            stage.instructions.append(inst)
+    if not df.stages:
+        last = insts[-1]
+        raise reader.err(last.line, last.column, "no FROM instruction: expected a build stage")
 
-    # -- one instruction --------------------------------------------------------------
-    def instruction(self, lg: _Logical, *, base: int = 0) -> ast.Instruction:
-        text = lg.text
-        # keyword
-        j = base
-        while j < len(text) and text[j] not in _WS:
-            j += 1
-        keyword = text[base:j]
-        line, col = lg.pos.at(base)
-        kind = keyword.upper()
-        if kind not in INSTRUCTIONS:
-            close = difflib.get_close_matches(kind, INSTRUCTIONS, n=1, cutoff=0.6)
-            hint = f"did you mean {close[0]}?" if close else None
-            raise self.err(line, col, f"unknown instruction {_q(keyword)}", hint=hint)
-        rest_off = j
-        while rest_off < len(text) and text[rest_off] in _WS:
-            rest_off += 1
-        flag_words, args_off = _extract_flags(text, rest_off)
-        ctx = _Ctx(self, lg, kind, line, col, args_off)
-        flags = ctx.parse_flags(flag_words)
-        rest = text[args_off:].rstrip(_WS)
-        original = text[base:].strip(_WS)
-        inst_cls = _CLASSES[kind]
-        inst = inst_cls(kind=kind, line=line, column=col, end_line=lg.end_line,
-                        original=original, flags=flags, flag_pos=ctx.flag_pos)
-        _BUILDERS[kind](ctx, inst, rest)
-        return inst
+
+def build(reader: LineReader, node: Node) -> ast.Instruction:
+    """The typed instruction for one node, its flags and arguments checked."""
+    kind = node.keyword.upper()
+    if kind not in INSTRUCTIONS:
+        close = difflib.get_close_matches(kind, INSTRUCTIONS, n=1, cutoff=0.6)
+        hint = f"did you mean {close[0]}?" if close else None
+        raise reader.err(node.line, node.column, f"unknown instruction {_q(node.keyword)}",
+                         hint=hint)
+    ctx = _Ctx(reader, node, kind)
+    flags = ctx.parse_flags(node.flags)
+    inst = _CLASSES[kind](kind=kind, line=node.line, column=node.column,
+                          end_line=node.end_line, original=node.original, flags=flags,
+                          flag_pos=ctx.flag_pos)
+    _BUILDERS[kind](ctx, inst, node.rest)
+    return inst
 
 
 class _Ctx:
     """What an instruction builder needs to parse and to report errors."""
 
-    def __init__(self, parser: _Parser, lg: _Logical, kind: str, line: int, col: int, args_off: int):
-        self.p = parser
-        self.lg = lg
+    def __init__(self, reader: LineReader, node: Node, kind: str):
+        self.p = reader
+        self.node = node
         self.kind = kind
-        self.line = line
-        self.col = col
-        self.args_off = args_off
+        self.line = node.line
+        self.col = node.column
+        self.args_off = node.args_off
 
     def err(self, msg: str, offset: int | None = None, hint: str | None = None) -> OCIError:
         if offset is None:
             line, col = self.line, self.col
         else:
-            line, col = self.lg.pos.at(offset)
+            line, col = self.node.pos.at(offset)
         return self.p.err(line, col, msg, hint)
 
     def parse_flags(self, words: list[tuple[str, int]]) -> dict[str, list[str]]:
@@ -396,14 +417,14 @@ class _Ctx:
         self.flag_offsets = {w[2:].partition("=")[0]: off for w, off in words}
         self.flag_pos: dict[str, list[tuple[int, int]]] = {}
         for w, off in words:
-            self.flag_pos.setdefault(w[2:].partition("=")[0], []).append(self.lg.pos.at(off))
+            self.flag_pos.setdefault(w[2:].partition("=")[0], []).append(self.node.pos.at(off))
         return out
 
     def flag_err(self, name: str, msg: str) -> OCIError:
         return self.err(f"{self.kind}: --{name}: {msg}", self.flag_offsets.get(name))
 
 
-def _extract_flags(text: str, start: int) -> tuple[list[tuple[str, int]], int]:
+def extract_flags(text: str, start: int) -> tuple[list[tuple[str, int]], int]:
     """Leading `--flag[=value]` words (quotes and \\ handled as BuildKit does).
 
     Returns the flag words with their offsets and the offset where the arguments start.
@@ -448,7 +469,7 @@ def _extract_flags(text: str, start: int) -> tuple[list[tuple[str, int]], int]:
         words.append((w, wstart))
 
 
-def _words_with_offsets(rest: str, escape: str) -> list[tuple[str, int]]:
+def parse_words(rest: str, escape: str) -> list[tuple[str, int]]:
     """BuildKit's parseWords: split on whitespace outside quotes, keeping quotes and
     escapes in the words."""
     words: list[tuple[str, int]] = []
@@ -501,23 +522,28 @@ def _quotes(s: str) -> int:
     return s.count("'") + s.count('"')
 
 
-def _split_ws(rest: str, base: int) -> list[tuple[str, int]]:
+def split_ws(rest: str, base: int) -> list[tuple[str, int]]:
     return [(m.group(), base + m.start()) for m in re.finditer(r"[^\t\v\f\r ]+", rest)]
 
 
-def _maybe_json(ctx: _Ctx, rest: str) -> tuple[list[str] | None, str]:
-    """(list, rest) for a JSON array of strings, else (None, rest). Invalid JSON falls
-    back to shell form, as in BuildKit; a JSON array of non-strings is an error."""
+def maybe_json(rest: str) -> list | None:
+    """The list if rest is a JSON array, else None: invalid JSON is shell form, as in
+    BuildKit's parseMaybeJSON."""
     s = rest.lstrip()
     if not s.startswith("["):
-        return None, rest
+        return None
     try:
         value = json.loads(s)
     except ValueError:
-        return None, rest
-    if not isinstance(value, list):
-        return None, rest
-    if not all(isinstance(v, str) for v in value):
+        return None
+    return value if isinstance(value, list) else None
+
+
+def _json_form(ctx: _Ctx, rest: str) -> tuple[list[str] | None, str]:
+    """(list, rest) for a JSON array of strings, else (None, rest); a JSON array of
+    non-strings is an error."""
+    value = maybe_json(rest)
+    if value is not None and not all(isinstance(v, str) for v in value):
         raise ctx.err(f"{ctx.kind}: a JSON array must hold only strings", ctx.args_off)
     return value, rest
 
@@ -531,13 +557,13 @@ def _need_args(ctx: _Ctx, rest: str) -> None:
 
 def _b_from(ctx: _Ctx, inst: ast.From, rest: str) -> None:
     _need_args(ctx, rest)
-    words = _split_ws(rest, ctx.args_off)
+    words = split_ws(rest, ctx.args_off)
     inst.args = [w for w, _ in words]
     if len(words) not in (1, 3) or (len(words) == 3 and words[1][0].lower() != "as"):
         raise ctx.err("FROM requires either one or three arguments: FROM [--platform=P] "
                       "IMAGE [AS NAME]")
     inst.image = words[0][0]
-    inst.image_pos = ctx.lg.pos.at(words[0][1])
+    inst.image_pos = ctx.node.pos.at(words[0][1])
     inst.platform = inst.flag("platform")
     if len(words) == 3:
         name = words[2][0].lower()
@@ -549,7 +575,7 @@ def _b_from(ctx: _Ctx, inst: ast.From, rest: str) -> None:
 
 def _b_command(ctx: _Ctx, inst, rest: str) -> None:
     _need_args(ctx, rest)
-    lst, rest = _maybe_json(ctx, rest)
+    lst, rest = _json_form(ctx, rest)
     if lst is not None:
         inst.args, inst.json_form, inst.command = lst, True, lst
     else:
@@ -578,7 +604,7 @@ def _b_run(ctx: _Ctx, inst: ast.Run, rest: str) -> None:
 
 def _b_shell(ctx: _Ctx, inst: ast.Shell, rest: str) -> None:
     _need_args(ctx, rest)
-    lst, _ = _maybe_json(ctx, rest)
+    lst, _ = _json_form(ctx, rest)
     if lst is None:
         raise ctx.err('SHELL requires the arguments in JSON form, e.g. SHELL ["/bin/sh", "-c"]',
                       ctx.args_off)
@@ -589,7 +615,7 @@ def _b_shell(ctx: _Ctx, inst: ast.Shell, rest: str) -> None:
 
 def _key_values(ctx: _Ctx, rest: str) -> list[ast.KeyValue]:
     _need_args(ctx, rest)
-    words = _words_with_offsets(rest, ctx.p.escape)
+    words = parse_words(rest, ctx.p.escape)
     if "=" not in words[0][0]:
         parts = re.split(r"[\t\v\f\r ]+", rest.strip(_WS), maxsplit=1)
         if len(parts) < 2:
@@ -618,22 +644,22 @@ def _b_env(ctx: _Ctx, inst, rest: str) -> None:
 
 def _b_arg(ctx: _Ctx, inst: ast.Arg, rest: str) -> None:
     _need_args(ctx, rest)
-    for word, off in _words_with_offsets(rest, ctx.p.escape):
+    for word, off in parse_words(rest, ctx.p.escape):
         name, eq, value = word.partition("=")
         if not name:
             raise ctx.err(f"ARG: name can't be blank in {_q(word)}", ctx.args_off + off)
         inst.decls.append(ast.ArgDecl(name, value if eq else None))
-    inst.args = [w for w, _ in _words_with_offsets(rest, ctx.p.escape)]
+    inst.args = [w for w, _ in parse_words(rest, ctx.p.escape)]
 
 
 def _b_copy(ctx: _Ctx, inst: ast.Copy, rest: str) -> None:
     _need_args(ctx, rest)
-    lst, _ = _maybe_json(ctx, rest)
+    lst, _ = _json_form(ctx, rest)
     if lst is not None:
         inst.args, inst.json_form = lst, True
         offs = [ctx.args_off] * len(lst)
     else:
-        words = _split_ws(rest, ctx.args_off)
+        words = split_ws(rest, ctx.args_off)
         inst.args = [w for w, _ in words]
         offs = [o for _, o in words]
     if len(inst.args) < 2:
@@ -681,17 +707,17 @@ def _attach_heredoc_sources(inst: ast.Instruction) -> None:
 
 def _b_expose(ctx: _Ctx, inst: ast.Expose, rest: str) -> None:
     _need_args(ctx, rest)
-    inst.args = inst.ports = [w for w, _ in _split_ws(rest, 0)]
+    inst.args = inst.ports = [w for w, _ in split_ws(rest, 0)]
 
 
 def _b_volume(ctx: _Ctx, inst: ast.Volume, rest: str) -> None:
     _need_args(ctx, rest)
-    lst, _ = _maybe_json(ctx, rest)
+    lst, _ = _json_form(ctx, rest)
     if lst is not None:
         inst.json_form = True
         inst.args = lst
     else:
-        inst.args = [w for w, _ in _split_ws(rest, 0)]
+        inst.args = [w for w, _ in split_ws(rest, 0)]
     if not inst.args or any(not p.strip() for p in inst.args):
         raise ctx.err("VOLUME specified can not be an empty string", ctx.args_off)
     inst.paths = list(inst.args)
@@ -758,7 +784,7 @@ def _b_healthcheck(ctx: _Ctx, inst: ast.Healthcheck, rest: str) -> None:
                       ctx.args_off)
     if not cmd.strip():
         raise ctx.err("HEALTHCHECK CMD requires a command", ctx.args_off)
-    lst, _ = _maybe_json(ctx, cmd)
+    lst, _ = _json_form(ctx, cmd)
     if lst is not None:
         inst.json_form = True
         inst.args = ["CMD", *lst]
@@ -792,7 +818,7 @@ def _b_healthcheck(ctx: _Ctx, inst: ast.Healthcheck, rest: str) -> None:
 def _b_onbuild(ctx: _Ctx, inst: ast.Onbuild, rest: str) -> None:
     _need_args(ctx, rest)
     j = ctx.args_off
-    text = ctx.lg.text
+    text = ctx.node.text
     k = j
     while k < len(text) and text[k] not in _WS:
         k += 1
@@ -801,7 +827,7 @@ def _b_onbuild(ctx: _Ctx, inst: ast.Onbuild, rest: str) -> None:
         raise ctx.err("chaining ONBUILD via ONBUILD ONBUILD isn't allowed", j)
     if inner_kind in ("FROM", "MAINTAINER"):
         raise ctx.err(f"{inner_kind} isn't allowed as an ONBUILD trigger", j)
-    inst.trigger = ctx.p.instruction(ctx.lg, base=j)
+    inst.trigger = build(ctx.p, ctx.node.sub(j))
     inst.expression = rest.strip(_WS)
     inst.args = [inst.expression]
 
