@@ -13,7 +13,7 @@ from .ast import (Add, Arg, ArgDecl, Cmd, Copy, Dockerfile, Entrypoint, Env, Exp
 from .command import RunCommand, run_command
 from .expand import expand, expand_heredoc, expand_words
 from .mounts import MountError, parse_mount
-from .parser import parse
+from .instructions import parse
 from .plan import BuildPlan, PlannedStage, plan
 from .render import render
 from .scope import Platform, Scope, parse_platform, predefined_args

@@ -17,7 +17,7 @@ from ocispec.errors import OCIError
 
 from . import ast
 from .expand import delimiter_words
-from .parser import _HEREDOC_RE
+from .parser import HEREDOC_RE
 
 PIPES_DIR = "/dev/pipes"
 
@@ -32,7 +32,7 @@ class RunCommand:
 
 
 def _single_heredoc(text: str) -> bool:
-    m = _HEREDOC_RE.match(text)
+    m = HEREDOC_RE.match(text)
     if not m or not m.group(3):
         return False
     try:

@@ -16,9 +16,9 @@ from dataclasses import dataclass, field
 from ocispec.errors import OCIError
 
 from . import ast
-from .parser import _q
 from .expand import expand
-from .parser import _STAGE_NAME_RE
+from .instructions import STAGE_NAME_RE
+from .parser import _q
 from .scope import BUILTIN_ARGS, global_args, parse_platform, predefined_args
 
 
@@ -251,7 +251,7 @@ class _Graph:
     def _near_stage(self, ref: str) -> str | None:
         """A stage name ref is probably a typo of (bare names only, not tagged images)."""
         low = ref.lower()
-        if not _STAGE_NAME_RE.match(low) or any(c in ref for c in ":/@"):
+        if not STAGE_NAME_RE.match(low) or any(c in ref for c in ":/@"):
             return None
         return _near_miss(low, list(self.names))
 

@@ -27,7 +27,7 @@ def _flags(inst: ast.Instruction) -> list[str]:
 
 
 def _is_bool(kind: str, name: str) -> bool:
-    from .parser import FLAGS
+    from .instructions import FLAGS
     return FLAGS.get(kind, {}).get(name) == "bool"
 
 

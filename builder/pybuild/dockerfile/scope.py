@@ -27,9 +27,10 @@ from collections.abc import Mapping
 from ocispec.errors import OCIError
 
 from . import ast
-from .parser import _q, chmod_error, chown_error
 from .expand import expand, expand_heredoc, expand_words
+from .instructions import chmod_error, chown_error
 from .mounts import MountError, parse_mount
+from .parser import _q
 
 PROXY_ARGS = ("HTTP_PROXY", "http_proxy", "HTTPS_PROXY", "https_proxy", "FTP_PROXY",
               "ftp_proxy", "NO_PROXY", "no_proxy", "ALL_PROXY", "all_proxy")
