@@ -11,6 +11,7 @@ import time
 
 from ocispec.errors import OCIError
 
+from . import trace
 from .state import Container, check_id, now_rfc3339, proc_start_time, write_atomic
 
 
@@ -31,6 +32,7 @@ def create(root: str, container_id: str, bundle: str, *, pid_file: str = "", con
 
     check_id(container_id)
     bundle, cfg, rootfs = loaded or load_bundle(bundle)
+    trace.mark("read, validate config.json")
     if not isinstance(cfg.get("process"), dict):
         raise OCIError("config.json: process: missing; a container needs process.args to run")
     warn_unknown_capabilities((cfg.get("process") or {}).get("capabilities"), log)
@@ -44,6 +46,7 @@ def create(root: str, container_id: str, bundle: str, *, pid_file: str = "", con
     except OSError as e:
         raise OCIError(f"--root {root}: cannot create the state directory: {e.strerror}") from None
     c.lock()
+    trace.mark("state dir, lock")
     cg = None
     sp = None
     own_console = False
@@ -76,6 +79,7 @@ def create(root: str, container_id: str, bundle: str, *, pid_file: str = "", con
             cg = cgmod.Manager.for_container(container_id, lcfg.get("cgroupsPath"), systemd=systemd)
             cg.create()
             cg.add(pid)  # init, forked by this process, is born in the cgroups
+            trace.mark("cgroups: create, join stage1")
             return {"cgroup": cg.to_state()}
 
         def on_pid(pid: int):
@@ -84,6 +88,7 @@ def create(root: str, container_id: str, bundle: str, *, pid_file: str = "", con
                 from . import netdev
 
                 netdev.move(lcfg["netDevices"], pid)
+            trace.mark("cgroups: resources")
 
         def on_hooks(pid: int):
             from . import hooks as hookrun
@@ -91,6 +96,7 @@ def create(root: str, container_id: str, bundle: str, *, pid_file: str = "", con
             st = spec_state(pid)
             hookrun.run(hooks, "prestart", st)
             hookrun.run(hooks, "createRuntime", st)
+            trace.mark("hooks: prestart, createRuntime")
 
         sp.on_stage1 = on_stage1
         sp.on_pid = on_pid
@@ -107,7 +113,9 @@ def create(root: str, container_id: str, bundle: str, *, pid_file: str = "", con
             # container id): a docker-default profile costs libseccomp ~10 ms, a hit ~0.1 ms,
             # and every RUN of a build or container of a pod brings the same profile.
             seccomp.prepare(lcfg["seccomp"], os.path.join(root, "@seccomp"), connect=False)
+        trace.mark("fifo, cgroup checks, seccomp")
         pid = process.start_init(sp)
+        trace.mark("init ready")
         st = proc_start_time(pid)
         c.data = {
             "id": container_id,
@@ -123,6 +131,7 @@ def create(root: str, container_id: str, bundle: str, *, pid_file: str = "", con
         c.save()
         if pid_file:
             write_atomic(os.path.abspath(pid_file), str(pid).encode(), 0o644)
+        trace.mark("state.json, pid file")
         ok = True
         return c
     finally:
@@ -189,6 +198,7 @@ def _remove_dir(path: str) -> None:
 
 def start(root: str, container_id: str, log=None) -> Container:
     c = Container.load(root, container_id)
+    trace.mark("start: lock, read state")
     try:
         st = c.status()
         if st == "stopped":
@@ -196,6 +206,7 @@ def start(root: str, container_id: str, log=None) -> Container:
         if st != "created":
             raise OCIError(f"cannot start an already {st} container")
         _open_fifo(c)
+        trace.mark("start: exec fifo (init released)")
         hooks = (c.data.get("config") or {}).get("hooks") or {}
         if hooks.get("poststart"):
             from . import hooks as hookrun
@@ -206,6 +217,7 @@ def start(root: str, container_id: str, log=None) -> Container:
                 # runtime-spec: a failing poststart hook is an error and the container is stopped.
                 _kill_all(c, signal.SIGKILL)
                 raise OCIError(f"poststart hook failed, container stopped: {e}") from None
+            trace.mark("hooks: poststart")
         return c
     finally:
         c.unlock()
@@ -334,6 +346,7 @@ def delete(root: str, container_id: str, force: bool = False, log=None) -> None:
         if force:
             return  # runc: delete --force of a missing container succeeds
         raise
+    trace.mark("delete: lock, read state")
     try:
         st = c.status()
         if st != "stopped":
@@ -341,6 +354,7 @@ def delete(root: str, container_id: str, force: bool = False, log=None) -> None:
                 raise OCIError(f"cannot delete container {container_id} that is not stopped: {st}")
             _kill_all(c, signal.SIGKILL)
             _wait_gone(c)
+            trace.mark("delete: kill")
         destroy(c, log)
     finally:
         c.unlock()
@@ -357,8 +371,10 @@ def destroy(c: Container, log=None) -> None:
         except OCIError:
             _kill_all(c, signal.SIGKILL)
             m.destroy()
+        trace.mark("delete: cgroups removed")
     state = c.spec_state("stopped")
     _remove_dir(c.dir)
+    trace.mark("delete: state dir removed")
     hooks = (c.data.get("config") or {}).get("hooks") or {}
     if hooks.get("poststop"):
         from . import hooks as hookrun
@@ -427,6 +443,7 @@ def run(root: str, container_id: str, bundle: str, *, detach: bool, keep: bool =
     if term is not None:
         term.copy(pid)
     status = _wait_child(pid)
+    trace.mark("container process ran (exec to exit)")
     if not keep:
         _cleanup_after_run(root, container_id, log)
     return status

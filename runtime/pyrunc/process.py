@@ -31,7 +31,7 @@ from ocispec import fastjson as json
 from ocispec.errors import OCIError
 from ocispec.tables import NAMESPACES
 
-from . import linux
+from . import linux, trace
 
 
 class Channel:
@@ -138,8 +138,10 @@ def start_init(sp: Spawn) -> int:
     psock, csock = _socket.socketpair(_socket.AF_UNIX, _socket.SOCK_SEQPACKET)
     fifo_fd = os.open(sp.fifo_path, os.O_PATH | os.O_CLOEXEC)
     linux.set_subreaper()
+    trace.mark("socketpair, imports (privileges)")
     stage1 = os.fork()
     if stage1 == 0:  # pragma: no cover - runs in the child
+        trace.child("stage1")
         psock.close()
         ch = Channel(csock)
         try:
@@ -151,6 +153,7 @@ def start_init(sp: Spawn) -> int:
     os.close(fifo_fd)
     ch = Channel(psock)
     init_pid = 0
+    trace.mark("fork stage1")
     try:
         extra = sp.on_stage1(stage1) or {}
         try:
@@ -162,6 +165,7 @@ def start_init(sp: Spawn) -> int:
             if msg is None:
                 raise OCIError(_died(stage1, init_pid))
             kind = msg["type"]
+            trace.merge(msg.get("trace"))
             if kind == "idmap":
                 write_id_maps(msg["pid"], sp.cfg.get("linux") or {})
                 ch.send("idmap-done")
@@ -237,6 +241,7 @@ def _stage1(sp: Spawn, ch: Channel, fifo_fd: int) -> None:  # pragma: no cover -
     if sp.console_fd >= 0:
         keep.append(sp.console_fd)
     linux.close_fds_except(keep)
+    trace.mark("close fds")
     cfg = sp.cfg
     lcfg = cfg.get("linux") or {}
     if lcfg.get("seccomp"):
@@ -248,6 +253,7 @@ def _stage1(sp: Spawn, ch: Channel, fifo_fd: int) -> None:  # pragma: no cover -
     from . import init
 
     init.preimport(cfg)  # before a mount namespace joined by path changes what paths mean
+    trace.mark("imports (init, rootfs)")
     plan, _ = namespace_plan(cfg)
     types = {t for t, _ in plan}
     seen: set[str] = set()
@@ -292,11 +298,15 @@ def _stage1(sp: Spawn, ch: Channel, fifo_fd: int) -> None:  # pragma: no cover -
                 text += f"{clock} {int(o.get('secs', 0))} {int(o.get('nanosecs', 0))}\n"
         if text:
             procfs.write("self/timens_offsets", text)
+    trace.mark("namespaces: join, unshare")
     _wait(ch, "joined", seen)  # init must be born in the container's cgroups
+    trace.mark("wait: in the cgroups")
     pid = os.fork()
     if pid == 0:
+        trace.child("init")
         init.main(sp, ch, fifo_fd)  # never returns
-    ch.send("pid", pid=pid)
+    trace.mark("fork init")
+    ch.send("pid", pid=pid, **trace.fields())
     os._exit(0)
 
 
