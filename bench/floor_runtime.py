@@ -21,10 +21,8 @@ import os
 import sys
 
 import _json
-import ctypes
-import resource
 
-libc = ctypes.CDLL(None, use_errno=True)
+libc = ctypes = resource = None  # loaded by create and run only: state and start need neither
 CLONE_NEWNS, CLONE_NEWUTS, CLONE_NEWIPC = 0x20000, 0x4000000, 0x8000000
 CLONE_NEWNET, CLONE_NEWPID = 0x40000000, 0x20000000
 MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC = 1, 2, 4, 8
@@ -160,6 +158,10 @@ def init(cfg, rootfs, fifo, go_r, ready_w):
 
 
 def create(root, cid, bundle, pid_file):
+    global libc, ctypes, resource
+    import ctypes
+    import resource
+    libc = ctypes.CDLL(None, use_errno=True)
     bundle = os.path.abspath(bundle)
     with open(os.path.join(bundle, "config.json"), "rb") as f:
         cfg = loads(f.read())
@@ -256,6 +258,10 @@ def delete(root, cid):
 
                 import time
                 time.sleep(0.001)
+        try:
+            os.rmdir(os.path.dirname(c))  # floor/, when no other container uses it
+        except OSError:
+            pass
     for n in os.listdir(d) if os.path.isdir(d) else ():
         os.unlink(os.path.join(d, n))
     if os.path.isdir(d):
@@ -298,7 +304,6 @@ def main(argv):
     elif cmd == "delete":
         delete(root, cid)
     elif cmd == "run":
-        libc.prctl(36, 1, 0, 0, 0)  # PR_SET_CHILD_SUBREAPER: init is our child anyway
         pid = create(root, cid, bundle, pid_file)
         start(root, cid)
         _, status = os.waitpid(pid, 0)

@@ -364,8 +364,15 @@ def destroy(c: Container, log=None) -> None:
     """Remove what create made, then run poststop hooks (failures only warn)."""
     m = _manager(c)
     if m is not None:
-        # destroy() waits for exiting tasks itself; a straggler (a process that joined the
-        # cgroup from outside the pid namespace) gets one SIGKILL and one more try.
+        # What is left in the cgroup (a process that joined it from outside the pid namespace,
+        # or any when the pid namespace is shared) is killed first, as runc does: removing
+        # first would wait for it to exit on its own. destroy() then waits for the exiting.
+        try:
+            left = m.pids()
+        except OSError:
+            left = ()
+        if left:
+            _kill_all(c, signal.SIGKILL)
         try:
             m.destroy()
         except OCIError:
