@@ -1,13 +1,20 @@
 #!/usr/bin/env python3
 """Start-up speed of pyrunc against runc and crun, measured in the same run.
 
-    python3 bench/runtime_bench.py [-n 30] [--runtimes pyrunc,runc,crun] [--json]
+    python3 bench/runtime_bench.py [-n 30] [--runtimes pyrunc,floor,runc,crun]
+                                   [--engines podman,ctr] [--json]
 
 On one busybox bundle running /bin/true, alternating the runtimes on every round:
   run        `R run ID` in the foreground (create + start + wait + delete in one call)
   lifecycle  `R create`, `R start`, wait for the container's exit, `R delete`: four steps,
              each also reported on its own
   state      `R state ID` of a created container
+Through the engines (where installed), alternating the runtimes again:
+  podman     `podman run --rm --rootfs ... /bin/true` (conmon calls the runtime)
+  ctr        `ctr run --rm --rootfs ...` against a private containerd (its shim calls it)
+`floor` is bench/floor_runtime.py run by pyrunc's interpreter: a straight-line Python program
+doing the same kernel work for this bundle, so that pyrunc - floor (pyrunc's own cost) and
+floor - runc (what a CPython process costs) are printed beside the ratios.
 Prints medians and p90 in milliseconds, the pyrunc/runc ratios, and the import time of
 pyrunc's entry module (python -X importtime). A runtime that refuses this host (crun 1.8
 refuses hybrid cgroup layouts) is reported with its error instead of figures.
@@ -45,8 +52,9 @@ def bench_config() -> dict:
     return cfg
 
 
-OPS = ("run", "lifecycle", "create", "start", "wait", "delete", "state")
-RATIO_OPS = ("run", "lifecycle", "state")
+OPS = ("run", "lifecycle", "create", "start", "wait", "delete", "state", "podman", "ctr")
+RATIO_OPS = ("run", "lifecycle", "state", "podman", "ctr")
+FLOOR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "floor_runtime.py")
 PR_SET_CHILD_SUBREAPER = 36
 
 
@@ -66,13 +74,24 @@ def make_bundle(top: str) -> str:
     return bundle
 
 
+def runtime_env() -> dict:
+    """The environment the runtimes run in. Without PYTHONDONTWRITEBYTECODE: a Python runtime
+    run from a checkout would otherwise compile every module on every start (tens of ms) and
+    the bench would measure the compiler; the warm-up run writes the .pyc files."""
+    env = dict(os.environ)
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
+    return env
+
+
 class Runtime:
-    def __init__(self, name: str, binary: str, top: str, bundle: str):
+    def __init__(self, name: str, binary: str, top: str, bundle: str, argv=None):
         self.name, self.binary, self.bundle = name, binary, bundle
+        self.argv = argv or [binary]  # the floor is `python -S floor_runtime.py`
         self.root = os.path.join(top, f"root-{name}")
         os.mkdir(self.root)
         self.samples = {op: [] for op in OPS}
         self.refused = None
+        self.engine_refused: dict = {}
         self.seq = 0
 
     def cmd(self, *args, check=True) -> float:
@@ -81,7 +100,7 @@ class Runtime:
         # hold a pipe open, and subprocess would wait for its EOF.
         with tempfile.TemporaryFile() as errf:
             t0 = time.perf_counter()
-            p = subprocess.run([self.binary, "--root", self.root, *args],
+            p = subprocess.run([*self.argv, "--root", self.root, *args], env=ENV,
                                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=errf)
             dt = (time.perf_counter() - t0) * 1000
             errf.seek(0)
@@ -127,8 +146,96 @@ class Runtime:
                 self.cmd("delete", "--force", cid, check=False)
 
     def version(self) -> str:
-        p = subprocess.run([self.binary, "--version"], capture_output=True, text=True)
+        p = subprocess.run([*self.argv, "--version"], capture_output=True, text=True)
         return (p.stdout.splitlines() or ["?"])[0]
+
+
+ENV = runtime_env()
+
+
+class Engines:
+    """podman and a private containerd, each running /bin/true in a copy of the bundle's
+    rootfs with the runtime given; `once(engine, runtime)` is one timed run in ms."""
+
+    def __init__(self, top: str, bundle: str, names: list):
+        self.top, self.names, self.refused = top, [], {}
+        self.rootfs = os.path.join(top, "engine-rootfs")
+        shutil.copytree(os.path.join(bundle, "rootfs"), self.rootfs, symlinks=True)
+        self.containerd = None
+        self.seq = 0
+        for name in names:
+            if not shutil.which(name):
+                self.refused[name] = f"{name} not found on PATH"
+            elif name == "ctr" and not shutil.which("containerd"):
+                self.refused[name] = "containerd not found on PATH"
+            else:
+                self.names.append(name)
+        if "ctr" in self.names:
+            self._start_containerd()
+
+    def _start_containerd(self) -> None:
+        d = self.ctd = tempfile.mkdtemp(prefix="ctd-", dir=self.top)  # short socket paths
+        with open(os.path.join(d, "config.toml"), "w") as f:
+            f.write(f'version = 2\nroot = "{d}/root"\nstate = "{d}/state"\n'
+                    'disabled_plugins = ["io.containerd.grpc.v1.cri"]\n'
+                    f'[grpc]\n  address = "{d}/c.sock"\n[ttrpc]\n  address = "{d}/t.sock"\n')
+        self.log = open(os.path.join(d, "containerd.log"), "w")
+        self.containerd = subprocess.Popen(["containerd", "--config", f"{d}/config.toml"],
+                                           stdout=self.log, stderr=self.log,
+                                           stdin=subprocess.DEVNULL, env=ENV)
+        deadline = time.monotonic() + 30
+        while not os.path.exists(f"{d}/c.sock") and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if not os.path.exists(f"{d}/c.sock"):
+            self.names.remove("ctr")
+            self.refused["ctr"] = "containerd did not start"
+
+    def argv(self, engine: str, rt: "Runtime", cid: str) -> list:
+        if engine == "podman":
+            # podman refuses a runroot path over 50 characters
+            return ["podman", "--root", os.path.join(self.top, "pm-storage"),
+                    "--runroot", self.runroot(), "--storage-driver", "vfs",
+                    "--cgroup-manager", "cgroupfs", "--runtime", rt.binary, "run", "--rm",
+                    "--ulimit", "nofile=1024:1024", "--ulimit", "nproc=1024:1024",
+                    "--network", "none", "--rootfs", self.rootfs, "/bin/true"]
+        return ["ctr", "--address", f"{self.ctd}/c.sock", "run", "--rm", "--runc-binary",
+                rt.binary, "--rootfs", self.rootfs, cid, "/bin/true"]
+
+    def runroot(self) -> str:
+        if not hasattr(self, "_runroot"):
+            self._runroot = tempfile.mkdtemp(prefix="pm-")
+        return self._runroot
+
+    def once(self, engine: str, rt: "Runtime") -> float:
+        self.seq += 1
+        cid = f"bench-{engine}-{rt.name}-{os.getpid()}-{self.seq}"
+        with tempfile.TemporaryFile() as errf:
+            t0 = time.perf_counter()
+            p = subprocess.run(self.argv(engine, rt, cid), stdin=subprocess.DEVNULL,
+                               stdout=subprocess.DEVNULL, stderr=errf, env=ENV, timeout=120)
+            dt = (time.perf_counter() - t0) * 1000
+            errf.seek(0)
+            err = errf.read().decode(errors="replace").strip().splitlines()
+        if p.returncode != 0:
+            raise Refused(f"`{engine} run` with {rt.name}: exit status {p.returncode}"
+                          + (f": {err[-1]}" if err else ""))
+        return dt
+
+    def close(self) -> None:
+        if "podman" in self.names:
+            subprocess.run(["podman", "--root", os.path.join(self.top, "pm-storage"),
+                            "--runroot", self.runroot(), "--storage-driver", "vfs",
+                            "system", "reset", "-f"], capture_output=True, timeout=120)
+        if hasattr(self, "_runroot"):
+            subprocess.run(["rm", "-rf", "--one-file-system", self._runroot], check=False)
+        if self.containerd is not None:
+            self.containerd.terminate()  # our own child, by its Popen
+            try:
+                self.containerd.wait(20)
+            except subprocess.TimeoutExpired:
+                self.containerd.kill()
+                self.containerd.wait()
+            self.log.close()
 
 
 def wait_exit(pid: int) -> None:
@@ -239,8 +346,10 @@ def python_of(binary: str) -> str:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("-n", "--runs", type=int, default=30, help="rounds per operation")
-    ap.add_argument("--runtimes", default="pyrunc,runc,crun",
-                    help="comma-separated names or name=PATH")
+    ap.add_argument("--runtimes", default="pyrunc,floor,runc,crun",
+                    help="comma-separated names or name=PATH (floor: bench/floor_runtime.py)")
+    ap.add_argument("--engines", default="podman,ctr",
+                    help="engines to run /bin/true through with each runtime ('' for none)")
     ap.add_argument("--json", action="store_true", help="print JSON instead of a table")
     args = ap.parse_args(argv)
     if os.geteuid() != 0:
@@ -255,6 +364,19 @@ def main(argv=None) -> int:
         bundle = make_bundle(top)
         for spec in args.runtimes.split(","):
             name, _, path = spec.partition("=")
+            if name == "floor":
+                py = python_of(shutil.which("pyrunc") or "")
+                rt = Runtime(name, FLOOR, top, bundle, argv=[py, "-S", FLOOR])
+                result["runtimes"][name] = {"binary": FLOOR, "version": rt.version()}
+                runtimes.append(rt)
+                try:
+                    rt.run_once()
+                    rt.samples["run"].clear()
+                    rt.state_setup()
+                except Refused as e:
+                    rt.refused = result["runtimes"][name]["refused"] = str(e)
+                    rt.cleanup()
+                continue
             binary = path or shutil.which(name)
             if not binary and name == "pyrunc":  # run from the project's venv, not installed
                 binary = shutil.which(name, path=os.path.dirname(sys.executable))
@@ -284,14 +406,38 @@ def main(argv=None) -> int:
                     except Refused as e:
                         rt.refused = f"failed during {op}: {e}"
                         result["runtimes"][rt.name]["refused"] = rt.refused
+        engines = Engines(top, bundle, [e for e in args.engines.split(",") if e])
+        result["engines"] = {"refused": engines.refused}
+        try:
+            for engine in list(engines.names):
+                for _ in range(args.runs):
+                    for rt in runtimes:
+                        if rt.name == "floor" or rt.refused or engine in rt.engine_refused:
+                            continue  # the floor speaks no more CLI than this bench uses
+                        try:
+                            rt.samples[engine].append(engines.once(engine, rt))
+                        except (Refused, subprocess.TimeoutExpired) as e:
+                            rt.engine_refused[engine] = str(e)
+        finally:
+            engines.close()
         for rt in runtimes:
             result["runtimes"][rt.name]["ops"] = {op: stats(s) for op, s in rt.samples.items()}
+            if rt.engine_refused:
+                result["runtimes"][rt.name]["engine_refused"] = rt.engine_refused
         by = {rt.name: rt for rt in runtimes if not rt.refused}
-        if "pyrunc" in by and "runc" in by:
-            for op in RATIO_OPS:
-                a = statistics.median(by["pyrunc"].samples[op])
-                b = statistics.median(by["runc"].samples[op])
-                result["ratios"][op] = round(a / b, 2)
+
+        def med(name, op):
+            x = by[name].samples[op] if name in by else []
+            return statistics.median(x) if x else None
+
+        for op in RATIO_OPS:
+            py, fl, rc = med("pyrunc", op), med("floor", op), med("runc", op)
+            if py is not None and rc is not None:
+                result["ratios"][op] = round(py / rc, 2)
+            if fl is not None:
+                result.setdefault("floor", {})[op] = {
+                    "pyrunc_minus_floor_ms": None if py is None else round(py - fl, 1),
+                    "floor_minus_runc_ms": None if rc is None else round(fl - rc, 1)}
         if "pyrunc" in result["runtimes"] and result["runtimes"]["pyrunc"].get("binary"):
             result["importtime"] = import_times(python_of(result["runtimes"]["pyrunc"]["binary"]),
                                                 by.get("pyrunc"))
@@ -332,9 +478,17 @@ def print_table(r: dict) -> None:
         if info.get("refused"):
             line += f" -- refused: {info['refused']}"
         print(line)
+        for engine, why in (info.get("engine_refused") or {}).items():
+            print(f"  {engine}: {why}")
+    for engine, why in (r.get("engines") or {}).get("refused", {}).items():
+        print(f"{engine}: not run: {why}")
     if r["ratios"]:
         print("pyrunc/runc median ratio: " +
               ", ".join(f"{op} {x:.2f}" for op, x in r["ratios"].items()))
+    if r.get("floor"):
+        print("against the floor (ms): " + ", ".join(
+            f"{op} pyrunc-floor {d['pyrunc_minus_floor_ms']}, floor-runc {d['floor_minus_runc_ms']}"
+            for op, d in r["floor"].items()))
     it = r.get("importtime")
     if it:
         if "error" in it:

@@ -6,7 +6,6 @@ pyrunc's `spec` command prints the first; pybuild's image-to-bundle conversion s
 its RUN steps from the second. The mounts, masked and read-only paths, device rules and the
 seccomp profile here are the one copy of those lists.
 """
-import copy
 import os
 
 from .tables import ALLOWED_DEVICES
@@ -36,6 +35,14 @@ READONLY_PATHS = ["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysr
 NAMESPACES = ["pid", "network", "ipc", "uts", "mount"]
 
 
+def _deepcopy(x):
+    # `copy` (and the weakref it imports) costs ~2 ms: this module is on pyrunc's start-up path
+    # (cgroups take ALLOWED_DEVICES from it), and the functions that copy are not.
+    import copy
+
+    return copy.deepcopy(x)
+
+
 def runc_spec(*, rootless: bool = False, uid: int | None = None, gid: int | None = None,
               oci_version: str = OCI_VERSION, args=("sh",), terminal: bool = True) -> dict:
     """The config.json `runc spec [--rootless]` writes (ociVersion aside)."""
@@ -54,7 +61,7 @@ def runc_spec(*, rootless: bool = False, uid: int | None = None, gid: int | None
         },
         "root": {"path": "rootfs", "readonly": True},
         "hostname": "runc",
-        "mounts": copy.deepcopy(MOUNTS),
+        "mounts": _deepcopy(MOUNTS),
         "linux": {
             "resources": {"devices": [{"allow": False, "access": "rwm"}]},
             "namespaces": [{"type": t} for t in NAMESPACES],
@@ -92,7 +99,7 @@ CONTAINER_MASKED_PATHS = MASKED_PATHS + ["/sys/devices/virtual/powercap"]
 def device_rules() -> list:
     """linux.resources.devices denying every device but runc's allowed ones, spelled out so a
     runtime that does not append them itself (any but runc and pyrunc) gives the same."""
-    return [{"allow": False, "access": "rwm"}] + copy.deepcopy(ALLOWED_DEVICES)
+    return [{"allow": False, "access": "rwm"}] + _deepcopy(ALLOWED_DEVICES)
 
 
 # moby's profiles/seccomp/default.json, the profile docker and BuildKit load into every
@@ -240,7 +247,7 @@ def seccomp_profile(caps=DEFAULT_CAPS, machine: str | None = None,
         else:
             rule["action"] = action
         if args:
-            rule["args"] = copy.deepcopy(args)
+            rule["args"] = _deepcopy(args)
         syscalls.append(rule)
     return {"defaultAction": "SCMP_ACT_ERRNO", "defaultErrnoRet": 1,
             "architectures": list(arches), "syscalls": syscalls}

@@ -1,6 +1,7 @@
 import os
 import sys
 
+from . import trace  # noqa: F401  first: its clock starts where pyrunc's code does
 from .cli import main as _main
 
 

@@ -12,7 +12,7 @@ import sys
 
 from ocispec.errors import OCIError
 
-from . import __version__
+from . import __version__, trace
 
 
 class Flag:
@@ -37,6 +37,8 @@ GLOBAL_FLAGS = [
          "pyrunc runs as root and does not change its behaviour for it"),
     Flag("criu", default="criu", help="accepted for compatibility; checkpointing is not supported"),
     Flag("version", bool, short="v", help="print the version"),
+    Flag("trace", bool, help="print how long each phase of the command took (to --log, or stderr; "
+         "also PYRUNC_TRACE=1 in the environment)"),
 ]
 
 _CREATE_FLAGS = [
@@ -239,8 +241,13 @@ def usage(command: str | None = None) -> str:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     log = a = None
+    t_main = trace.time.monotonic_ns()
     try:
         a = parse(argv)
+        if a.g["trace"] or os.environ.get("PYRUNC_TRACE"):
+            trace.enable()
+            trace.mark("imports (cli)", t_main)
+            trace.mark("parse flags")
         if a.command == "version":
             print(_version())
             return 0
@@ -256,7 +263,13 @@ def main(argv: list[str] | None = None) -> int:
         from . import commands
 
         log.debug(f"pyrunc {a.command} {' '.join(a.args)}".rstrip())
-        rc = getattr(commands, "cmd_" + a.command.replace("-", "_"))(a, log) or 0
+        trace.mark("log, imports (commands)")
+        try:
+            rc = getattr(commands, "cmd_" + a.command.replace("-", "_"))(a, log) or 0
+        finally:
+            if trace.on:
+                for line in trace.report(a.command):
+                    log.info(line)
         log.debug(f"pyrunc {a.command}: done, exit status {rc}")
         return rc
     except OCIError as e:

@@ -11,6 +11,7 @@ import time
 
 from ocispec.errors import OCIError
 
+from . import trace
 from .state import Container, check_id, now_rfc3339, proc_start_time, self_identity, write_atomic
 
 
@@ -31,6 +32,7 @@ def create(root: str, container_id: str, bundle: str, *, pid_file: str = "", con
 
     check_id(container_id)
     bundle, cfg, rootfs = loaded or load_bundle(bundle)
+    trace.mark("read, validate config.json")
     if not isinstance(cfg.get("process"), dict):
         raise OCIError("config.json: process: missing; a container needs process.args to run")
     warn_unknown_capabilities((cfg.get("process") or {}).get("capabilities"), log)
@@ -64,6 +66,7 @@ def create(root: str, container_id: str, bundle: str, *, pid_file: str = "", con
     }
     creator = c.data["creating"]
     pid = 0
+    trace.mark("state dir, lock")
     cg = None
     sp = None
     own_console = False
@@ -104,6 +107,7 @@ def create(root: str, container_id: str, bundle: str, *, pid_file: str = "", con
             record()
             cg.create(note=record)
             cg.add(pid)  # init, forked by this process, is born in the cgroups
+            trace.mark("cgroups: create, join stage1")
             return {"cgroup": cg.to_state()}
 
         def on_pid(pid: int):
@@ -112,6 +116,7 @@ def create(root: str, container_id: str, bundle: str, *, pid_file: str = "", con
                 from . import netdev
 
                 netdev.move(lcfg["netDevices"], pid)
+            trace.mark("cgroups: resources")
 
         def on_hooks(pid: int):
             from . import hooks as hookrun
@@ -119,6 +124,7 @@ def create(root: str, container_id: str, bundle: str, *, pid_file: str = "", con
             st = spec_state(pid)
             hookrun.run(hooks, "prestart", st)
             hookrun.run(hooks, "createRuntime", st)
+            trace.mark("hooks: prestart, createRuntime")
 
         sp.on_stage1 = on_stage1
         sp.on_pid = on_pid
@@ -136,7 +142,9 @@ def create(root: str, container_id: str, bundle: str, *, pid_file: str = "", con
             # container id): a docker-default profile costs libseccomp ~10 ms, a hit ~0.1 ms,
             # and every RUN of a build or container of a pod brings the same profile.
             seccomp.prepare(lcfg["seccomp"], os.path.join(root, "@seccomp"), connect=False)
+        trace.mark("fifo, cgroup checks, seccomp")
         pid = process.start_init(sp)
+        trace.mark("init ready")
         st = proc_start_time(pid)
         del c.data["creating"]
         c.data.update(pid=pid, init_start=st[0] if st else 0, cgroup=cg.to_state(), config=cfg)
@@ -146,6 +154,7 @@ def create(root: str, container_id: str, bundle: str, *, pid_file: str = "", con
                 write_atomic(os.path.abspath(pid_file), str(pid).encode(), 0o644)
             except OSError as e:
                 raise OCIError(f"--pid-file {pid_file}: cannot write it: {e.strerror}") from None
+        trace.mark("state.json, pid file")
         ok = True
         return c
     finally:
@@ -236,6 +245,7 @@ def _remove_dir(path: str) -> None:
 
 def start(root: str, container_id: str, log=None) -> Container:
     c = Container.load(root, container_id)
+    trace.mark("start: lock, read state")
     try:
         st = c.status()
         if st == "stopped":
@@ -243,6 +253,7 @@ def start(root: str, container_id: str, log=None) -> Container:
         if st != "created":
             raise OCIError(f"cannot start an already {st} container")
         _open_fifo(c)
+        trace.mark("start: exec fifo (init released)")
         hooks = (c.data.get("config") or {}).get("hooks") or {}
         if hooks.get("poststart"):
             from . import hooks as hookrun
@@ -253,6 +264,7 @@ def start(root: str, container_id: str, log=None) -> Container:
                 # runtime-spec: a failing poststart hook is an error and the container is stopped.
                 _kill_all(c, signal.SIGKILL)
                 raise OCIError(f"poststart hook failed, container stopped: {e}") from None
+            trace.mark("hooks: poststart")
         return c
     finally:
         c.unlock()
@@ -394,6 +406,7 @@ def delete(root: str, container_id: str, force: bool = False, log=None) -> None:
         if force:
             return  # runc: delete --force of a missing container succeeds
         raise
+    trace.mark("delete: lock, read state")
     try:
         st = c.status()
         if st != "stopped":
@@ -401,6 +414,7 @@ def delete(root: str, container_id: str, force: bool = False, log=None) -> None:
                 raise OCIError(f"cannot delete container {container_id} that is not stopped: {st}")
             _kill_all(c, signal.SIGKILL)
             _wait_gone(c)
+            trace.mark("delete: kill")
         destroy(c, log)
     finally:
         c.unlock()
@@ -416,14 +430,23 @@ def destroy(c: Container, log=None) -> None:
         _kill_all(c, signal.SIGKILL)
     m = cgroup_manager(c)
     if m is not None:
-        # destroy() waits for exiting tasks itself; a straggler (a process that joined the
-        # cgroup from outside the pid namespace) gets one SIGKILL and one more try.
+        # What is left in the cgroup (a process that joined it from outside the pid namespace,
+        # or any when the pid namespace is shared) is killed first, as runc does: removing
+        # first would wait for it to exit on its own. destroy() then waits for the exiting.
+        try:
+            left = m.pids()
+        except OSError:
+            left = ()
+        if left:
+            _kill_all(c, signal.SIGKILL)
         try:
             m.destroy()
         except OCIError:
             _kill_all(c, signal.SIGKILL)
             m.destroy()
+        trace.mark("delete: cgroups removed")
     _remove_dir(c.dir)
+    trace.mark("delete: state dir removed")
     hooks = (c.data.get("config") or {}).get("hooks") or {}
     if hooks.get("poststop") and not creating:
         state = c.spec_state("stopped")
@@ -493,6 +516,7 @@ def run(root: str, container_id: str, bundle: str, *, detach: bool, keep: bool =
     if term is not None:
         term.copy(pid)
     status = wait_child(pid)
+    trace.mark("container process ran (exec to exit)")
     if not keep:
         _cleanup_after_run(root, container_id, log)
     return status

@@ -13,7 +13,7 @@ import posixpath
 from ocispec import users
 from ocispec.errors import OCIError
 
-from . import linux, netdev, procfs, sync, trampoline
+from . import linux, netdev, procfs, sync, trace, trampoline
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
@@ -39,6 +39,7 @@ def _setup(sp, ch) -> dict:
     lcfg = cfg.get("linux") or {}
     process = cfg.get("process") or {}
     msg = ch.expect(sync.CONTINUE)
+    trace.mark("wait: resources set")
     state = {"ociVersion": "1.2.0", "id": sp.id, "status": "creating", "pid": msg["pid"],
              "bundle": sp.bundle, "annotations": cfg.get("annotations") or {}}
     sp.cgroup_state = msg.get("cgroup")
@@ -52,15 +53,18 @@ def _setup(sp, ch) -> dict:
     # The /proc of the runtime's writes (pyrunc.procfs), opened before any mount the
     # container's config or rootfs controls exists.
     procfs.root()
+    trace.mark("keyring, cgroupns, setsid, procfs")
     from .rootfs import Setup
 
     # No "mount": the caller's namespace is inherited (runtime-spec), as runc does it.
     rs = Setup(cfg, sp.rootfs, sp.bundle, "user" in types, sp.cgroup_state, sp.mount_trees,
                own_mntns="mount" in types)
     rs.prepare()
+    trace.mark("mounts: rootfs, config mounts, devices")
     mods = _preload(cfg)
     if "network" in types and not types["network"]:
         netdev.loopback_up()
+    trace.mark("trampoline, preload, loopback")
     hooks = cfg.get("hooks") or {}
     if hooks.get("prestart") or hooks.get("createRuntime"):
         ch.send(sync.HOOKS)
@@ -70,7 +74,9 @@ def _setup(sp, ch) -> dict:
 
         # runc runs them from the container's root (it has chdir'ed there to pivot)
         hookrun.run(hooks, "createContainer", state, cwd=sp.rootfs)
+    trace.mark("hooks")
     rs.pivot(sp.no_pivot)
+    trace.mark("pivot_root")
     # runc's order: names and sysctls while /proc/sys is still writable, then the
     # read-only and masked paths, then the read-only root.
     if "hostname" in cfg and cfg["hostname"] is not None:
@@ -82,7 +88,9 @@ def _setup(sp, ch) -> dict:
             procfs.write("sys/" + key.replace(".", "/"), str(value))
         except OSError as e:
             raise OCIError(f"linux.sysctl.{key}: cannot set {value!r}: {e.strerror}") from None
+    trace.mark("hostname, sysctl")
     rs.finalize()
+    trace.mark("masked, read-only paths")
     if process.get("terminal"):
         if sp.console_fd < 0:
             raise OCIError("process.terminal is true but no --console-socket was given")
@@ -92,7 +100,8 @@ def _setup(sp, ch) -> dict:
     env = process_env(process)  # before privileges go: /etc/passwd may be root's alone
     _apply_process(process, lcfg, state, mods)
     argv0 = lookpath(process["args"][0], env)
-    ch.send(sync.READY)
+    trace.mark("process: user, caps, rlimits, env, lookpath")
+    ch.send(sync.READY, **trace.fields())
     ch.close()
     state["argv0"] = argv0
     state["env"] = env

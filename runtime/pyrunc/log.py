@@ -49,6 +49,9 @@ class Log:
     def error(self, msg: str) -> None:
         self._write("error", msg)
 
+    def info(self, msg: str) -> None:
+        self._write("info", msg)
+
     def warn(self, msg: str) -> None:
         self._write("warning", msg)
 

@@ -21,7 +21,7 @@ import _signal as signal  # the C module: `signal` imports enum (~1 ms) for name
 from ocispec.errors import OCIError
 from ocispec.tables import NAMESPACES
 
-from . import linux, sync
+from . import linux, sync, trace
 from .sync import Channel, kill_reap, reap, send_error
 
 
@@ -76,11 +76,13 @@ def start_init(sp: Spawn) -> int:
     ch, child_ch = sync.pair()
     fifo_fd = os.open(sp.fifo_path, os.O_PATH | os.O_CLOEXEC)
     linux.set_subreaper()
+    trace.mark("socketpair, imports (privileges)")
     parent = os.getpid()
     stage1 = os.fork()
     if stage1 == 0:  # pragma: no cover - runs in the child
         # Init cannot die with create the same way: stage1, its parent, exits on purpose.
         # It is born in the cgroups create has recorded, and reads the end of the socket.
+        trace.child("stage1")
         _die_with_parent(parent)
         ch.close()
         ch = child_ch
@@ -95,6 +97,7 @@ def start_init(sp: Spawn) -> int:
     # right after forking it would leave both waiting. Wake up now and then to look at it.
     ch.sock.settimeout(0.05)
     init_pid = 0
+    trace.mark("fork stage1")
     try:
         extra = sp.on_stage1(stage1) or {}
         try:
@@ -106,6 +109,7 @@ def start_init(sp: Spawn) -> int:
             if msg is None:
                 raise OCIError(_died(stage1, init_pid))
             kind = msg["type"]
+            trace.merge(msg.get("trace"))
             try:
                 if kind == sync.IDMAP:
                     write_id_maps(msg["pid"], sp.cfg.get("linux") or {})
@@ -204,6 +208,7 @@ def _stage1(sp: Spawn, ch: Channel, fifo_fd: int, parent: int) -> None:  # pragm
     if sp.console_fd >= 0:
         keep.append(sp.console_fd)
     linux.close_fds_except(keep)
+    trace.mark("close fds")
     cfg = sp.cfg
     lcfg = cfg.get("linux") or {}
     if lcfg.get("seccomp"):
@@ -215,6 +220,7 @@ def _stage1(sp: Spawn, ch: Channel, fifo_fd: int, parent: int) -> None:  # pragm
     from . import init
 
     init.preimport(cfg)  # before a mount namespace joined by path changes what paths mean
+    trace.mark("imports (init, rootfs)")
     plan, _ = namespace_plan(cfg)
     types = {t for t, _ in plan}
     # Open every namespace path while still in the host mount namespace.
@@ -259,11 +265,15 @@ def _stage1(sp: Spawn, ch: Channel, fifo_fd: int, parent: int) -> None:  # pragm
                 text += f"{clock} {int(o.get('secs', 0))} {int(o.get('nanosecs', 0))}\n"
         if text:
             procfs.write("self/timens_offsets", text)
+    trace.mark("namespaces: join, unshare")
     ch.wait(sync.JOINED)  # init must be born in the container's cgroups
+    trace.mark("wait: in the cgroups")
     pid = os.fork()
     if pid == 0:
+        trace.child("init")
         init.main(sp, ch, fifo_fd)  # never returns
-    ch.send(sync.PID, pid=pid)
+    trace.mark("fork init")
+    ch.send(sync.PID, pid=pid, **trace.fields())
     os._exit(0)
 
 

@@ -1,0 +1,110 @@
+"""Start-up cost work: `--trace` reports every phase of a command, and `delete` of a stopped
+container does not wait on processes left in its cgroup (it kills them first, as runc)."""
+
+import os
+import re
+import subprocess
+import time
+
+
+def _cgroup_dirs(pid: int) -> list:
+    """The directories of pid's cgroups in every hierarchy mounted here."""
+    mounts = {}
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            pre, _, post = line.partition(" - ")
+            fstype, _, opts = post.split()[:3]
+            if fstype == "cgroup2":
+                mounts.setdefault("", pre.split()[4])
+            elif fstype == "cgroup":
+                for o in opts.split(","):
+                    mounts.setdefault(o, pre.split()[4])
+    out = []
+    with open(f"/proc/{pid}/cgroup") as f:
+        for line in f:
+            _, ctrls, path = line.rstrip("\n").split(":", 2)
+            key = ctrls.split(",")[0]
+            if key in mounts and os.path.isdir(mounts[key] + path) and mounts[key] + path not in out:
+                out.append(mounts[key] + path)
+    return out
+
+
+def test_delete_kills_cgroup_stragglers_before_removing(runtime, bundle, cid):
+    bundle.set_args("/bin/sh", "-c", "sleep 100")
+    runtime("run", "-d", "--bundle", bundle.path, cid, check=True)
+    init = runtime.state(cid)["pid"]
+    dirs = [d for d in _cgroup_dirs(init) if d.rstrip("/") != os.path.dirname(d.rstrip("/"))]
+    assert dirs and all(cid in d for d in dirs), dirs
+    # A host process joins the container's cgroups from outside its pid namespace: init's
+    # death does not take it along.
+    straggler = subprocess.Popen(["sleep", "300"])
+    try:
+        for d in dirs:
+            with open(os.path.join(d, "cgroup.procs"), "w") as f:
+                f.write(str(straggler.pid))
+        runtime("kill", cid, "KILL", check=True)
+        deadline = time.monotonic() + 10
+        while runtime.state(cid)["status"] != "stopped" and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert straggler.poll() is None
+        t0 = time.monotonic()
+        p = runtime("delete", cid)
+        took = time.monotonic() - t0
+        assert p.returncode == 0, p.stderr
+        # before: removal waited 2 s for the cgroup to empty, then killed and tried again
+        assert took < 1.5, f"delete took {took:.2f} s"
+        assert straggler.wait(5) == -9
+        assert not any(os.path.exists(d) for d in dirs)
+    finally:
+        if straggler.poll() is None:
+            straggler.kill()
+            straggler.wait()
+
+
+PHASES = ["imports (cli)", "read, validate config.json", "cgroups: create, join stage1",
+          "stage1: namespaces: join, unshare", "init: mounts: rootfs, config mounts, devices",
+          "init: pivot_root", "init: masked, read-only paths", "init ready",
+          "start: exec fifo (init released)", "container process ran (exec to exit)",
+          "delete: cgroups removed"]
+
+
+def _phases(text: str) -> dict:
+    out = {}
+    for m in re.finditer(r"trace run: (.+?) (\d+\.\d\d) ms", text):
+        out[m.group(1)] = float(m.group(2))
+    return out
+
+
+def test_trace_run_on_stderr(runtime, bundle, cid):
+    bundle.set_args("/bin/true")
+    p = runtime("--trace", "run", "--bundle", bundle.path, cid)
+    assert p.returncode == 0, p.stderr
+    got = _phases(p.stderr)
+    for phase in PHASES + ["interpreter start"]:
+        assert phase in got, (phase, p.stderr)
+    total = float(re.search(r"trace run: total (\d+\.\d\d) ms", p.stderr).group(1))
+    assert 0 < sum(v for k, v in got.items() if not k.startswith(("stage1", "init:", "total"))
+                   and k != "interpreter start") <= total + 0.1
+
+
+def test_trace_in_json_log_from_environment(runtime, bundle, cid, workdir):
+    """containerd's shim passes --log FILE --log-format json: PYRUNC_TRACE=1 in its
+    environment puts the trace there as info lines, and stderr stays clean."""
+    import json
+
+    bundle.set_args("/bin/true")
+    log = os.path.join(workdir, "log.json")
+    p = runtime("--log", log, "--log-format", "json", "create", "--bundle", bundle.path, cid,
+                env={**os.environ, "PYRUNC_TRACE": "1"})
+    assert p.returncode == 0, p.stderr
+    assert "trace" not in p.stderr
+    with open(log) as f:
+        lines = [json.loads(l) for l in f]
+    msgs = [l["msg"] for l in lines if l["level"] == "info"]
+    assert any(m.startswith("trace create: init: pivot_root ") for m in msgs), msgs
+    assert any(m.startswith("trace create: total ") for m in msgs), msgs
+    # without it, nothing is traced
+    runtime("delete", "--force", cid, check=True)
+    p = runtime("--log", log, "state", cid)
+    with open(log) as f:
+        assert sum("trace state" in l for l in f) == 0
