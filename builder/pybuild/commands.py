@@ -490,6 +490,8 @@ def import_(source: str = typer.Argument(..., help="root filesystem tarball (tar
                 raise OCIError(f"import {source}: {e.strerror}") from None
             with f:
                 desc = import_rootfs(store, f, name, message=message, source_name=source)
+        from .image.unpack import extract_image
+        extract_image(store, desc)
         typer.echo(desc["digest"])
 
 
@@ -561,6 +563,9 @@ def load(input_: Optional[str] = typer.Option(None, "-i", "--input", help="archi
             elif not os.path.isfile(input_):
                 raise OCIError(f"load: {input_} is not a file")
             loaded = load_archive(store, path, tag=tag_)
+            from .image.unpack import extract_image
+            for _, desc in loaded:
+                extract_image(store, desc)
         finally:
             if tmp is not None:
                 store.discard_temp(tmp)

@@ -183,8 +183,12 @@ def run(builder, spec: RunSpec, layers, *, compression, sde) -> dict | None:
             extra_mounts.clear()
         for target, stop, parents in created_points:
             _cleanup_mountpoint(upper, target, stop, parents)
-        return layer_from_overlay_upper(store, upper, compression=compression,
-                                        source_date_epoch=sde)
+        result = layer_from_overlay_upper(store, upper, compression=compression,
+                                          source_date_epoch=sde)
+        if sde is None:  # with SOURCE_DATE_EPOCH the blob's mtimes differ: extract it
+            from ..image.unpack import adopt_layer
+            adopt_layer(store, result, result["diff_id"], upper)
+        return result
     finally:
         for m in reversed(extra_mounts):
             mounts.umount(m)
