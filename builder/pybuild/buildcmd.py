@@ -222,34 +222,90 @@ def run(root: str | None, *, context, file, tag, build_arg, target, label, no_ca
         output, progress, compression, runtime, secret, network, quiet, add_timeout,
         add_idle_timeout, add_max_size, pull, tls_verify, cert_dir, authfile) -> None:
     """The build command (typer's or the fast path's)."""
-    from . import progress as _progress
-    from .build.executor import BuildOptions, Builder
     if progress not in ("auto", "plain", "tty", "quiet", "json"):
         raise OCIError(f"--progress {progress!r}: want auto, plain, quiet or json")
     if compression not in ("gzip", "zstd"):
         raise OCIError(f"--compression {compression!r}: want gzip or zstd")
-    from .build.copy import AddLimits
-    limits = AddLimits(timeout=_seconds(add_timeout, "--add-timeout"),
-                       idle_timeout=_seconds(add_idle_timeout, "--add-idle-timeout"),
-                       max_size=_size(add_max_size, "--add-max-size"))
-    from .image.export import parse_output
-    for o in output:
-        parse_output(o)
+    add_timeout = _seconds(add_timeout, "--add-timeout")
+    add_idle_timeout = _seconds(add_idle_timeout, "--add-idle-timeout")
+    add_max_size = _size(add_max_size, "--add-max-size")
+    if output:
+        from .image.export import parse_output
+        for o in output:
+            parse_output(o)
     sde = os.environ.get("SOURCE_DATE_EPOCH")
     if sde is not None and not sde.isdigit():
         raise OCIError(f"SOURCE_DATE_EPOCH={sde!r}: want seconds since the epoch")
-    opts = BuildOptions(
-        context=os.path.abspath(context), dockerfile=os.path.abspath(file) if file else None,
-        tags=list(tag), build_args=_kv(build_arg, "--build-arg"), target=target,
-        labels=_kv(label, "--label"), no_cache=no_cache, platform=platform, outputs=list(output),
-        compression=compression, runtime=runtime, secrets=_secrets(secret), network=network,
-        source_date_epoch=int(sde) if sde else None, add_limits=limits,
-        **_build_pull_options(pull, tls_verify, cert_dir, authfile, "quiet" if quiet else progress))
-    pr = _progress.make("quiet" if quiet else progress)
+    context = os.path.abspath(context)
+    dockerfile = os.path.abspath(file) if file else None
+    build_args, labels, secrets = _kv(build_arg, "--build-arg"), _kv(label, "--label"), \
+        _secrets(secret)
+    mode = "quiet" if quiet else progress
+    pull = _pull_policy(pull)
+    import time
+    t0 = time.monotonic()
+    from . import progress as _progress
     from .image.store import DEFAULT_ROOT, Store
     store = Store(root or DEFAULT_ROOT)
+    pr = _progress.make(mode)
     try:
-        Builder(store, opts, pr).build()
+        memo, fp = None, None
+        if not no_cache and not output and pull != "always" and os.path.isdir(context):
+            from . import __version__
+            from .build.cache import BuildMemo
+            memo = BuildMemo(store, [__version__, context, dockerfile, build_args, target,
+                                     labels, platform, compression, network, sorted(secrets),
+                                     sde], context,
+                             dockerfile or os.path.join(context, "Dockerfile"))
+            hit = memo.lookup()
+            if hit is not None:
+                _replay(pr, hit["memo"]["steps"])
+                for t in tag:
+                    store.tag(t, hit["manifest"])
+                pr.result(hit["manifest"]["digest"], time.monotonic() - t0)
+                return
+            fp = memo.fingerprint()
+        from .build.copy import AddLimits
+        from .build.executor import BuildOptions, Builder
+        opts = BuildOptions(
+            context=context, dockerfile=dockerfile, tags=list(tag), build_args=build_args,
+            target=target, labels=labels, no_cache=no_cache, platform=platform,
+            outputs=list(output), compression=compression, runtime=runtime, secrets=secrets,
+            network=network, source_date_epoch=int(sde) if sde else None,
+            add_limits=AddLimits(timeout=add_timeout, idle_timeout=add_idle_timeout,
+                                 max_size=add_max_size),
+            **_build_pull_options(pull, tls_verify, cert_dir, authfile, mode))
+        rec = _Recorder(pr)
+        builder = Builder(store, opts, rec)
+        desc = builder.build()
+        if fp is not None:
+            memo.record(fp, desc, builder, rec.steps)
     finally:
         pr.close()
         store.close()
+
+
+_LAYER_STEPS = ("COPY", "ADD", "RUN")
+
+
+class _Recorder:
+    """The build's progress, passed through, with its step lines kept for the memo."""
+
+    def __init__(self, pr):
+        self.pr = pr
+        self.steps = []
+
+    def step(self, *args):
+        self.steps.append(list(args))
+        return self.pr.step(*args)
+
+    def __getattr__(self, name):
+        return getattr(self.pr, name)
+
+
+def _replay(pr, steps) -> None:
+    """A memo hit shows the steps a no-change rebuild shows: layer steps cached."""
+    for args in steps:
+        h = pr.step(*args)
+        text = str(args[-1]).lstrip()
+        pr.done(h, cached=text[:4].rstrip().upper() in _LAYER_STEPS)
