@@ -12,6 +12,19 @@ import os
 from ocispec.errors import OCIError
 
 
+def guarded(fn, *args) -> int:
+    """fn's exit status; an OCIError is its one-line message and status 1, Ctrl-C 130."""
+    import sys
+    try:
+        return fn(*args)
+    except OCIError as e:
+        print(str(e), file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("pybuild: interrupted", file=sys.stderr)
+        return 130
+
+
 class Flag:
     __slots__ = ("name", "decls", "kind", "default", "help", "envvar", "metavar")
 

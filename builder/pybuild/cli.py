@@ -11,16 +11,7 @@ def main(argv=None) -> int:
     if parsed is None:
         from .commands import main as typer_main
         return typer_main(args)
-    from ocispec.errors import OCIError
-    try:
-        buildcmd.run(parsed[0], **parsed[1])
-    except OCIError as e:
-        print(str(e), file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("pybuild: interrupted", file=sys.stderr)
-        return 130
-    return 0
+    return buildcmd.guarded(lambda: buildcmd.run(parsed[0], **parsed[1]) or 0)
 
 
 if __name__ == "__main__":

@@ -773,18 +773,16 @@ def logout(
 
 
 def main(argv=None) -> int:
+    return buildcmd.guarded(_app_main, argv)
+
+
+def _app_main(argv) -> int:
     try:
         rv = app(args=argv, standalone_mode=False)
         if isinstance(rv, int) and rv:  # typer returns Exit codes (130 on Ctrl-C) here
             if rv == 130:
                 print("interrupted", file=sys.stderr)
             return rv
-    except OCIError as e:
-        print(str(e), file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("pybuild: interrupted", file=sys.stderr)
-        return 130
     except SystemExit as e:
         return e.code if isinstance(e.code, int) else 1
     except Exception as e:  # usage errors of typer's (vendored) click
