@@ -35,8 +35,12 @@ def _opt_path(path: str) -> str:
 
 
 def overlay(target: str, lowerdirs, upper: str | None = None, work: str | None = None,
-            readonly: bool = False) -> None:
-    """Mount an overlay; lowerdirs top first. Without upper it is read-only."""
+            readonly: bool = False, volatile: bool = False) -> None:
+    """Mount an overlay; lowerdirs top first. Without upper it is read-only.
+
+    volatile: no syncs of the upper dir (its unmount then costs no sync of the whole
+    filesystem under a busy disk), for an upper dir that is thrown away after a crash anyway
+    (a RUN's, made into a layer blob that is written durably)."""
     # A layer twice in a chain (two steps that changed nothing give the same empty layer) is
     # the same directory twice, which overlayfs refuses (ELOOP). The upper copy shadows the
     # lower one entirely, so the lower one can go.
@@ -48,7 +52,14 @@ def overlay(target: str, lowerdirs, upper: str | None = None, work: str | None =
     # redirect_dir off: a renamed lower directory is copied up whole (layer.py refuses
     # redirect xattrs, which no image layer can express)
     opts += ",index=off,metacopy=off,redirect_dir=off" if upper else ""
-    mount("overlay", target, "overlay", MS_RDONLY if readonly else 0, opts)
+    flags = MS_RDONLY if readonly else 0
+    if upper and volatile:
+        try:
+            return mount("overlay", target, "overlay", flags, opts + ",volatile")
+        except OCIError as e:
+            if e.errno != errno.EINVAL:  # a kernel before 5.10 has no volatile: plain then
+                raise
+    mount("overlay", target, "overlay", flags, opts)
 
 
 def umount_detach(target: str) -> None:

@@ -100,3 +100,105 @@ def explain(old: dict | None, new: dict) -> list[str]:
     if old.get("parent") != new.get("parent"):
         out.append("the parent changed (an earlier step or the base image)")
     return out or ["same inputs: the cached result was pruned or --no-cache was given"]
+
+
+# -- the build memo: a no-change rebuild without parsing, planning or importing the executor
+
+_RACY_NS = 2_000_000_000  # as the context's stat cache: a change this recent may repeat unseen
+
+
+def tree_fingerprint(root: str, extra=()) -> str | None:
+    """A digest of the lstat identity (mode, owner, size, mtime, ctime, inode) of `root`,
+    every path below it and the `extra` paths (or their absence). Any edit, create, delete,
+    rename, chmod or touch changes it. None when something changed within the last 2 s."""
+    import stat as _stat
+    import time
+    h = hashlib.sha256()
+    limit = time.time_ns() - _RACY_NS
+
+    def add(path, st):
+        if st.st_mtime_ns > limit or st.st_ctime_ns > limit:
+            return False
+        h.update(f"{path}\0{st.st_mode:o} {st.st_uid}:{st.st_gid} {st.st_size} {st.st_mtime_ns} "
+                 f"{st.st_ctime_ns} {st.st_ino}\n".encode("utf-8", "surrogateescape"))
+        return True
+
+    for p in extra:
+        try:
+            if not add(p, os.lstat(p)):
+                return None
+        except FileNotFoundError:
+            h.update(f"{p}\0-\n".encode("utf-8", "surrogateescape"))
+    if not add(root, os.lstat(root)):
+        return None
+    stack = [root]
+    while stack:
+        with os.scandir(stack.pop()) as it:
+            for e in it:  # order needs no sort: a directory whose entries change changes
+                st = e.stat(follow_symlinks=False)
+                if not add(e.path, st):
+                    return None
+                if _stat.S_ISDIR(st.st_mode):
+                    stack.append(e.path)
+    return h.hexdigest()
+
+
+class BuildMemo:
+    """The result of a whole build, kept in the layer cache beside the step entries (gc and
+    fsck treat it as the image entry it is) under a key of the build's options, and valid
+    while the context and Dockerfile are stat-for-stat the same and the base images resolve
+    to the same digests. A hit tags the image and replays the step lines as cached."""
+
+    def __init__(self, store, key_parts, context: str, dockerfile: str):
+        self.store = store
+        self.key = chain_key("build-memo", *key_parts)
+        self.path = os.path.join(store.root, "cache", self.key)
+        self.context, self.dockerfile = context, dockerfile
+        self.extra = [dockerfile, dockerfile + ".dockerignore"]
+
+    def fingerprint(self) -> str | None:
+        try:
+            return tree_fingerprint(self.context, self.extra)
+        except OSError:
+            return None
+
+    def lookup(self) -> dict | None:
+        """The memo entry if it still holds, else None."""
+        try:
+            with open(self.path) as f:
+                entry = json.load(f)
+            memo = entry["memo"]
+            desc = entry["manifest"]
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+        if not self.store.has(desc["digest"]) or memo.get("fp") != self.fingerprint():
+            return None
+        from ocispec.errors import OCIError
+        from ..image.images import resolve_base
+        for ref, digest in memo.get("bases", {}).items():
+            try:
+                if resolve_base(self.store, ref, "", pull="never")[0]["digest"] != digest:
+                    return None
+            except OCIError:
+                return None
+        return entry
+
+    def record(self, fp: str, desc: dict, builder, steps: list) -> None:
+        """After a build whose context had fingerprint `fp` before it started: kept only if
+        it still has it now and the build read nothing the memo cannot check again."""
+        from ..image.images import resolve_base, split_transport
+        bases = {}
+        for ps in builder._planned.values():
+            for ref in ([ps.base] if ps.base_kind == "image" else []) + list(ps.images):
+                if split_transport(ref)[0] or "$" in ref:
+                    return  # a layout's content is not checked by name
+                bases[ref] = resolve_base(self.store, ref, "", pull="never")[0]["digest"]
+            for ins in ps.stage.instructions:
+                if ins.kind == "ADD" and any("://" in s or s.startswith("git@") or "$" in s
+                                             for s in ins.sources):
+                    return  # a URL is fetched again on every build
+        if self.fingerprint() != fp:
+            return
+        self.store_entry = {"manifest": desc, "history": {},
+                            "memo": {"fp": fp, "bases": bases, "steps": steps}}
+        LayerCache(self.store).put(self.key, self.store_entry)

@@ -142,7 +142,7 @@ def run(builder, spec: RunSpec, layers, *, compression, sde) -> dict | None:
                 fd = os.open(m.cache_dir + ".lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
                 locks.append(fd)
                 fcntl.flock(fd, fcntl.LOCK_EX)
-        mounts.overlay(merged, lowers, upper, wdir)
+        mounts.overlay(merged, lowers, upper, wdir, volatile=True)
         extra_mounts.append(merged)
         try:
             cfg_mounts = []
@@ -183,8 +183,12 @@ def run(builder, spec: RunSpec, layers, *, compression, sde) -> dict | None:
             extra_mounts.clear()
         for target, stop, parents in created_points:
             _cleanup_mountpoint(upper, target, stop, parents)
-        return layer_from_overlay_upper(store, upper, compression=compression,
-                                        source_date_epoch=sde)
+        result = layer_from_overlay_upper(store, upper, compression=compression,
+                                          source_date_epoch=sde)
+        if sde is None:  # with SOURCE_DATE_EPOCH the blob's mtimes differ: extract it
+            from ..image.unpack import adopt_layer
+            adopt_layer(store, result, result["diff_id"], upper)
+        return result
     finally:
         for m in reversed(extra_mounts):
             mounts.umount(m)
@@ -220,9 +224,11 @@ def _exec_runtime(builder, state_root: str, bundle: str, cid: str, what: str) ->
         if p.poll() is None:
             p.kill()
             p.wait()
-        # a container that did not exit cleanly may leave state: delete it by its id
-        subprocess.run([builder.runtime, "--root", state_root, "delete", "--force", cid],
-                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        # a container that did not exit cleanly may leave state: delete it by its id (a
+        # clean `run` removed its state dir itself: no second runtime start then)
+        if p.returncode != 0 or os.path.exists(os.path.join(state_root, cid)):
+            subprocess.run([builder.runtime, "--root", state_root, "delete", "--force", cid],
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     if rc != 0:
         out = " | ".join(x for x in tail if x.strip())
         raise OCIError(f"{what} exited with status {rc}" + (f": {out}" if out else ""))

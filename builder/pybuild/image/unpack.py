@@ -109,6 +109,33 @@ def extracted_layer(store, layer_desc: dict, diff_id: str) -> str:
     return path
 
 
+def adopt_layer(store, layer: dict, diff_id: str, src_dir: str) -> bool:
+    """Make `src_dir`, the tree `layer` was just written from, in overlay form (whiteouts as
+    0:0 devices, opaque xattrs: a RUN's upper dir), the layer's extracted dir, so the next
+    step does not decompress and write again the bytes this one just compressed (docker's
+    overlay2 keeps upper dirs the same way). False if it is there already or cannot be moved."""
+    base = _layers_dir(store)
+    path = os.path.join(base, _digest.parse(diff_id)[1])
+    if os.path.isdir(path):
+        return False
+    try:
+        os.rename(src_dir, path)  # same filesystem: the build's scratch is in the store
+    except OSError:
+        return False
+    _remember(base, layer["digest"], diff_id)
+    return True
+
+
+def extract_image(store, desc: dict) -> None:
+    """Extract an image's layers into the layer cache now, as `docker load` and a pull do:
+    a loaded or imported base is then ready for the first build's COPY and RUN, which
+    otherwise wait for it (seconds for a distribution base)."""
+    man = store.manifest(desc)
+    cfg = store.image_config(man)
+    for layer, diff_id in zip(man["layers"], cfg["rootfs"]["diff_ids"]):
+        extracted_layer(store, layer, diff_id)
+
+
 def mount_overlay(lowerdirs: list[str], upperdir: str, workdir: str, target: str) -> None:
     """Mount an overlay: lowerdirs top-most first, writable upperdir."""
     # redirect_dir/metacopy off: the upper dir must hold whole files and directories,
