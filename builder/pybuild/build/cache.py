@@ -107,10 +107,14 @@ def explain(old: dict | None, new: dict) -> list[str]:
 _RACY_NS = 2_000_000_000  # as the context's stat cache: a change this recent may repeat unseen
 
 
+_MEMO_MAX_ENTRIES = 50_000  # a bigger context costs its build two walks: no memo for it
+
+
 def tree_fingerprint(root: str, extra=()) -> str | None:
     """A digest of the lstat identity (mode, owner, size, mtime, ctime, inode) of `root`,
     every path below it and the `extra` paths (or their absence). Any edit, create, delete,
-    rename, chmod or touch changes it. None when something changed within the last 2 s."""
+    rename, chmod or touch changes it. None when something changed within the last 2 s, or
+    the tree has more than _MEMO_MAX_ENTRIES paths."""
     import stat as _stat
     import time
     h = hashlib.sha256()
@@ -132,9 +136,13 @@ def tree_fingerprint(root: str, extra=()) -> str | None:
     if not add(root, os.lstat(root)):
         return None
     stack = [root]
+    left = _MEMO_MAX_ENTRIES
     while stack:
         with os.scandir(stack.pop()) as it:
             for e in it:  # order needs no sort: a directory whose entries change changes
+                left -= 1
+                if left < 0:
+                    return None
                 st = e.stat(follow_symlinks=False)
                 if not add(e.path, st):
                     return None

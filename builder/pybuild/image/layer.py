@@ -67,11 +67,13 @@ def _read_xattrs(path: str) -> dict | None:
 
 
 class _Pipeline:
-    """tar bytes -> [diff_id hash, compress] -> [blob hash, write], each stage a thread.
+    """tar bytes -> [diff_id hash] and [compress -> blob hash, write], each stage a thread.
 
-    hashlib, the compressors and file writes release the GIL on large buffers, so the
-    stages overlap with the main thread reading files and making headers. Uncompressed
-    layers skip the second hash: their digest is their diff_id.
+    The diff_id hash and the compressor read the same chunks side by side (the compressor is
+    the slow stage: nothing else waits in line behind it); hashlib, the compressors and file
+    writes release the GIL on large buffers, so the stages also overlap with the main thread
+    reading files and making headers. Uncompressed layers skip the second hash: their digest
+    is their diff_id. Chunks are never changed after put(): the stages share them uncopied.
     """
 
     def __init__(self, comp, fileobj):
@@ -79,65 +81,131 @@ class _Pipeline:
         self.diff = _digest.Hasher()
         self.blob = _digest.Hasher() if comp is not None else self.diff
         self.err = None
-        self.q1 = queue.Queue(maxsize=16)
-        self.q2 = queue.Queue(maxsize=16) if comp is not None else None
-        self.threads = [threading.Thread(target=self._stage1, daemon=True)]
-        if comp is not None:
-            self.threads.append(threading.Thread(target=self._stage2, daemon=True))
+        self.qd = queue.Queue(maxsize=16)
+        self.qc = queue.Queue(maxsize=16) if comp is not None else None
+        self.qw = queue.Queue(maxsize=16) if comp is not None else None
+        stages = [self._diff_stage] + ([self._comp_stage, self._write_stage]
+                                       if comp is not None else [])
+        self.threads = [threading.Thread(target=t, daemon=True) for t in stages]
         for t in self.threads:
             t.start()
 
     def put(self, data):
         if self.err is not None:
             raise self.err
-        self.q1.put(data)
+        self.qd.put(data)
+        if self.qc is not None:
+            self.qc.put(data)
 
-    def _stage1(self):
-        comp, diff, q2 = self.comp, self.diff, self.q2
+    def _drain(self, q, fn):
         while True:
-            b = self.q1.get()
+            b = q.get()
             if b is None:
-                break
+                return
             if self.err is not None:
                 continue  # keep draining so put() never blocks forever
             try:
+                fn(b)
+            except BaseException as e:
+                self.err = e
+
+    def _diff_stage(self):
+        diff, f = self.diff, self.f
+        if self.comp is None:
+            def one(b):
                 diff.update(b)
-                if comp is None:
-                    self.f.write(b)
-                else:
-                    out = comp.compress(b)
-                    if out:
-                        q2.put(out)
-            except BaseException as e:
-                self.err = e
-        if comp is not None:
-            try:
-                if self.err is None:
-                    q2.put(comp.flush())
-            except BaseException as e:
-                self.err = e
-            q2.put(None)
-
-    def _stage2(self):
-        blob, f = self.blob, self.f
-        while True:
-            b = self.q2.get()
-            if b is None:
-                break
-            if self.err is not None:
-                continue
-            try:
-                blob.update(b)
                 f.write(b)
-            except BaseException as e:
-                self.err = e
+            self._drain(self.qd, one)
+        else:
+            self._drain(self.qd, diff.update)
 
-    def close(self):
-        self.q1.put(None)
+    def _comp_stage(self):
+        comp, qw = self.comp, self.qw
+
+        def one(b):
+            out = comp.compress(b)
+            if out:
+                qw.put(out)
+        self._drain(self.qc, one)
+        try:
+            if self.err is None:
+                qw.put(comp.flush())
+        except BaseException as e:
+            self.err = e
+        qw.put(None)
+
+    def _write_stage(self):
+        blob, f = self.blob, self.f
+
+        def one(b):
+            blob.update(b)
+            f.write(b)
+        self._drain(self.qw, one)
+
+    def _end(self):
+        self.qd.put(None)
+        if self.qc is not None:
+            self.qc.put(None)
         for t in self.threads:
             t.join()
+
+    def close(self):
+        self._end()
         if self.err is not None:
             raise self.err
+
+    def abort(self):
+        if any(t.is_alive() for t in self.threads):
+            self.err = self.err or RuntimeError("layer write aborted")
+            self._end()
+
+
+class _Chunks:
+    """The tar stream gathered into 1 MiB buffers, each handed to the pipeline whole and
+    never reused: headers are copied in, file content is read straight into them (no
+    per-file bytes object, no second copy)."""
+
+    def __init__(self, put):
+        self.put = put
+        self._new()
+
+    def _new(self):
+        self.view = memoryview(bytearray(_FLUSH_AT))
+        self.pos = 0
+
+    def flush(self):
+        if self.pos:
+            self.put(self.view[:self.pos])
+            self._new()
+
+    def write(self, b):
+        n = len(b)
+        if self.pos + n > _FLUSH_AT:
+            self.flush()
+            if n > _FLUSH_AT:
+                self.put(bytes(b))
+                return
+        self.view[self.pos:self.pos + n] = b
+        self.pos += n
+
+    def read_file(self, path: str, size: int) -> None:
+        """Exactly `size` bytes of a file (it must not change while we write the layer)."""
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        try:
+            left = size
+            while left:
+                if self.pos == _FLUSH_AT:
+                    self.flush()
+                end = self.pos + min(left, _FLUSH_AT - self.pos)
+                n = os.readv(fd, [self.view[self.pos:end]])
+                if not n:
+                    raise OCIError(f"{path}: file shrank while writing the layer")
+                self.pos += n
+                left -= n
+            if os.read(fd, 1):
+                raise OCIError(f"{path}: file grew while writing the layer")
+        finally:
+            os.close(fd)
 
 
 _NUL_BLOCKS = b"\0" * (2 * _BLOCK)
@@ -352,21 +420,8 @@ class LayerWriter:
         try:
             with f:
                 pipe = _Pipeline(self._compressor(), f)
-                put = pipe.put
-                buf = bytearray()
-
-                def emit(b):
-                    buf.extend(b)
-                    if len(buf) >= _FLUSH_AT:
-                        put(bytes(buf))
-                        buf.clear()
-
-                def emit_big(b):  # large file chunks skip the copy into buf
-                    if buf:
-                        put(bytes(buf))
-                        buf.clear()
-                    put(b)
-
+                out = _Chunks(pipe.put)
+                emit = out.write
                 links: dict = {}
                 entries = self._link_groups()
                 for key in sorted(entries, key=lambda n: n.split("/")):
@@ -400,42 +455,21 @@ class LayerWriter:
                     if e.data is not None:
                         emit(e.data)
                     else:
-                        _copy_file(e.src, size, emit, emit_big)
+                        out.read_file(e.src, size)
                     pad = -size % _BLOCK
                     if pad:
                         emit(b"\0" * pad)
                 emit(_NUL_BLOCKS)
-                if buf:
-                    put(bytes(buf))
+                out.flush()
                 pipe.close()
             blob = self.store.commit_temp(tmp, pipe.blob.digest, pipe.blob.size, self.media_type)
         except BaseException:
-            if pipe is not None and any(t.is_alive() for t in pipe.threads):
-                pipe.err = pipe.err or RuntimeError("layer write aborted")
-                pipe.q1.put(None)
-                for t in pipe.threads:
-                    t.join()
+            if pipe is not None:
+                pipe.abort()
             self.store.discard_temp(tmp)
             raise
         return {"digest": blob.digest, "size": blob.size, "diff_id": pipe.diff.digest,
                 "media_type": self.media_type}
-
-
-def _copy_file(path: str, size: int, emit, emit_big) -> None:
-    """Stream exactly `size` bytes of a file (it must not change while we write the layer)."""
-    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-    try:
-        left = size
-        while left:
-            chunk = os.read(fd, min(left, _CHUNK))
-            if not chunk:
-                raise OCIError(f"{path}: file shrank while writing the layer")
-            left -= len(chunk)
-            (emit_big if len(chunk) >= 65536 else emit)(chunk)
-        if os.read(fd, 1):
-            raise OCIError(f"{path}: file grew while writing the layer")
-    finally:
-        os.close(fd)
 
 
 def _check_overlay_marks(path: str) -> None:
