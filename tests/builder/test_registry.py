@@ -518,6 +518,18 @@ def test_full_disk_leaves_a_consistent_store(renv):
         subprocess.run(["umount", small], check=False)
 
 
+def _largest_temp(tmp: str) -> int:
+    """Size of the largest file in a store's .tmp (0 when none); files come and go as the
+    pull writes and renames them."""
+    sizes = [0]
+    for f in os.listdir(tmp) if os.path.isdir(tmp) else ():
+        try:
+            sizes.append(os.path.getsize(os.path.join(tmp, f)))
+        except FileNotFoundError:
+            pass
+    return max(sizes)
+
+
 def test_killed_pull_leaves_nothing_prune_does_not_clean(renv):
     reg = renv.registry()
     dg = renv.image("big:1", payload=os.urandom(2 << 20))
@@ -535,9 +547,7 @@ def test_killed_pull_leaves_nothing_prune_does_not_clean(renv):
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:  # until half the blob is in a temp file
-            tmp = os.path.join(root2, ".tmp")
-            if os.path.isdir(tmp) and any(os.path.getsize(os.path.join(tmp, f)) > (512 << 10)
-                                          for f in os.listdir(tmp)):
+            if _largest_temp(os.path.join(root2, ".tmp")) > (512 << 10):
                 break
             time.sleep(0.05)
         else:
