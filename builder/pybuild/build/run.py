@@ -76,6 +76,20 @@ def _lower_parents(merged: str, stop: str) -> dict:
     return out
 
 
+def mountpoints_to_create(root: str, mounts: list) -> list[tuple]:
+    """(destination, first missing ancestor, the lower layers' parents) for each mount the
+    runtime will have to create a mount point for in `root` (an overlay whose upper dir must
+    not keep them: _cleanup_mountpoint() takes each out again)."""
+    out = []
+    for m in mounts:
+        if m["destination"].startswith("/dev/"):
+            continue  # inside the /dev tmpfs, never in the upper dir
+        miss = _missing_ancestor(root, resolve_in_root(root, m["destination"]))
+        if miss is not None:
+            out.append((m["destination"], miss, _lower_parents(root, miss)))
+    return out
+
+
 def _cleanup_mountpoint(upper: str, target: str, stop: str, parents: dict) -> None:
     """Remove an empty mount point (file or dir) and its created parents up to `stop`; then
     parents that were only copied up to hold it (empty, unchanged owner and mode)."""
@@ -162,12 +176,7 @@ def run(builder, spec: RunSpec, layers, *, compression, sde) -> dict | None:
                                            "options": ["rbind", "ro"]})
             config = container_config(spec, merged, resolve_user(merged, spec.user, spec.what),
                                       cfg_mounts)
-            for m in config["mounts"]:
-                if m["destination"].startswith("/dev/"):
-                    continue  # inside the /dev tmpfs, never in the upper dir
-                miss = _missing_ancestor(merged, resolve_in_root(merged, m["destination"]))
-                if miss is not None:
-                    created_points.append((m["destination"], miss, _lower_parents(merged, miss)))
+            created_points = mountpoints_to_create(merged, config["mounts"])
             # WORKDIR is created if missing (and stays in the layer, as docker does).
             if len(spec.cwd.encode()) >= PATH_MAX:
                 raise OCIError(f"{spec.what}: the working directory is {len(spec.cwd.encode())} "

@@ -234,7 +234,7 @@ def run(store, rec: dict, args: list[str], opts, *, runtime: str = "pyrunc") -> 
     removed from the upper dir afterwards, as after a RUN step, so they stay out of commits.
     """
     from ..build.executor import find_runtime
-    from ..build.run import _cleanup_mountpoint, _lower_parents, _missing_ancestor
+    from ..build.run import _cleanup_mountpoint, mountpoints_to_create
     from ..image.config_convert import runtime_config
     from . import network, options
     if not args:
@@ -255,12 +255,7 @@ def run(store, rec: dict, args: list[str], opts, *, runtime: str = "pyrunc") -> 
             options.apply(spec, opts, root)
             if opts.network == "bridge":
                 network.prepare(store.root, bundle, spec, opts.ports)
-            for m in spec["mounts"]:
-                if m["destination"].startswith("/dev/"):
-                    continue  # inside the /dev tmpfs, never in the upper dir
-                miss = _missing_ancestor(root, resolve_in_root(root, m["destination"]))
-                if miss is not None:
-                    created.append((m["destination"], miss, _lower_parents(root, miss)))
+            created = mountpoints_to_create(root, spec["mounts"])
             mkdir_all(root, resolve_in_root(root, spec["process"]["cwd"]))
             import json
             with open(os.path.join(bundle, "config.json"), "w") as f:
