@@ -28,7 +28,7 @@ import tarfile
 from ocispec import digest as _digest
 from ocispec.errors import OCIError
 
-from .layer import WHITEOUT_OPAQUE, WHITEOUT_PREFIX
+from .layer import WHITEOUT_OPAQUE, WHITEOUT_PREFIX, clean_arcname as _clean
 
 _SYS_OPENAT2 = 437
 _RESOLVE_NO_MAGICLINKS = 0x02
@@ -448,17 +448,6 @@ class _Applier:
 def _show(name: str) -> str:
     """An entry name for a one-line message (a hostile one may be kilobytes long)."""
     return repr(name) if len(name) <= 200 else repr(name[:100] + "...") + f" ({len(name)} chars)"
-
-
-def _clean(name: str) -> str:
-    parts = []
-    for p in name.split("/"):
-        if p in ("", "."):
-            continue
-        if p == "..":
-            raise OCIError(f"layer entry {name!r} escapes the root with '..'")
-        parts.append(p)
-    return "/".join(parts)
 
 
 def apply_layer(blob, media_type: str | None, dest_dir, *, same_owner: bool | None = None,

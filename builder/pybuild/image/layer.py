@@ -34,7 +34,7 @@ def clean_arcname(name: str) -> str:
         if p in ("", "."):
             continue
         if p == "..":
-            raise OCIError(f"layer path {name!r} must not contain '..'")
+            raise OCIError(f"layer entry {name!r} must not contain '..': it escapes the root")
         parts.append(p)
     return "/".join(parts)
 
