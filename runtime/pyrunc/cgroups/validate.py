@@ -89,6 +89,10 @@ def validate_resources(resources, *, host: bool = True) -> None:
 
 
 def _host(resources: dict) -> None:
+    net = resources.get("network") or {}
+    if not (resources.get("hugepageLimits") or resources.get("rdma") or resources.get("unified")
+            or net.get("classID") is not None or net.get("priorities")):
+        return  # nothing here that a host may lack: no mounts to read on every create
     from . import paths
     from .files import read
     from .stats import hugepage_sizes
@@ -113,7 +117,6 @@ def _host(resources: dict) -> None:
                 raise SpecError(f"{R}.hugepageLimits[{i}].pageSize",
                                 f"this host has no {h['pageSize']} huge pages "
                                 f"(it has {', '.join(sizes) or 'none'})")
-    net = resources.get("network") or {}
     if net.get("classID") is not None:
         need(f"{R}.network.classID", "net_cls", None)
     if net.get("priorities"):
