@@ -106,17 +106,27 @@ def create(root: str, container_id: str, bundle: str, *, pid_file: str = "", con
             cg.plan()
             record()
             cg.create(note=record)
+            if sp.self_join:
+                trace.mark("cgroups: create")
+                return {"cgroup": cg.to_state(), "join": cg.self_join()}
             cg.add(pid)  # init, forked by this process, is born in the cgroups
             trace.mark("cgroups: create, join stage1")
             return {"cgroup": cg.to_state()}
 
-        def on_pid(pid: int):
+        def on_resources(pid: int):
             cg.set(cgmod.create_resources(lcfg))
+            trace.mark("cgroups: resources")
+
+        def on_v2(pid: int):
+            cg.add_v2(pid)
+            trace.mark("cgroups: join init (cgroup2)")
+
+        def on_pid(pid: int):
             if lcfg.get("netDevices"):
                 from . import netdev
 
                 netdev.move(lcfg["netDevices"], pid)
-            trace.mark("cgroups: resources")
+                trace.mark("netDevices")
 
         def on_hooks(pid: int):
             from . import hooks as hookrun
@@ -126,7 +136,10 @@ def create(root: str, container_id: str, bundle: str, *, pid_file: str = "", con
             hookrun.run(hooks, "createRuntime", st)
             trace.mark("hooks: prestart, createRuntime")
 
+        sp.self_join = process.can_join_self(cfg)
         sp.on_stage1 = on_stage1
+        sp.on_resources = on_resources
+        sp.on_v2 = on_v2
         sp.on_pid = on_pid
         sp.on_hooks = on_hooks
         if cfg.get("mounts"):

@@ -58,9 +58,25 @@ class Spawn:
         self.cgroup_state: dict | None = None
         self.mount_trees: dict[int, int] = {}  # mounts index -> detached source tree
         # Called by the parent at the protocol's steps.
-        self.on_stage1 = lambda pid: None   # make the cgroups, join stage1; extra "continue" fields
-        self.on_pid = lambda pid: None      # resources, netDevices: before "continue"
+        # stage1 joins the cgroups itself and forks init into them (see can_join_self)
+        self.self_join = False
+        self.on_stage1 = lambda pid: None   # make the cgroups (join stage1 unless self_join);
+                                            # extra "continue" fields, "join": stage1's plan
+        self.on_resources = lambda pid: None  # linux.resources into the cgroups
+        self.on_v2 = lambda pid: None       # init into the cgroup2 dir (a refused clone3)
+        self.on_pid = lambda pid: None      # netDevices: before "continue"
         self.on_hooks = lambda pid: None
+
+
+def can_join_self(cfg: dict) -> bool:
+    """Whether stage1 can join the container's cgroups itself (Manager.self_join): it is
+    still root in the host's user namespace and sees the host's cgroupfs at the paths the
+    parent made (no user namespace; mount and cgroup namespaces not joined by path)."""
+    for ns in (cfg.get("linux") or {}).get("namespaces") or ():
+        t = ns.get("type")
+        if t == "user" or (t in ("mount", "cgroup") and ns.get("path")):
+            return False
+    return True
 
 
 def start_init(sp: Spawn) -> int:
@@ -100,10 +116,15 @@ def start_init(sp: Spawn) -> int:
     trace.mark("fork stage1")
     try:
         extra = sp.on_stage1(stage1) or {}
+        join = extra.pop("join", None)
         try:
-            ch.send(sync.JOINED)
+            ch.send(sync.JOINED, **({"join": join} if join else {}))
         except OSError:
             pass  # stage1 failed meanwhile: its error message is waiting to be read
+        if join:
+            # The cgroups are empty until stage1 has joined them: their limits go in now,
+            # while stage1 joins and forks init (init waits for "continue").
+            sp.on_resources(stage1)
         while True:
             msg = _recv(ch, stage1)
             if msg is None:
@@ -119,6 +140,10 @@ def start_init(sp: Spawn) -> int:
                     reap(stage1)
                     stage1 = 0
                     ch.sock.settimeout(None)  # init alone holds the other end now
+                    if not join:
+                        sp.on_resources(init_pid)
+                    elif join["v2"] and not msg.get("in_v2"):
+                        sp.on_v2(init_pid)
                     sp.on_pid(init_pid)
                     ch.send(sync.CONTINUE, pid=init_pid, **extra)
                 elif kind == sync.HOOKS:
@@ -266,15 +291,36 @@ def _stage1(sp: Spawn, ch: Channel, fifo_fd: int, parent: int) -> None:  # pragm
         if text:
             procfs.write("self/timens_offsets", text)
     trace.mark("namespaces: join, unshare")
-    ch.wait(sync.JOINED)  # init must be born in the container's cgroups
-    trace.mark("wait: in the cgroups")
-    pid = os.fork()
+    # Init must be born in the container's cgroups.
+    join = ch.wait(sync.JOINED).get("join")
+    trace.mark("wait: cgroups made" if join else "wait: in the cgroups")
+    pid, in_v2 = _fork_init(join)
     if pid == 0:
         trace.child("init")
         init.main(sp, ch, fifo_fd)  # never returns
-    trace.mark("fork init")
-    ch.send(sync.PID, pid=pid, **trace.fields())
+    trace.mark("join cgroups, fork init" if join else "fork init")
+    ch.send(sync.PID, pid=pid, in_v2=in_v2, **trace.fields())
     os._exit(0)
+
+
+def _fork_init(join: dict | None) -> tuple[int, bool]:  # pragma: no cover - child
+    """Fork init; with a self-join plan, into the cgroups: (pid or 0, born in the cgroup2
+    directory). A clone3 the kernel refuses leaves that join to the parent."""
+    if not join:
+        return os.fork(), False
+    from .cgroups.manager import join_self
+
+    v2fd = join_self(join)
+    if v2fd < 0:
+        return os.fork(), False
+    try:
+        pid = linux.fork_into_cgroup(v2fd)
+    except OSError:
+        pid = -1
+    os.close(v2fd)
+    if pid >= 0:
+        return pid, True
+    return os.fork(), False
 
 
 def _setns(plan, fds, t) -> None:  # pragma: no cover - child

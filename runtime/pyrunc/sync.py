@@ -15,6 +15,18 @@ create (process.start_init):
         <-- PID {pid}               init's host pid (stage1 exits)
   [resources, netDevices]
         --> CONTINUE {pid, cgroup}  init goes on: mounts, devices
+
+  Where stage1 can join the cgroups itself (process.can_join_self: no user namespace),
+  the parent does not write stage1's pid (a write that waits out an RCU grace period):
+
+  [cgroups made, empty]
+        --> JOINED {join}           stage1 writes "0" to each v1 `tasks` file and forks
+                                    init with clone3 into the cgroup2 directory
+  [resources]
+        <-- PID {pid, in_v2}        in_v2 false: the clone3 was refused, init was forked
+  [init into cgroup2 unless in_v2,  plainly, and the parent puts it in the cgroup2 dir
+   netDevices]
+        --> CONTINUE {pid, cgroup}
         <-- HOOKS                   mounts done (only when there are prestart or
   [prestart, createRuntime hooks]     createRuntime hooks)
         --> HOOKS_DONE
@@ -61,7 +73,7 @@ class Channel:
 
     def __init__(self, sock):
         self.sock = sock
-        self._early: set[str] = set()
+        self._early: dict[str, dict] = {}
 
     def send(self, kind: str, **fields) -> None:
         fields["type"] = kind
@@ -90,10 +102,12 @@ class Channel:
             raise OCIError("the runtime's parent went away during container setup")
         return msg
 
-    def wait(self, kind: str) -> None:
-        """Wait for a field-less message; one that came before it was waited for counts."""
+    def wait(self, kind: str) -> dict:
+        """Wait for a message of this kind; one that came before it was waited for counts."""
         while kind not in self._early:
-            self._early.add(self.expect_any()["type"])
+            msg = self.expect_any()
+            self._early[msg["type"]] = msg
+        return self._early[kind]
 
     def fileno(self) -> int:
         return self.sock.fileno()

@@ -1,0 +1,124 @@
+"""How init gets into its cgroups without the kernel's grace-period wait.
+
+A cgroup.procs write of another process takes the kernel's global threadgroup lock, whose
+first writer waits out an RCU grace period (7-11 ms on these machines). Without a user
+namespace, stage1 joins the v1 hierarchies itself (`tasks` "0": no lock) and forks init
+with clone3 into the cgroup2 directory; with one, the parent writes the pids as before.
+Either way init must end up in the container's cgroup in every hierarchy.
+"""
+
+import os
+import re
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from test_perf import _cgroup_dirs
+
+
+def _cgroup2_mount() -> str | None:
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            pre, _, post = line.partition(" - ")
+            if post.split()[0] == "cgroup2":
+                return pre.split()[4]
+    return None
+
+
+def _own_lines(pid: int) -> dict:
+    with open(f"/proc/{pid}/cgroup") as f:
+        return {ln.split(":", 2)[1]: ln.rstrip("\n").split(":", 2)[2] for ln in f}
+
+
+def _assert_in_container_cgroups(pid: int, cid: str) -> None:
+    lines = _own_lines(pid)
+    for ctrls, path in lines.items():
+        assert path.rstrip("/").endswith("/" + cid), (ctrls, path, lines)
+    assert len(_cgroup_dirs(pid)) == len(set(_cgroup_dirs(pid)))
+
+
+def _python(code: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True,
+                          text=True, timeout=30)
+
+
+def test_fork_into_cgroup_places_the_child_and_python_works_in_it(tmp_path):
+    mnt = _cgroup2_mount()
+    if mnt is None:
+        pytest.skip("this host mounts no cgroup2 hierarchy")
+    d = os.path.join(mnt, "pyrunc-test-clone3-" + tmp_path.name[-12:])
+    os.mkdir(d)
+    try:
+        p = _python(f"""
+            import os, threading
+            from pyrunc import linux
+            fd = os.open({d!r}, os.O_RDONLY | os.O_DIRECTORY)
+            r, w = os.pipe()
+            pid = linux.fork_into_cgroup(fd)
+            if pid == 0:
+                # the child is a working interpreter: imports, threads, exceptions, fork
+                import json
+                t = threading.Thread(target=lambda: None); t.start(); t.join()
+                try:
+                    raise KeyError("x")
+                except KeyError:
+                    pass
+                c = os.fork()
+                if c == 0:
+                    os._exit(3)
+                ok = os.waitpid(c, 0)[1] >> 8 == 3
+                line = open("/proc/self/cgroup").read().splitlines()[-1]
+                os.write(w, json.dumps([line, ok, os.getpid()]).encode())
+                os._exit(0)
+            _, st = os.waitpid(pid, 0)
+            print(os.read(r, 4096).decode(), st, pid)
+            """)
+        assert p.returncode == 0, p.stderr
+        out = p.stdout.split()
+        assert out[0] == f'["0::/{os.path.basename(d)}",' and out[1] == "true,"
+        assert out[-2] == "0" and out[2].rstrip("]") == out[-1]  # exit 0, the pid it reported
+    finally:
+        os.rmdir(d)
+
+
+def test_refused_clone3_falls_back_to_fork_and_says_so(tmp_path):
+    """A directory that is no cgroup2 one (as a kernel before 5.7 would refuse the flag):
+    init is forked plainly and the parent is told to put it in the cgroup2 dir itself."""
+    p = _python(f"""
+        import os
+        from pyrunc.process import _fork_init
+        pid, in_v2 = _fork_init({{"tasks": [], "v2": {str(tmp_path)!r}}})
+        if pid == 0:
+            os._exit(5)
+        print(in_v2, os.waitpid(pid, 0)[1] >> 8)
+        """)
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.split() == ["False", "5"]
+
+
+def test_default_container_joins_itself_and_lands_in_every_hierarchy(runtime, bundle, cid):
+    bundle.set_args("/bin/sh", "-c", "sleep 100")
+    p = runtime("--trace", "create", "--bundle", bundle.path, cid, stdin=subprocess.DEVNULL)
+    assert p.returncode == 0, p.stderr
+    phases = re.findall(r"trace create: (.+?) \d+\.\d\d ms", p.stderr)
+    assert "cgroups: create" in phases and "stage1: join cgroups, fork init" in phases, phases
+    assert "cgroups: create, join stage1" not in phases
+    pid = runtime.state(cid)["pid"]
+    _assert_in_container_cgroups(pid, cid)
+    assert runtime("delete", "-f", cid).returncode == 0
+
+
+def test_user_namespace_container_is_joined_by_the_parent(runtime, bundle, cid):
+    big = [{"containerID": 0, "hostID": 0, "size": 65536}]
+    lcfg = bundle.config["linux"]
+    lcfg["namespaces"].append({"type": "user"})
+    lcfg["uidMappings"] = lcfg["gidMappings"] = big
+    bundle.set_args("/bin/sh", "-c", "sleep 100")
+    p = runtime("--trace", "create", "--bundle", bundle.path, cid, stdin=subprocess.DEVNULL)
+    assert p.returncode == 0, p.stderr
+    assert "cgroups: create, join stage1" in p.stderr
+    pid = runtime.state(cid)["pid"]
+    _assert_in_container_cgroups(pid, cid)
+    assert runtime("delete", "-f", cid).returncode == 0
