@@ -6,7 +6,15 @@
     Manager.from_state(m.to_state())                # later commands
 """
 
-from .manager import Manager  # noqa: F401
+
+def __getattr__(name: str):
+    # Manager on first use: `state` and `start` read one freezer file (cgroups.files) and
+    # need none of the manager's imports.
+    if name == "Manager":
+        from .manager import Manager
+
+        return Manager
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def resources_from_update_flags(**flags) -> dict:

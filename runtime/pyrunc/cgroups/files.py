@@ -31,6 +31,18 @@ def write(directory: str, name: str, value, field: str) -> None:
         os.close(fd)
 
 
+def freezer_state(v1_freezer: str | None, v2: str | None) -> str:
+    """"frozen" or "thawed", from the v1 freezer directory or else the cgroup2 one."""
+    try:
+        if v1_freezer:
+            return "frozen" if read(v1_freezer, "freezer.state").strip() == "FROZEN" else "thawed"
+        if v2:
+            return "frozen" if read(v2, "cgroup.freeze").strip() == "1" else "thawed"
+    except FileNotFoundError:
+        pass
+    return "thawed"
+
+
 def read(directory: str, name: str) -> str:
     with open(f"{directory}/{name}") as f:
         return f.read()

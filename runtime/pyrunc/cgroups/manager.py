@@ -7,7 +7,7 @@ import time
 from ocispec.errors import OCIError
 
 from . import paths
-from .files import read, write
+from .files import freezer_state, read, write
 
 R = "linux.resources"
 STATE_VERSION = 1
@@ -332,15 +332,7 @@ class Manager:
             delay = min(delay * 2, 0.02)
 
     def state(self) -> str:
-        d = self.v1.get("freezer")
-        try:
-            if d:
-                return "frozen" if read(d, "freezer.state").strip() == "FROZEN" else "thawed"
-            if self.v2:
-                return "frozen" if read(self.v2, "cgroup.freeze").strip() == "1" else "thawed"
-        except FileNotFoundError:
-            pass
-        return "thawed"
+        return freezer_state(self.v1.get("freezer"), self.v2)
 
     # -- processes and statistics ----------------------------------------------------
 
