@@ -1,7 +1,9 @@
 """`pyrunc exec`: a new process in a running container.
 
-The runtime forks a child that joins the init's namespaces (user first, mount last),
-the parent puts the grandchild into the container's cgroups, and the grandchild (in the
+The runtime forks a child that joins the init's namespaces (user first, mount last) and
+forks the grandchild into the container's cgroups (the child joins the v1 ones itself and
+clones into the cgroup2 one, Manager.self_join; with a user namespace of the container's
+own, the parent writes the grandchild's pid instead), and the grandchild (in the
 container's pid namespace) applies the process's settings and execs. The same JSON
 protocol as create carries failures back as one-line errors.
 """
@@ -181,6 +183,15 @@ def _spawn(c: Container, proc: dict, console_fd: int, preserve_fds: int,
     if proc.get("terminal"):
         from . import console
     state = c.spec_state()
+    cgs = c.data.get("cgroup")
+    manager = join = None
+    if cgs:
+        from .cgroups import Manager
+
+        manager = Manager.from_state(cgs)
+        if _same_userns(init_pid):
+            # the child joins them itself: no grace-period wait (Manager.self_join)
+            join = manager.self_join(subcg)
     ch, child_ch = sync.pair()
     linux.set_subreaper()
     child = os.fork()
@@ -198,11 +209,27 @@ def _spawn(c: Container, proc: dict, console_fd: int, preserve_fds: int,
             # the host's verified /proc, pinned before the container's mounts are ours
             # (oomScoreAdj and the other procfs writes go through it: pyrunc.procfs)
             procfs.root()
-            _join(init_pid)
-            pid = os.fork()
+            v2fd = -1
+            if join:
+                from .cgroups.manager import join_self
+
+                v2fd = join_self(join)
+            # With a cgroup2 dir to clone into, the cgroup namespace waits for the grandchild:
+            # the kernel refuses CLONE_INTO_CGROUP from inside it (its root is the container's).
+            cgns = _join(init_pid, defer_cgroup=v2fd >= 0)
+            pid, in_v2 = -1, False
+            if v2fd >= 0:
+                try:
+                    pid, in_v2 = linux.fork_into_cgroup(v2fd), True
+                except OSError:
+                    pid = -1
+            if pid < 0:
+                pid = os.fork()
             if pid == 0:
+                if cgns >= 0:
+                    _setns(cgns, "cgroup")
                 _exec_child(ch, proc, lcfg, state, seccomp, console, console_fd, preserve_fds)
-            ch.send(sync.PID, pid=pid)
+            ch.send(sync.PID, pid=pid, in_v2=in_v2)
         except BaseException as e:
             sync.send_error(ch, e)
             os._exit(1)
@@ -218,11 +245,11 @@ def _spawn(c: Container, proc: dict, console_fd: int, preserve_fds: int,
                 pid = msg["pid"]
                 os.waitpid(child, 0)
                 child = 0
-                cgs = c.data.get("cgroup")
-                if cgs:
-                    from .cgroups import Manager
-
-                    Manager.from_state(cgs).add(pid, subcg)
+                if join is not None:
+                    if join["v2"] and not msg.get("in_v2"):
+                        manager.add_v2(pid, subcg)
+                elif manager is not None:
+                    manager.add(pid, subcg)
                 ch.send(sync.CONTINUE, pid=pid)
             elif msg["type"] == sync.READY:
                 return pid
@@ -237,7 +264,18 @@ def _spawn(c: Container, proc: dict, console_fd: int, preserve_fds: int,
         ch.close()
 
 
-def _join(init_pid: int) -> None:  # pragma: no cover - child
+def _same_userns(init_pid: int) -> bool:
+    """Whether init shares our user namespace (then a child of ours is still the host's
+    root in it, and may join the cgroups itself)."""
+    try:
+        return os.readlink(f"/proc/{init_pid}/ns/user") == os.readlink("/proc/self/ns/user")
+    except OSError:
+        return False
+
+
+def _join(init_pid: int, defer_cgroup: bool = False) -> int:  # pragma: no cover - child
+    """Join init's namespaces; with defer_cgroup, the cgroup one is left out and its fd
+    returned (-1 when there is none to join) for the grandchild to join."""
     fds = []
     for t in _JOIN_ORDER:
         name = NAMESPACES[t][1]
@@ -248,12 +286,21 @@ def _join(init_pid: int) -> None:  # pragma: no cover - child
         if theirs == os.readlink(f"/proc/self/ns/{name}"):
             continue
         fds.append((t, os.open(f"/proc/{init_pid}/ns/{name}", os.O_RDONLY | os.O_CLOEXEC)))
+    deferred = -1
     for t, fd in fds:
-        try:
-            linux.setns(fd, NAMESPACES[t][0])
-        except OSError as e:
-            raise OCIError(f"exec: cannot join the container's {t} namespace: {e.strerror}") from None
-        os.close(fd)
+        if t == "cgroup" and defer_cgroup:
+            deferred = fd
+            continue
+        _setns(fd, t)
+    return deferred
+
+
+def _setns(fd: int, t: str) -> None:  # pragma: no cover - child
+    try:
+        linux.setns(fd, NAMESPACES[t][0])
+    except OSError as e:
+        raise OCIError(f"exec: cannot join the container's {t} namespace: {e.strerror}") from None
+    os.close(fd)
 
 
 def _exec_child(ch, proc, lcfg, state, seccomp, console, console_fd, preserve_fds):  # pragma: no cover

@@ -122,3 +122,25 @@ def test_user_namespace_container_is_joined_by_the_parent(runtime, bundle, cid):
     pid = runtime.state(cid)["pid"]
     _assert_in_container_cgroups(pid, cid)
     assert runtime("delete", "-f", cid).returncode == 0
+
+
+def test_exec_process_joins_itself_and_shares_init_cgroup_namespace(runtime, bundle, cid,
+                                                                    workdir):
+    """exec's child joins the v1 cgroups itself and clones the process into the cgroup2
+    one, then the process joins init's cgroup namespace (after the clone: the kernel
+    refuses CLONE_INTO_CGROUP from inside it)."""
+    bundle.set_args("/bin/sh", "-c", "sleep 100")
+    runtime("run", "-d", "--bundle", bundle.path, cid, check=True)
+    init = runtime.state(cid)["pid"]
+    pidfile = os.path.join(workdir, "exec.pid")
+    runtime("exec", "-d", "--pid-file", pidfile, cid, "sleep", "100", check=True)
+    pid = int(open(pidfile).read())
+    assert _own_lines(pid) == _own_lines(init)
+    _assert_in_container_cgroups(pid, cid)
+    for ns in ("cgroup", "pid", "mnt"):
+        assert os.readlink(f"/proc/{pid}/ns/{ns}") == os.readlink(f"/proc/{init}/ns/{ns}")
+    # inside, the cgroup namespace roots every hierarchy at the container's cgroup
+    p = runtime("exec", cid, "cat", "/proc/self/cgroup")
+    assert p.returncode == 0, p.stderr
+    assert all(line.endswith(":/") for line in p.stdout.split()), p.stdout
+    assert runtime("delete", "-f", cid).returncode == 0

@@ -124,36 +124,52 @@ class Manager:
             raise
         self.created = made
 
-    def self_join(self) -> dict:
+    def self_join(self, sub: dict | None = None) -> dict:
         """What a single-threaded child of the runtime joins itself, in the host's namespaces
         (see join_self): writing another process's pid (or a thread group) makes the kernel
         take its global threadgroup lock, whose first writer waits out an RCU grace period
         (7-11 ms here); a v1 `tasks` write of "0" moves only the writer and skips it, and a
-        child forked with clone3 into the cgroup2 directory needs no write at all."""
-        return {"tasks": [os.path.join(d, "tasks") for d in paths.hierarchy_dirs(self.v1)],
-                "v2": self.v2}
+        child forked with clone3 into the cgroup2 directory needs no write at all. `sub`:
+        as for add()."""
+        v1, v2 = [], None
+        for ctrl, d in self._targets(sub):
+            if ctrl == paths.UNIFIED:
+                v2 = d
+            elif os.path.join(d, "tasks") not in v1:
+                v1.append(os.path.join(d, "tasks"))
+        return {"tasks": v1, "v2": v2}
 
-    def add_v2(self, pid: int) -> None:
+    def add_v2(self, pid: int, sub: dict | None = None) -> None:
         """Put pid in the cgroup2 directory alone (when a clone3 into it was refused)."""
-        if self.v2:
-            write(self.v2, "cgroup.procs", pid, "linux.cgroupsPath")
+        for ctrl, d in self._targets(sub):
+            if ctrl == paths.UNIFIED:
+                write(d, "cgroup.procs", pid, "linux.cgroupsPath")
+
+    def _targets(self, sub: dict | None) -> list:
+        """[(controller, directory)] a process joins: the container's cgroup in every
+        hierarchy, or the sub-cgroups `sub` names (add())."""
+        pairs = [*self.v1.items(), *([(paths.UNIFIED, self.v2)] if self.v2 else [])]
+        if not sub:
+            return pairs
+        if self.layout == "v2" and set(sub) - {""}:
+            raise OCIError("exec --cgroup: controller names are not allowed on cgroup v2")
+        out = []
+        for ctrl, d in pairs:
+            rel = sub.get(ctrl, sub.get(""))
+            t = os.path.join(d, rel) if rel else d
+            if rel and not os.path.isdir(t):
+                raise OCIError(f"exec --cgroup: {ctrl or 'cgroup2'} sub-cgroup {rel!r} "
+                               f"does not exist in the container's cgroup")
+            out.append((ctrl, t))
+        return out
 
     def add(self, pid: int, sub: dict | None = None) -> None:
         """Put pid in the container's cgroups; `sub` (from exec --cgroup) maps a controller,
         or "" for all, to an existing sub-cgroup to use instead (runc's SubCgroupPaths)."""
-        targets = self.dirs()
-        if sub:
-            if self.layout == "v2" and set(sub) - {""}:
-                raise OCIError("exec --cgroup: controller names are not allowed on cgroup v2")
-            targets = []
-            for ctrl, d in [*self.v1.items(), *([(paths.UNIFIED, self.v2)] if self.v2 else [])]:
-                rel = sub.get(ctrl, sub.get(""))
-                t = os.path.join(d, rel) if rel else d
-                if rel and not os.path.isdir(t):
-                    raise OCIError(f"exec --cgroup: {ctrl or 'cgroup2'} sub-cgroup {rel!r} "
-                                   f"does not exist in the container's cgroup")
-                if t not in targets:
-                    targets.append(t)
+        targets = []
+        for _, d in self._targets(sub):
+            if d not in targets:
+                targets.append(d)
         for d in targets:
             try:
                 write(d, "cgroup.procs", pid, "linux.cgroupsPath")
