@@ -298,11 +298,13 @@ def _summary(top: list) -> dict:
             "heaviest": [[n, round(us / 1000, 2)] for n, us in heavy]}
 
 
-def import_times(python: str, rt=None) -> dict:
-    """Imports of pyrunc's entry module and, with a live pyrunc Runtime, of its real
-    `create` and `state` commands (python -X importtime); the bare interpreter's start-up
-    for scale; and which notoriously heavy modules appear anywhere on those paths."""
-    got = _importtime([python, "-X", "importtime", "-c", "import pyrunc.__main__"])
+def import_times(binary: str, rt=None) -> dict:
+    """Imports of pyrunc's entry module (`pyrunc --version`) and, with a live pyrunc
+    Runtime, of its real `create` and `state` commands (-X importtime, run the way the
+    launcher's #! line runs them); the bare interpreter's start-up for scale; and which
+    notoriously heavy modules appear anywhere on those paths."""
+    python = shebang_of(binary)
+    got = _importtime([*python, "-X", "importtime", binary, "--version"])
     if isinstance(got, str):
         return {"error": got}
     out = _summary(got[0])
@@ -313,7 +315,7 @@ def import_times(python: str, rt=None) -> dict:
         runs = {"create": [rt.binary, "--root", rt.root, "create", "--bundle", rt.bundle, cid],
                 "state": [rt.binary, "--root", rt.root, "state", rt.state_id]}
         for cmd, argv in runs.items():
-            res = _importtime([python, "-X", "importtime", *argv])
+            res = _importtime([*python, "-X", "importtime", *argv])
             out["commands"][cmd] = {"error": res} if isinstance(res, str) else _summary(res[0])
             if not isinstance(res, str):
                 seen += res[1]
@@ -321,7 +323,7 @@ def import_times(python: str, rt=None) -> dict:
     starts = []
     for _ in range(5):
         t0 = time.perf_counter()
-        subprocess.run([python, "-c", "pass"], check=True)
+        subprocess.run([*python, "-c", "pass"], check=True)
         starts.append((time.perf_counter() - t0) * 1000)
     out["interpreter_ms"] = round(statistics.median(starts), 2)
     out["heavy_modules"] = sorted({n.split(".")[0] for n, _ in seen} &
@@ -334,13 +336,19 @@ def import_times(python: str, rt=None) -> dict:
 
 def python_of(binary: str) -> str:
     """The interpreter a console script runs with (its #! line)."""
+    return shebang_of(binary)[0]
+
+
+def shebang_of(binary: str) -> list:
+    """[interpreter, its flags...] of a console script's #! line (pyrunc's launcher runs
+    `python3.11 -S` and puts the venv's site-packages on sys.path itself)."""
     try:
         with open(binary, "rb") as f:
             first = f.readline().decode().strip()
     except OSError:
-        return sys.executable
-    return first[2:].split()[0] if first.startswith("#!") and "python" in first \
-        else sys.executable
+        return [sys.executable]
+    return first[2:].split() if first.startswith("#!") and "python" in first \
+        else [sys.executable]
 
 
 def main(argv=None) -> int:
@@ -439,7 +447,7 @@ def main(argv=None) -> int:
                     "pyrunc_minus_floor_ms": None if py is None else round(py - fl, 1),
                     "floor_minus_runc_ms": None if rc is None else round(fl - rc, 1)}
         if "pyrunc" in result["runtimes"] and result["runtimes"]["pyrunc"].get("binary"):
-            result["importtime"] = import_times(python_of(result["runtimes"]["pyrunc"]["binary"]),
+            result["importtime"] = import_times(result["runtimes"]["pyrunc"]["binary"],
                                                 by.get("pyrunc"))
     finally:
         for rt in runtimes:
@@ -494,7 +502,7 @@ def print_table(r: dict) -> None:
         if "error" in it:
             print(f"pyrunc import time: not measurable: {it['error']}")
         else:
-            print(f"pyrunc import time (import pyrunc.__main__): {it['total_ms']:.1f} ms; "
+            print(f"pyrunc import time (pyrunc --version): {it['total_ms']:.1f} ms; "
                   f"bare interpreter start {it['interpreter_ms']:.1f} ms; heaviest: " +
                   ", ".join(f"{n} {ms:.1f}" for n, ms in it["heaviest"]))
             for cmd, c in it["commands"].items():
