@@ -327,16 +327,16 @@ class Builder:
                 for x in reversed(layers)]
 
     def _wait_layer_jobs(self) -> None:
-        from concurrent.futures import wait
-        wait(self._layer_futures)
+        for job in self._layer_futures:
+            job.wait()
         if self._layer_jobs is not None:
-            self._layer_jobs.shutdown()
+            self._layer_jobs.close()
             self._layer_jobs = None
 
     def _write_layer_later(self, upper: str):
         if self._layer_jobs is None:
-            from concurrent.futures import ThreadPoolExecutor
-            self._layer_jobs = ThreadPoolExecutor(1, thread_name_prefix="layers")
+            from ..jobs import Pool
+            self._layer_jobs = Pool(1, "layers")
         fut = self._layer_jobs.submit(_run.write_layer, self.store, upper,
                                       compression=self.opts.compression, sde=self.sde)
         self._layer_futures.append(fut)

@@ -81,8 +81,8 @@ def _gzip_pool():
     global _pool
     with _pool_lock:
         if _pool is None:
-            from concurrent.futures import ThreadPoolExecutor
-            _pool = ThreadPoolExecutor(compress_threads(), thread_name_prefix="gzip")
+            from ..jobs import Pool
+            _pool = Pool(compress_threads(), "gzip")
         return _pool
 
 
