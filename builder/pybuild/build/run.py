@@ -138,8 +138,9 @@ def run(builder, spec: RunSpec, lowers: list[str]) -> str:
     out of the step's work dir into the build's scratch: the caller makes it a layer
     (write_layer) and then the layer's extracted dir (adopt_layer) or removes it."""
     work = os.path.join(builder.scratch, f"run-{uuid.uuid4().hex[:12]}")
-    upper, wdir, merged, bundle = (os.path.join(work, n) for n in ("upper", "work", "merged", "bundle"))
-    for d in (work, upper, wdir, merged, bundle):
+    upper, wdir, merged = (os.path.join(work, n) for n in ("upper", "work", "merged"))
+    bundle = work  # config.json beside the overlay's dirs: one directory less per RUN
+    for d in (work, upper, wdir, merged):
         os.mkdir(d, 0o755)
     lowers = list(lowers)
     if not lowers:
@@ -185,7 +186,7 @@ def run(builder, spec: RunSpec, lowers: list[str]) -> str:
                                hint="use a shorter WORKDIR")
             mkdir_all(merged, resolve_in_root(merged, spec.cwd), 0o755)
             with open(os.path.join(bundle, "config.json"), "w") as f:
-                json.dump(config, f)
+                f.write(json.dumps(config))  # json.dump would encode in Python, not C
             _exec_runtime(builder, state_root, bundle, cid, spec.what)
         finally:
             for m in reversed(extra_mounts):
