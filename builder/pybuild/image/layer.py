@@ -11,7 +11,6 @@ user/group names, PAX headers only where needed, gzip headers without name or mt
 import os
 import queue
 import stat
-import struct
 import tarfile
 import threading
 
@@ -68,70 +67,9 @@ def _read_xattrs(path: str) -> dict | None:
 
 
 def compress_threads() -> int:
-    """Compression workers per layer: the machine's cores, at most 4 (past that the hash
+    """zstd's worker threads per layer: the machine's cores, at most 4 (past that the hash
     and tar stages, one thread each, are the limit)."""
     return max(2, min(4, os.cpu_count() or 1))
-
-
-_pool = None
-_pool_lock = threading.Lock()
-
-
-def _gzip_pool():
-    global _pool
-    with _pool_lock:
-        if _pool is None:
-            from ..jobs import Pool
-            _pool = Pool(compress_threads(), "gzip")
-        return _pool
-
-
-_GZIP_HEADER = b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\xff"  # no name, mtime 0, OS unknown
-
-
-def _deflate_block(data, level: int, final: bool) -> bytes:
-    from isal import isal_zlib
-    c = isal_zlib.compressobj(level, isal_zlib.DEFLATED, -15)
-    return c.compress(data) + c.flush(isal_zlib.Z_FINISH if final else isal_zlib.Z_SYNC_FLUSH)
-
-
-class ParallelGzip:
-    """gzip of a stream cut into fixed 1 MiB blocks, each deflated on its own by a pool of
-    threads (isal releases the GIL) and joined in order, as pigz does: every block but the
-    last ends in a sync flush (byte aligned, not final), so the concatenation is one valid
-    deflate stream. The output depends only on the input bytes (the block size is fixed;
-    the thread count does not change it); a one-block stream is exactly what a single
-    gzip compressobj gives. Blocks start without a dictionary: on 1 MiB blocks that costs
-    well under 1% of size."""
-
-    def __init__(self, level: int):
-        self.level = level
-        self.pool = _gzip_pool()
-        self.held = None  # the last block seen: final or not is known at the next one
-        self.crc = 0
-        self.isize = 0
-        self.started = False
-
-    def submit(self, block) -> list:
-        """Futures (or bytes) of the compressed output so far, in stream order."""
-        from isal import isal_zlib
-        self.crc = isal_zlib.crc32(block, self.crc)
-        self.isize += len(block)
-        out = [] if self.started else [_GZIP_HEADER]
-        self.started = True
-        if self.held is not None:
-            out.append(self.pool.submit(_deflate_block, self.held, self.level, False))
-        self.held = block
-        return out
-
-    def finish(self) -> list:
-        out = [] if self.started else [_GZIP_HEADER]
-        self.started = True
-        out.append(self.pool.submit(_deflate_block, b"" if self.held is None else self.held,
-                                    self.level, True))
-        self.held = None
-        out.append(struct.pack("<II", self.crc & 0xFFFFFFFF, self.isize & 0xFFFFFFFF))
-        return out
 
 
 class _Pipeline:
@@ -140,9 +78,10 @@ class _Pipeline:
     The diff_id hash and the compressor read the same chunks side by side (the compressor is
     the slow stage: nothing else waits in line behind it); hashlib, the compressors and file
     writes release the GIL on large buffers, so the stages also overlap with the main thread
-    reading files and making headers. gzip blocks are compressed by several threads at once
-    (ParallelGzip), zstd by its own worker threads: the write stage takes their output in
-    stream order. Uncompressed layers skip the second hash: their digest is their diff_id.
+    reading files and making headers; zstd compresses on its own worker threads too (isal's
+    gzip on one thread: on two cores more gzip threads were no faster, the tar and hash
+    stages take the other core). Uncompressed layers skip the second hash: their digest is
+    their diff_id.
     Chunks are never changed after put(): the stages share them uncopied.
     """
 
@@ -191,23 +130,15 @@ class _Pipeline:
 
     def _comp_stage(self):
         comp, qw = self.comp, self.qw
-        if isinstance(comp, ParallelGzip):
-            def one(b):
-                for x in comp.submit(b):
-                    qw.put(x)
-            last = comp.finish
-        else:
-            def one(b):
-                out = comp.compress(b)
-                if out:
-                    qw.put(out)
-            def last():
-                return [comp.flush()]
+
+        def one(b):
+            out = comp.compress(b)
+            if out:
+                qw.put(out)
         self._drain(self.qc, one)
         try:
             if self.err is None:
-                for x in last():
-                    qw.put(x)
+                qw.put(comp.flush())
         except BaseException as e:
             self.err = e
         qw.put(None)
@@ -216,11 +147,6 @@ class _Pipeline:
         blob, f = self.blob, self.f
 
         def one(b):
-            if not isinstance(b, (bytes, bytearray, memoryview)):
-                try:
-                    b = b.result()  # a block compressing in the pool: waited for in order
-                except Exception as e:
-                    raise OCIError(f"compressing the layer failed: {e}") from None
             blob.update(b)
             f.write(b)
         self._drain(self.qw, one)
@@ -262,8 +188,7 @@ class _Chunks:
             self._new()
 
     def write(self, b):
-        """Append b; every chunk handed on is exactly _FLUSH_AT bytes but the last (the
-        block size ParallelGzip's output depends on)."""
+        """Append b; every chunk handed on is exactly _FLUSH_AT bytes but the last."""
         n = len(b)
         if self.pos + n <= _FLUSH_AT:
             self.view[self.pos:self.pos + n] = b
@@ -279,21 +204,27 @@ class _Chunks:
             mv = mv[take:]
 
     def read_file(self, path: str, size: int) -> None:
-        """Exactly `size` bytes of a file (it must not change while we write the layer)."""
+        """Exactly `size` bytes of a file (it must not change while we write the layer).
+        The read that can end the file also asks for one byte more: a file that grew fills
+        it, one that did not leaves it empty (a regular file reads short only at its end),
+        so no extra read per file checks for growth."""
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
         try:
             left = size
             while left:
                 if self.pos == _FLUSH_AT:
                     self.flush()
-                end = self.pos + min(left, _FLUSH_AT - self.pos)
-                n = os.readv(fd, [self.view[self.pos:end]])
+                want = min(left, _FLUSH_AT - self.pos)
+                bufs = [self.view[self.pos:self.pos + want]]
+                if want == left:
+                    bufs.append(bytearray(1))
+                n = os.readv(fd, bufs)
+                if n > left:
+                    raise OCIError(f"{path}: file grew while writing the layer")
                 if not n:
                     raise OCIError(f"{path}: file shrank while writing the layer")
                 self.pos += n
                 left -= n
-            if os.read(fd, 1):
-                raise OCIError(f"{path}: file grew while writing the layer")
         finally:
             os.close(fd)
 
@@ -475,20 +406,19 @@ class LayerWriter:
         return image.descriptor(r["media_type"], r["digest"], r["size"], **kw)
 
     def _compressor(self, parallel: bool = True):
-        """The compressor of this layer's stream; parallel=False: the one-thread form of
-        the same compression (for comparing speeds)."""
+        """The compressor of this layer's stream; parallel=False: zstd on one thread (the
+        speed yardstick of the bench)."""
         lvl = 1 if self.level is None else self.level
         if self.compression == "gzip":
-            if parallel:
-                return ParallelGzip(lvl)
             from isal import isal_zlib
             # wbits 31: gzip wrapper with zero mtime, no file name -> deterministic.
             return isal_zlib.compressobj(lvl, isal_zlib.DEFLATED, 31)
         if self.compression == "zstd":
             import zstandard
-            # with any threads >= 1 zstd's output is the same (but not the threads=0 output)
-            return zstandard.ZstdCompressor(
-                level=lvl, threads=compress_threads() if parallel else 1).compressobj()
+            # zstd's output is the same for any threads >= 1, so the blob does not depend on
+            # the machine's cores (threads=0, no worker, would give other bytes)
+            threads = compress_threads() if parallel else 0
+            return zstandard.ZstdCompressor(level=lvl, threads=threads).compressobj()
         return None
 
     def _link_groups(self) -> dict:
