@@ -626,7 +626,7 @@ def main():
                 say(f"layer write {comp}: {total / 1e6:.0f} MB tar in {r['seconds']:.2f}s = "
                     f"{r['mb_s']:.0f} MB/s, compressor alone (one thread) "
                     f"{r['compressor_mb_s']:.0f} MB/s ({r['mb_s'] / r['compressor_mb_s']:.0%}), "
-                    f"blob {r['blob'] / 1e6:.0f} MB, {r.get('threads', 1)} compressing threads")
+                    f"blob {r['blob'] / 1e6:.0f} MB, compressing on {r.get('threads', 1)} thread(s)")
     except BenchError as e:
         print(f"bench: {e}", file=sys.stderr)
         return 1
