@@ -272,3 +272,23 @@ def test_concurrent_writers_one_store(tmp_path):
         comp = "gzip" if r["media_type"].endswith("gzip") else "zstd"
         assert "sha256:" + hashlib.sha256(_decompress(blob, comp)).hexdigest() == r["diff_id"]
     assert os.listdir(s.tmp_dir) == []
+
+
+@pytest.mark.parametrize("change, message", [(b"more", "grew"), (None, "shrank")])
+def test_file_changed_while_writing_leaves_no_blob(tmp_path, change, message):
+    """A file's size is taken when it is added; if it differs when its bytes are read, the
+    layer fails (whether or not the last read ends at a chunk boundary) and stores nothing."""
+    s = Store(tmp_path / "st")
+    for size in (10, (1 << 20) - 512, 3 << 20):
+        f = tmp_path / f"f{size}"
+        f.write_bytes(os.urandom(size))
+        lw = LayerWriter(s, "gzip")
+        lw.add_path(f, "f")
+        if change is None:
+            os.truncate(f, size - 5)
+        else:
+            with open(f, "ab") as fh:
+                fh.write(change)
+        with pytest.raises(OCIError, match=f"file {message} while writing the layer"):
+            lw.close()
+        assert os.listdir(s.tmp_dir) == [] and os.listdir(s.blobs_dir) == []

@@ -43,7 +43,7 @@ class LayerCache:
         """Record a result (also under --no-cache, so the next build can use it)."""
         tmp = f"{self._path(key)}.{uuid.uuid4().hex}.tmp"
         with open(tmp, "w") as f:
-            json.dump(entry, f, sort_keys=True)
+            f.write(json.dumps(entry, sort_keys=True))  # dumps: C encoder; dump: Python
         os.replace(tmp, self._path(key))
 
 
@@ -71,7 +71,7 @@ class ExplainLog:
         path = self._path(stage, step)
         tmp = f"{path}.{uuid.uuid4().hex}.tmp"
         with open(tmp, "w") as f:
-            json.dump(inputs, f, sort_keys=True)
+            f.write(json.dumps(inputs, sort_keys=True))
         os.replace(tmp, path)
 
 

@@ -6,6 +6,7 @@ are done. Metadata instructions change the config and history only; COPY/ADD wri
 directly; RUN runs in a container (run.py). Every layer step is looked up in the cache
 first. Tags and exports happen only after the whole build succeeded.
 """
+import contextlib
 import copy as _copy
 import hashlib
 import json
@@ -76,6 +77,22 @@ class StageState:
         self.config["Env"] = env
 
 
+class _PendingLayer:
+    """A RUN's layer still being written (compressed, hashed) in the background while the
+    next steps run. Until it is settled, its upper dir stands in for the layer's extracted
+    dir as a lower dir of the next RUNs (the same tree: adopt_layer() later renames it
+    there); any other step, and the stage's end, settle it first."""
+    __slots__ = ("future", "upper", "key", "hist", "what")
+
+    def __init__(self, future, upper, key, hist, what):
+        self.future, self.upper, self.key, self.hist, self.what = future, upper, key, hist, what
+
+
+# steps that read or write only the image config: pending layers need not be settled first
+_CONFIG_ONLY = frozenset(("ENV", "LABEL", "ARG", "CMD", "ENTRYPOINT", "SHELL", "EXPOSE", "VOLUME",
+                          "USER", "STOPSIGNAL", "HEALTHCHECK", "ONBUILD", "MAINTAINER"))
+
+
 def find_runtime(name: str) -> str:
     """The runtime's path: as given, on PATH, or installed next to pybuild (same venv)."""
     if "/" in name:
@@ -119,6 +136,8 @@ class Builder:
         self.misses: list = []  # (step label, reasons) of the steps that missed
         self.cancelled = False
         self._pull = {"pull": opts.pull, "registry": opts.registry or _images.PullContext()}
+        self._layer_jobs = None  # one thread writing RUN layers in step order (_PendingLayer)
+        self._layer_futures: list = []
 
     # -- entry point ------------------------------------------------------------------
 
@@ -168,6 +187,7 @@ class Builder:
             final = self._results[target.index]
             desc = self._write_image(final)
         finally:
+            self._wait_layer_jobs()  # they read upper dirs under the scratch dir
             self.stat_cache.save()
             _rootfs.rmtree_safe(self.scratch)
         for out in opts.outputs:
@@ -241,6 +261,16 @@ class Builder:
             raise
         self.progress.done(h, cached=False)
         instructions = list(triggers) + list(stage.instructions)
+        try:
+            self._run_steps(st, instructions, pos, nst, stage)
+            self._settle(st)
+        except BaseException:
+            with contextlib.suppress(Exception):  # record the layers that were written
+                self._settle(st)
+            raise
+        return st
+
+    def _run_steps(self, st, instructions, pos, nst, stage) -> None:
         for n, ins in enumerate(instructions, 2):
             if self.cancelled:
                 raise OCIError("build cancelled")
@@ -252,6 +282,8 @@ class Builder:
                 fn = getattr(self, "_i_" + ins.kind.lower(), None)
                 if fn is None:
                     raise OCIError(f"{self._where(ins)}: {ins.kind} is not supported here")
+                if ins.kind not in _CONFIG_ONLY:
+                    self._settle(st, wait=ins.kind != "RUN")
                 cached = fn(st, st.scope.apply(ins))  # expanded copy; ARG/ENV update scope
             except OCIError as e:
                 self.progress.fail(h)
@@ -263,7 +295,52 @@ class Builder:
                 self.progress.fail(h)
                 raise OCIError(f"{self._where(ins)}: {ins.kind}: {e}") from None
             self.progress.done(h, cached=bool(cached))
-        return st
+
+    # -- layers written in the background ---------------------------------------------
+
+    def _settle(self, st, wait: bool = True) -> None:
+        """Replace st's pending layers by their (descriptor, diff_id), recording each in the
+        cache and moving its upper dir to the extracted layers. wait=False: only those
+        already written (between steps no mount of this stage uses their dirs)."""
+        for i, layer in enumerate(st.layers):
+            if isinstance(layer, _PendingLayer) and (wait or layer.future.done()):
+                st.layers[i] = self._finish_layer(layer)
+
+    def _finish_layer(self, p: _PendingLayer) -> tuple:
+        try:
+            result = p.future.result()
+        except OCIError as e:
+            raise OCIError(f"{p.what}: writing its layer: {e}") from None
+        except OSError as e:
+            raise OCIError(f"{p.what}: writing its layer: {e}") from None
+        from ..image.unpack import adopt_layer
+        # with SOURCE_DATE_EPOCH the blob's mtimes differ from the upper dir's: not adopted
+        if self.sde is not None or not adopt_layer(self.store, result, result["diff_id"],
+                                                    p.upper):
+            _rootfs.rmtree_safe(p.upper)
+        entry = self._record(p.key, result, p.hist["created_by"], created=p.hist["created"])
+        return {k: v for k, v in entry["layer"].items() if k != "diff_id"}, result["diff_id"]
+
+    def _lowerdirs(self, layers) -> list[str]:
+        """Lower dirs of layers (top first): extracted dirs, or a pending layer's upper dir."""
+        return [x.upper if isinstance(x, _PendingLayer) else self.layer_cache.path(*x)
+                for x in reversed(layers)]
+
+    def _wait_layer_jobs(self) -> None:
+        for job in self._layer_futures:
+            job.wait()
+        if self._layer_jobs is not None:
+            self._layer_jobs.close()
+            self._layer_jobs = None
+
+    def _write_layer_later(self, upper: str):
+        if self._layer_jobs is None:
+            from ..jobs import Pool
+            self._layer_jobs = Pool(1, "layers")
+        fut = self._layer_jobs.submit(_run.write_layer, self.store, upper,
+                                      compression=self.opts.compression, sde=self.sde)
+        self._layer_futures.append(fut)
+        return fut
 
     def on_output(self, line: str) -> None:
         step = getattr(self._local, "step", None)
@@ -357,13 +434,15 @@ class Builder:
         st.chain = _cache.chain_key(st.chain, created_by)
         return False
 
-    def _record(self, key: str, result: dict | None, created_by: str) -> dict:
+    def _record(self, key: str, result: dict | None, created_by: str,
+                created: str | None = None) -> dict:
         """Store a fresh step result in the cache; returns the cache entry."""
         layer = None
         if result is not None:
             layer = _image.descriptor(result["media_type"], result["digest"], result["size"])
             layer["diff_id"] = result["diff_id"]
-        entry = {"layer": layer, "history": {"created": self._now(), "created_by": created_by,
+        entry = {"layer": layer, "history": {"created": created or self._now(),
+                                             "created_by": created_by,
                                              "comment": "buildkit.dockerfile.v0"}}
         self.cache.put(key, entry)
         return entry
@@ -629,8 +708,15 @@ class Builder:
         # recorded before the container exists: if we die, the guardian or the next
         # pybuild deletes it with this runtime (run.py's state root)
         self.session.record_runtime(self.runtime, os.path.join(self.scratch, "runtime"))
-        result = _run.run(self, spec, st.layers, compression=self.opts.compression, sde=self.sde)
-        self._add_layer(st, key, self._record(key, result, created_by))
+        upper = _run.run(self, spec, self._lowerdirs(st.layers))
+        # the layer is written while the next steps run (settled before they need it)
+        hist = {"created": self._now(), "created_by": created_by,
+                "comment": "buildkit.dockerfile.v0"}
+        st.layers.append(_PendingLayer(self._write_layer_later(upper), upper, key, hist, what))
+        st.history.append(dict(hist))
+        st.chain = key
+        if self.sde is not None:  # the next RUN must see the blob's clamped mtimes
+            self._settle(st)
         return False
 
     def _run_mount(self, st, m, what):

@@ -133,14 +133,16 @@ def _opaque(path: str) -> bool:
         return False
 
 
-def run(builder, spec: RunSpec, layers, *, compression, sde) -> dict | None:
-    """Run one RUN; returns the new layer's result dict (LayerWriter.result)."""
-    store = builder.store
+def run(builder, spec: RunSpec, lowers: list[str]) -> str:
+    """Run one RUN over the lower dirs `lowers` (top first); returns its upper dir, moved
+    out of the step's work dir into the build's scratch: the caller makes it a layer
+    (write_layer) and then the layer's extracted dir (adopt_layer) or removes it."""
     work = os.path.join(builder.scratch, f"run-{uuid.uuid4().hex[:12]}")
-    upper, wdir, merged, bundle = (os.path.join(work, n) for n in ("upper", "work", "merged", "bundle"))
-    for d in (work, upper, wdir, merged, bundle):
+    upper, wdir, merged = (os.path.join(work, n) for n in ("upper", "work", "merged"))
+    bundle = work  # config.json beside the overlay's dirs: one directory less per RUN
+    for d in (work, upper, wdir, merged):
         os.mkdir(d, 0o755)
-    lowers = builder.layer_cache.lowerdirs(layers)
+    lowers = list(lowers)
     if not lowers:
         empty = os.path.join(work, "empty")
         os.mkdir(empty)
@@ -184,7 +186,7 @@ def run(builder, spec: RunSpec, layers, *, compression, sde) -> dict | None:
                                hint="use a shorter WORKDIR")
             mkdir_all(merged, resolve_in_root(merged, spec.cwd), 0o755)
             with open(os.path.join(bundle, "config.json"), "w") as f:
-                json.dump(config, f)
+                f.write(json.dumps(config))  # json.dump would encode in Python, not C
             _exec_runtime(builder, state_root, bundle, cid, spec.what)
         finally:
             for m in reversed(extra_mounts):
@@ -192,18 +194,21 @@ def run(builder, spec: RunSpec, layers, *, compression, sde) -> dict | None:
             extra_mounts.clear()
         for target, stop, parents in created_points:
             _cleanup_mountpoint(upper, target, stop, parents)
-        result = layer_from_overlay_upper(store, upper, compression=compression,
-                                          source_date_epoch=sde)
-        if sde is None:  # with SOURCE_DATE_EPOCH the blob's mtimes differ: extract it
-            from ..image.unpack import adopt_layer
-            adopt_layer(store, result, result["diff_id"], upper)
-        return result
+        done = os.path.join(builder.scratch, f"upper-{uuid.uuid4().hex[:12]}")
+        os.rename(upper, done)
+        return done
     finally:
         for m in reversed(extra_mounts):
             mounts.umount(m)
         for fd in locks:
             os.close(fd)
         rmtree_safe(work)
+
+
+def write_layer(store, upper: str, *, compression, sde) -> dict:
+    """The layer blob of a finished RUN's upper dir (LayerWriter.result); the dir is only
+    read, so later RUNs may use it as a lower dir meanwhile."""
+    return layer_from_overlay_upper(store, upper, compression=compression, source_date_epoch=sde)
 
 
 def _exec_runtime(builder, state_root: str, bundle: str, cid: str, what: str) -> None:
