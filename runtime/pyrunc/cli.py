@@ -272,8 +272,13 @@ def main(argv: list[str] | None = None) -> int:
                     log.info(line)
         log.debug(f"pyrunc {a.command}: done, exit status {rc}")
         return rc
-    except OCIError as e:
-        msg = str(e)
+    except BrokenPipeError:  # `pyrunc list | head`: the reader left, nothing to report
+        return 0
+    except (OCIError, OSError) as e:
+        # An OSError nobody turned into a sentence (a full disk, a read-only --root): one
+        # line that names the file, never a traceback.
+        msg = str(e) if isinstance(e, OCIError) else \
+            (f"{e.filename}: {e.strerror}" if e.filename else (e.strerror or str(e)))
         if log is None:
             from .log import Log
 
@@ -289,8 +294,6 @@ def main(argv: list[str] | None = None) -> int:
         return 255 if a is not None and a.command == "exec" else 1
     except KeyboardInterrupt:
         return 130
-    except BrokenPipeError:  # `pyrunc list | head`: the reader left, nothing to report
-        return 0
 
 
 def _version() -> str:

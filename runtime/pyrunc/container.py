@@ -51,7 +51,11 @@ def create(root: str, container_id: str, bundle: str, *, pid_file: str = "", con
         raise OCIError(f"container with id exists: {container_id}") from None
     except OSError as e:
         raise OCIError(f"--root {root}: cannot create the state directory: {e.strerror}") from None
-    c.lock(creator=True)
+    try:
+        c.lock(creator=True)
+    except OCIError:
+        _remove_dir(c.dir)  # nothing else was made yet
+        raise
     # The record of what this create makes, saved before it makes anything outside c.dir
     # (see state.py); destroy() undoes it, here on failure and in a later delete if killed.
     c.data = {

@@ -132,7 +132,12 @@ class Container:
             os.close(fd)
             return False
         if creator:
-            os.write(fd, b"%d" % os.getpid())
+            try:
+                os.write(fd, b"%d" % os.getpid())
+            except OSError as e:
+                os.close(fd)
+                raise OCIError(f"{self.dir}: cannot write its lock file: {e.strerror}",
+                               errno=e.errno) from None
         self._lock_fd = fd
         return True
 

@@ -95,3 +95,31 @@ def test_json_log_gets_the_error(runtime, workdir, cid):
     assert p.returncode == 1
     last = json.loads(open(log).read().splitlines()[-1])
     assert last["level"] == "error" and "does not exist" in last["msg"] and last["time"]
+
+
+def test_full_state_root_is_a_one_line_error_and_leaves_nothing(pyrunc_bin, bundle, workdir,
+                                                                cid):
+    """A --root on a full filesystem (pybuild's store on a full disk): the create's lock
+    cannot be written. One line naming the state dir, no traceback, no state dir left."""
+    import subprocess
+
+    root = os.path.join(workdir, "fullroot")
+    os.mkdir(root)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", root], check=True)
+    try:
+        os.mkdir(os.path.join(root, "state"))
+        with open(os.path.join(root, "filler"), "wb", buffering=0) as f:
+            try:
+                while True:
+                    f.write(b"\0" * 4096)
+            except OSError:
+                pass
+        state = os.path.join(root, "state")
+        p = subprocess.run([pyrunc_bin, "--root", state, "create", "-b", bundle.path, cid],
+                           capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=30)
+        err = one_line_error(p)
+        assert "Traceback" not in p.stderr
+        assert "No space left on device" in err and cid in err, err
+        assert os.listdir(state) == []
+    finally:
+        subprocess.run(["umount", root], check=True)
