@@ -1,7 +1,7 @@
 """parse(render(ast)) == ast for generated Dockerfiles (a seeded property test), and the
 parse speed figure."""
 
-import dataclasses
+from pybuild import recordclass
 import random
 import time
 
@@ -16,9 +16,9 @@ POSITIONS = {"line", "column", "end_line", "original", "flag_pos", "image_pos", 
 
 def strip(obj):
     """The AST as plain data without source positions."""
-    if dataclasses.is_dataclass(obj):
+    if recordclass.is_record(obj):
         return {"_": type(obj).__name__,
-                **{f.name: strip(getattr(obj, f.name)) for f in dataclasses.fields(obj)
+                **{f.name: strip(getattr(obj, f.name)) for f in recordclass.fields(obj)
                    if f.name not in POSITIONS}}
     if isinstance(obj, (list, tuple)):
         return [strip(x) for x in obj]

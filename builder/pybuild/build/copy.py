@@ -8,7 +8,7 @@ import os
 import posixpath
 import stat
 import uuid
-from dataclasses import dataclass, field
+from ..recordclass import record, field
 
 from ocispec import digest as _digest
 from ocispec.errors import OCIError
@@ -25,7 +25,7 @@ _ARCHIVE_MIME = {
 }
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class AddLimits:
     """Bounds on what one ADD may bring in (pybuild build --add-timeout, --add-idle-timeout,
     --add-max-size). 0 means no limit."""
@@ -47,7 +47,7 @@ def _size_text(n: int) -> str:
     return f"{n} bytes"
 
 
-@dataclass
+@record
 class Item:
     """One selected source: a tree from `source`, a fetched URL or a heredoc."""
     kind: str  # "tree" | "file" (a temp file: URL download) | "bytes" (heredoc)
@@ -61,7 +61,7 @@ class Item:
     is_dir: bool = False
 
 
-@dataclass
+@record
 class Selection:
     items: list
     digest: str

@@ -1,6 +1,6 @@
 """What a user sets when a container runs (`pybuild unpack` and `pybuild run` options) ->
 changes to the config.json made from the image: docker run's meaning for each flag."""
-import dataclasses
+from .. import recordclass
 import os
 
 from ocispec.errors import OCIError
@@ -8,20 +8,20 @@ from ocispec.errors import OCIError
 NETWORKS = ("none", "host", "bridge")
 
 
-@dataclasses.dataclass
+@recordclass.record
 class RunOptions:
-    env: list = dataclasses.field(default_factory=list)        # K=V (K alone: from our env)
+    env: list = recordclass.field(default_factory=list)        # K=V (K alone: from our env)
     tty: bool = False
     workdir: str | None = None
     user: str | None = None
     hostname: str | None = None
-    volumes: list = dataclasses.field(default_factory=list)    # SRC:DEST[:ro|rw]
+    volumes: list = recordclass.field(default_factory=list)    # SRC:DEST[:ro|rw]
     read_only: bool = False
     memory: int | None = None                                  # bytes
     cpus: float | None = None
     pids_limit: int | None = None
     network: str = "none"
-    ports: list = dataclasses.field(default_factory=list)      # parsed PortMapping dicts
+    ports: list = recordclass.field(default_factory=list)      # parsed PortMapping dicts
 
 
 def parse_env(values) -> list[str]:

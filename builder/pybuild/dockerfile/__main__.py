@@ -7,7 +7,7 @@ its own. Errors print as `FILE:LINE:COL: reason` and exit 1.
 from __future__ import annotations
 
 import argparse
-import dataclasses
+from .. import recordclass
 import json
 import sys
 
@@ -18,9 +18,9 @@ from .parser import decode_text
 
 
 def _data(obj):
-    if dataclasses.is_dataclass(obj):
+    if recordclass.is_record(obj):
         out = {"kind": type(obj).__name__} if not hasattr(obj, "kind") else {}
-        for f in dataclasses.fields(obj):
+        for f in recordclass.fields(obj):
             if f.name in ("flag_pos", "dockerfile", "stage"):
                 continue
             out[f.name] = _data(getattr(obj, f.name))

@@ -1,6 +1,6 @@
 """The Dockerfile parse tree.
 
-Plain dataclasses, no behaviour: the parser builds them, the planner and the executor
+Plain records (pybuild.recordclass), no behaviour: the parser builds them, the planner and the executor
 read them. Every value here is raw source text, *not yet expanded*: ARG/ENV substitution
 depends on build args, the base image's ENV and the stage, so it happens later through
 `pybuild.dockerfile.expand` (or a `Scope`). Lines and columns are 1-based.
@@ -13,10 +13,10 @@ view may ignore the subclass.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from ..recordclass import record, field
 
 
-@dataclass
+@record
 class Heredoc:
     """A here-document attached to RUN, COPY or ADD.
 
@@ -39,7 +39,7 @@ class Heredoc:
     fd: int = 0
 
 
-@dataclass
+@record
 class KeyValue:
     """One `key=value` pair of ENV or LABEL.
 
@@ -53,7 +53,7 @@ class KeyValue:
     legacy: bool = False
 
 
-@dataclass
+@record
 class ArgDecl:
     """One name of an ARG instruction: `ARG name` (default None) or `ARG name=default`."""
 
@@ -61,7 +61,7 @@ class ArgDecl:
     default: str | None = None
 
 
-@dataclass
+@record
 class Mount:
     """One `RUN --mount=...`, with BuildKit's defaults filled in.
 
@@ -96,7 +96,7 @@ class Mount:
     options: dict[str, str] = field(default_factory=dict)
 
 
-@dataclass
+@record
 class Instruction:
     """One Dockerfile instruction, as written.
 
@@ -133,7 +133,7 @@ class Instruction:
         return values[-1] if values else default
 
 
-@dataclass
+@record
 class From(Instruction):
     """FROM [--platform=P] image [AS name]. image and platform raw (unexpanded);
     image_pos: (line, column) of the image word."""
@@ -144,7 +144,7 @@ class From(Instruction):
     image_pos: tuple[int, int] = (0, 0)
 
 
-@dataclass
+@record
 class Run(Instruction):
     """RUN. command: JSON list (exec form) or the shell text (args[0]).
 
@@ -158,49 +158,49 @@ class Run(Instruction):
     security: str | None = None
 
 
-@dataclass
+@record
 class Cmd(Instruction):
     """CMD. command: list (exec form) or shell text."""
 
     command: list[str] | str = ""
 
 
-@dataclass
+@record
 class Entrypoint(Instruction):
     """ENTRYPOINT. command: list (exec form) or shell text."""
 
     command: list[str] | str = ""
 
 
-@dataclass
+@record
 class Shell(Instruction):
     """SHELL ["exe", "arg", ...]; only the JSON form is valid."""
 
     shell: list[str] = field(default_factory=list)
 
 
-@dataclass
+@record
 class Env(Instruction):
     """ENV key=value ... (or legacy ENV key value)."""
 
     pairs: list[KeyValue] = field(default_factory=list)
 
 
-@dataclass
+@record
 class Label(Instruction):
     """LABEL key=value ..."""
 
     pairs: list[KeyValue] = field(default_factory=list)
 
 
-@dataclass
+@record
 class Arg(Instruction):
     """ARG name[=default] ..."""
 
     decls: list[ArgDecl] = field(default_factory=list)
 
 
-@dataclass
+@record
 class Copy(Instruction):
     """COPY or ADD (see Add). sources: raw source words (heredoc sources excluded: they
     are in heredocs, with .path set); dest raw. Flags in typed form:
@@ -217,7 +217,7 @@ class Copy(Instruction):
     parents: bool = False
 
 
-@dataclass
+@record
 class Add(Copy):
     """ADD: COPY's fields (from_ always None) plus checksum, keep_git_dir, unpack
     (None = default: extract local archives)."""
@@ -227,21 +227,21 @@ class Add(Copy):
     unpack: bool | None = None
 
 
-@dataclass
+@record
 class Expose(Instruction):
     """EXPOSE port[/proto] ... ports raw, one word each."""
 
     ports: list[str] = field(default_factory=list)
 
 
-@dataclass
+@record
 class Volume(Instruction):
     """VOLUME ["/a", "/b"] or VOLUME /a /b. paths raw."""
 
     paths: list[str] = field(default_factory=list)
 
 
-@dataclass
+@record
 class User(Instruction):
     """USER user[:group], raw. user/group split at the first ':' of the raw text."""
 
@@ -249,28 +249,28 @@ class User(Instruction):
     group: str | None = None
 
 
-@dataclass
+@record
 class Workdir(Instruction):
     """WORKDIR path, raw."""
 
     path: str = ""
 
 
-@dataclass
+@record
 class StopSignal(Instruction):
     """STOPSIGNAL signal, raw (name or number, possibly $VAR)."""
 
     signal: str = ""
 
 
-@dataclass
+@record
 class Maintainer(Instruction):
     """MAINTAINER name (deprecated; becomes the config's author)."""
 
     name: str = ""
 
 
-@dataclass
+@record
 class Healthcheck(Instruction):
     """HEALTHCHECK [opts] CMD command | HEALTHCHECK NONE.
 
@@ -290,7 +290,7 @@ class Healthcheck(Instruction):
     retries: int | None = None
 
 
-@dataclass
+@record
 class Onbuild(Instruction):
     """ONBUILD <instruction>. trigger: the parsed inner instruction; expression: its
     source text (what goes into the image config's OnBuild list)."""
@@ -299,7 +299,7 @@ class Onbuild(Instruction):
     expression: str = ""
 
 
-@dataclass
+@record
 class Stage:
     """One build stage: a FROM and the instructions up to the next FROM.
 
@@ -317,7 +317,7 @@ class Stage:
     from_: From | None = None
 
 
-@dataclass
+@record
 class Dockerfile:
     """A parsed Dockerfile.
 

@@ -11,7 +11,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from ..recordclass import record, field
 
 from ocispec.errors import OCIError
 
@@ -22,7 +22,7 @@ from .parser import HEREDOC_RE
 PIPES_DIR = "/dev/pipes"
 
 
-@dataclass
+@record
 class RunCommand:
     """argv to execute; files: absolute path in the container -> content, to be provided
     (mode 0755, read-only is fine) before argv runs."""

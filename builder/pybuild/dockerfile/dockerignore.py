@@ -23,7 +23,7 @@ import os
 import posixpath
 import stat as statmod
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from ..recordclass import record
 
 from ocispec.errors import OCIError
 
@@ -338,7 +338,7 @@ def clean_relpath(relpath: str) -> str:
     return c
 
 
-@dataclass
+@record
 class ContextEntry:
     """One included entry: relpath (slash-separated), path (on disk), its lstat."""
 

@@ -11,7 +11,7 @@ such a FROM gets a warning).
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from ..recordclass import record, field
 
 from ocispec.errors import OCIError
 
@@ -22,7 +22,7 @@ from .parser import _q
 from .scope import BUILTIN_ARGS, global_args, parse_platform, predefined_args
 
 
-@dataclass
+@record
 class PlannedStage:
     """One stage of the plan, its FROM resolved.
 
@@ -45,7 +45,7 @@ class PlannedStage:
     images: list[str] = field(default_factory=list)
 
 
-@dataclass
+@record
 class BuildPlan:
     """What to build for a target.
 

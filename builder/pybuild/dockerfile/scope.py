@@ -20,7 +20,7 @@
 from __future__ import annotations
 
 import copy
-import dataclasses
+from .. import recordclass
 import platform as _platform
 from collections.abc import Mapping
 
@@ -50,7 +50,7 @@ _ARM_VARIANT = {"armv7l": "v7", "armv7": "v7", "armhf": "v7", "armv6l": "v6", "a
                 "armel": "v6", "armv5tel": "v5"}
 
 
-@dataclasses.dataclass(frozen=True)
+@recordclass.record(frozen=True)
 class Platform:
     """os/arch[/variant], normalized the way containerd's platforms.Normalize does."""
 
@@ -229,7 +229,7 @@ def _apply_arg(sc: Scope, inst: ast.Arg) -> ast.Arg:
     decls = []
     for d in inst.decls:
         decls.append(ast.ArgDecl(d.name, sc.declare(d, inst)))
-    return dataclasses.replace(inst, decls=decls)
+    return recordclass.replace(inst, decls=decls)
 
 
 def _apply_env(sc: Scope, inst) -> ast.Instruction:
@@ -240,7 +240,7 @@ def _apply_env(sc: Scope, inst) -> ast.Instruction:
         for p in pairs:
             sc.env[p.key] = p.value
             sc.state[p.key] = p.value
-    return dataclasses.replace(inst, pairs=pairs)
+    return recordclass.replace(inst, pairs=pairs)
 
 
 def _apply_copy(sc: Scope, inst: ast.Copy) -> ast.Copy:
@@ -264,9 +264,9 @@ def _apply_copy(sc: Scope, inst: ast.Copy) -> ast.Copy:
                 content = expand_heredoc(h.content, sc.vars)
             except OCIError as e:
                 raise OCIError(where(sc.filename, inst) + e.message) from None
-        heredocs.append(dataclasses.replace(h, content=content))
+        heredocs.append(recordclass.replace(h, content=content))
     changes["heredocs"] = heredocs
-    return dataclasses.replace(inst, **changes)
+    return recordclass.replace(inst, **changes)
 
 
 def _apply_run(sc: Scope, inst: ast.Run) -> ast.Run:
@@ -280,13 +280,13 @@ def _apply_run(sc: Scope, inst: ast.Run) -> ast.Run:
             mounts.append(parse_mount(value, lambda w: sc.expand(w, inst)))
         except MountError as e:
             raise OCIError(where(sc.filename, inst) + f"RUN: --mount: {e}") from None
-    return dataclasses.replace(inst, mounts=mounts)
+    return recordclass.replace(inst, mounts=mounts)
 
 
 def _apply_expose(sc: Scope, inst: ast.Expose) -> ast.Expose:
     # A variable may hold several ports: EXPOSE splits into words (BuildKit's ProcessWords).
     ports = [w for raw in inst.ports for w in sc.expand_words(raw, inst)]
-    return dataclasses.replace(inst, ports=ports, args=ports)
+    return recordclass.replace(inst, ports=ports, args=ports)
 
 
 def _apply_volume(sc: Scope, inst: ast.Volume) -> ast.Volume:
@@ -294,20 +294,20 @@ def _apply_volume(sc: Scope, inst: ast.Volume) -> ast.Volume:
     paths = [sc.expand(p, inst) for p in inst.paths]
     if any(not p for p in paths):
         raise OCIError(where(sc.filename, inst) + "VOLUME specified can not be an empty string")
-    return dataclasses.replace(inst, paths=paths, args=paths)
+    return recordclass.replace(inst, paths=paths, args=paths)
 
 
 def _apply_string(attr: str):
     def fn(sc: Scope, inst):
         v = sc.expand(getattr(inst, attr), inst)
-        return dataclasses.replace(inst, **{attr: v, "args": [v]})
+        return recordclass.replace(inst, **{attr: v, "args": [v]})
     return fn
 
 
 def _apply_user(sc: Scope, inst: ast.User) -> ast.User:
     v = sc.expand(inst.args[0], inst)
     user, colon, group = v.partition(":")
-    return dataclasses.replace(inst, user=user, group=group if colon else None, args=[v])
+    return recordclass.replace(inst, user=user, group=group if colon else None, args=[v])
 
 
 _APPLY = {

@@ -19,7 +19,7 @@ import json
 import os
 import stat
 import tarfile
-from dataclasses import dataclass, field
+from ..recordclass import record, field
 
 from ocispec import digest as _digest
 from ocispec import image as _image
@@ -29,7 +29,7 @@ from . import gc as _gc
 from .store import Store
 
 
-@dataclass
+@record
 class Report:
     problems: list = field(default_factory=list)
     repaired: list = field(default_factory=list)

@@ -20,7 +20,7 @@ import os
 import stat
 import time
 import uuid
-from dataclasses import dataclass, field
+from ..recordclass import record, field
 
 from ocispec import digest as _digest
 from ocispec import image as _image
@@ -29,7 +29,7 @@ from ocispec.errors import OCIError
 from .store import Store, StoreBusy, _listdir, normalize_ref
 
 
-@dataclass
+@record
 class Freed:
     blobs: list = field(default_factory=list)    # [(digest, size)]
     layers: list = field(default_factory=list)   # [(diff_id, bytes on disk)]
@@ -273,7 +273,7 @@ def collect(store: Store, *, grace_seconds: float = 0, wait: bool = True, on_wai
 
 # -- rmi ----------------------------------------------------------------------------------
 
-@dataclass
+@record
 class Removal:
     untagged: list = field(default_factory=list)
     freed: Freed | None = None

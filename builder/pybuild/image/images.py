@@ -80,7 +80,7 @@ class PullContext:
         self._lock = threading.Lock()
 
     def pull(self, store, ref: str, platform, what: str) -> dict:
-        import dataclasses
+        from .. import recordclass
         from ..registry import client as _client
         from ..registry import progress as _progress
         from ..registry import transfer
@@ -88,7 +88,7 @@ class PullContext:
         with self._lock:  # stages that FROM one image wait for one pull
             if key in self._done:
                 return self._done[key]
-            opts = dataclasses.replace(self.options or _client.Options(), platform=platform)
+            opts = recordclass.replace(self.options or _client.Options(), platform=platform)
             if self._check is None:
                 from ..trust import hooks
                 pol = hooks.load_policy(self.signature_policy)

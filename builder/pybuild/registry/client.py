@@ -19,7 +19,7 @@ import ssl
 import threading
 import time
 import urllib.parse
-from dataclasses import dataclass
+from ..recordclass import record
 
 from ocispec.errors import OCIError
 
@@ -41,7 +41,7 @@ class RegistryError(OCIError):
         self.status, self.code = status, code
 
 
-@dataclass
+@record
 class Options:
     tls_verify: bool = True
     cert_dir: str | None = None

@@ -6,7 +6,7 @@ qualified name, so `oci:STORE:docker.io/library/busybox:latest` means the same i
 skopeo, podman and pybuild.
 """
 import re
-from dataclasses import dataclass
+from ..recordclass import record
 
 from ocispec import digest as _digest
 from ocispec.errors import OCIError
@@ -24,7 +24,7 @@ _TAG = re.compile(r"[\w][\w.-]{0,127}")
 _LOOPBACK = re.compile(r"(localhost|127(?:\.[0-9]+){3}|\[::1\])(?::[0-9]+)?")
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Reference:
     domain: str  # registry host[:port], as written (docker.io for Docker Hub)
     path: str  # repository path inside it (library/busybox)
