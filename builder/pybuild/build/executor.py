@@ -6,7 +6,6 @@ are done. Metadata instructions change the config and history only; COPY/ADD wri
 directly; RUN runs in a container (run.py). Every layer step is looked up in the cache
 first. Tags and exports happen only after the whole build succeeded.
 """
-import contextlib
 import copy as _copy
 import hashlib
 import json
@@ -15,7 +14,7 @@ import posixpath
 import threading
 import time
 import uuid
-from dataclasses import dataclass, field
+from ..recordclass import record, field
 
 from ocispec import image as _image
 from ocispec import mediatypes as mt
@@ -30,7 +29,7 @@ from . import run as _run
 from ..image.store import Store
 from ..dockerfile.scope import PROXY_ARGS as _PROXY_ARGS
 
-@dataclass
+@record
 class BuildOptions:
     context: str
     dockerfile: str | None = None
@@ -264,9 +263,16 @@ class Builder:
         try:
             self._run_steps(st, instructions, pos, nst, stage)
             self._settle(st)
-        except BaseException:
-            with contextlib.suppress(Exception):  # record the layers that were written
-                self._settle(st)
+        except BaseException as e:
+            try:
+                self._settle(st)  # record the layers that were written
+            except OCIError as earlier:
+                # An earlier RUN's layer failed in the background: that is the cause (a
+                # full disk fails the steps after it too), so it is the error reported.
+                if isinstance(e, OCIError):
+                    raise earlier from None
+            except Exception:  # noqa: BLE001 - the step's own error matters more
+                pass
             raise
         return st
 
