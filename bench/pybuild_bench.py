@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """pybuild vs BuildKit vs buildah (overlay) on the same Dockerfiles, in the same run.
 
-    python3 bench/pybuild_bench.py [-n 3] [--only a,b,c,d,e] [--runtime runc]
+    python3 bench/pybuild_bench.py [-n 3] [--only a,b,c,d,e] [--runtime pyrunc|runc]
                                    [--pybuild PATH | --pybuild LABEL=PATH ...]
                                    [--peers buildkit,buildah] [--json]
 
@@ -19,6 +19,9 @@ Peers (each probed; a missing one is skipped with the reason):
 - buildah: `bud --layers --storage-driver overlay --isolation chroot`, its own temp root.
   (vfs, buildah's slowest storage, is no headline.)
 Several `--pybuild LABEL=PATH` put builds of pybuild side by side (an A/B in one run).
+pybuild runs RUN with pyrunc, its default; `--runtime runc` gives it the peers' runtime, which
+compares the builders alone (runc takes ~30 ms longer than pyrunc to run a RUN container
+with moby's seccomp profile: it compiles the profile on every start).
 
 (a) FROM scratch + COPY of busybox and files + metadata instructions
 (b) two stages with ARGs, four RUNs (one making 1000 files), COPY --from
@@ -527,8 +530,9 @@ def main():
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("-n", type=int, default=3, help="rounds per measurement (median)")
     ap.add_argument("--only", default="a,b,c,d,e")
-    ap.add_argument("--runtime", default=os.environ.get("PYBUILD_RUNTIME", "runc"),
-                    help="OCI runtime pybuild uses for RUN (default runc, as the peers)")
+    ap.add_argument("--runtime", default=os.environ.get("PYBUILD_RUNTIME", "pyrunc"),
+                    help="OCI runtime pybuild uses for RUN (default pyrunc, pybuild's own "
+                         "default; runc: the peers' runtime, to compare the builders alone)")
     ap.add_argument("--pybuild", action="append", default=[],
                     help="PATH or LABEL=PATH (repeatable: an A/B of two trees in one run)")
     ap.add_argument("--peers", default="buildkit,buildah",
@@ -640,7 +644,7 @@ def main():
     return 0
 
 
-RUNTIME = "runc"
+RUNTIME = "pyrunc"
 
 if __name__ == "__main__":
     if sys.argv[1:2] == ["--layer-throughput"]:
