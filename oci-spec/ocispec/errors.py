@@ -24,6 +24,11 @@ class OCIError(Exception):
         return self.message
 
 
+def oserror_text(err: OSError) -> str:
+    """One line for an OSError no code turned into a sentence: its reason and its file."""
+    return f"{err.strerror or err}" + (f": {err.filename}" if err.filename else "")
+
+
 class SpecError(OCIError):
     """A document does not follow its specification.
 

@@ -10,7 +10,7 @@ argument after the container id.
 import os
 import sys
 
-from ocispec.errors import OCIError
+from ocispec.errors import OCIError, oserror_text
 
 from . import __version__, trace
 
@@ -277,8 +277,7 @@ def main(argv: list[str] | None = None) -> int:
     except (OCIError, OSError) as e:
         # An OSError nobody turned into a sentence (a full disk, a read-only --root): one
         # line that names the file, never a traceback.
-        msg = str(e) if isinstance(e, OCIError) else \
-            (f"{e.filename}: {e.strerror}" if e.filename else (e.strerror or str(e)))
+        msg = str(e) if isinstance(e, OCIError) else oserror_text(e)
         if log is None:
             from .log import Log
 

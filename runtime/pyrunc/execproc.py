@@ -217,14 +217,7 @@ def _spawn(c: Container, proc: dict, console_fd: int, preserve_fds: int,
             # With a cgroup2 dir to clone into, the cgroup namespace waits for the grandchild:
             # the kernel refuses CLONE_INTO_CGROUP from inside it (its root is the container's).
             cgns = _join(init_pid, defer_cgroup=v2fd >= 0)
-            pid, in_v2 = -1, False
-            if v2fd >= 0:
-                try:
-                    pid, in_v2 = linux.fork_into_cgroup(v2fd), True
-                except OSError:
-                    pid = -1
-            if pid < 0:
-                pid = os.fork()
+            pid, in_v2 = linux.fork_maybe_into_cgroup(v2fd)
             if pid == 0:
                 if cgns >= 0:
                     _setns(cgns, "cgroup")

@@ -237,6 +237,20 @@ def fork_into_cgroup(cgroup_fd: int) -> int:
     return pid
 
 
+def fork_maybe_into_cgroup(cgroup_fd: int) -> tuple[int, bool]:
+    """(os.fork()'s result, whether the child was born in cgroup_fd's cgroup2 directory):
+    fork_into_cgroup, or a plain fork where there is no fd (-1) or the kernel refuses it;
+    then the caller's parent must put the child there. cgroup_fd is closed."""
+    if cgroup_fd < 0:
+        return os.fork(), False
+    try:
+        pid, into = fork_into_cgroup(cgroup_fd), True
+    except OSError:
+        pid, into = os.fork(), False
+    os.close(cgroup_fd)
+    return pid, into
+
+
 def set_dumpable(on: bool) -> None:
     prctl(PR_SET_DUMPABLE, 1 if on else 0)
 

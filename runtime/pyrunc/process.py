@@ -310,17 +310,7 @@ def _fork_init(join: dict | None) -> tuple[int, bool]:  # pragma: no cover - chi
         return os.fork(), False
     from .cgroups.manager import join_self
 
-    v2fd = join_self(join)
-    if v2fd < 0:
-        return os.fork(), False
-    try:
-        pid = linux.fork_into_cgroup(v2fd)
-    except OSError:
-        pid = -1
-    os.close(v2fd)
-    if pid >= 0:
-        return pid, True
-    return os.fork(), False
+    return linux.fork_maybe_into_cgroup(join_self(join))
 
 
 def _setns(plan, fds, t) -> None:  # pragma: no cover - child

@@ -31,10 +31,6 @@ def setrlimit(res: int, limits: tuple[int, int]) -> None:
     linux.check(linux.libc.prlimit(0, res, ctypes.byref(new), None), "setrlimit")
 
 
-def _limit(v) -> int:
-    return RLIM_INFINITY if v >= _U64_MAX else v
-
-
 def parse(rlimits, field: str = "process.rlimits") -> list[tuple[str, int, int, int]]:
     """[(field path, resource number, soft, hard)], or SpecError naming the bad entry."""
     if rlimits is None:
@@ -78,17 +74,16 @@ def apply(parsed: list[tuple[str, int, int, int]]) -> None:
     names = {v: k for k, v in RLIMITS.items()}
     can_raise = None
     for path, res, soft, hard in parsed:
-        soft_l, hard_l = _limit(soft), _limit(hard)
         cur_hard = getrlimit(res)[1]
-        above = cur_hard != RLIM_INFINITY and (hard_l == RLIM_INFINITY or hard_l > cur_hard)
+        above = cur_hard != RLIM_INFINITY and (hard == RLIM_INFINITY or hard > cur_hard)
         if above:
             if can_raise is None:
                 can_raise = _has_sys_resource()
             if not can_raise:
                 raise _too_high(path, names[res], hard, cur_hard)
         try:
-            setrlimit(res, (soft_l, hard_l))
-        except (OSError, ValueError) as e:
+            setrlimit(res, (soft, hard))
+        except OSError as e:
             if above:
                 raise _too_high(path, names[res], hard, cur_hard) from None
             raise OCIError(f"{path}: setting {names[res]} to soft {soft} hard {hard}: {e}",

@@ -53,7 +53,7 @@ import _signal as signal  # the C module: `signal` imports enum (~1 ms) for name
 import _socket
 
 from ocispec import fastjson as json
-from ocispec.errors import OCIError
+from ocispec.errors import OCIError, oserror_text
 
 # child -> parent
 IDMAP = "idmap"
@@ -127,7 +127,7 @@ def send_error(ch: Channel, err: BaseException) -> None:
     if isinstance(err, OCIError):
         msg = str(err)
     elif isinstance(err, OSError):
-        msg = f"{err.strerror or err}" + (f": {err.filename}" if err.filename else "")
+        msg = oserror_text(err)
     else:
         msg = f"{type(err).__name__}: {err}"
     try:
