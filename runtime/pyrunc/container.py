@@ -98,14 +98,15 @@ def create(root: str, container_id: str, bundle: str, *, pid_file: str = "", con
             return {"ociVersion": "1.2.0", "id": container_id, "status": status, "pid": pid,
                     "bundle": bundle, "annotations": cfg.get("annotations") or {}}
 
-        def on_stage1(pid: int):
+        def on_cgroups(pid: int):
             nonlocal cg
             cg = cgmod.Manager.for_container(container_id, lcfg.get("cgroupsPath"), systemd=systemd)
             def record():
                 c.data["cgroup"] = cg.to_state()
                 c.save()
 
-            # Init is born in these cgroups (stage1 joins them before it forks): they are
+            # Init is born in these cgroups (stage1 joins them before it forks, or init joins
+            # them before it does anything else): they are
             # the record of the container's processes, no pid needs saving before ready.
             cg.plan()
             record()
@@ -141,7 +142,7 @@ def create(root: str, container_id: str, bundle: str, *, pid_file: str = "", con
             trace.mark("hooks: prestart, createRuntime")
 
         sp.self_join = process.can_join_self(cfg)
-        sp.on_stage1 = on_stage1
+        sp.on_cgroups = on_cgroups
         sp.on_resources = on_resources
         sp.on_v2 = on_v2
         sp.on_pid = on_pid

@@ -219,14 +219,18 @@ class _CloneArgs(ctypes.Structure):
         "tls", "set_tid", "set_tid_size", "cgroup")]
 
 
-def fork_into_cgroup(cgroup_fd: int) -> int:
-    """os.fork(), the child born in the cgroup2 directory cgroup_fd (clone3 with
-    CLONE_INTO_CGROUP, Linux 5.7): no cgroup.procs write, so none of the RCU grace period
-    (7-11 ms here) the kernel's global threadgroup lock costs a write of another process.
-    Returns 0 in the child and its pid in the parent, like os.fork; OSError where the kernel
-    refuses (ENOSYS, or E2BIG/EINVAL before 5.7, EACCES/ENOENT from a user or cgroup
-    namespace): then nothing was forked. Only for a single-threaded caller."""
-    args = _CloneArgs(flags=CLONE_INTO_CGROUP, exit_signal=_SIGCHLD, cgroup=cgroup_fd)
+def clone(flags: int = 0, cgroup_fd: int = -1) -> int:
+    """os.fork() through clone3(2): the child born in the new namespaces `flags` asks for
+    (CLONE_NEW*: with CLONE_NEWPID it is pid 1 of its own) and, given cgroup_fd, in that
+    cgroup2 directory (CLONE_INTO_CGROUP, Linux 5.7): no cgroup.procs write, so none of the
+    RCU grace period (7-11 ms here) the kernel's global threadgroup lock costs a write of
+    another process. Returns 0 in the child and its pid in the parent, like os.fork;
+    OSError where the kernel refuses (ENOSYS, or E2BIG/EINVAL before 5.7, EACCES/ENOENT
+    from a user or cgroup namespace): then nothing was forked. Only for a single-threaded
+    caller."""
+    if cgroup_fd >= 0:
+        flags |= CLONE_INTO_CGROUP
+    args = _CloneArgs(flags=flags, exit_signal=_SIGCHLD, cgroup=max(cgroup_fd, 0))
     # Like a fork from C: the child continues from here with a copy of this process.
     pid = check(libc.syscall(ctypes.c_long(SYS_clone3), ctypes.byref(args),
                              ctypes.c_size_t(ctypes.sizeof(args))), "clone3")
@@ -235,6 +239,18 @@ def fork_into_cgroup(cgroup_fd: int) -> int:
         # made the child's own, and os.register_at_fork's child hooks run.
         ctypes.pythonapi.PyOS_AfterFork_Child()
     return pid
+
+
+def fork_into_cgroup(cgroup_fd: int) -> int:
+    """clone() into the cgroup2 directory cgroup_fd, in the caller's namespaces."""
+    return clone(0, cgroup_fd)
+
+
+def has_clone3() -> bool:
+    """Whether clone3(2) can be called here: where it exists it answers a too-small argument
+    with EINVAL; ENOSYS (or EPERM) where the kernel or a seccomp filter (docker's) lacks it."""
+    ret = libc.syscall(ctypes.c_long(SYS_clone3), None, ctypes.c_size_t(0))
+    return ret < 0 and ctypes.get_errno() == 22  # EINVAL
 
 
 def fork_maybe_into_cgroup(cgroup_fd: int) -> tuple[int, bool]:

@@ -5,6 +5,11 @@ parent (pyrunc create, host namespaces)
      given by path and unshares the new ones; forks init and exits
        └─ init: pid 1 of the new pid namespace (see init.py)
 
+or, with no user, time or by-path namespace (direct_flags), without stage1:
+
+parent
+  └─ init: cloned (clone3) into all its new namespaces and its cgroup2 directory at once
+
 They talk over pyrunc.sync's channel: its docstring has the messages, who sends each and
 when. The parent joins stage1 to the container's cgroups right after forking it, so the
 first attach to a v1 cpu cgroup (it can block ~10 ms in the kernel) overlaps stage1's
@@ -60,8 +65,8 @@ class Spawn:
         # Called by the parent at the protocol's steps.
         # stage1 joins the cgroups itself and forks init into them (see can_join_self)
         self.self_join = False
-        self.on_stage1 = lambda pid: None   # make the cgroups (join stage1 unless self_join);
-                                            # extra "continue" fields, "join": stage1's plan
+        self.on_cgroups = lambda pid: None  # make the cgroups (join stage1 unless self_join);
+                                            # extra "continue" fields, "join": the self-join plan
         self.on_resources = lambda pid: None  # linux.resources into the cgroups
         self.on_v2 = lambda pid: None       # init into the cgroup2 dir (a refused clone3)
         self.on_pid = lambda pid: None      # netDevices: before "continue"
@@ -79,8 +84,26 @@ def can_join_self(cfg: dict) -> bool:
     return True
 
 
+def direct_flags(cfg: dict) -> int | None:
+    """The clone flags of init forked straight from the parent, in all its new namespaces
+    at once (no stage1: one Python fork fewer, whose copy-on-write faults cost ~3 ms here),
+    or None where stage1 is needed: a user namespace (the parent writes its id maps between
+    its unshare and the rest), a namespace joined by path (setns order; a pid namespace only
+    takes in the joiner's children), a time namespace (its offsets are written before any
+    process is in it)."""
+    flags = 0
+    for ns in (cfg.get("linux") or {}).get("namespaces") or ():
+        t = ns.get("type")
+        if ns.get("path") or t in ("user", "time"):
+            return None
+        if t != "cgroup":  # init unshares it once it is in its cgroups
+            flags |= NAMESPACES[t][0]
+    return flags
+
+
 def start_init(sp: Spawn) -> int:
-    """Fork stage1 -> init and drive them until init is ready. Returns init's host pid."""
+    """Fork init (through stage1 where direct_flags() says so) and drive it until it is
+    ready. Returns init's host pid."""
     # The init may sit in a user namespace that cannot read the host's Python (or in a rootfs
     # without it): import the process-settings modules and compile seccomp here; fork keeps them.
     from . import privileges  # noqa: F401
@@ -94,6 +117,9 @@ def start_init(sp: Spawn) -> int:
     linux.set_subreaper()
     trace.mark("socketpair, imports (privileges)")
     parent = os.getpid()
+    flags = direct_flags(sp.cfg) if sp.self_join else None
+    if flags is not None and linux.has_clone3():
+        return _start_direct(sp, ch, child_ch, fifo_fd, flags)
     stage1 = os.fork()
     if stage1 == 0:  # pragma: no cover - runs in the child
         # Init cannot die with create the same way: stage1, its parent, exits on purpose.
@@ -112,10 +138,9 @@ def start_init(sp: Spawn) -> int:
     # Until stage1 has sent init's pid, init may hold the socket's other end: a stage1 killed
     # right after forking it would leave both waiting. Wake up now and then to look at it.
     ch.sock.settimeout(0.05)
-    init_pid = 0
     trace.mark("fork stage1")
     try:
-        extra = sp.on_stage1(stage1) or {}
+        extra = sp.on_cgroups(stage1) or {}
         join = extra.pop("join", None)
         try:
             ch.send(sync.JOINED, **({"join": join} if join else {}))
@@ -125,6 +150,90 @@ def start_init(sp: Spawn) -> int:
             # The cgroups are empty until stage1 has joined them: their limits go in now,
             # while stage1 joins and forks init (init waits for "continue").
             sp.on_resources(stage1)
+    except BaseException:
+        kill_reap(stage1)
+        ch.close()
+        raise
+    return _drive(sp, ch, stage1, 0, extra, join)
+
+
+def _start_direct(sp: Spawn, ch: Channel, child_ch: Channel, fifo_fd: int, flags: int) -> int:
+    """Init cloned by the parent into its namespaces and cgroup2 directory; it joins the v1
+    hierarchies itself (a `tasks` write of "0": no grace period) while the parent writes
+    the limits."""
+    from .cgroups.manager import open_v2
+
+    try:
+        extra = sp.on_cgroups(0) or {}
+        join = extra.pop("join")
+        v2fd = open_v2(join)
+        pid = -1
+        try:
+            pid, in_v2 = _clone(flags, v2fd)
+        finally:
+            if v2fd >= 0 and pid != 0:
+                os.close(v2fd)  # the child's copy goes with the fds it does not keep
+    except BaseException:
+        ch.close()
+        child_ch.close()
+        os.close(fifo_fd)
+        raise
+    if pid == 0:  # pragma: no cover - runs in the child
+        trace.child("init")
+        ch.close()
+        try:
+            _close_fds(sp, child_ch, fifo_fd)
+            _prepare_child(sp)
+            from .cgroups.manager import join_v1
+
+            join_v1(join)
+            trace.mark("join cgroups")
+        except BaseException as e:
+            send_error(child_ch, e)
+            os._exit(1)
+        from . import init
+
+        init.main(sp, child_ch, fifo_fd)  # never returns
+    child_ch.close()
+    os.close(fifo_fd)
+    trace.mark("namespaces: clone init")
+    try:
+        sp.init_pid = pid
+        sp.on_resources(pid)
+        if join["v2"] and not in_v2:
+            sp.on_v2(pid)
+        sp.on_pid(pid)
+        ch.send(sync.CONTINUE, pid=pid, **extra)
+    except OSError as e:
+        if e.errno not in (errno.EPIPE, errno.ECONNRESET):
+            kill_reap(pid)
+            ch.close()
+            raise
+    except BaseException:
+        kill_reap(pid)
+        ch.close()
+        raise
+    return _drive(sp, ch, 0, pid, extra, join)
+
+
+def _clone(flags: int, v2fd: int) -> tuple[int, bool]:
+    """linux.clone() of init: (pid or 0, born in the cgroup2 directory v2fd)."""
+    try:
+        try:
+            return linux.clone(flags, v2fd), v2fd >= 0
+        except OSError:
+            if v2fd < 0:
+                raise
+            # refused into the cgroup2 dir: born outside it, the parent puts it there
+            return linux.clone(flags), False
+    except OSError as e:
+        raise OCIError(f"linux.namespaces: cannot create the container's namespaces: "
+                       f"{e.strerror}", errno=e.errno) from None
+
+
+def _drive(sp: Spawn, ch: Channel, stage1: int, init_pid: int, extra: dict, join) -> int:
+    """The parent's side of the protocol (pyrunc.sync) until init is READY."""
+    try:
         while True:
             msg = _recv(ch, stage1)
             if msg is None:
@@ -224,7 +333,7 @@ def namespace_plan(cfg: dict) -> tuple[list[tuple[str, str | None]], int]:
     return out, flags
 
 
-def _stage1(sp: Spawn, ch: Channel, fifo_fd: int, parent: int) -> None:  # pragma: no cover - child
+def _close_fds(sp: Spawn, ch: Channel, fifo_fd: int) -> None:  # pragma: no cover - child
     linux.set_dumpable(False)
     # Nothing of the runtime's may reach the container: not the state lock (whose flock
     # would stay held), not a host directory (CVE-2024-21626), only what it is given.
@@ -234,18 +343,28 @@ def _stage1(sp: Spawn, ch: Channel, fifo_fd: int, parent: int) -> None:  # pragm
         keep.append(sp.console_fd)
     linux.close_fds_except(keep)
     trace.mark("close fds")
-    cfg = sp.cfg
-    lcfg = cfg.get("linux") or {}
-    if lcfg.get("seccomp"):
+
+
+def _prepare_child(sp: Spawn) -> None:  # pragma: no cover - child
+    """What stage1 (or a directly cloned init) does before any namespace is joined by path."""
+    seccomp_cfg = (sp.cfg.get("linux") or {}).get("seccomp")
+    if seccomp_cfg:
         from . import seccomp
 
         # listenerPath is a host path that a user-namespaced init may not be allowed to
         # connect to: connect here, still the host's root in its namespaces; init inherits it.
-        seccomp.prepare(lcfg["seccomp"])
+        seccomp.prepare(seccomp_cfg)
     from . import init
 
-    init.preimport(cfg)  # before a mount namespace joined by path changes what paths mean
+    init.preimport(sp.cfg)  # before a mount namespace joined by path changes what paths mean
     trace.mark("imports (init, rootfs)")
+
+
+def _stage1(sp: Spawn, ch: Channel, fifo_fd: int, parent: int) -> None:  # pragma: no cover - child
+    _close_fds(sp, ch, fifo_fd)
+    _prepare_child(sp)
+    cfg = sp.cfg
+    lcfg = cfg.get("linux") or {}
     plan, _ = namespace_plan(cfg)
     types = {t for t, _ in plan}
     # Open every namespace path while still in the host mount namespace.
@@ -296,6 +415,8 @@ def _stage1(sp: Spawn, ch: Channel, fifo_fd: int, parent: int) -> None:  # pragm
     trace.mark("wait: cgroups made" if join else "wait: in the cgroups")
     pid, in_v2 = _fork_init(join)
     if pid == 0:
+        from . import init
+
         trace.child("init")
         init.main(sp, ch, fifo_fd)  # never returns
     trace.mark("join cgroups, fork init" if join else "fork init")

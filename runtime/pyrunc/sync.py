@@ -16,6 +16,11 @@ create (process.start_init):
   [resources, netDevices]
         --> CONTINUE {pid, cgroup}  init goes on: mounts, devices
 
+  With no user, time or by-path namespace (process.direct_flags) there is no stage1: the
+  parent makes the cgroups, clones init into its new namespaces and the cgroup2 directory
+  (clone3), writes the resources while init writes "0" to each v1 `tasks` file, and sends
+  CONTINUE {pid, cgroup}; from there on as below.
+
   Where stage1 can join the cgroups itself (process.can_join_self: no user namespace),
   the parent does not write stage1's pid (a write that waits out an RCU grace period):
 

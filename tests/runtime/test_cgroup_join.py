@@ -2,9 +2,11 @@
 
 A cgroup.procs write of another process takes the kernel's global threadgroup lock, whose
 first writer waits out an RCU grace period (7-11 ms on these machines). Without a user
-namespace, stage1 joins the v1 hierarchies itself (`tasks` "0": no lock) and forks init
-with clone3 into the cgroup2 directory; with one, the parent writes the pids as before.
-Either way init must end up in the container's cgroup in every hierarchy.
+namespace, init joins the v1 hierarchies itself (`tasks` "0": no lock) and is cloned with
+clone3 into the cgroup2 directory: by the parent, in all its new namespaces at once, or by
+stage1 where namespaces are joined by path (or clone3 is refused). With a user namespace
+the parent writes the pids as before. Every way, init must end up in the container's
+cgroup in every hierarchy.
 """
 
 import os
@@ -98,13 +100,77 @@ def test_refused_clone3_falls_back_to_fork_and_says_so(tmp_path):
     assert p.stdout.split() == ["False", "5"]
 
 
-def test_default_container_joins_itself_and_lands_in_every_hierarchy(runtime, bundle, cid):
+def _phases(stderr: str) -> list[str]:
+    return re.findall(r"trace create: (.+?) \d+\.\d\d ms", stderr)
+
+
+def _nspid(pid: int) -> list[str]:
+    with open(f"/proc/{pid}/status") as f:
+        return next(ln.split()[1:] for ln in f if ln.startswith("NSpid:"))
+
+
+def test_default_container_init_is_cloned_by_the_parent_and_joins_itself(runtime, bundle, cid):
+    """No stage1: init is cloned straight into its namespaces and cgroup2 directory."""
     bundle.set_args("/bin/sh", "-c", "sleep 100")
     p = runtime("--trace", "create", "--bundle", bundle.path, cid, stdin=subprocess.DEVNULL)
     assert p.returncode == 0, p.stderr
-    phases = re.findall(r"trace create: (.+?) \d+\.\d\d ms", p.stderr)
+    phases = _phases(p.stderr)
+    assert {"cgroups: create", "namespaces: clone init", "init: join cgroups"} <= set(phases), phases
+    assert not [ph for ph in phases if ph.startswith("stage1")], phases
+    pid = runtime.state(cid)["pid"]
+    _assert_in_container_cgroups(pid, cid)
+    assert _nspid(pid)[-1] == "1"  # pid 1 of its own pid namespace
+    for ns in ("pid", "mnt", "net", "ipc", "uts", "cgroup"):
+        assert os.readlink(f"/proc/{pid}/ns/{ns}") != os.readlink(f"/proc/self/ns/{ns}"), ns
+    assert runtime("delete", "-f", cid).returncode == 0
+
+
+def test_namespace_by_path_goes_through_stage1_which_joins_itself(runtime, bundle, cid):
+    bundle.set_args("/bin/sh", "-c", "sleep 100")
+    runtime("run", "-d", "--bundle", bundle.path, cid, check=True)
+    first = runtime.state(cid)["pid"]
+    for ns in bundle.config["linux"]["namespaces"]:
+        if ns["type"] == "network":
+            ns["path"] = f"/proc/{first}/ns/net"
+    bundle.write()
+    p = runtime("--trace", "create", "--bundle", bundle.path, cid + "b", stdin=subprocess.DEVNULL)
+    assert p.returncode == 0, p.stderr
+    phases = _phases(p.stderr)
     assert "cgroups: create" in phases and "stage1: join cgroups, fork init" in phases, phases
     assert "cgroups: create, join stage1" not in phases
+    pid = runtime.state(cid + "b")["pid"]
+    _assert_in_container_cgroups(pid, cid + "b")
+    assert _nspid(pid)[-1] == "1"
+    assert os.readlink(f"/proc/{pid}/ns/net") == os.readlink(f"/proc/{first}/ns/net")
+    for c in (cid + "b", cid):
+        assert runtime("delete", "-f", c).returncode == 0
+
+
+def test_where_clone3_is_refused_create_goes_through_stage1(runtime, bundle, cid, pyrunc_bin,
+                                                          workdir):
+    """Under a seccomp filter that answers clone3 with ENOSYS (as docker's does), create
+    falls back to stage1 and a plain fork, and the container still lands everywhere."""
+    bundle.set_args("/bin/sh", "-c", "sleep 100")
+    sc = {"defaultAction": "SCMP_ACT_ALLOW", "architectures": ["SCMP_ARCH_X86_64"],
+          "syscalls": [{"names": ["clone3"], "action": "SCMP_ACT_ERRNO", "errnoRet": 38}]}
+    code = textwrap.dedent(f"""
+        import os
+        from pyrunc import linux, seccomp
+        seccomp.load({sc!r}, {{}})
+        assert not linux.has_clone3()
+        os.execv({pyrunc_bin!r}, [{pyrunc_bin!r}, "--root", {runtime.root!r}, "--trace",
+                 "create", "--bundle", {bundle.path!r}, {cid!r}])
+        """)
+    # a file, not a pipe: the container's sleep keeps its stderr open
+    with open(os.path.join(workdir, "create.err"), "w+") as err:
+        p = subprocess.run([sys.executable, "-c", code], stdin=subprocess.DEVNULL,
+                           stdout=subprocess.DEVNULL, stderr=err, timeout=30)
+        err.seek(0)
+        p.stderr = err.read()
+    assert p.returncode == 0, p.stderr
+    phases = _phases(p.stderr)
+    assert "stage1: fork init" in phases or "stage1: join cgroups, fork init" in phases, phases
+    assert "namespaces: clone init" not in phases
     pid = runtime.state(cid)["pid"]
     _assert_in_container_cgroups(pid, cid)
     assert runtime("delete", "-f", cid).returncode == 0

@@ -62,7 +62,7 @@ def test_delete_kills_cgroup_stragglers_before_removing(runtime, bundle, cid):
 
 
 PHASES = ["imports (cli)", "read, validate config.json", "cgroups: create",
-          "stage1: namespaces: join, unshare", "init: mounts: rootfs, config mounts, devices",
+          "namespaces: clone init", "init: mounts: rootfs, config mounts, devices",
           "init: pivot_root", "init: masked, read-only paths", "init ready",
           "start: exec fifo (init released)", "container process ran (exec to exit)",
           "delete: cgroups removed"]

@@ -443,6 +443,12 @@ def _rmtree(d: str, wait: float = 1.0) -> None:
 def join_self(plan: dict) -> int:
     """In the child: join the v1 hierarchies of Manager.self_join()'s plan; returns an fd
     of its cgroup2 directory for linux.fork_into_cgroup (-1 when there is none)."""
+    join_v1(plan)
+    return open_v2(plan)
+
+
+def join_v1(plan: dict) -> None:
+    """Move the calling process (alone) into the v1 hierarchies of a self_join() plan."""
     for path in plan["tasks"]:
         try:
             fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
@@ -453,6 +459,10 @@ def join_self(plan: dict) -> int:
         except OSError as e:
             raise OCIError(f"linux.cgroupsPath: cannot join cgroup {os.path.dirname(path)}: "
                            f"{os.strerror(e.errno).lower()}", errno=e.errno) from None
+
+
+def open_v2(plan: dict) -> int:
+    """An fd of a self_join() plan's cgroup2 directory for linux.clone (-1: none)."""
     if not plan["v2"]:
         return -1
     return os.open(plan["v2"], os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
