@@ -85,8 +85,9 @@ class Manager:
         self.created = self.dirs()
 
     def create(self, note=None) -> None:
-        """Make the directories. note(): called before a missing parent is made, once it
-        is in `created`, so that the caller can save the plan first."""
+        """Make the directories. note(): called once before the first missing parent is
+        made, when the missing parents of every hierarchy are in `created`, so that the
+        caller can save the plan first."""
         made = []
         try:
             for d in self.dirs():
@@ -98,10 +99,16 @@ class Manager:
                     continue
                 except FileNotFoundError:
                     pass
-                top = _missing_top(d)
-                if top and note is not None and top not in self.created:
-                    self.created.append(top)
+                if note is not None:
+                    # The first missing parent: every hierarchy's missing top goes into the
+                    # plan at once, one save (under ctr, `/default` is missing in all ten).
+                    for other in self.dirs():
+                        top = _missing_top(other)
+                        if top and top not in self.created:
+                            self.created.append(top)
                     note()
+                    note = None
+                top = _missing_top(d)
                 os.makedirs(d, 0o755, exist_ok=True)
                 if top:
                     made.append(top)
