@@ -428,8 +428,14 @@ def _missing_top(d: str) -> str | None:
 
 def _rmtree(d: str, wait: float = 1.0) -> None:
     """rmdir a cgroup and its sub-cgroups, children first; EBUSY while tasks still exit."""
-    if not os.path.isdir(d):
+    try:
+        os.rmdir(d)  # the common case, tried first: a listing of cgroupfs dirs costs
         return
+    except (FileNotFoundError, NotADirectoryError):
+        return
+    except OSError as e:
+        if e.errno != _errno.EBUSY:
+            raise
     subdirs = [root for root, _, _ in os.walk(d, topdown=False)]
     deadline = time.monotonic() + wait
     delay = 0.001
