@@ -314,7 +314,7 @@ class Builder:
 
     def _finish_layer(self, p: _PendingLayer) -> tuple:
         try:
-            result = p.future.result()
+            result, entry = p.future.result()
         except OCIError as e:
             raise OCIError(f"{p.what}: writing its layer: {e}") from None
         except OSError as e:
@@ -322,9 +322,8 @@ class Builder:
         from ..image.unpack import adopt_layer
         # with SOURCE_DATE_EPOCH the blob's mtimes differ from the upper dir's: not adopted
         if self.sde is not None or not adopt_layer(self.store, result, result["diff_id"],
-                                                    p.upper):
+                                                    p.upper, remembered=True):
             _rootfs.rmtree_safe(p.upper)
-        entry = self._record(p.key, result, p.hist["created_by"], created=p.hist["created"])
         return {k: v for k, v in entry["layer"].items() if k != "diff_id"}, result["diff_id"]
 
     def _lowerdirs(self, layers) -> list[str]:
@@ -339,14 +338,28 @@ class Builder:
             self._layer_jobs.close()
             self._layer_jobs = None
 
-    def _write_layer_later(self, upper: str):
+    def _later(self, fn, *args):
+        """Run fn(*args) on the build's background thread (in submission order); the build
+        waits for it before it ends."""
         if self._layer_jobs is None:
             from ..jobs import Pool
             self._layer_jobs = Pool(1, "layers")
-        fut = self._layer_jobs.submit(_run.write_layer, self.store, upper,
-                                      compression=self.opts.compression, sde=self.sde)
+        fut = self._layer_jobs.submit(fn, *args)
         self._layer_futures.append(fut)
         return fut
+
+    def _write_layer_later(self, upper: str, key: str, hist: dict):
+        return self._later(self._write_layer, upper, key, hist)
+
+    def _write_layer(self, upper: str, key: str, hist: dict) -> tuple:
+        """A RUN's layer blob, then what the store and the cache keep of it (files that
+        cost new inodes: written here, off the steps' path): (LayerWriter.result, entry)."""
+        from ..image.unpack import remember_layer
+        result = _run.write_layer(self.store, upper, compression=self.opts.compression,
+                                  sde=self.sde)
+        remember_layer(self.store, result["digest"], result["diff_id"])
+        entry = self._record(key, result, hist["created_by"], created=hist["created"])
+        return result, entry
 
     def on_output(self, line: str) -> None:
         step = getattr(self._local, "step", None)
@@ -424,11 +437,14 @@ class Builder:
             step = self._local.step
             self.misses.append((step.label, reasons))
             self.progress.cache_miss(step, reasons)
+        self._later(self._save_inputs, pos, inputs)
+        return hit
+
+    def _save_inputs(self, pos, inputs: dict) -> None:
         try:
             self.explain_log.save(*pos, inputs)
         except OSError as e:  # never fails the build: the next one explains less
             self.progress.info(f"warning: cannot record the cache inputs: {e}")
-        return hit
 
     def _now(self) -> str:
         return _iso(self.sde if self.sde is not None else time.time())
@@ -718,7 +734,8 @@ class Builder:
         # the layer is written while the next steps run (settled before they need it)
         hist = {"created": self._now(), "created_by": created_by,
                 "comment": "buildkit.dockerfile.v0"}
-        st.layers.append(_PendingLayer(self._write_layer_later(upper), upper, key, hist, what))
+        st.layers.append(_PendingLayer(self._write_layer_later(upper, key, hist), upper, key, hist,
+                                       what))
         st.history.append(dict(hist))
         st.chain = key
         if self.sde is not None:  # the next RUN must see the blob's clamped mtimes
