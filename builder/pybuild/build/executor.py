@@ -122,6 +122,7 @@ class Builder:
         self.session = store.session()
         self.scratch = os.path.join(self.session.scratch, uuid.uuid4().hex[:12])
         self.runtime = find_runtime(opts.runtime)
+        self.run_dirs = _run.RunDirs(self.scratch)
         self.stat_cache = _context.StatCache(os.path.join(store.root, "statcache.json"))
         self._local = threading.local()
         self.sde = _source_date_epoch(opts)
@@ -277,7 +278,10 @@ class Builder:
         return st
 
     def _run_steps(self, st, instructions, pos, nst, stage) -> None:
+        runs_after = [any(i.kind == "RUN" for i in instructions[k + 1:])
+                      for k in range(len(instructions))]
         for n, ins in enumerate(instructions, 2):
+            self._local.more_runs = runs_after[n - 2]
             if self.cancelled:
                 raise OCIError("build cancelled")
             text = ins.original or ins.kind
@@ -730,7 +734,8 @@ class Builder:
         # recorded before the container exists: if we die, the guardian or the next
         # pybuild deletes it with this runtime (run.py's state root)
         self.session.record_runtime(self.runtime, os.path.join(self.scratch, "runtime"))
-        upper = _run.run(self, spec, self._lowerdirs(st.layers))
+        upper = _run.run(self, spec, self._lowerdirs(st.layers),
+                         more=getattr(self._local, "more_runs", False))
         # the layer is written while the next steps run (settled before they need it)
         hist = {"created": self._now(), "created_by": created_by,
                 "comment": "buildkit.dockerfile.v0"}
