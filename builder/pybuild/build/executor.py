@@ -733,7 +733,7 @@ class Builder:
                             cwd=cwd, network=network, mounts=mounts, what=what, files=files)
         # recorded before the container exists: if we die, the guardian or the next
         # pybuild deletes it with this runtime (run.py's state root)
-        self.session.record_runtime(self.runtime, os.path.join(self.scratch, "runtime"))
+        self.session.record_runtime(self.runtime, self.session.state_root())
         upper = _run.run(self, spec, self._lowerdirs(st.layers),
                          more=getattr(self._local, "more_runs", False))
         # the layer is written while the next steps run (settled before they need it)

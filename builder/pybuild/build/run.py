@@ -273,7 +273,7 @@ def run(builder, spec: RunSpec, lowers: list[str], *, more: bool = False) -> str
     extra_mounts: list[str] = []
     locks: list[int] = []
     cid = f"pybuild-{uuid.uuid4().hex[:16]}"
-    state_root = os.path.join(builder.scratch, "runtime")
+    state_root = builder.session.state_root()
     created_points: list[tuple] = []
     ok = False
     try:
