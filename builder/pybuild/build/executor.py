@@ -356,14 +356,22 @@ class Builder:
         return self._later(self._write_layer, upper, key, hist)
 
     def _write_layer(self, upper: str, key: str, hist: dict) -> tuple:
-        """A RUN's layer blob, then what the store and the cache keep of it (files that
-        cost new inodes: written here, off the steps' path): (LayerWriter.result, entry)."""
-        from ..image.unpack import remember_layer
+        """A RUN's layer blob: (LayerWriter.result, cache entry). What the store and the
+        cache keep of it (files that cost new inodes) is written next on this thread, while
+        the step that waited for the blob goes on."""
         result = _run.write_layer(self.store, upper, compression=self.opts.compression,
                                   sde=self.sde)
-        remember_layer(self.store, result["digest"], result["diff_id"])
-        entry = self._record(key, result, hist["created_by"], created=hist["created"])
+        entry = self._entry(result, hist["created_by"], hist["created"])
+        self._later(self._keep_layer, key, result, entry)
         return result, entry
+
+    def _keep_layer(self, key: str, result: dict, entry: dict) -> None:
+        from ..image.unpack import remember_layer
+        try:
+            remember_layer(self.store, result["digest"], result["diff_id"])
+            self.cache.put(key, entry)
+        except OSError as e:  # never fails the build: the next one runs the step again
+            self.progress.info(f"warning: cannot record a RUN's layer in the cache: {e}")
 
     def on_output(self, line: str) -> None:
         step = getattr(self._local, "step", None)
@@ -463,15 +471,19 @@ class Builder:
     def _record(self, key: str, result: dict | None, created_by: str,
                 created: str | None = None) -> dict:
         """Store a fresh step result in the cache; returns the cache entry."""
+        entry = self._entry(result, created_by, created)
+        self.cache.put(key, entry)
+        return entry
+
+    def _entry(self, result: dict | None, created_by: str, created: str | None = None) -> dict:
+        """The cache entry of a fresh step result."""
         layer = None
         if result is not None:
             layer = _image.descriptor(result["media_type"], result["digest"], result["size"])
             layer["diff_id"] = result["diff_id"]
-        entry = {"layer": layer, "history": {"created": created or self._now(),
-                                             "created_by": created_by,
-                                             "comment": "buildkit.dockerfile.v0"}}
-        self.cache.put(key, entry)
-        return entry
+        return {"layer": layer, "history": {"created": created or self._now(),
+                                            "created_by": created_by,
+                                            "comment": "buildkit.dockerfile.v0"}}
 
     def _add_layer(self, st, chain: str, entry: dict) -> None:
         layer, hist = entry.get("layer"), dict(entry["history"])

@@ -205,9 +205,17 @@ class RunDirs:
 
     def tidy(self, spare: bool) -> None:
         """While a container runs: if another RUN will come (`spare`), have a dir ready for
-        it. Never fails the running step: take() makes a dir that could not be made here,
-        and says why not."""
-        if not spare or self._ready:
+        it, else remove the finished ones. Never fails the running step: take() makes a
+        dir that could not be made here, and says why not; the scratch dir's removal takes
+        what could not go."""
+        if not spare:  # the last RUN: the dirs of those before it can go now
+            while self._used:
+                try:
+                    rmtree_safe(self._used.pop())
+                except (IndexError, OSError, OCIError):
+                    pass
+            return
+        if self._ready:
             return
         while True:
             try:
