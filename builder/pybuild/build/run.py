@@ -177,14 +177,19 @@ class RunDirs:
         """Make a finished RUN's dir ready again (False: it is not one to use again)."""
         if sorted(os.listdir(work)) != list(self._PARTS) or os.listdir(os.path.join(work, "merged")):
             return False
-        marks = os.path.join(work, "work", "work", "incompat")
+        # the overlay's own dir in its work dir, empty but for the volatile marks: removed
+        # here, or the next mount would remove it first (and it refuses those marks)
+        inner = os.path.join(work, "work", "work")
+        marks = os.path.join(inner, "incompat")
         if os.path.lexists(marks):
             volatile = os.path.join(marks, "volatile")
             for name in os.listdir(volatile) if os.path.isdir(volatile) else ():
                 os.unlink(os.path.join(volatile, name))
             if os.path.lexists(volatile):
                 os.rmdir(volatile)
-            os.rmdir(marks)  # fails if anything else is there: not used again then
+            os.rmdir(marks)
+        if os.path.lexists(inner):
+            os.rmdir(inner)  # fails if anything else is there: not used again then
         os.mkdir(os.path.join(work, "upper"), 0o755)
         return True
 
