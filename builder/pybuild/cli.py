@@ -4,7 +4,13 @@ then (typer costs more to import than a cached build takes)."""
 import sys
 
 
-def main(argv=None) -> int:
+def main(argv=None):
+    """Run the command and exit with its status (as pyrunc's main does): a launcher that
+    only calls main() gets the same exit status as the console script."""
+    sys.exit(_main(argv))
+
+
+def _main(argv=None) -> int:
     args = sys.argv[1:] if argv is None else list(argv)
     from . import buildcmd
     parsed = buildcmd.parse(args)
@@ -15,4 +21,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

@@ -82,6 +82,18 @@ def mount_points() -> list[str]:
         return [_unescape(line.split()[4]) for line in f]
 
 
+def tmpfs_mount_points() -> set[str]:
+    """Mount points of tmpfs filesystems."""
+    out = set()
+    with open("/proc/self/mountinfo", encoding="utf-8", errors="surrogateescape") as f:
+        for line in f:
+            fields = line.split()
+            sep = fields.index("-")
+            if fields[sep + 1] == "tmpfs":
+                out.add(_unescape(fields[4]))
+    return out
+
+
 def mounts_under(path: str, *, include_self: bool = False) -> list[str]:
     """Mount points strictly below `path` (and `path` itself with include_self)."""
     path = os.path.realpath(path)

@@ -199,3 +199,62 @@ def test_cache_mount_sharing_locked(env):
     env.build("--no-cache")
     seen = env.rootfs()["seen"].data.split()
     assert sorted(seen) == [b"0", b"1"]  # both ran, neither saw the other busy
+
+
+def test_mount_point_skeleton_under_a_base_without_them(env):
+    """A base FROM scratch has no /proc, /sys, /dev, /etc: RUN finds its mount points in a
+    skeleton lower dir below the image. The image's own files stay on top of it, what a RUN
+    writes into a skeleton-only dir is a plain root 0755 dir in its layer, and a RUN without
+    the network has no /etc/resolv.conf (nor /etc/hosts) at all."""
+    env.write("hosts.img", "image's own\n")
+    env.dockerfile(busybox_base(env, """\
+RUN ls -a / > /top && mkdir /etc2 && test -d /proc/self && test -f /etc/resolv.conf \
+ && grep -o 'lowerdir=[^,]*' /proc/self/mountinfo | head -n 1 > /lowers
+RUN --network=none test ! -e /etc/resolv.conf && test ! -e /etc/hosts && test ! -e /etc \\
+ && echo none > /none
+RUN mkdir -p /etc/app && echo conf > /etc/app/conf
+COPY hosts.img /etc/hosts.img
+RUN cat /etc/hosts.img > /seen && ls /etc > /etc-list
+"""))
+    env.build()
+    files = env.rootfs()
+    top = files["top"].data.decode().split()
+    assert {"proc", "sys", "dev", "etc"} <= set(top)
+    # the skeleton is the bottom lower dir, below the image's layers
+    lowers = files["lowers"].data.decode().strip()[len("lowerdir="):].split(":")
+    assert len(lowers) >= 2 and os.path.basename(lowers[-1]).startswith("skel-"), lowers
+    assert files["none"].data == b"none\n"
+    assert files["etc/app/conf"].data == b"conf\n"
+    etc = files["etc"]
+    assert etc.isdir and etc.mode & 0o7777 == 0o755 and (etc.uid, etc.gid) == (0, 0)
+    assert files["seen"].data == b"image's own\n"
+    assert files["etc-list"].data.split() == [b"app", b"hosts", b"hosts.img", b"resolv.conf"]
+    for layer in env.all_layers():
+        for name in ("proc", "sys", "dev", "etc/resolv.conf", "etc/hosts"):
+            assert name not in layer
+
+
+def test_run_dirs_are_used_again(env):
+    """A finished RUN's dir (bundle, overlay work dir, mount point) serves a later RUN: only
+    its upper dir is new. The overlay's work dir shows in the container's mountinfo."""
+    grab = "grep -o 'workdir=[^, ]*' /proc/self/mountinfo | head -n 1"
+    env.dockerfile(busybox_base(env, f"""\
+RUN {grab} > /w1
+RUN {grab} > /w2
+RUN {grab} > /w3 && echo a > /a
+RUN <<EOT
+#!/bin/sh
+{grab} > /w4
+EOT
+RUN {grab} > /w5 && echo b > /b
+RUN {grab} > /w6 && test -f /a && test -f /b
+"""))
+    env.build()
+    files = env.rootfs()
+    w = {i: files[f"w{i}"].data.strip() for i in range(1, 7)}
+    assert all(x.startswith(b"workdir=/") for x in w.values()), w
+    assert w[1] != w[2] and w[3] == w[1] and w[4] == w[2]
+    # the RUN dir of the heredoc with a shebang held its script file: removed, not used
+    # again
+    assert w[6] not in (w[2], w[4])
+    assert not os.path.exists(os.path.join(env.root, "build"))  # nothing left behind

@@ -16,6 +16,7 @@ import os
 import random
 import shutil
 import signal
+import stat
 import subprocess
 import tarfile
 import time
@@ -307,7 +308,26 @@ def _leftovers(env, needle: str) -> list[str]:
         if os.path.isdir(layers) else []
     bdir = os.path.join(env.root, "build")
     left += [f"build {n}" for n in os.listdir(bdir)] if os.path.isdir(bdir) else []
+    # the runtime state roots on a tmpfs of the sessions seen (see _sleeping_build)
+    left += [f"state root {p}" for sid in getattr(env, "sids", ()) for p in _state_roots(sid)
+             if os.path.lexists(p)]
     return left
+
+
+def _sessions(root: str) -> list[str]:
+    bdir = os.path.join(root, "build")
+    return [n[:-5] for n in os.listdir(bdir) if n.endswith(".lock")] if os.path.isdir(bdir) \
+        else []
+
+
+def _state_roots(sid: str) -> list[str]:
+    """Where session sid's RUN containers may keep their runtime state, off the store."""
+    return [os.path.join(d, f"pybuild-{sid}") for d in ("/run", "/dev/shm")]
+
+
+def _tmpfs_mount_points() -> set:
+    with open("/proc/self/mountinfo") as f:
+        return {ln.split()[4] for ln in f if ln.split()[ln.split().index("-") + 1] == "tmpfs"}
 
 
 def _kill_build(p, *, guardian_too: bool, root: str) -> None:
@@ -348,7 +368,42 @@ def _sleeping_build(env, secs: int, extra: str = ""):
     if not _wait_for(lambda: _procs(f"sleep {secs}"), 60, 0.05):
         _kill_build(p, guardian_too=False, root=env.root)
         pytest.fail("the RUN never started")
+    env.sids = _sessions(env.root)
     return p
+
+
+def test_run_state_root_on_tmpfs_is_private_and_removed(env):
+    """RUN containers keep their runtime state on a tmpfs (/run, else /dev/shm), in a 0700
+    dir of the build's session, which goes with the build; without one, in the store."""
+    tmpfs = [d for d in ("/run", "/dev/shm") if d in _tmpfs_mount_points()]
+    if not tmpfs:
+        pytest.skip("neither /run nor /dev/shm is a tmpfs on this host")
+    secs = random.randint(5000, 9999)
+    p = _sleeping_build(env, secs)
+    try:
+        assert len(env.sids) == 1
+        state = os.path.join(tmpfs[0], f"pybuild-{env.sids[0]}")
+        st = os.lstat(state)
+        assert stat.S_ISDIR(st.st_mode) and st.st_mode & 0o777 == 0o700 and st.st_uid == 0
+        # the running container's state is there, not in the store
+        assert [n for n in os.listdir(state) if n.startswith("pybuild-")], os.listdir(state)
+        assert not _find(env.root, "state.json")
+    finally:
+        _kill_build(p, guardian_too=False, root=env.root)
+    assert not _clean_up(env, "guardian", f"sleep {secs}")
+    assert not os.path.lexists(state)
+    # a build that ends normally removes it too
+    env.dockerfile(busybox_base(env, "RUN sleep 1\n"))
+    p = subprocess.Popen([pybuild_cmd(), "--root", env.root, "build", "--runtime", "pyrunc",
+                          "--progress", "plain", env.ctx],
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        sids = _wait_for(lambda: _sessions(env.root), 60)
+        assert sids and _wait_for(
+            lambda: os.path.isdir(os.path.join(tmpfs[0], f"pybuild-{sids[0]}")), 60)
+    finally:
+        assert p.wait(timeout=120) == 0
+    assert not os.path.lexists(os.path.join(tmpfs[0], f"pybuild-{sids[0]}"))
 
 
 @pytest.mark.parametrize("how", ["guardian", "prune", "next-build"])

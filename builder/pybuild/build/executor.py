@@ -122,6 +122,7 @@ class Builder:
         self.session = store.session()
         self.scratch = os.path.join(self.session.scratch, uuid.uuid4().hex[:12])
         self.runtime = find_runtime(opts.runtime)
+        self.run_dirs = _run.RunDirs(self.scratch)
         self.stat_cache = _context.StatCache(os.path.join(store.root, "statcache.json"))
         self._local = threading.local()
         self.sde = _source_date_epoch(opts)
@@ -277,7 +278,10 @@ class Builder:
         return st
 
     def _run_steps(self, st, instructions, pos, nst, stage) -> None:
+        runs_after = [any(i.kind == "RUN" for i in instructions[k + 1:])
+                      for k in range(len(instructions))]
         for n, ins in enumerate(instructions, 2):
+            self._local.more_runs = runs_after[n - 2]
             if self.cancelled:
                 raise OCIError("build cancelled")
             text = ins.original or ins.kind
@@ -314,7 +318,7 @@ class Builder:
 
     def _finish_layer(self, p: _PendingLayer) -> tuple:
         try:
-            result = p.future.result()
+            result, entry = p.future.result()
         except OCIError as e:
             raise OCIError(f"{p.what}: writing its layer: {e}") from None
         except OSError as e:
@@ -322,9 +326,8 @@ class Builder:
         from ..image.unpack import adopt_layer
         # with SOURCE_DATE_EPOCH the blob's mtimes differ from the upper dir's: not adopted
         if self.sde is not None or not adopt_layer(self.store, result, result["diff_id"],
-                                                    p.upper):
+                                                    p.upper, remembered=True):
             _rootfs.rmtree_safe(p.upper)
-        entry = self._record(p.key, result, p.hist["created_by"], created=p.hist["created"])
         return {k: v for k, v in entry["layer"].items() if k != "diff_id"}, result["diff_id"]
 
     def _lowerdirs(self, layers) -> list[str]:
@@ -339,14 +342,36 @@ class Builder:
             self._layer_jobs.close()
             self._layer_jobs = None
 
-    def _write_layer_later(self, upper: str):
+    def _later(self, fn, *args):
+        """Run fn(*args) on the build's background thread (in submission order); the build
+        waits for it before it ends."""
         if self._layer_jobs is None:
             from ..jobs import Pool
             self._layer_jobs = Pool(1, "layers")
-        fut = self._layer_jobs.submit(_run.write_layer, self.store, upper,
-                                      compression=self.opts.compression, sde=self.sde)
+        fut = self._layer_jobs.submit(fn, *args)
         self._layer_futures.append(fut)
         return fut
+
+    def _write_layer_later(self, upper: str, key: str, hist: dict):
+        return self._later(self._write_layer, upper, key, hist)
+
+    def _write_layer(self, upper: str, key: str, hist: dict) -> tuple:
+        """A RUN's layer blob: (LayerWriter.result, cache entry). What the store and the
+        cache keep of it (files that cost new inodes) is written next on this thread, while
+        the step that waited for the blob goes on."""
+        result = _run.write_layer(self.store, upper, compression=self.opts.compression,
+                                  sde=self.sde)
+        entry = self._entry(result, hist["created_by"], hist["created"])
+        self._later(self._keep_layer, key, result, entry)
+        return result, entry
+
+    def _keep_layer(self, key: str, result: dict, entry: dict) -> None:
+        from ..image.unpack import remember_layer
+        try:
+            remember_layer(self.store, result["digest"], result["diff_id"])
+            self.cache.put(key, entry)
+        except OSError as e:  # never fails the build: the next one runs the step again
+            self.progress.info(f"warning: cannot record a RUN's layer in the cache: {e}")
 
     def on_output(self, line: str) -> None:
         step = getattr(self._local, "step", None)
@@ -424,11 +449,14 @@ class Builder:
             step = self._local.step
             self.misses.append((step.label, reasons))
             self.progress.cache_miss(step, reasons)
+        self._later(self._save_inputs, pos, inputs)
+        return hit
+
+    def _save_inputs(self, pos, inputs: dict) -> None:
         try:
             self.explain_log.save(*pos, inputs)
         except OSError as e:  # never fails the build: the next one explains less
             self.progress.info(f"warning: cannot record the cache inputs: {e}")
-        return hit
 
     def _now(self) -> str:
         return _iso(self.sde if self.sde is not None else time.time())
@@ -443,15 +471,19 @@ class Builder:
     def _record(self, key: str, result: dict | None, created_by: str,
                 created: str | None = None) -> dict:
         """Store a fresh step result in the cache; returns the cache entry."""
+        entry = self._entry(result, created_by, created)
+        self.cache.put(key, entry)
+        return entry
+
+    def _entry(self, result: dict | None, created_by: str, created: str | None = None) -> dict:
+        """The cache entry of a fresh step result."""
         layer = None
         if result is not None:
             layer = _image.descriptor(result["media_type"], result["digest"], result["size"])
             layer["diff_id"] = result["diff_id"]
-        entry = {"layer": layer, "history": {"created": created or self._now(),
-                                             "created_by": created_by,
-                                             "comment": "buildkit.dockerfile.v0"}}
-        self.cache.put(key, entry)
-        return entry
+        return {"layer": layer, "history": {"created": created or self._now(),
+                                            "created_by": created_by,
+                                            "comment": "buildkit.dockerfile.v0"}}
 
     def _add_layer(self, st, chain: str, entry: dict) -> None:
         layer, hist = entry.get("layer"), dict(entry["history"])
@@ -713,12 +745,14 @@ class Builder:
                             cwd=cwd, network=network, mounts=mounts, what=what, files=files)
         # recorded before the container exists: if we die, the guardian or the next
         # pybuild deletes it with this runtime (run.py's state root)
-        self.session.record_runtime(self.runtime, os.path.join(self.scratch, "runtime"))
-        upper = _run.run(self, spec, self._lowerdirs(st.layers))
+        self.session.record_runtime(self.runtime, self.session.state_root())
+        upper = _run.run(self, spec, self._lowerdirs(st.layers),
+                         more=getattr(self._local, "more_runs", False))
         # the layer is written while the next steps run (settled before they need it)
         hist = {"created": self._now(), "created_by": created_by,
                 "comment": "buildkit.dockerfile.v0"}
-        st.layers.append(_PendingLayer(self._write_layer_later(upper), upper, key, hist, what))
+        st.layers.append(_PendingLayer(self._write_layer_later(upper, key, hist), upper, key, hist,
+                                       what))
         st.history.append(dict(hist))
         st.chain = key
         if self.sde is not None:  # the next RUN must see the blob's clamped mtimes

@@ -133,32 +133,171 @@ def _opaque(path: str) -> bool:
         return False
 
 
-def run(builder, spec: RunSpec, lowers: list[str]) -> str:
+class RunDirs:
+    """The directories of a build's RUNs, made ready while the container of the RUN before
+    runs, and used again.
+
+    A RUN's dir holds its bundle (config.json), its overlay's upper and work dirs and the
+    mount point of its rootfs. On ext4 under load each new inode costs 0.1-1.5 ms, and
+    each removal some too; so a finished RUN's dir is used again by a later RUN: only its
+    upper dir is new (the old one became a layer), its overlay work dir is emptied of the
+    marks a volatile mount leaves (work/incompat/volatile), config.json is written over.
+    The stage thread is idle while a container runs (it waits for its output): that is
+    when the next RUN's dir is made ready (tidy()), so a RUN starts with its dirs there
+    (take()). A dir that held anything else (heredoc files, mount views) or whose RUN failed
+    is removed instead. What is left goes with the build's scratch dir.
+
+    It also holds the skeleton: a lower dir, below the image's layers, with the mount points
+    every RUN's config has (/proc, /dev, /sys, and /etc/resolv.conf and /etc/hosts when they
+    are bound). Where the image has them, its own hide it; where it lacks them (a base made
+    FROM scratch), the runtime finds them there instead of creating each in the upper dir,
+    where they would cost more inodes and then have to be taken out of the layer again.
+    Mount points cannot be removed or changed while mounted, so the skeleton's entries
+    never reach a layer as such: a RUN that writes into a skeleton-only /etc copies it up
+    as root-owned 0755, the mode the runtime would have made it with."""
+
+    _PARTS = ("config.json", "merged", "work")  # what a finished RUN's dir holds
+
+    def __init__(self, scratch: str):
+        self.scratch = scratch
+        self._ready: list[str] = []
+        self._used: list[str] = []
+        self._skeletons: dict[tuple, str] = {}
+
+    def _make(self) -> str:
+        work = os.path.join(self.scratch, f"run-{uuid.uuid4().hex[:12]}")
+        os.mkdir(work, 0o755)
+        for n in ("upper", "work", "merged"):
+            os.mkdir(os.path.join(work, n), 0o755)
+        os.close(os.open(os.path.join(work, "config.json"),
+                         os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600))
+        return work
+
+    def _reuse(self, work: str) -> bool:
+        """Make a finished RUN's dir ready again (False: it is not one to use again)."""
+        if sorted(os.listdir(work)) != list(self._PARTS) or os.listdir(os.path.join(work, "merged")):
+            return False
+        # the overlay's own dir in its work dir, empty but for the volatile marks: removed
+        # here, or the next mount would remove it first (and it refuses those marks)
+        inner = os.path.join(work, "work", "work")
+        marks = os.path.join(inner, "incompat")
+        if os.path.lexists(marks):
+            volatile = os.path.join(marks, "volatile")
+            for name in os.listdir(volatile) if os.path.isdir(volatile) else ():
+                os.unlink(os.path.join(volatile, name))
+            if os.path.lexists(volatile):
+                os.rmdir(volatile)
+            os.rmdir(marks)
+        if os.path.lexists(inner):
+            os.rmdir(inner)  # fails if anything else is there: not used again then
+        os.mkdir(os.path.join(work, "upper"), 0o755)
+        return True
+
+    def take(self) -> str:
+        """A RUN dir with a new, empty upper dir: one made ready earlier, or a new one."""
+        try:
+            return self._ready.pop()
+        except IndexError:
+            return self._make()
+
+    def done(self, work: str, ok: bool) -> None:
+        """A RUN's dir after the RUN (nothing mounted in it any more): kept to be used
+        again if the RUN succeeded (its upper dir moved out), else removed now."""
+        if ok:
+            self._used.append(work)
+        else:
+            rmtree_safe(work)
+
+    def tidy(self, spare: bool) -> None:
+        """While a container runs: if another RUN will come (`spare`), have a dir ready for
+        it, else remove the finished ones. Never fails the running step: take() makes a
+        dir that could not be made here, and says why not; the scratch dir's removal takes
+        what could not go."""
+        if not spare:  # the last RUN: the dirs of those before it can go now
+            while self._used:
+                try:
+                    rmtree_safe(self._used.pop())
+                except (IndexError, OSError, OCIError):
+                    pass
+            return
+        if self._ready:
+            return
+        while True:
+            try:
+                work = self._used.pop()
+            except IndexError:
+                break
+            try:
+                if self._reuse(work):
+                    self._ready.append(work)
+                    return
+            except OSError:
+                pass
+            try:  # not to be used again: it goes now (or with the scratch dir)
+                rmtree_safe(work)
+            except (OSError, OCIError):
+                pass
+        try:
+            self._ready.append(self._make())
+        except OSError:
+            pass
+
+    def skeleton(self, points: tuple) -> str:
+        """The lower dir holding `points`, ((path, is_dir), ...), made on first use."""
+        skel = self._skeletons.get(points)
+        if skel is None:
+            skel = os.path.join(self.scratch, f"skel-{uuid.uuid4().hex[:12]}")
+            os.mkdir(skel, 0o755)
+            for path, is_dir in points:
+                parent = os.path.dirname(path)
+                if parent != "/":
+                    mkdir_all(skel, parent, 0o755)
+                host = os.path.join(skel, path.lstrip("/"))
+                if is_dir:
+                    os.mkdir(host, 0o755)
+                else:
+                    os.close(os.open(host, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC,
+                                     0o644))
+            self._skeletons[points] = skel
+        return skel
+
+
+# the mount points of every RUN that a skeleton holds (not those below /dev, a tmpfs the
+# runtime mounts, nor /sys/fs/cgroup, in sysfs): path -> is a directory
+_SKELETON = {"/proc": True, "/dev": True, "/sys": True, "/etc/resolv.conf": False,
+             "/etc/hosts": False}
+
+
+def skeleton_points(mounts: list) -> tuple:
+    """((path, is_dir), ...) of the skeleton for a RUN with these mounts."""
+    return tuple(sorted((d, _SKELETON[d]) for d in {m["destination"] for m in mounts}
+                        if d in _SKELETON))
+
+
+def run(builder, spec: RunSpec, lowers: list[str], *, more: bool = False) -> str:
     """Run one RUN over the lower dirs `lowers` (top first); returns its upper dir, moved
     out of the step's work dir into the build's scratch: the caller makes it a layer
-    (write_layer) and then the layer's extracted dir (adopt_layer) or removes it."""
-    work = os.path.join(builder.scratch, f"run-{uuid.uuid4().hex[:12]}")
+    (write_layer) and then the layer's extracted dir (adopt_layer) or removes it. `more`:
+    another RUN will follow (its dirs are made while this one's container runs)."""
+    dirs = builder.run_dirs
+    work = dirs.take()
     upper, wdir, merged = (os.path.join(work, n) for n in ("upper", "work", "merged"))
     bundle = work  # config.json beside the overlay's dirs: one directory less per RUN
-    for d in (work, upper, wdir, merged):
-        os.mkdir(d, 0o755)
-    lowers = list(lowers)
-    if not lowers:
-        empty = os.path.join(work, "empty")
-        os.mkdir(empty)
-        lowers = [empty]
     extra_mounts: list[str] = []
     locks: list[int] = []
     cid = f"pybuild-{uuid.uuid4().hex[:16]}"
-    state_root = os.path.join(builder.scratch, "runtime")
+    state_root = builder.session.state_root()
     created_points: list[tuple] = []
+    ok = False
     try:
         for m in spec.mounts:  # sharing=locked: one RUN at a time uses this cache dir
             if m.m.type == "cache" and m.m.sharing == "locked":
                 fd = os.open(m.cache_dir + ".lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
                 locks.append(fd)
                 fcntl.flock(fd, fcntl.LOCK_EX)
-        mounts.overlay(merged, lowers, upper, wdir, volatile=True)
+        std_mounts = _std_mounts(spec)
+        skel = dirs.skeleton(skeleton_points(defaults.MOUNTS + std_mounts))
+        mounts.overlay(merged, list(lowers) + [skel], upper, wdir, volatile=True)
         extra_mounts.append(merged)
         try:
             cfg_mounts = []
@@ -171,11 +310,7 @@ def run(builder, spec: RunSpec, lowers: list[str]) -> str:
                 os.chmod(host, 0o755)
                 cfg_mounts.append({"destination": path, "type": "bind", "source": host,
                                    "options": ["rbind", "ro"]})
-            if spec.network != "none":
-                for f in ("/etc/resolv.conf", "/etc/hosts"):
-                    if os.path.exists(f):
-                        cfg_mounts.append({"destination": f, "type": "bind", "source": f,
-                                           "options": ["rbind", "ro"]})
+            cfg_mounts += std_mounts
             config = container_config(spec, merged, resolve_user(merged, spec.user, spec.what),
                                       cfg_mounts)
             created_points = mountpoints_to_create(merged, config["mounts"])
@@ -187,7 +322,8 @@ def run(builder, spec: RunSpec, lowers: list[str]) -> str:
             mkdir_all(merged, resolve_in_root(merged, spec.cwd), 0o755)
             with open(os.path.join(bundle, "config.json"), "w") as f:
                 f.write(json.dumps(config))  # json.dump would encode in Python, not C
-            _exec_runtime(builder, state_root, bundle, cid, spec.what)
+            _exec_runtime(builder, state_root, bundle, cid, spec.what,
+                          started=lambda: dirs.tidy(spare=more))
         finally:
             for m in reversed(extra_mounts):
                 mounts.umount(m)
@@ -196,13 +332,22 @@ def run(builder, spec: RunSpec, lowers: list[str]) -> str:
             _cleanup_mountpoint(upper, target, stop, parents)
         done = os.path.join(builder.scratch, f"upper-{uuid.uuid4().hex[:12]}")
         os.rename(upper, done)
+        ok = True
         return done
     finally:
         for m in reversed(extra_mounts):
             mounts.umount(m)
         for fd in locks:
             os.close(fd)
-        rmtree_safe(work)
+        dirs.done(work, ok)
+
+
+def _std_mounts(spec: RunSpec) -> list:
+    """The host's resolv.conf and hosts, read-only, unless the RUN has no network."""
+    if spec.network == "none":
+        return []
+    return [{"destination": f, "type": "bind", "source": f, "options": ["rbind", "ro"]}
+            for f in ("/etc/resolv.conf", "/etc/hosts") if os.path.exists(f)]
 
 
 def write_layer(store, upper: str, *, compression, sde) -> dict:
@@ -211,7 +356,10 @@ def write_layer(store, upper: str, *, compression, sde) -> dict:
     return layer_from_overlay_upper(store, upper, compression=compression, source_date_epoch=sde)
 
 
-def _exec_runtime(builder, state_root: str, bundle: str, cid: str, what: str) -> None:
+def _exec_runtime(builder, state_root: str, bundle: str, cid: str, what: str,
+                  started=None) -> None:
+    """Run the container with the runtime, its output going to the build's progress;
+    `started()` is called once the runtime process runs (work to do while it does)."""
     cmd = [builder.runtime, "--root", state_root, "run", "--bundle", bundle, cid]
     tail: collections.deque = collections.deque(maxlen=_TAIL)
     try:
@@ -228,6 +376,8 @@ def _exec_runtime(builder, state_root: str, bundle: str, cid: str, what: str) ->
     if builder.cancelled:  # Ctrl-C came while the runtime was starting: nobody else kills it
         kill()
     try:
+        if started is not None:
+            started()
         for raw in p.stdout:
             line = raw.decode("utf-8", "replace").rstrip("\n")
             tail.append(line)

@@ -17,6 +17,7 @@ import contextlib
 import fcntl
 import json
 import os
+import re
 import subprocess
 import sys
 import threading
@@ -31,6 +32,13 @@ from ..image.store import private_dir, write_atomic
 # Files without a session id come from before sessions: removed after this long.
 LEGACY_GRACE = 3600
 _RUNTIME_FILE = "runtime.json"
+# Where a session's runtime state (state root) goes when one of them is a tmpfs: the
+# runtime writes and removes a few files per container there (state dir, lock, fifo,
+# state.json), which cost an ext4 journal handle each on the store's disk (runc's own
+# default root is /run/runc). The dir is pybuild-<session id>, 0700.
+_STATE_TMPFS = ("/run", "/dev/shm")
+_STATE_PREFIX = "pybuild-"
+_CONTAINER_ID = re.compile(r"[\w+.-]+")
 
 
 def build_dir(root: str) -> str:
@@ -63,6 +71,29 @@ class Session:
         self._guardian = None
         self._runtimes: list[dict] = []
         self._tlock = threading.Lock()
+        self._state_root: str | None = None
+
+    def state_root(self) -> str:
+        """The runtime state root of this session's RUN containers: a private dir on a tmpfs
+        (/run or /dev/shm) when there is one, else in the scratch dir."""
+        with self._tlock:
+            if self._state_root is None:
+                path = _tmpfs_state_path(self.id)
+                if path is not None:
+                    # named in the record before it exists: prune removes it if we die
+                    self._record({"root": path})
+                    try:
+                        os.mkdir(path, 0o700)  # never follows a planted symlink: EEXIST
+                    except OSError:
+                        path = None
+                self._state_root = path or os.path.join(self.scratch_dir(), "runtime")
+            return self._state_root
+
+    def _record(self, rec: dict) -> None:
+        if rec not in self._runtimes:
+            self._runtimes.append(rec)
+            write_atomic(os.path.join(self.scratch_dir(), _RUNTIME_FILE),
+                         json.dumps(self._runtimes).encode(), durable=False)
 
     def scratch_dir(self) -> str:
         if not os.path.isdir(self.scratch):
@@ -72,12 +103,8 @@ class Session:
     def record_runtime(self, runtime: str, state_root: str) -> None:
         """Say which runtime and state root this session's containers use (for prune), and
         start the guardian that kills them if this process dies."""
-        rec = {"runtime": runtime, "root": state_root}
         with self._tlock:
-            if rec not in self._runtimes:
-                self._runtimes.append(rec)
-                write_atomic(os.path.join(self.scratch_dir(), _RUNTIME_FILE),
-                             json.dumps(self._runtimes).encode(), durable=False)
+            self._record({"runtime": runtime, "root": state_root})
             if self._guardian is None:
                 self._guardian = _start_guardian(self.root, self.id)
 
@@ -179,7 +206,11 @@ def _delete_containers(scratch: str) -> list[str]:
         if not runtime or not state_root:
             continue
         for cid in _listdir(state_root):
-            if not os.path.isdir(os.path.join(state_root, cid)):
+            # runc's rule for a container id: other entries are the runtime's own (pyrunc
+            # keeps compiled seccomp filters in @seccomp), and a delete of them would only
+            # cost a runtime start
+            if not _CONTAINER_ID.fullmatch(cid) or cid.startswith(".") or \
+                    not os.path.isdir(os.path.join(state_root, cid)):
                 continue
             try:  # kills the container's processes and removes its state
                 subprocess.run([runtime, "--root", state_root, "delete", "--force", cid],
@@ -191,6 +222,31 @@ def _delete_containers(scratch: str) -> list[str]:
     return out
 
 
+def _tmpfs_state_path(sid: str) -> str | None:
+    """Session sid's state root on the first tmpfs of _STATE_TMPFS, or None."""
+    try:
+        tmpfs = _mounts.tmpfs_mount_points()
+    except (OSError, ValueError):
+        return None
+    for parent in _STATE_TMPFS:
+        if parent in tmpfs and os.access(parent, os.W_OK):
+            return os.path.join(parent, _STATE_PREFIX + sid)
+    return None
+
+
+def _state_roots(scratch: str, sid: str) -> list[str]:
+    """The tmpfs state roots session sid recorded (only those named as _tmpfs_state_path
+    names them: the record cannot make prune remove anything else)."""
+    try:
+        with open(os.path.join(scratch, _RUNTIME_FILE)) as f:
+            recs = json.load(f)
+    except (OSError, ValueError):
+        return []
+    ours = {os.path.join(p, _STATE_PREFIX + sid) for p in _STATE_TMPFS}
+    return [r["root"] for r in recs if isinstance(recs, list) and isinstance(r, dict)
+            and r.get("root") in ours]
+
+
 def _clean(root: str, sid: str) -> list[str]:
     """Remove everything session sid made (its lock must be ours or gone)."""
     from ..rootfs import rmtree_safe
@@ -198,6 +254,9 @@ def _clean(root: str, sid: str) -> list[str]:
     scratch = os.path.join(build_dir(root), sid)
     if os.path.isdir(scratch):
         removed += _delete_containers(scratch)
+        for state in _state_roots(scratch, sid):
+            rmtree_safe(state)
+            removed.append(state)
         for mp in sorted(_mounts.mounts_under(scratch), key=len, reverse=True):
             _mounts.umount_detach(mp)
             removed.append(f"mount {mp}")

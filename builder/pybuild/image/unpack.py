@@ -109,11 +109,18 @@ def extracted_layer(store, layer_desc: dict, diff_id: str) -> str:
     return path
 
 
-def adopt_layer(store, layer: dict, diff_id: str, src_dir: str) -> bool:
+def remember_layer(store, blob: str, diff_id: str) -> None:
+    """Note that blob `blob` was seen to give `diff_id` (a layer this process just wrote)."""
+    _remember(_layers_dir(store), blob, diff_id)
+
+
+def adopt_layer(store, layer: dict, diff_id: str, src_dir: str, *,
+                remembered: bool = False) -> bool:
     """Make `src_dir`, the tree `layer` was just written from, in overlay form (whiteouts as
     0:0 devices, opaque xattrs: a RUN's upper dir), the layer's extracted dir, so the next
     step does not decompress and write again the bytes this one just compressed (docker's
-    overlay2 keeps upper dirs the same way). False if it is there already or cannot be moved."""
+    overlay2 keeps upper dirs the same way). False if it is there already or cannot be moved.
+    remembered: remember_layer() was called for it already."""
     base = _layers_dir(store)
     path = os.path.join(base, _digest.parse(diff_id)[1])
     if os.path.isdir(path):
@@ -122,7 +129,8 @@ def adopt_layer(store, layer: dict, diff_id: str, src_dir: str) -> bool:
         os.rename(src_dir, path)  # same filesystem: the build's scratch is in the store
     except OSError:
         return False
-    _remember(base, layer["digest"], diff_id)
+    if not remembered:
+        _remember(base, layer["digest"], diff_id)
     return True
 
 
