@@ -23,6 +23,9 @@ WHITEOUT_OPAQUE = ".wh..wh..opq"
 _BLOCK = 512
 _CHUNK = 1 << 20
 _FLUSH_AT = 1 << 20
+# Written blob bytes are handed to the kernel's writeback every this many bytes, so the
+# fsync before the blob is committed has only the tail left to wait for.
+_WRITEBACK_AT = 8 << 20
 # overlayfs keeps its own bookkeeping in these xattrs; they never belong in a layer.
 _PRIVATE_XATTRS = ("trusted.overlay.", "user.overlay.")
 
@@ -118,12 +121,34 @@ class _Pipeline:
             except BaseException as e:
                 self.err = e
 
+    def _writer(self):
+        """f.write that starts the kernel's writeback of each _WRITEBACK_AT bytes written:
+        the store fsyncs a blob before committing it, and that fsync otherwise waited for
+        the whole blob at the end (~70 ms for 140 MB here, after everything else is done).
+        POSIX_FADV_DONTNEED starts writeback of dirty pages (Linux) and drops none of them:
+        they are dirty or under writeback, so the blob stays cached."""
+        f = self.f
+        fd = f.fileno()
+        pos = done = 0  # bytes written, bytes handed to writeback
+
+        def write(b):
+            nonlocal pos, done
+            f.write(b)
+            pos += len(b)
+            if pos - done >= _WRITEBACK_AT:
+                f.flush()
+                os.posix_fadvise(fd, done, pos - done, os.POSIX_FADV_DONTNEED)
+                done = pos
+        return write
+
     def _diff_stage(self):
-        diff, f = self.diff, self.f
+        diff = self.diff
         if self.comp is None:
+            write = self._writer()
+
             def one(b):
                 diff.update(b)
-                f.write(b)
+                write(b)
             self._drain(self.qd, one)
         else:
             self._drain(self.qd, diff.update)
@@ -144,11 +169,11 @@ class _Pipeline:
         qw.put(None)
 
     def _write_stage(self):
-        blob, f = self.blob, self.f
+        blob, write = self.blob, self._writer()
 
         def one(b):
             blob.update(b)
-            f.write(b)
+            write(b)
         self._drain(self.qw, one)
 
     def _end(self):
