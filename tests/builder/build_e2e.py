@@ -11,6 +11,7 @@ import sys
 import tarfile
 import tempfile
 import types
+import uuid
 
 import pytest
 
@@ -148,7 +149,10 @@ class Env:
 
 @pytest.fixture
 def env():
-    base = tempfile.mkdtemp(prefix="pybuild-build-")
+    # hex only: mkdtemp's "_" may follow the "-" (or end the name), and podman refuses such a
+    # path's name as an image reference when it pulls oci:PATH (test_network)
+    base = os.path.join(tempfile.gettempdir(), "pybuild-build-" + uuid.uuid4().hex[:12])
+    os.mkdir(base, 0o700)
     try:
         yield Env(base)
     finally:
