@@ -253,18 +253,21 @@ def has_clone3() -> bool:
     return ret < 0 and ctypes.get_errno() == 22  # EINVAL
 
 
-def fork_maybe_into_cgroup(cgroup_fd: int) -> tuple[int, bool]:
+def fork_maybe_into_cgroup(cgroup_fd: int, flags: int = 0) -> tuple[int, bool]:
     """(os.fork()'s result, whether the child was born in cgroup_fd's cgroup2 directory):
-    fork_into_cgroup, or a plain fork where there is no fd (-1) or the kernel refuses it;
-    then the caller's parent must put the child there. cgroup_fd is closed."""
-    if cgroup_fd < 0:
-        return os.fork(), False
+    clone() into it with `flags`, or where there is no fd (-1) or the kernel refuses the
+    cgroup, outside it (a plain fork when no flags ask for clone3); then the caller's parent
+    must put the child there. cgroup_fd is closed."""
     try:
-        pid, into = fork_into_cgroup(cgroup_fd), True
-    except OSError:
-        pid, into = os.fork(), False
-    os.close(cgroup_fd)
-    return pid, into
+        if cgroup_fd >= 0:
+            try:
+                return clone(flags, cgroup_fd), True
+            except OSError:
+                pass
+        return (clone(flags) if flags else os.fork()), False
+    finally:
+        if cgroup_fd >= 0:
+            os.close(cgroup_fd)
 
 
 def set_dumpable(on: bool) -> None:

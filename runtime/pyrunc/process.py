@@ -167,12 +167,11 @@ def _start_direct(sp: Spawn, ch: Channel, child_ch: Channel, fifo_fd: int, flags
         extra = sp.on_cgroups(0) or {}
         join = extra.pop("join")
         v2fd = open_v2(join)
-        pid = -1
         try:
-            pid, in_v2 = _clone(flags, v2fd)
-        finally:
-            if v2fd >= 0 and pid != 0:
-                os.close(v2fd)  # the child's copy goes with the fds it does not keep
+            pid, in_v2 = linux.fork_maybe_into_cgroup(v2fd, flags)
+        except OSError as e:
+            raise OCIError(f"linux.namespaces: cannot create the container's namespaces: "
+                           f"{e.strerror}", errno=e.errno) from None
     except BaseException:
         ch.close()
         child_ch.close()
@@ -214,21 +213,6 @@ def _start_direct(sp: Spawn, ch: Channel, child_ch: Channel, fifo_fd: int, flags
         ch.close()
         raise
     return _drive(sp, ch, 0, pid, extra, join)
-
-
-def _clone(flags: int, v2fd: int) -> tuple[int, bool]:
-    """linux.clone() of init: (pid or 0, born in the cgroup2 directory v2fd)."""
-    try:
-        try:
-            return linux.clone(flags, v2fd), v2fd >= 0
-        except OSError:
-            if v2fd < 0:
-                raise
-            # refused into the cgroup2 dir: born outside it, the parent puts it there
-            return linux.clone(flags), False
-    except OSError as e:
-        raise OCIError(f"linux.namespaces: cannot create the container's namespaces: "
-                       f"{e.strerror}", errno=e.errno) from None
 
 
 def _drive(sp: Spawn, ch: Channel, stage1: int, init_pid: int, extra: dict, join) -> int:
