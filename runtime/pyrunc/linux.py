@@ -110,6 +110,15 @@ def pivot_root(new_root, put_old) -> None:
     check(ret, "pivot_root")
 
 
+AT_FDCWD = -100
+RENAME_EXCHANGE = 2
+
+
+def rename_exchange(a, b) -> None:
+    """Swap two existing paths atomically (renameat2 RENAME_EXCHANGE)."""
+    check(libc.renameat2(AT_FDCWD, _b(a), AT_FDCWD, _b(b), RENAME_EXCHANGE), "renameat2")
+
+
 def prctl(option: int, arg2: int = 0, arg3: int = 0, arg4: int = 0, arg5: int = 0) -> int:
     return check(
         libc.prctl(ctypes.c_int(option), ctypes.c_ulong(arg2), ctypes.c_ulong(arg3),
