@@ -98,19 +98,27 @@ def create(root: str, container_id: str, bundle: str, *, pid_file: str = "", con
             return {"ociVersion": "1.2.0", "id": container_id, "status": status, "pid": pid,
                     "bundle": bundle, "annotations": cfg.get("annotations") or {}}
 
-        def on_cgroups(pid: int):
-            nonlocal cg
-            cg = cgmod.Manager.for_container(container_id, lcfg.get("cgroupsPath"), systemd=systemd)
-            def record():
-                c.data["cgroup"] = cg.to_state()
-                c.save()
+        v1_pending = False
 
+        def record():
+            c.data["cgroup"] = cg.to_state()
+            c.save()
+
+        def on_cgroups(pid: int):
+            nonlocal cg, v1_pending
+            cg = cgmod.Manager.for_container(container_id, lcfg.get("cgroupsPath"), systemd=systemd)
             # Init is born in these cgroups (stage1 joins them before it forks, or init joins
             # them before it does anything else): they are
             # the record of the container's processes, no pid needs saving before ready.
             cg.plan()
             record()
-            cg.create(note=record)
+            if sp.self_join and not pid and cg.v1:
+                # Init is cloned straight into the cgroup2 dir: the v1 dirs are made after
+                # the clone (on_resources), while init starts, and init joins them itself.
+                v1_pending = True
+                cg.create(note=record, part="v2")
+            else:
+                cg.create(note=record)
             if sp.self_join:
                 trace.mark("cgroups: create")
                 return {"cgroup": cg.to_state(), "join": cg.self_join()}
@@ -119,6 +127,11 @@ def create(root: str, container_id: str, bundle: str, *, pid_file: str = "", con
             return {"cgroup": cg.to_state()}
 
         def on_resources(pid: int):
+            nonlocal v1_pending
+            if v1_pending:
+                v1_pending = False
+                cg.create(note=record, part="v1")
+                trace.mark("cgroups: create v1")
             cg.set(cgmod.create_resources(lcfg))
             trace.mark("cgroups: resources")
 
@@ -446,7 +459,14 @@ def destroy(c: Container, log=None) -> None:
     if creating and c.status() == "stopped":
         # Its create was killed: what it started is in the recorded cgroups.
         _kill_all(c, signal.SIGKILL)
-    m = cgroup_manager(c)
+    rec = c.data.get("cgroup")
+    if rec and not creating:
+        from .cgroups.record import remove_empty
+
+        if remove_empty(rec):  # the common case: nothing left in them
+            trace.mark("delete: cgroups removed")
+            rec = None
+    m = cgroup_manager(c) if rec else None
     if m is not None:
         # What is left in the cgroup (a process that joined it from outside the pid namespace,
         # or any when the pid namespace is shared) is killed first, as runc does: removing

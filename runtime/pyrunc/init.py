@@ -40,6 +40,11 @@ def _setup(sp, ch) -> dict:
     process = cfg.get("process") or {}
     msg = ch.expect(sync.CONTINUE)
     trace.mark("wait: resources set")
+    if sp.v1_join:
+        from .cgroups.manager import join_v1
+
+        join_v1(sp.v1_join)
+        trace.mark("join cgroups")
     state = {"ociVersion": "1.2.0", "id": sp.id, "status": "creating", "pid": msg["pid"],
              "bundle": sp.bundle, "annotations": cfg.get("annotations") or {}}
     sp.cgroup_state = msg.get("cgroup")

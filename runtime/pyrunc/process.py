@@ -62,6 +62,7 @@ class Spawn:
         self.init_pid = 0
         self.cgroup_state: dict | None = None
         self.mount_trees: dict[int, int] = {}  # mounts index -> detached source tree
+        self.v1_join: dict | None = None  # the self-join plan init carries out on "continue"
         # Called by the parent at the protocol's steps.
         # stage1 joins the cgroups itself and forks init into them (see can_join_self)
         self.self_join = False
@@ -158,9 +159,9 @@ def start_init(sp: Spawn) -> int:
 
 
 def _start_direct(sp: Spawn, ch: Channel, child_ch: Channel, fifo_fd: int, flags: int) -> int:
-    """Init cloned by the parent into its namespaces and cgroup2 directory; it joins the v1
-    hierarchies itself (a `tasks` write of "0": no grace period) while the parent writes
-    the limits."""
+    """Init cloned by the parent into its namespaces and cgroup2 directory; the parent makes
+    the v1 directories and writes the limits while init starts, and init joins the v1
+    hierarchies itself on "continue" (a `tasks` write of "0": no grace period)."""
     from .cgroups.manager import open_v2
 
     try:
@@ -183,10 +184,7 @@ def _start_direct(sp: Spawn, ch: Channel, child_ch: Channel, fifo_fd: int, flags
         try:
             _close_fds(sp, child_ch, fifo_fd)
             _prepare_child(sp)
-            from .cgroups.manager import join_v1
-
-            join_v1(join)
-            trace.mark("join cgroups")
+            sp.v1_join = join  # its v1 dirs are made while init starts: joined on "continue"
         except BaseException as e:
             send_error(child_ch, e)
             os._exit(1)

@@ -17,9 +17,10 @@ create (process.start_init):
         --> CONTINUE {pid, cgroup}  init goes on: mounts, devices
 
   With no user, time or by-path namespace (process.direct_flags) there is no stage1: the
-  parent makes the cgroups, clones init into its new namespaces and the cgroup2 directory
-  (clone3), writes the resources while init writes "0" to each v1 `tasks` file, and sends
-  CONTINUE {pid, cgroup}; from there on as below.
+  parent makes the cgroup2 directory, clones init into its new namespaces and that
+  directory (clone3), makes the v1 directories and writes the resources while init starts,
+  and sends CONTINUE {pid, cgroup}; init then writes "0" to each v1 `tasks` file itself,
+  and goes on as below.
 
   Where stage1 can join the cgroups itself (process.can_join_self: no user namespace),
   the parent does not write stage1's pid (a write that waits out an RCU grace period):

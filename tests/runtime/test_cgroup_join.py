@@ -117,7 +117,12 @@ def test_default_container_init_is_cloned_by_the_parent_and_joins_itself(runtime
     phases = _phases(p.stderr)
     assert {"cgroups: create", "namespaces: clone init", "init: join cgroups"} <= set(phases), phases
     assert not [ph for ph in phases if ph.startswith("stage1")], phases
+    # init joins the v1 hierarchies once the parent has made them and written the limits,
+    # which it does after the clone, while init starts
+    assert phases.index("init: join cgroups") > phases.index("init: wait: resources set"), phases
     pid = runtime.state(cid)["pid"]
+    if any(ctrls for ctrls in _own_lines(pid)):  # v1 hierarchies here
+        assert phases.index("cgroups: create v1") > phases.index("namespaces: clone init"), phases
     _assert_in_container_cgroups(pid, cid)
     assert _nspid(pid)[-1] == "1"  # pid 1 of its own pid namespace
     for ns in ("pid", "mnt", "net", "ipc", "uts", "cgroup"):

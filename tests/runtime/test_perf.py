@@ -6,6 +6,8 @@ import re
 import subprocess
 import time
 
+import pytest
+
 
 def _cgroup_dirs(pid: int) -> list:
     """The directories of pid's cgroups in every hierarchy mounted here."""
@@ -27,6 +29,29 @@ def _cgroup_dirs(pid: int) -> list:
             if key in mounts and os.path.isdir(mounts[key] + path) and mounts[key] + path not in out:
                 out.append(mounts[key] + path)
     return out
+
+
+@pytest.mark.parametrize("sub", [True, False], ids=["sub-cgroups", "parents-only"])
+def test_delete_removes_sub_cgroups_and_created_parents(runtime, bundle, cid, sub):
+    """delete's one-rmdir-per-hierarchy path gives way to the Manager when it meets a
+    sub-cgroup (EBUSY) or parents its create made (a cgroupsPath under a missing parent)."""
+    parent = f"pyrunc-test-parent-{cid}"
+    bundle.set_args("/bin/sh", "-c", "sleep 100")
+    bundle.config["linux"]["cgroupsPath"] = f"/{parent}/{cid}"
+    bundle.write()
+    runtime("run", "-d", "--bundle", bundle.path, cid, check=True)
+    init = runtime.state(cid)["pid"]
+    dirs = [d for d in _cgroup_dirs(init) if d.rstrip("/") != os.path.dirname(d.rstrip("/"))]
+    assert dirs and all(d.rstrip("/").endswith(f"/{parent}/{cid}") for d in dirs), dirs
+    for d in dirs if sub else ():
+        os.mkdir(os.path.join(d, "sub"))
+    runtime("kill", cid, "KILL", check=True)
+    deadline = time.monotonic() + 10
+    while runtime.state(cid)["status"] != "stopped" and time.monotonic() < deadline:
+        time.sleep(0.02)
+    p = runtime("delete", cid)
+    assert p.returncode == 0, p.stderr
+    assert not any(os.path.exists(os.path.dirname(d.rstrip("/"))) for d in dirs), dirs
 
 
 def test_delete_kills_cgroup_stragglers_before_removing(runtime, bundle, cid):

@@ -8,9 +8,9 @@ from ocispec.errors import OCIError
 
 from . import paths
 from .files import freezer_state, read, write
+from .record import STATE_VERSION, dirs_of, procs_dir
 
 R = "linux.resources"
-STATE_VERSION = 1
 
 
 class Manager:
@@ -28,6 +28,7 @@ class Manager:
         self.v2_mount = v2_mount
         self.created = list(created or ())  # topmost directories create() made
         self.systemd_unit = systemd_unit
+        self._made_v2: list = []  # create(part="v2") made these; part "v1" adds the rest
         self._v2_ctrls = None
 
     # -- construction ----------------------------------------------------------------
@@ -67,10 +68,7 @@ class Manager:
                    d.get("systemd_unit"))
 
     def dirs(self) -> list:
-        out = paths.hierarchy_dirs(self.v1)
-        if self.v2:
-            out.append(self.v2)
-        return out
+        return dirs_of(self.v1, self.v2)
 
     def path(self, controller: str) -> str | None:
         """The directory for a v1 controller ('' for the cgroup2 one)."""
@@ -84,13 +82,18 @@ class Manager:
         (no stat: cgroupfs lookups cost); parents create() finds missing are added then."""
         self.created = self.dirs()
 
-    def create(self, note=None) -> None:
+    def create(self, note=None, part: str = "") -> None:
         """Make the directories. note(): called once before the first missing parent is
         made, when the missing parents of every hierarchy are in `created`, so that the
-        caller can save the plan first."""
+        caller can save the plan first. part "v2": the cgroup2 directory alone, "v1": the
+        rest after it (init can be cloned into the first while the parent makes the others);
+        until the last part `created` keeps the plan, the record of what may exist."""
         made = []
+        todo = self.dirs()
+        if part:
+            todo = [d for d in todo if (d == self.v2) == (part == "v2")]
         try:
-            for d in self.dirs():
+            for d in todo:
                 try:
                     os.mkdir(d, 0o755)
                     made.append(d)
@@ -102,11 +105,14 @@ class Manager:
                 if note is not None:
                     # The first missing parent: every hierarchy's missing top goes into the
                     # plan at once, one save (under ctr, `/default` is missing in all ten).
+                    added = False
                     for other in self.dirs():
                         top = _missing_top(other)
                         if top and top not in self.created:
                             self.created.append(top)
-                    note()
+                            added = True
+                    if added:  # else an earlier part saved them already
+                        note()
                     note = None
                 top = _missing_top(d)
                 os.makedirs(d, 0o755, exist_ok=True)
@@ -120,7 +126,7 @@ class Manager:
                 fs2.enable(self.v2_mount, self.v2, None, "linux.cgroupsPath")
             # An existing frozen cgroup would freeze init as it joins, and create with it
             # (runc refuses at once).
-            if self.state() == "frozen":
+            if part != "v2" and self.state() == "frozen":
                 raise OCIError("container's cgroup unexpectedly frozen")
         except OSError as e:
             self._remove(made)
@@ -129,7 +135,10 @@ class Manager:
         except OCIError:
             self._remove(made)
             raise
-        self.created = made
+        if part == "v2":
+            self._made_v2 = made
+        else:
+            self.created = self._made_v2 + made
 
     def self_join(self, sub: dict | None = None) -> dict:
         """What a single-threaded child of the runtime joins itself, in the host's namespaces
@@ -361,8 +370,7 @@ class Manager:
 
     def pids(self) -> list:
         """Every process in the container's cgroup and its sub-cgroups."""
-        d = next((self.v1[c] for c in ("pids", "freezer", "devices", "memory", "cpu")
-                  if c in self.v1), None) or self.v2 or next(iter(self.v1.values()), None)
+        d = procs_dir(self.v1, self.v2)
         out = []
         if not d:
             return out

@@ -178,13 +178,3 @@ def online_cpus() -> str:
             return f.read().strip()
     except OSError:
         return "?"
-
-
-def hierarchy_dirs(v1: dict) -> list:
-    """One directory per v1 hierarchy (co-mounted controllers share one)."""
-    seen, out = set(), []
-    for d in v1.values():
-        if d not in seen:
-            seen.add(d)
-            out.append(d)
-    return out
