@@ -405,23 +405,22 @@ def fs_events(d: str) -> dict:
 def _fill_cpuset(d: str) -> None:
     """A new v1 cpuset has no cpus or mems and refuses tasks: copy them down from the
     nearest ancestor that has them, as runc does."""
-    chain = []
+    chain = []  # [(dir, {name: value})], d first, up to the ancestor that has both
     p = d
     while True:
         try:
-            cpus = read(p, "cpuset.cpus").strip()
-            mems = read(p, "cpuset.mems").strip()
+            vals = {n: read(p, n).strip() for n in ("cpuset.cpus", "cpuset.mems")}
         except FileNotFoundError:
             break
-        if cpus and mems:
+        chain.append((p, vals))
+        if all(vals.values()):
             break
-        chain.append(p)
         p = os.path.dirname(p)
-    for c in reversed(chain):
-        parent = os.path.dirname(c)
-        for name in ("cpuset.cpus", "cpuset.mems"):
-            if not read(c, name).strip():
-                write(c, name, read(parent, name).strip(), "linux.resources.cpu")
+    for (c, vals), (_, above) in zip(reversed(chain[:-1]), reversed(chain[1:])):
+        for name, value in vals.items():
+            if not value:
+                write(c, name, above[name], "linux.resources.cpu")
+                vals[name] = above[name]
 
 
 def _missing_top(d: str) -> str | None:
