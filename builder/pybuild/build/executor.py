@@ -359,8 +359,10 @@ class Builder:
         """A RUN's layer blob: (LayerWriter.result, cache entry). What the store and the
         cache keep of it (files that cost new inodes) is written next on this thread, while
         the step that waited for the blob goes on."""
+        from ..image.unpack import note_layer
         result = _run.write_layer(self.store, upper, compression=self.opts.compression,
                                   sde=self.sde)
+        note_layer(self.store, result["digest"], result["diff_id"])
         entry = self._entry(result, hist["created_by"], hist["created"])
         self._later(self._keep_layer, key, result, entry)
         return result, entry

@@ -57,7 +57,10 @@ def _layers_dir(store) -> str:
     return base
 
 
-def _checked_diff_id(base: str, blob: str) -> str | None:
+def _checked_diff_id(store, base: str, blob: str) -> str | None:
+    known = getattr(store, "_written_layers", None)
+    if known and blob in known:
+        return known[blob]
     try:
         with open(os.path.join(base, _BLOBS, _digest.parse(blob)[1])) as f:
             return f.read().strip()
@@ -85,7 +88,7 @@ def extracted_layer(store, layer_desc: dict, diff_id: str) -> str:
     base = _layers_dir(store)
     path = os.path.join(base, hexd)
     if os.path.isdir(path):
-        if _checked_diff_id(base, blob) != diff_id:
+        if _checked_diff_id(store, base, blob) != diff_id:
             verify_layer_blob(store.blob_path(blob), digest=blob, size=layer_desc.get("size"),
                               diff_id=diff_id, what=what)
             _remember(base, blob, diff_id)
@@ -107,6 +110,17 @@ def extracted_layer(store, layer_desc: dict, diff_id: str) -> str:
             rmtree_safe(tmp)
         raise
     return path
+
+
+def note_layer(store, blob: str, diff_id: str) -> None:
+    """Note, in this process, that blob `blob` gives `diff_id`: a layer this process has
+    just written, hashing the tar and the blob as they streamed out. extracted_layer()
+    believes it at once, before remember_layer() has written it down (a background job):
+    else the next step would decompress and hash the blob again (0.4 s for an apt layer)."""
+    known = getattr(store, "_written_layers", None)
+    if known is None:
+        known = store._written_layers = {}
+    known[blob] = diff_id
 
 
 def remember_layer(store, blob: str, diff_id: str) -> None:
