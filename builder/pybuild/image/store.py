@@ -79,6 +79,8 @@ class Store:
         self._lock_fd = None
         self._lock_depth = 0
         self._session = None
+        # blob digest -> diff_id of layers this process wrote (image.unpack.note_layer)
+        self.written_layers: dict[str, str] = {}
         _private_root(self.root)
         os.makedirs(self.blobs_dir, exist_ok=True)
         private_dir(self.tmp_dir)

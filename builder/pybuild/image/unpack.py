@@ -58,9 +58,9 @@ def _layers_dir(store) -> str:
 
 
 def _checked_diff_id(store, base: str, blob: str) -> str | None:
-    known = getattr(store, "_written_layers", None)
-    if known and blob in known:
-        return known[blob]
+    known = store.written_layers.get(blob)
+    if known:
+        return known
     try:
         with open(os.path.join(base, _BLOBS, _digest.parse(blob)[1])) as f:
             return f.read().strip()
@@ -117,10 +117,7 @@ def note_layer(store, blob: str, diff_id: str) -> None:
     just written, hashing the tar and the blob as they streamed out. extracted_layer()
     believes it at once, before remember_layer() has written it down (a background job):
     else the next step would decompress and hash the blob again (0.4 s for an apt layer)."""
-    known = getattr(store, "_written_layers", None)
-    if known is None:
-        known = store._written_layers = {}
-    known[blob] = diff_id
+    store.written_layers[blob] = diff_id
 
 
 def remember_layer(store, blob: str, diff_id: str) -> None:
