@@ -292,3 +292,42 @@ def test_file_changed_while_writing_leaves_no_blob(tmp_path, change, message):
         with pytest.raises(OCIError, match=f"file {message} while writing the layer"):
             lw.close()
         assert os.listdir(s.tmp_dir) == [] and os.listdir(s.blobs_dir) == []
+
+
+@pytest.mark.parametrize("compression", ["gzip", "zstd", None])
+def test_tree_written_as_walked_is_the_same_layer(tmp_path, compression):
+    """A writer holding one tree walks it at close and writes entries as it walks; the bytes
+    equal those of the same tree walked first (len() forces that) and written sorted: names
+    that sort around "/" ("a" "a-b" "a.b" "a/x"), whiteouts beside real ".wh." names, an
+    opaque dir with a real ".wh..wh..opq" file, hard links across dirs, excluded paths."""
+    upper = tmp_path / "upper"
+    for n in ("a", "a0", "a.b", "a-b", "A", "_a", "a b"):
+        os.makedirs(upper / n / "c")
+        (upper / n / "c" / "f").write_bytes(n.encode())
+        (upper / f"{n}-file").write_bytes(b"x" * 513)
+    os.makedirs(upper / "opq" / "in")
+    os.setxattr(upper / "opq", "trusted.overlay.opaque", b"y")
+    (upper / "opq" / ".wh..wh..opq").write_bytes(b"real")
+    (upper / "opq" / "in" / "big").write_bytes(os.urandom((1 << 20) + 3))
+    os.link(upper / "opq" / "in" / "big", upper / "a" / "hl")
+    (upper / ".wh.y").write_bytes(b"real whiteout name")
+    os.mknod(upper / "y", 0o600 | 0o020000, os.makedev(0, 0))
+    os.makedirs(upper / ".wh.dd" / "in")
+    os.mknod(upper / "dd", 0o600 | 0o020000, os.makedev(0, 0))
+    (upper / "skip").write_bytes(b"s")
+    store = Store(tmp_path / "st")
+
+    def layer(walk_first):
+        lw = LayerWriter(store, compression, 0)
+        lw.add_dir_tree(upper, "p/q", exclude=lambda rel: rel == "skip", _overlay=True)
+        if walk_first:
+            assert len(lw) > 20
+        return lw.close()
+
+    streamed, walked = layer(False), layer(True)
+    assert streamed == walked
+    with open(store.blob_path(streamed["digest"]), "rb") as f:
+        names = tarfile.open(fileobj=io.BytesIO(_decompress(f.read(), compression))).getnames()
+    assert names == sorted(names, key=lambda n: n.split("/"))
+    assert "p/q/.wh.y" in names and "p/q/.wh.dd/in" in names and "p/q/skip" not in names
+    assert "p/q/opq/.wh..wh..opq" in names

@@ -3,7 +3,8 @@
 `LayerWriter` collects entries (metadata and where their content lives), then on close
 writes them in sorted path order as one stream: tar bytes feed the diff_id hash and the
 compressor, compressed bytes feed the blob digest and a temp file in the store, which is
-committed under its digest. Nothing is read back to hash it.
+committed under its digest. Nothing is read back to hash it. A layer that is one directory
+tree (a RUN's upper dir, a commit) is walked at close, in that order, and written as walked.
 
 Determinism: sorted entries, integer mtimes (clamped to SOURCE_DATE_EPOCH when set), no
 user/group names, PAX headers only where needed, gzip headers without name or mtime.
@@ -89,50 +90,77 @@ def compress_threads() -> int:
 
 
 class _Pipeline:
-    """tar bytes -> [diff_id hash] and [compress -> blob hash, write], each stage a thread.
+    """tar chunks -> [diff_id hash] and [compress -> blob hash, write], each stage a thread.
 
     The diff_id hash and the compressor read the same chunks side by side (the compressor is
-    the slow stage: nothing else waits in line behind it); hashlib, the compressors and file
-    writes release the GIL on large buffers, so the stages also overlap with the main thread
-    reading files and making headers; zstd compresses on its own worker threads too (isal's
-    gzip on one thread: on two cores more gzip threads were no faster, the tar and hash
-    stages take the other core). Uncompressed layers skip the second hash: their digest is
-    their diff_id.
-    Chunks are never changed after put(): the stages share them uncopied.
+    the slow stage: nothing else waits in line behind it), and a chunk's buffer goes back
+    to the pool when both are done with it: the tar stream is read into the same few
+    buffers over and over (a new 1 MiB bytearray per chunk cost the tar thread its zeroing,
+    ~15 ms per 200 MB, and a page fault per 4 KiB, ~4 us here, whenever malloc had handed
+    the memory back). The queues need no bound: the pool's size bounds the chunks in
+    flight (8: fewer left behind the compressor when the tar side ends). hashlib, the
+    compressors and file writes release the GIL on large buffers, so the stages also
+    overlap with the main thread reading files and making headers; zstd compresses on its
+    own worker threads too (isal's gzip on one thread: on two cores more gzip threads were
+    no faster, the tar and hash stages take the other core). Uncompressed layers skip the
+    second hash: their digest is their diff_id.
     """
 
-    def __init__(self, comp, fileobj):
+    def __init__(self, comp, fileobj, nbufs: int = 8):
         self.comp, self.f = comp, fileobj
         self.diff = _digest.Hasher()
         self.blob = _digest.Hasher() if comp is not None else self.diff
         self.err = None
-        self.qd = queue.Queue(maxsize=16)
-        self.qc = queue.Queue(maxsize=16) if comp is not None else None
-        self.qw = queue.Queue(maxsize=16) if comp is not None else None
+        self.pool = queue.SimpleQueue()
+        self.nbufs = nbufs  # buffers not made yet
+        self.qd = queue.SimpleQueue()
+        self.qc = queue.SimpleQueue() if comp is not None else None
+        self.qw = queue.SimpleQueue() if comp is not None else None
         stages = [self._diff_stage] + ([self._comp_stage, self._write_stage]
                                        if comp is not None else [])
         self.threads = [threading.Thread(target=t, daemon=True) for t in stages]
         for t in self.threads:
             t.start()
 
-    def put(self, data):
+    def buffer(self) -> bytearray:
+        """A free chunk buffer (waits for one when all are in flight)."""
         if self.err is not None:
             raise self.err
-        self.qd.put(data)
-        if self.qc is not None:
-            self.qc.put(data)
+        if self.nbufs:
+            self.nbufs -= 1
+            return bytearray(_FLUSH_AT)
+        b = self.pool.get()
+        if self.err is not None:
+            raise self.err
+        return b
+
+    def put(self, buf: bytearray, n: int) -> None:
+        """Hand on buf's first n bytes; buf comes back to the pool when all stages are done
+        with it: each takes one of the item's turns (list.pop is one step under the GIL),
+        the one that takes the last puts the buffer back."""
+        if self.qc is None:
+            self.qd.put((buf, n, [1]))
+        else:
+            item = (buf, n, [1, 0])
+            self.qd.put(item)
+            self.qc.put(item)
 
     def _drain(self, q, fn):
+        """fn(chunk) for each (buf, n, turns) of q; the buffer back to the pool after the
+        last stage's turn."""
+        pool = self.pool
         while True:
-            b = q.get()
-            if b is None:
+            item = q.get()
+            if item is None:
                 return
-            if self.err is not None:
-                continue  # keep draining so put() never blocks forever
-            try:
-                fn(b)
-            except BaseException as e:
-                self.err = e
+            if self.err is None:  # after a failure: only hand the buffers back
+                try:
+                    with memoryview(item[0]) as mv:
+                        fn(mv[:item[1]])
+                except BaseException as e:
+                    self.err = self.err or e
+            if item[2].pop():
+                pool.put(item[0])
 
     def _writer(self):
         """f.write that starts the kernel's writeback of each _WRITEBACK_AT bytes written:
@@ -178,16 +206,21 @@ class _Pipeline:
             if self.err is None:
                 qw.put(comp.flush())
         except BaseException as e:
-            self.err = e
+            self.err = self.err or e
         qw.put(None)
 
     def _write_stage(self):
         blob, write = self.blob, self._writer()
-
-        def one(b):
-            blob.update(b)
-            write(b)
-        self._drain(self.qw, one)
+        while True:
+            b = self.qw.get()
+            if b is None:
+                return
+            if self.err is None:
+                try:
+                    blob.update(b)
+                    write(b)
+                except BaseException as e:
+                    self.err = self.err or e
 
     def _end(self):
         self.qd.put(None)
@@ -208,23 +241,28 @@ class _Pipeline:
 
 
 class _Chunks:
-    """The tar stream gathered into 1 MiB buffers, each handed to the pipeline whole and
-    never reused: headers are copied in, file content is read straight into them (no
-    per-file bytes object, no second copy)."""
+    """The tar stream gathered into 1 MiB buffers of the pipeline's pool, each handed on
+    whole: headers are copied in, file content is read straight into them (no per-file
+    bytes object, no second copy)."""
 
-    def __init__(self, put):
-        self.put = put
+    def __init__(self, pipe):
+        self.pipe = pipe
         self.spare = bytearray(1)  # read_fd's byte past a file's end
         self._new()
 
     def _new(self):
-        self.view = memoryview(bytearray(_FLUSH_AT))
+        self.buf = self.pipe.buffer()
+        self.view = memoryview(self.buf)
         self.pos = 0
 
-    def flush(self):
+    def flush(self, last=False):
         if self.pos:
-            self.put(self.view[:self.pos])
-            self._new()
+            self.view.release()
+            self.pipe.put(self.buf, self.pos)
+            if last:
+                self.buf = self.view = None
+            else:
+                self._new()
 
     def write(self, b):
         """Append b; every chunk handed on is exactly _FLUSH_AT bytes but the last."""
@@ -254,6 +292,7 @@ class _Chunks:
             want = min(left, _FLUSH_AT - self.pos)
             view = self.view[self.pos:self.pos + want]
             n = os.readv(fd, (view, self.spare) if want == left else (view,))
+            view.release()
             if n > left:
                 raise OCIError(f"{path}: file grew while writing the layer")
             if not n:
@@ -320,6 +359,11 @@ class LayerWriter:
         self.level = level
         self.media_type = mt.layer_media_type(compression)
         self._entries: dict[str, _Entry] = {}
+        # add_dir_tree on an empty writer: the walk waits for close(), where a tree that is
+        # the whole layer is walked in the layer's order and written as it is walked (its
+        # stats and reads overlap the compressor instead of preceding it); any other add
+        # walks it first, in the order of the calls
+        self._tree: tuple | None = None
         self.result: dict | None = None
 
     # -- collecting entries --------------------------------------------------------------
@@ -331,11 +375,15 @@ class LayerWriter:
         return m
 
     def _put(self, e: _Entry) -> None:
+        if self._tree is not None:
+            self._walk_tree()
         if not e.name:
             raise OCIError("layer entry needs a name other than the root")
         self._entries[e.name] = e
 
     def __len__(self):
+        if self._tree is not None:
+            self._walk_tree()
         return len(self._entries)
 
     def add_path(self, host_path, arcname, *, uid=None, gid=None, mode=None, _st=None) -> None:
@@ -346,6 +394,12 @@ class LayerWriter:
 
     def _add_host(self, host_path: str, name: str, st, uid, gid, mode, overlay=False) -> None:
         """add_path's work, for a name already clean."""
+        e = self._host_entry(host_path, name, st, uid, gid, mode, overlay)
+        if e is not None:
+            self._put(e)
+
+    def _host_entry(self, host_path: str, name: str, st, uid, gid, mode, overlay=False):
+        """The entry of a host path (None for a socket)."""
         fmt = stat.S_IFMT(st.st_mode)
         perm = stat.S_IMODE(st.st_mode) if mode is None else (mode & 0o7777)
         u = st.st_uid if uid is None else uid
@@ -370,8 +424,8 @@ class LayerWriter:
         elif fmt == stat.S_IFIFO:
             e = _Entry(name, tarfile.FIFOTYPE, perm, u, g, mtime, xattrs=xattrs)
         else:  # sockets have no tar form; docker and buildkit skip them too
-            return
-        self._put(e)
+            return None
+        return e
 
     def add_dir_tree(self, host_dir, prefix: str = "", *, exclude=None, chown=None, chmod=None,
                      _overlay=False) -> None:
@@ -379,10 +433,28 @@ class LayerWriter:
 
         exclude(relpath) -> True skips a path (and, for a directory, all below it).
         chown=(uid, gid) and chmod=mode override every entry's owner and permission bits.
+        On a writer with nothing in it yet the walk waits: close() walks the tree in the
+        layer's order and writes each entry as it comes (the stats and reads of the walk
+        overlap the compressor instead of all coming before it); an add before close()
+        walks it first, so later adds replace its entries as usual. Either way the layer's
+        bytes are the same; a tree's sizes are those of that walk.
         """
         host_dir = os.fspath(host_dir)
         prefix = clean_arcname(prefix)
         uid, gid = chown if chown is not None else (None, None)
+        if self._tree is None and not self._entries:
+            self._tree = (host_dir, prefix, exclude, uid, gid, chmod, _overlay)
+            return
+        if self._tree is not None:
+            self._walk_tree()
+        self._add_tree(host_dir, prefix, exclude, uid, gid, chmod, _overlay)
+
+    def _walk_tree(self) -> None:
+        """The deferred add_dir_tree's entries into the writer (before any later add)."""
+        tree, self._tree = self._tree, None
+        self._add_tree(*tree)
+
+    def _add_tree(self, host_dir, prefix, exclude, uid, gid, chmod, _overlay) -> None:
         add = self._add_host
         stack = [("", host_dir)]
         while stack:
@@ -431,16 +503,20 @@ class LayerWriter:
 
     def add_whiteout(self, path) -> None:
         """Mark `path` deleted from the layers below."""
-        name = clean_arcname(path)
-        head, _, base = name.rpartition("/")
-        wh = f"{head}/{WHITEOUT_PREFIX}{base}" if head else WHITEOUT_PREFIX + base
-        self._put(_Entry(wh, tarfile.REGTYPE, 0o644, 0, 0, self._mtime(None)))
+        self._put(self._whiteout(clean_arcname(path)))
 
     def add_opaque(self, dir_path) -> None:
         """Hide everything the layers below have in `dir_path`."""
-        name = clean_arcname(dir_path)
+        self._put(self._opaque(clean_arcname(dir_path)))
+
+    def _whiteout(self, name: str) -> _Entry:
+        head, _, base = name.rpartition("/")
+        wh = f"{head}/{WHITEOUT_PREFIX}{base}" if head else WHITEOUT_PREFIX + base
+        return _Entry(wh, tarfile.REGTYPE, 0o644, 0, 0, self._mtime(None))
+
+    def _opaque(self, name: str) -> _Entry:
         wh = f"{name}/{WHITEOUT_OPAQUE}" if name else WHITEOUT_OPAQUE
-        self._put(_Entry(wh, tarfile.REGTYPE, 0o644, 0, 0, self._mtime(None)))
+        return _Entry(wh, tarfile.REGTYPE, 0o644, 0, 0, self._mtime(None))
 
     # -- writing -------------------------------------------------------------------------
 
@@ -503,12 +579,11 @@ class LayerWriter:
         try:
             with f:
                 pipe = _Pipeline(self._compressor(), f)
-                out = _Chunks(pipe.put)
+                out = _Chunks(pipe)
                 emit = out.write
                 links: dict = {}
-                entries = self._link_groups()
-                for key in sorted(entries, key=lambda n: n.split("/")):
-                    e = entries[key]
+
+                def write_entry(e: _Entry) -> None:
                     typ, linkname, xattrs = e.type, e.linkname, e.xattrs
                     size = e.size if typ == tarfile.REGTYPE else 0
                     if e.ino is not None:
@@ -532,7 +607,7 @@ class LayerWriter:
                             hdr = _pax(name, e, typ, linkname, size, xattrs)
                         emit(hdr)
                         if not size:
-                            continue
+                            return
                         if fd is None:
                             emit(e.data)
                         else:
@@ -543,8 +618,15 @@ class LayerWriter:
                     pad = -size % _BLOCK
                     if pad:
                         emit(_NUL_BLOCKS[:pad])
+
+                if self._tree is not None:  # the whole layer is one tree: written as walked
+                    self._stream_tree(write_entry)
+                else:
+                    entries = self._link_groups()
+                    for key in sorted(entries, key=lambda n: n.split("/")):
+                        write_entry(entries[key])
                 emit(_NUL_BLOCKS)
-                out.flush()
+                out.flush(last=True)
                 pipe.close()
             blob = self.store.commit_temp(tmp, pipe.blob.digest, pipe.blob.size, self.media_type)
         except BaseException:
@@ -555,6 +637,56 @@ class LayerWriter:
         return {"digest": blob.digest, "size": blob.size, "diff_id": pipe.diff.digest,
                 "media_type": self.media_type}
 
+    def _stream_tree(self, write_entry) -> None:
+        """The deferred tree's entries to write_entry in the layer's order, walking it.
+
+        The same entries as _add_tree would put, each directory's children gathered as it
+        puts them (a later one of the same name replaces the earlier: a whiteout over a
+        real ".wh." file, a real ".wh..wh..opq" over the opaque marker), then written
+        sorted by name, each directory's own children right after it: that is the order
+        of the whole paths split at "/", the order close() writes entries in."""
+        host_dir, prefix, exclude, uid, gid, chmod, overlay = self._tree
+        host_entry = self._host_entry
+
+        def children(rel_dir: str, abs_dir: str, opaque: _Entry | None):
+            """(names sorted, {name: entry}, {name: (rel, host path, opaque entry)})."""
+            ents, subs = {}, {}
+            if opaque is not None:
+                ents[WHITEOUT_OPAQUE] = opaque
+            with os.scandir(abs_dir) as it:
+                items = sorted(it, key=lambda d: d.name)
+            for d in items:
+                name = d.name
+                rel = f"{rel_dir}/{name}" if rel_dir else name
+                if exclude is not None and exclude(rel):
+                    continue
+                st = d.stat(follow_symlinks=False)
+                arc = f"{prefix}/{rel}" if prefix else rel
+                if overlay and stat.S_ISCHR(st.st_mode) and st.st_rdev == 0:
+                    ents[WHITEOUT_PREFIX + name] = self._whiteout(arc)
+                    continue
+                e = host_entry(d.path, arc, st, uid, gid, chmod, overlay)
+                if e is not None:
+                    ents[name] = e
+                if stat.S_ISDIR(st.st_mode):
+                    subs[name] = (rel, d.path, self._opaque(arc)
+                                  if overlay and _is_opaque(d.path) else None)
+            names = sorted(ents.keys() | subs.keys()) if subs else sorted(ents)
+            return iter(names), ents, subs
+
+        stack = [children("", host_dir, None)]
+        while stack:
+            names, ents, subs = stack[-1]
+            for name in names:
+                e = ents.get(name)
+                if e is not None:
+                    write_entry(e)
+                sub = subs.get(name)
+                if sub is not None:
+                    stack.append(children(*sub))
+                    break
+            else:
+                stack.pop()
 
 def _is_opaque(path: str) -> bool:
     for name in ("trusted.overlay.opaque", "user.overlay.opaque"):
