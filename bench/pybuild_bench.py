@@ -482,6 +482,7 @@ def layer_throughput(tree: str, work: str) -> dict:
     total = os.path.getsize(tar)
     out = {}
     for comp in ("gzip", "zstd"):
+        os.sync()  # what earlier writes left dirty is written out before, not during, this one
         t0 = time.monotonic()
         with LayerWriter(store, comp) as lw:
             lw.add_dir_tree(tree, "data")
