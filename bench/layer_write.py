@@ -43,7 +43,7 @@ def make_tree(root, total_mb, nfiles, seed=1):
     return total
 
 
-def _warm(root):
+def warm(root):
     """Read every file of root: a machine that drops page cache unused for a few seconds
     (this kind of VM runs DAMON's proactive reclaim) would otherwise have the write read
     the tree from disk, which the compressor alone is never timed doing."""
@@ -72,7 +72,7 @@ def main(argv=None):
             for _ in range(a.runs):
                 store = Store(os.path.join(tmp, "store"))
                 os.sync()  # the last round's extraction is written out before, not during, this write
-                _warm(src)  # in the page cache, as a RUN's upper dir it has just written
+                warm(src)  # in the page cache, as a RUN's upper dir it has just written
                 t = time.perf_counter()
                 with LayerWriter(store, comp, source_date_epoch=0) as lw:
                     lw.add_dir_tree(src)
