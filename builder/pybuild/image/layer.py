@@ -454,28 +454,9 @@ class LayerWriter:
         tree, self._tree = self._tree, None
         self._add_tree(*tree)
 
-    def _add_tree(self, host_dir, prefix, exclude, uid, gid, chmod, _overlay) -> None:
-        add = self._add_host
-        stack = [("", host_dir)]
-        while stack:
-            rel_dir, abs_dir = stack.pop()
-            with os.scandir(abs_dir) as it:
-                items = sorted(it, key=lambda d: d.name)
-            for d in items:
-                # scandir's names are single components, never "." or "..": rel is clean
-                rel = f"{rel_dir}/{d.name}" if rel_dir else d.name
-                if exclude is not None and exclude(rel):
-                    continue
-                st = d.stat(follow_symlinks=False)
-                arc = f"{prefix}/{rel}" if prefix else rel
-                if _overlay and stat.S_ISCHR(st.st_mode) and st.st_rdev == 0:
-                    self.add_whiteout(arc)
-                    continue
-                add(d.path, arc, st, uid, gid, chmod, _overlay)
-                if stat.S_ISDIR(st.st_mode):
-                    if _overlay and _is_opaque(d.path):
-                        self.add_opaque(arc)
-                    stack.append((rel, d.path))
+    def _add_tree(self, *tree) -> None:
+        for e in self._tree_entries(*tree):
+            self._put(e)
 
     def add_file_bytes(self, arcname, data: bytes, mode: int = 0o644, uid: int = 0, gid: int = 0,
                        *, mtime=None, xattrs=None) -> None:
@@ -620,7 +601,8 @@ class LayerWriter:
                         emit(_NUL_BLOCKS[:pad])
 
                 if self._tree is not None:  # the whole layer is one tree: written as walked
-                    self._stream_tree(write_entry)
+                    for e in self._tree_entries(*self._tree):
+                        write_entry(e)
                 else:
                     entries = self._link_groups()
                     for key in sorted(entries, key=lambda n: n.split("/")):
@@ -637,15 +619,13 @@ class LayerWriter:
         return {"digest": blob.digest, "size": blob.size, "diff_id": pipe.diff.digest,
                 "media_type": self.media_type}
 
-    def _stream_tree(self, write_entry) -> None:
-        """The deferred tree's entries to write_entry in the layer's order, walking it.
-
-        The same entries as _add_tree would put, each directory's children gathered as it
-        puts them (a later one of the same name replaces the earlier: a whiteout over a
-        real ".wh." file, a real ".wh..wh..opq" over the opaque marker), then written
-        sorted by name, each directory's own children right after it: that is the order
-        of the whole paths split at "/", the order close() writes entries in."""
-        host_dir, prefix, exclude, uid, gid, chmod, overlay = self._tree
+    def _tree_entries(self, host_dir, prefix, exclude, uid, gid, chmod, overlay):
+        """The entries of a host directory tree (add_dir_tree's), in the layer's order,
+        walking it: each directory's children gathered as they are met (a later one of the
+        same name replaces the earlier: a whiteout over a real ".wh." file, a real
+        ".wh..wh..opq" over the opaque marker), then given sorted by name, each
+        directory's own children right after it: the order of the whole paths split at
+        "/", the order close() writes entries in."""
         host_entry = self._host_entry
 
         def children(rel_dir: str, abs_dir: str, opaque: _Entry | None):
@@ -680,13 +660,14 @@ class LayerWriter:
             for name in names:
                 e = ents.get(name)
                 if e is not None:
-                    write_entry(e)
+                    yield e
                 sub = subs.get(name)
                 if sub is not None:
                     stack.append(children(*sub))
                     break
             else:
                 stack.pop()
+
 
 def _is_opaque(path: str) -> bool:
     for name in ("trusted.overlay.opaque", "user.overlay.opaque"):
