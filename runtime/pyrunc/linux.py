@@ -250,11 +250,6 @@ def clone(flags: int = 0, cgroup_fd: int = -1) -> int:
     return pid
 
 
-def fork_into_cgroup(cgroup_fd: int) -> int:
-    """clone() into the cgroup2 directory cgroup_fd, in the caller's namespaces."""
-    return clone(0, cgroup_fd)
-
-
 def has_clone3() -> bool:
     """Whether clone3(2) can be called here: where it exists it answers a too-small argument
     with EINVAL; ENOSYS (or EPERM) where the kernel or a seccomp filter (docker's) lacks it."""

@@ -58,7 +58,7 @@ def test_fork_into_cgroup_places_the_child_and_python_works_in_it(tmp_path):
             from pyrunc import linux
             fd = os.open({d!r}, os.O_RDONLY | os.O_DIRECTORY)
             r, w = os.pipe()
-            pid = linux.fork_into_cgroup(fd)
+            pid = linux.clone(0, fd)
             if pid == 0:
                 # the child is a working interpreter: imports, threads, exceptions, fork
                 import json

@@ -462,7 +462,7 @@ def _rmtree(d: str, wait: float = 1.0) -> None:
 
 def join_self(plan: dict) -> int:
     """In the child: join the v1 hierarchies of Manager.self_join()'s plan; returns an fd
-    of its cgroup2 directory for linux.fork_into_cgroup (-1 when there is none)."""
+    of its cgroup2 directory for linux.clone (-1 when there is none)."""
     join_v1(plan)
     return open_v2(plan)
 
