@@ -6,13 +6,12 @@ it, see privileges.py), then capset sets effective/permitted/inheritable and amb
 since PR_CAP_AMBIENT_RAISE needs the cap in permitted and inheritable already.
 """
 
-import ctypes
 import os
 
 from ocispec.errors import OCIError, SpecError
 from ocispec.tables import CAPABILITIES, CAPABILITY_SETS
 
-from . import linux
+from . import ffi, linux
 
 PR_CAPBSET_READ = 23
 PR_CAPBSET_DROP = 24
@@ -23,13 +22,13 @@ PR_CAP_AMBIENT_CLEAR_ALL = 4
 _CAP_V3 = 0x20080522
 
 
-class _Header(ctypes.Structure):
-    _fields_ = [("version", ctypes.c_uint32), ("pid", ctypes.c_int)]
+class _Header(ffi.Structure):
+    _fields_ = [("version", ffi.c_uint32), ("pid", ffi.c_int)]
 
 
-class _Data(ctypes.Structure):
-    _fields_ = [("effective", ctypes.c_uint32), ("permitted", ctypes.c_uint32),
-                ("inheritable", ctypes.c_uint32)]
+class _Data(ffi.Structure):
+    _fields_ = [("effective", ffi.c_uint32), ("permitted", ffi.c_uint32),
+                ("inheritable", ffi.c_uint32)]
 
 
 def prctl(option: int, arg2: int = 0, arg3: int = 0, what: str = "prctl") -> int:

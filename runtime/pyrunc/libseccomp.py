@@ -7,12 +7,11 @@ program ourselves with seccomp(2), as crun does: that gives us every filter flag
 knows (WAIT_KILLABLE_RECV needs libseccomp 2.6 otherwise) and the NEW_LISTENER fd directly.
 """
 
-import ctypes
 import os
 
 from ocispec.errors import OCIError
 
-from . import linux
+from . import ffi, linux
 
 _lib = None
 
@@ -27,17 +26,17 @@ _MACHINE = os.uname().machine
 NR_SCMP_ERROR = -1
 
 
-class ArgCmp(ctypes.Structure):
-    _fields_ = [("arg", ctypes.c_uint), ("op", ctypes.c_int),
-                ("datum_a", ctypes.c_uint64), ("datum_b", ctypes.c_uint64)]
+class ArgCmp(ffi.Structure):
+    _fields_ = [("arg", ffi.c_uint), ("op", ffi.c_int),
+                ("datum_a", ffi.c_uint64), ("datum_b", ffi.c_uint64)]
 
 
-class _Version(ctypes.Structure):
-    _fields_ = [("major", ctypes.c_uint), ("minor", ctypes.c_uint), ("micro", ctypes.c_uint)]
+class _Version(ffi.Structure):
+    _fields_ = [("major", ffi.c_uint), ("minor", ffi.c_uint), ("micro", ffi.c_uint)]
 
 
-class _SockFprog(ctypes.Structure):
-    _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_void_p)]
+class _SockFprog(ffi.Structure):
+    _fields_ = [("len", ffi.c_ushort), ("filter", ffi.c_void_p)]
 
 
 def lib():
@@ -45,21 +44,21 @@ def lib():
     global _lib
     if _lib is None:
         try:
-            l = ctypes.CDLL("libseccomp.so.2", use_errno=True)
+            l = ffi.CDLL("libseccomp.so.2")
         except OSError as e:
             raise OCIError(f"linux.seccomp: libseccomp is not installed ({e})",
                            hint="install libseccomp2") from None
-        vp, u32, c_int = ctypes.c_void_p, ctypes.c_uint32, ctypes.c_int
+        vp, u32, c_int = ffi.c_void_p, ffi.c_uint32, ffi.c_int
         sigs = {
             "seccomp_init": ((u32,), vp), "seccomp_release": ((vp,), None),
             "seccomp_arch_add": ((vp, u32), c_int),
-            "seccomp_arch_resolve_name": ((ctypes.c_char_p,), u32),
-            "seccomp_syscall_resolve_name": ((ctypes.c_char_p,), c_int),
-            "seccomp_syscall_resolve_name_arch": ((u32, ctypes.c_char_p), c_int),
-            "seccomp_rule_add_array": ((vp, u32, c_int, ctypes.c_uint, ctypes.POINTER(ArgCmp)), c_int),
+            "seccomp_arch_resolve_name": ((ffi.c_char_p,), u32),
+            "seccomp_syscall_resolve_name": ((ffi.c_char_p,), c_int),
+            "seccomp_syscall_resolve_name_arch": ((u32, ffi.c_char_p), c_int),
+            "seccomp_rule_add_array": ((vp, u32, c_int, ffi.c_uint, ffi.POINTER(ArgCmp)), c_int),
             "seccomp_attr_set": ((vp, c_int, u32), c_int),
             "seccomp_export_bpf": ((vp, c_int), c_int),
-            "seccomp_version": ((), ctypes.POINTER(_Version)),
+            "seccomp_version": ((), ffi.POINTER(_Version)),
             "seccomp_arch_native": ((), u32),
         }
         for name, (args, res) in sigs.items():
@@ -126,21 +125,21 @@ def _seccomp(op: int, flags: int, arg) -> int:
     nr = _NR_SECCOMP.get(_MACHINE)
     if nr is None:
         raise OCIError(f"linux.seccomp: not supported on {_MACHINE}")
-    return linux.syscall(nr, op, ctypes.c_uint(flags), arg)
+    return linux.syscall(nr, op, ffi.c_uint(flags), arg)
 
 
 def load_bpf(prog: bytes, flags: int) -> int:
     """seccomp(SECCOMP_SET_MODE_FILTER); returns the notify fd with NEW_LISTENER, else 0.
     Raises OSError."""
-    buf = ctypes.create_string_buffer(prog, len(prog))
-    fprog = _SockFprog(len(prog) // 8, ctypes.cast(buf, ctypes.c_void_p))
-    return _seccomp(SECCOMP_SET_MODE_FILTER, flags, ctypes.byref(fprog))
+    buf = ffi.create_string_buffer(prog, len(prog))
+    fprog = _SockFprog(len(prog) // 8, ffi.addressof(buf))
+    return _seccomp(SECCOMP_SET_MODE_FILTER, flags, ffi.byref(fprog))
 
 
 def action_available(action: int) -> bool:
-    a = ctypes.c_uint32(action)
+    a = ffi.c_uint32(action)
     try:
-        return _seccomp(SECCOMP_GET_ACTION_AVAIL, 0, ctypes.byref(a)) == 0
+        return _seccomp(SECCOMP_GET_ACTION_AVAIL, 0, ffi.byref(a)) == 0
     except OSError:
         return False
 

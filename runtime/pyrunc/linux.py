@@ -1,20 +1,21 @@
-"""The Linux system calls Python 3.11's os module lacks, through ctypes.
+"""The Linux system calls Python 3.11's os module lacks, through ctypes' C types (ffi).
 
 This is the seam under the runtime: everything that mounts, unshares or pivots goes
 through here, so it is the one place to look when a syscall misbehaves. Each wrapper
 raises OSError with errno and the call's arguments, like the os module does.
 
-It holds the one loaded libc (`libc`) and the one errno check (`check`): the modules with
-calls of their own (capabilities, seccomp, scheduling, the cgroup drivers) use these two
-and `syscall`, never a ctypes.CDLL of their own.
+It holds the one loaded libc (`libc`, ffi's) and the one errno check (`check`): the modules
+with calls of their own (capabilities, seccomp, scheduling, the cgroup drivers) use these
+two and `syscall`, never a library of their own.
 """
 
-import ctypes
 import os
 
-libc = ctypes.CDLL(None, use_errno=True)
-libc.syscall.restype = ctypes.c_long  # fds and sizes; the default c_int would cut them
-libc.prctl.argtypes = (ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong)
+from . import ffi
+
+libc = ffi.libc
+libc.syscall.restype = ffi.c_long  # fds and sizes; the default c_int would cut them
+libc.prctl.argtypes = (ffi.c_int, ffi.c_ulong, ffi.c_ulong, ffi.c_ulong, ffi.c_ulong)
 
 # x86_64 syscall numbers for calls glibc 2.36 has no wrapper for.
 SYS_pivot_root = 155
@@ -59,7 +60,7 @@ MOVE_MOUNT_T_EMPTY_PATH = 0x40
 def check(ret: int, what: str | None = None, *names) -> int:
     """ret, or OSError(errno, "what: reason" or just the reason, *names) when it is < 0."""
     if ret < 0:
-        err = ctypes.get_errno()
+        err = ffi.get_errno()
         raise OSError(err, f"{what}: {os.strerror(err)}" if what else os.strerror(err), *names[:1])
     return ret
 
@@ -67,17 +68,17 @@ def check(ret: int, what: str | None = None, *names) -> int:
 
 def syscall(nr: int, *args) -> int:
     """syscall(2) for calls glibc has no wrapper for; OSError(errno, reason) on failure.
-    Python ints among args go as C ints: wrap wider values in ctypes types."""
-    return check(libc.syscall(ctypes.c_long(nr), *args))
+    Python ints among args go as C ints: wrap wider values in ffi's C types."""
+    return check(libc.syscall(ffi.c_long(nr), *args))
 
 
 def personality(persona: int) -> int:
-    return check(libc.personality(ctypes.c_ulong(persona)), "personality")
+    return check(libc.personality(ffi.c_ulong(persona)), "personality")
 
 
 def capset(header, data) -> None:
-    """capset(2) with a struct __user_cap_header_struct and two data structs (ctypes)."""
-    check(libc.capset(ctypes.byref(header), data), "capset")
+    """capset(2) with a struct __user_cap_header_struct and two data structs (ffi)."""
+    check(libc.capset(ffi.byref(header), data), "capset")
 
 
 def _b(path) -> bytes | None:
@@ -87,26 +88,26 @@ def _b(path) -> bytes | None:
 
 
 def mount(source, target, fstype, flags: int = 0, data: str | None = None) -> None:
-    ret = libc.mount(_b(source), _b(target), _b(fstype), ctypes.c_ulong(flags), _b(data))
+    ret = libc.mount(_b(source), _b(target), _b(fstype), ffi.c_ulong(flags), _b(data))
     if ret < 0:
-        err = ctypes.get_errno()
+        err = ffi.get_errno()
         raise OSError(err, f"mount {source} on {target} ({fstype or 'bind/remount'}): {os.strerror(err)}")
 
 
 def umount(target, flags: int = 0) -> None:
-    check(libc.umount2(_b(target), ctypes.c_int(flags)), f"umount {target}")
+    check(libc.umount2(_b(target), ffi.c_int(flags)), f"umount {target}")
 
 
 def unshare(flags: int) -> None:
-    check(libc.unshare(ctypes.c_int(flags)), "unshare")
+    check(libc.unshare(ffi.c_int(flags)), "unshare")
 
 
 def setns(fd: int, nstype: int = 0) -> None:
-    check(libc.setns(ctypes.c_int(fd), ctypes.c_int(nstype)), "setns")
+    check(libc.setns(ffi.c_int(fd), ffi.c_int(nstype)), "setns")
 
 
 def pivot_root(new_root, put_old) -> None:
-    ret = libc.syscall(ctypes.c_long(SYS_pivot_root), _b(new_root), _b(put_old))
+    ret = libc.syscall(ffi.c_long(SYS_pivot_root), _b(new_root), _b(put_old))
     check(ret, "pivot_root")
 
 
@@ -121,45 +122,45 @@ def rename_exchange(a, b) -> None:
 
 def prctl(option: int, arg2: int = 0, arg3: int = 0, arg4: int = 0, arg5: int = 0) -> int:
     return check(
-        libc.prctl(ctypes.c_int(option), ctypes.c_ulong(arg2), ctypes.c_ulong(arg3),
-                    ctypes.c_ulong(arg4), ctypes.c_ulong(arg5)),
+        libc.prctl(ffi.c_int(option), ffi.c_ulong(arg2), ffi.c_ulong(arg3),
+                    ffi.c_ulong(arg4), ffi.c_ulong(arg5)),
         "prctl",
     )
 
 
 def sethostname(name: str) -> None:
     b = name.encode()
-    check(libc.sethostname(b, ctypes.c_size_t(len(b))), "sethostname")
+    check(libc.sethostname(b, ffi.c_size_t(len(b))), "sethostname")
 
 
 def setdomainname(name: str) -> None:
     b = name.encode()
-    check(libc.setdomainname(b, ctypes.c_size_t(len(b))), "setdomainname")
+    check(libc.setdomainname(b, ffi.c_size_t(len(b))), "setdomainname")
 
 
-class _OpenHow(ctypes.Structure):
-    _fields_ = [("flags", ctypes.c_uint64), ("mode", ctypes.c_uint64), ("resolve", ctypes.c_uint64)]
+class _OpenHow(ffi.Structure):
+    _fields_ = [("flags", ffi.c_uint64), ("mode", ffi.c_uint64), ("resolve", ffi.c_uint64)]
 
 
 def openat2(dirfd: int, path, flags: int, mode: int = 0, resolve: int = 0) -> int:
     how = _OpenHow(flags | os.O_CLOEXEC, mode, resolve)
-    ret = libc.syscall(ctypes.c_long(SYS_openat2), ctypes.c_int(dirfd), _b(path),
-                        ctypes.byref(how), ctypes.c_size_t(ctypes.sizeof(how)))
+    ret = libc.syscall(ffi.c_long(SYS_openat2), ffi.c_int(dirfd), _b(path),
+                        ffi.byref(how), ffi.c_size_t(ffi.sizeof(how)))
     if ret < 0:
-        err = ctypes.get_errno()
+        err = ffi.get_errno()
         raise OSError(err, os.strerror(err), os.fsdecode(path))
     return ret
 
 
 def open_tree(dirfd: int, path, flags: int) -> int:
-    ret = libc.syscall(ctypes.c_long(SYS_open_tree), ctypes.c_int(dirfd), _b(path),
-                        ctypes.c_uint(flags))
+    ret = libc.syscall(ffi.c_long(SYS_open_tree), ffi.c_int(dirfd), _b(path),
+                        ffi.c_uint(flags))
     return check(ret, f"open_tree {path}")
 
 
 def move_mount(from_dirfd: int, from_path, to_dirfd: int, to_path, flags: int) -> None:
-    ret = libc.syscall(ctypes.c_long(SYS_move_mount), ctypes.c_int(from_dirfd), _b(from_path),
-                        ctypes.c_int(to_dirfd), _b(to_path), ctypes.c_uint(flags))
+    ret = libc.syscall(ffi.c_long(SYS_move_mount), ffi.c_int(from_dirfd), _b(from_path),
+                        ffi.c_int(to_dirfd), _b(to_path), ffi.c_uint(flags))
     check(ret, f"move_mount to {to_path}")
 
 
@@ -168,12 +169,12 @@ def bind_fd(src_fd: int, dst_fd: int) -> None:
 
     Only fds, no path: nothing can be swapped in between a check of either file and the
     mount (CVE-2025-31133, CVE-2025-52565), and no /proc/self/fd path is looked up."""
-    tree = libc.syscall(ctypes.c_long(SYS_open_tree), ctypes.c_int(src_fd), b"",
-                         ctypes.c_uint(OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | AT_EMPTY_PATH))
+    tree = libc.syscall(ffi.c_long(SYS_open_tree), ffi.c_int(src_fd), b"",
+                         ffi.c_uint(OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | AT_EMPTY_PATH))
     check(tree, "open_tree")
     try:
-        ret = libc.syscall(ctypes.c_long(SYS_move_mount), ctypes.c_int(tree), b"", ctypes.c_int(dst_fd),
-                            b"", ctypes.c_uint(MOVE_MOUNT_F_EMPTY_PATH | MOVE_MOUNT_T_EMPTY_PATH))
+        ret = libc.syscall(ffi.c_long(SYS_move_mount), ffi.c_int(tree), b"", ffi.c_int(dst_fd),
+                            b"", ffi.c_uint(MOVE_MOUNT_F_EMPTY_PATH | MOVE_MOUNT_T_EMPTY_PATH))
         check(ret, "move_mount")
     finally:
         os.close(tree)
@@ -181,21 +182,21 @@ def bind_fd(src_fd: int, dst_fd: int) -> None:
 
 def fstatfs_type(fd: int) -> int:
     """f_type of fstatfs(2) (the filesystem's magic number), which os.fstatvfs lacks."""
-    buf = ctypes.create_string_buffer(128)  # struct statfs is 120 bytes; f_type comes first
-    check(libc.fstatfs(ctypes.c_int(fd), buf), "fstatfs")
+    buf = ffi.create_string_buffer(128)  # struct statfs is 120 bytes; f_type comes first
+    check(libc.fstatfs(ffi.c_int(fd), buf), "fstatfs")
     return int.from_bytes(buf.raw[:8], "little")
 
 
-class _MountAttr(ctypes.Structure):
-    _fields_ = [("attr_set", ctypes.c_uint64), ("attr_clr", ctypes.c_uint64),
-                ("propagation", ctypes.c_uint64), ("userns_fd", ctypes.c_uint64)]
+class _MountAttr(ffi.Structure):
+    _fields_ = [("attr_set", ffi.c_uint64), ("attr_clr", ffi.c_uint64),
+                ("propagation", ffi.c_uint64), ("userns_fd", ffi.c_uint64)]
 
 
 def mount_setattr(dirfd: int, path, flags: int, attr_set: int = 0, attr_clr: int = 0,
                   propagation: int = 0, userns_fd: int = 0) -> None:
     attr = _MountAttr(attr_set, attr_clr, propagation, userns_fd)
-    ret = libc.syscall(ctypes.c_long(SYS_mount_setattr), ctypes.c_int(dirfd), _b(path),
-                        ctypes.c_uint(flags), ctypes.byref(attr), ctypes.c_size_t(ctypes.sizeof(attr)))
+    ret = libc.syscall(ffi.c_long(SYS_mount_setattr), ffi.c_int(dirfd), _b(path),
+                        ffi.c_uint(flags), ffi.byref(attr), ffi.c_size_t(ffi.sizeof(attr)))
     check(ret, f"mount_setattr {path}")
 
 
@@ -204,14 +205,14 @@ KEYCTL_JOIN_SESSION_KEYRING = 1
 
 
 def join_session_keyring(name: str) -> int:
-    serial = libc.syscall(ctypes.c_long(SYS_keyctl), ctypes.c_int(KEYCTL_JOIN_SESSION_KEYRING),
+    serial = libc.syscall(ffi.c_long(SYS_keyctl), ffi.c_int(KEYCTL_JOIN_SESSION_KEYRING),
                            name.encode())
     return check(serial, "keyctl join session keyring")
 
 
 def keyring_setperm(serial: int, perm: int) -> None:
-    check(libc.syscall(ctypes.c_long(SYS_keyctl), ctypes.c_int(KEYCTL_SETPERM), ctypes.c_int(serial),
-                         ctypes.c_uint32(perm)), "keyctl setperm")
+    check(libc.syscall(ffi.c_long(SYS_keyctl), ffi.c_int(KEYCTL_SETPERM), ffi.c_int(serial),
+                         ffi.c_uint32(perm)), "keyctl setperm")
 
 
 def set_subreaper() -> None:
@@ -222,8 +223,8 @@ CLONE_INTO_CGROUP = 0x200000000
 _SIGCHLD = 17
 
 
-class _CloneArgs(ctypes.Structure):
-    _fields_ = [(n, ctypes.c_uint64) for n in (
+class _CloneArgs(ffi.Structure):
+    _fields_ = [(n, ffi.c_uint64) for n in (
         "flags", "pidfd", "child_tid", "parent_tid", "exit_signal", "stack", "stack_size",
         "tls", "set_tid", "set_tid_size", "cgroup")]
 
@@ -241,20 +242,20 @@ def clone(flags: int = 0, cgroup_fd: int = -1) -> int:
         flags |= CLONE_INTO_CGROUP
     args = _CloneArgs(flags=flags, exit_signal=_SIGCHLD, cgroup=max(cgroup_fd, 0))
     # Like a fork from C: the child continues from here with a copy of this process.
-    pid = check(libc.syscall(ctypes.c_long(SYS_clone3), ctypes.byref(args),
-                             ctypes.c_size_t(ctypes.sizeof(args))), "clone3")
+    pid = check(libc.syscall(ffi.c_long(SYS_clone3), ffi.byref(args),
+                             ffi.c_size_t(ffi.sizeof(args))), "clone3")
     if pid == 0:
         # What os.fork does in the child: the interpreter's thread, lock and signal state
         # made the child's own, and os.register_at_fork's child hooks run.
-        ctypes.pythonapi.PyOS_AfterFork_Child()
+        ffi.pythonapi.PyOS_AfterFork_Child()
     return pid
 
 
 def has_clone3() -> bool:
     """Whether clone3(2) can be called here: where it exists it answers a too-small argument
     with EINVAL; ENOSYS (or EPERM) where the kernel or a seccomp filter (docker's) lacks it."""
-    ret = libc.syscall(ctypes.c_long(SYS_clone3), None, ctypes.c_size_t(0))
-    return ret < 0 and ctypes.get_errno() == 22  # EINVAL
+    ret = libc.syscall(ffi.c_long(SYS_clone3), None, ffi.c_size_t(0))
+    return ret < 0 and ffi.get_errno() == 22  # EINVAL
 
 
 def fork_maybe_into_cgroup(cgroup_fd: int, flags: int = 0) -> tuple[int, bool]:
@@ -299,10 +300,10 @@ def sealed_memfd(name: str, data: bytes, exec_: bool = False) -> int:
         if os.write(fd, data) != len(data):
             raise OSError(5, f"memfd {name}: short write")
         seals = F_SEAL_SEAL | F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_WRITE
-        if libc.fcntl(ctypes.c_int(fd), ctypes.c_int(F_ADD_SEALS),
-                       ctypes.c_int(seals | F_SEAL_EXEC)) < 0:
+        if libc.fcntl(ffi.c_int(fd), ffi.c_int(F_ADD_SEALS),
+                       ffi.c_int(seals | F_SEAL_EXEC)) < 0:
             # F_SEAL_EXEC is Linux 6.3's: older kernels refuse the whole call with EINVAL
-            check(libc.fcntl(ctypes.c_int(fd), ctypes.c_int(F_ADD_SEALS), ctypes.c_int(seals)),
+            check(libc.fcntl(ffi.c_int(fd), ffi.c_int(F_ADD_SEALS), ffi.c_int(seals)),
                    f"memfd {name}: seal")
     except BaseException:
         os.close(fd)

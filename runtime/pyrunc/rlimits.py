@@ -4,31 +4,30 @@ prlimit through the one libc (pyrunc.linux), not the `resource` module: that is 
 library of its own to load (~1 ms) on every container start.
 """
 
-import ctypes
 
 from ocispec.errors import OCIError, SpecError
 from ocispec.tables import RLIMITS
 
-from . import linux
+from . import ffi, linux
 
 _U64_MAX = (1 << 64) - 1
 RLIM_INFINITY = _U64_MAX  # rlim_t is unsigned long on Linux: 2^64-1 is unlimited, as in the spec
 _CAP_SYS_RESOURCE = 24
 
 
-class _Rlimit(ctypes.Structure):
-    _fields_ = [("cur", ctypes.c_uint64), ("max", ctypes.c_uint64)]
+class _Rlimit(ffi.Structure):
+    _fields_ = [("cur", ffi.c_uint64), ("max", ffi.c_uint64)]
 
 
 def getrlimit(res: int) -> tuple[int, int]:
     old = _Rlimit()
-    linux.check(linux.libc.prlimit(0, res, None, ctypes.byref(old)), "getrlimit")
+    linux.check(linux.libc.prlimit(0, res, None, ffi.byref(old)), "getrlimit")
     return old.cur, old.max
 
 
 def setrlimit(res: int, limits: tuple[int, int]) -> None:
     new = _Rlimit(*limits)
-    linux.check(linux.libc.prlimit(0, res, ctypes.byref(new), None), "setrlimit")
+    linux.check(linux.libc.prlimit(0, res, ffi.byref(new), None), "setrlimit")
 
 
 def parse(rlimits, field: str = "process.rlimits") -> list[tuple[str, int, int, int]]:

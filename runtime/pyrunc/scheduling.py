@@ -3,13 +3,12 @@
 Neither call has a libc wrapper (glibc 2.36), so both go through syscall(2).
 """
 
-import ctypes
 import os
 
 from ocispec.errors import OCIError, SpecError
 from ocispec.tables import IOPRIO_CLASSES, SCHED_FLAGS, SCHED_POLICIES
 
-from . import linux
+from . import ffi, linux
 
 # (sched_setattr, ioprio_set) by machine.
 _NR = {"x86_64": (314, 251), "aarch64": (274, 30), "riscv64": (274, 30),
@@ -20,11 +19,11 @@ IOPRIO_WHO_PROCESS = 1
 IOPRIO_CLASS_SHIFT = 13
 
 
-class _SchedAttr(ctypes.Structure):
-    _fields_ = [("size", ctypes.c_uint32), ("sched_policy", ctypes.c_uint32),
-                ("sched_flags", ctypes.c_uint64), ("sched_nice", ctypes.c_int32),
-                ("sched_priority", ctypes.c_uint32), ("sched_runtime", ctypes.c_uint64),
-                ("sched_deadline", ctypes.c_uint64), ("sched_period", ctypes.c_uint64)]
+class _SchedAttr(ffi.Structure):
+    _fields_ = [("size", ffi.c_uint32), ("sched_policy", ffi.c_uint32),
+                ("sched_flags", ffi.c_uint64), ("sched_nice", ffi.c_int32),
+                ("sched_priority", ffi.c_uint32), ("sched_runtime", ffi.c_uint64),
+                ("sched_deadline", ffi.c_uint64), ("sched_period", ffi.c_uint64)]
 
 
 def _nr(i: int, field: str) -> int:
@@ -48,7 +47,7 @@ def parse_scheduler(sched, field="process.scheduler") -> _SchedAttr | None:
     policy = sched.get("policy")
     if policy not in SCHED_POLICIES:
         raise SpecError(f"{field}.policy", f"unknown policy {policy!r}")
-    attr = _SchedAttr(ctypes.sizeof(_SchedAttr), SCHED_POLICIES[policy])
+    attr = _SchedAttr(ffi.sizeof(_SchedAttr), SCHED_POLICIES[policy])
     nice = sched.get("nice", 0)
     if type(nice) is not int or not -20 <= nice <= 19:
         raise SpecError(f"{field}.nice", f"must be an integer from -20 to 19, not {nice!r}")
@@ -76,7 +75,7 @@ def parse_scheduler(sched, field="process.scheduler") -> _SchedAttr | None:
 
 def set_scheduler(attr: _SchedAttr, field="process.scheduler") -> None:
     try:
-        linux.syscall(_nr(0, field), 0, ctypes.byref(attr), 0)
+        linux.syscall(_nr(0, field), 0, ffi.byref(attr), 0)
     except OSError as e:
         raise OCIError(f"{field}: sched_setattr: {e.strerror}", errno=e.errno) from None
 

@@ -6,13 +6,13 @@ rules with the last matching one deciding; a rule matches when type, major and m
 and the requested access is a subset of the rule's.
 """
 
-import ctypes
 import os
 import platform
 import struct
 
 from ocispec.errors import OCIError
 
+from .. import ffi
 from .. import linux
 from .devices import F, check, with_defaults
 
@@ -88,20 +88,20 @@ def program(rules: list) -> bytes:
 def _bpf(cmd: int, attr: bytes) -> int:
     if _SYS_BPF is None:
         raise OCIError(f"{F}: no bpf(2) syscall number for {platform.machine()}")
-    buf = ctypes.create_string_buffer(attr, len(attr))
+    buf = ffi.create_string_buffer(attr, len(attr))
     r = linux.syscall(_SYS_BPF, cmd, buf, len(attr))  # OSError(errno, reason) on failure
     return r, buf.raw
 
 
 def load(insns: bytes) -> int:
-    code = ctypes.create_string_buffer(insns, len(insns))
-    lic = ctypes.create_string_buffer(b"Apache")
-    log = ctypes.create_string_buffer(65536)
+    code = ffi.create_string_buffer(insns, len(insns))
+    lic = ffi.create_string_buffer(b"Apache")
+    log = ffi.create_string_buffer(65536)
     for level in (0, 1):  # ask for the verifier's log only when it refuses
         attr = struct.pack("<IIQQIIQII16s", BPF_PROG_TYPE_CGROUP_DEVICE, len(insns) // 8,
-                           ctypes.addressof(code), ctypes.addressof(lic),
+                           ffi.addressof(code), ffi.addressof(lic),
                            level, len(log) if level else 0,
-                           ctypes.addressof(log) if level else 0, 0, 0, b"pyrunc_dev")
+                           ffi.addressof(log) if level else 0, 0, 0, b"pyrunc_dev")
         try:
             return _bpf(BPF_PROG_LOAD, attr)[0]
         except OSError as e:
@@ -113,9 +113,9 @@ def load(insns: bytes) -> int:
 
 def attached(cgroup_fd: int) -> list:
     """Ids of the device programs attached to a cgroup."""
-    ids = (ctypes.c_uint32 * 64)()
+    ids = (ffi.c_uint32 * 64)()
     attr = struct.pack("<IIIIQI", cgroup_fd, BPF_CGROUP_DEVICE, 0, 0,
-                       ctypes.addressof(ids), 64)
+                       ffi.addressof(ids), 64)
     _, raw = _bpf(BPF_PROG_QUERY, attr)
     count = struct.unpack_from("<I", raw, 24)[0]
     return list(ids[:count])
