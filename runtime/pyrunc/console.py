@@ -261,6 +261,9 @@ class ForegroundTerminal:
             pass
 
     def _pump(self, pidfd: int, stdin: int, stdout: int) -> None:
+        import gc
+
+        gc.enable()  # a relay that may last hours: cycles are collected again
         readers = [self.master, stdin, pidfd]
         while True:
             try:

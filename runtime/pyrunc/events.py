@@ -17,7 +17,11 @@ def _interval(text: str) -> float:
 
 
 def events(a, log) -> int:
+    import gc
+
     from .cgroups import Manager
+
+    gc.enable()  # a stream that lasts: cycles are collected again (__main__ turned it off)
 
     if not a.args:
         raise OCIError('"events" requires a container id')

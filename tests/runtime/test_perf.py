@@ -133,3 +133,59 @@ def test_trace_in_json_log_from_environment(runtime, bundle, cid, workdir):
     p = runtime("--log", log, "state", cid)
     with open(log) as f:
         assert sum("trace state" in l for l in f) == 0
+
+
+def _launcher_python(pyrunc_bin: str) -> list:
+    with open(pyrunc_bin) as f:
+        first = f.readline()
+    return first[2:].split() if first.startswith("#!") else ["python3"]
+
+
+def test_create_and_run_calls_c_without_the_ctypes_package(runtime, bundle, cid, workdir):
+    """pyrunc calls C through pyrunc.ffi on _ctypes: ctypes/__init__ costs ~2.8 ms of every
+    start. Nothing on the create or run path may import the package again (a new module
+    doing `import ctypes` would also mix two sets of C types)."""
+    bundle.set_args("/bin/true")
+    python = _launcher_python(runtime.binary)
+    for i, cmd in enumerate(("create", "run")):
+        err = os.path.join(workdir, f"importtime-{cmd}")
+        with open(err, "w") as e:
+            p = subprocess.run([*python, "-X", "importtime", runtime.binary, "--root", runtime.root,
+                                cmd, "--bundle", bundle.path, f"{cid}{i}"],
+                               stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=e,
+                               timeout=30)
+        with open(err) as e:
+            text = e.read()
+        assert p.returncode == 0, text
+        mods = {l.rsplit("|", 1)[1].strip() for l in text.splitlines() if l.startswith("import time:")}
+        assert "_ctypes" in mods and "pyrunc.ffi" in mods, sorted(mods)
+        assert "ctypes" not in mods, sorted(m for m in mods if "ctypes" in m)
+    runtime("delete", "--force", f"{cid}0", check=True)
+
+
+def test_short_commands_run_without_cycle_collection(pyrunc_bin):
+    """The installed entry point turns the cycle collector off (~1.2 ms of a `run`)."""
+    with open(pyrunc_bin) as f:
+        launcher = f.read()
+    assert launcher.rstrip().endswith("main()"), launcher
+    code = launcher.rstrip()[: -len("main()")] + "import gc\nprint(gc.isenabled())\n"
+    p = subprocess.run([*_launcher_python(pyrunc_bin), "-c", code], capture_output=True, text=True,
+                       timeout=30)
+    assert p.returncode == 0 and p.stdout.strip() == "False", (p.stdout, p.stderr)
+
+
+def test_events_turns_the_cycle_collector_back_on():
+    """`pyrunc events` streams for as long as it is left running: it collects cycles again."""
+    import gc
+    from types import SimpleNamespace
+
+    from ocispec.errors import OCIError
+    from pyrunc.events import events
+
+    gc.disable()
+    try:
+        with pytest.raises(OCIError):
+            events(SimpleNamespace(args=[], opts={}, g={}), None)
+        assert gc.isenabled()
+    finally:
+        gc.enable()
