@@ -7,9 +7,10 @@ A straight-line program for `runc spec`'s default bundle only (bench/runtime_ben
 it assumes that config instead of validating it, keeps no locks, sends no messages but two
 bytes on pipes, and handles no error but by dying. It does the kernel work runc and pyrunc
 do for that bundle: state dir and exec.fifo, cgroups (v1 hierarchies and the v2 one, the
-device rules), unshare of the mount, uts, ipc, network and pid namespaces, the fork into the
-pid namespace, the mounts, device nodes and /dev links, pivot_root, masked and read-only
-paths, the read-only root, hostname, rlimits, capabilities, no_new_privs, exec.fifo and exec.
+device rules), one clone3 of init into new mount, uts, ipc, network and pid namespaces and its
+cgroup2 dir (init joins the v1 ones itself: no grace period, as pyrunc's direct path), the
+mounts, device nodes and /dev links, pivot_root, masked and read-only paths, the read-only
+root, hostname, rlimits, capabilities, no_new_privs, exec.fifo and exec.
 runtime_bench.py times it beside pyrunc and runc: pyrunc - floor is pyrunc's own cost (imports,
 validation, protocol, state), floor - runc is what being a Python process costs.
 
@@ -25,7 +26,7 @@ import _json
 
 gc.disable()  # as pyrunc: no cycle collection in a program that lives milliseconds
 
-libc = ctypes = resource = None  # loaded by create and run only: state and start need neither
+libc = ctypes = resource = linux = None  # loaded by create and run only: state and start need neither
 # C calls go through pyrunc's own ffi (ctypes' types on _ctypes, without ctypes/__init__'s
 # ~2.8 ms): the cheapest way this interpreter has, so the floor stays a floor.
 RUNTIME = os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir, "runtime")
@@ -82,9 +83,10 @@ def loads(raw):
     return _json.make_scanner(Ctx)(raw.decode(), 0)[0]
 
 
-def init(cfg, rootfs, fifo, go_r, ready_w):
-    """pid 1 of the new pid namespace, until exec."""
-    check(libc.unshare(CLONE_NEWNS | CLONE_NEWUTS | CLONE_NEWIPC | CLONE_NEWNET))
+def init(cfg, rootfs, fifo, go_r, ready_w, v1):
+    """pid 1 of the new pid namespace, born in its namespaces and cgroup2 dir, until exec."""
+    for c in v1:  # "0": the writer itself, which waits out no grace period
+        write(c + "/tasks", "0")
     fifo_fd = os.open(fifo, os.O_PATH | os.O_CLOEXEC)  # its path is gone after pivot_root
     mount(None, "/", None, MS_REC | MS_SLAVE)
     mount(rootfs, rootfs, None, MS_BIND | MS_REC)
@@ -164,11 +166,12 @@ def init(cfg, rootfs, fifo, go_r, ready_w):
 
 
 def create(root, cid, bundle, pid_file):
-    global libc, ctypes, resource
+    global libc, ctypes, resource, linux
     import resource
 
     sys.path.insert(0, RUNTIME)
     from pyrunc import ffi as ctypes
+    from pyrunc import linux  # clone(): clone3 into namespaces and a cgroup2 dir
 
     libc = ctypes.libc
     bundle = os.path.abspath(bundle)
@@ -191,23 +194,21 @@ def create(root, cid, bundle, pid_file):
                 write(f"{c}/{f}", v)
     go_r, go_w = os.pipe()
     ready_r, ready_w = os.pipe()
-    # The pid namespace for the child to be born in; the others the child unshares, so that
-    # its pivot_root does not move this process's root too.
-    check(libc.unshare(CLONE_NEWPID))
-    pid = os.fork()
+    v2 = [c for c in cgs if os.path.exists(os.path.dirname(os.path.dirname(c)) + "/cgroup.controllers")]
+    v1 = [c for c in cgs if c not in v2]
+    v2fd = os.open(v2[0], os.O_PATH | os.O_DIRECTORY) if v2 else -1
+    pid = linux.clone(CLONE_NEWPID | CLONE_NEWNS | CLONE_NEWUTS | CLONE_NEWIPC | CLONE_NEWNET, v2fd)
     if pid == 0:
         os.close(go_w)
         os.close(ready_r)
         try:
-            init(cfg, rootfs, fifo, go_r, ready_w)
+            init(cfg, rootfs, fifo, go_r, ready_w, v1)
         except BaseException as e:
             print(f"floor init: {e!r}", file=sys.stderr)
         os._exit(1)
     os.close(go_r)
     os.close(ready_w)
-    # init does its mounts meanwhile: the first attach of a while waits an RCU grace period
-    for c in cgs:
-        write(c + "/cgroup.procs", str(pid))
+    for c in v1:  # init joins them meanwhile; it execs only after "g"
         if "/devices/" in c:
             write(c + "/devices.deny", "a")
             for rule in ALLOW:
