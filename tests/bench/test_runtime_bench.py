@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -71,3 +72,43 @@ def test_bench_pyrunc_against_runc(tmpdir_env):
     for cmd in ("create", "state"):  # the real commands' imports, not just the entry module
         assert it["commands"][cmd]["total_ms"] > it["total_ms"] / 2, it["commands"]
     assert "pyroute2" not in it["heavy_modules"] and "jsonschema" not in it["heavy_modules"]
+
+
+def test_floor_runs_the_default_bundle_in_its_cgroups(tmpdir_env):
+    """The floor does the default bundle's kernel work: its init is born in new namespaces and
+    in the container's cgroup in every hierarchy, and delete leaves nothing."""
+    r = bench(tmpdir_env, "-n", "2", "--runtimes", "floor")
+    fl = r["runtimes"]["floor"]
+    assert "refused" not in fl, fl.get("refused")
+    for op in ("run", "lifecycle", "state"):
+        assert fl["ops"][op]["n"] == 2
+    floor = os.path.join(os.path.dirname(BENCH), "floor_runtime.py")
+    root, bundle = os.path.join(tmpdir_env, "root"), os.path.join(tmpdir_env, "bundle")
+    rootfs = os.path.join(bundle, "rootfs")
+    os.makedirs(os.path.join(rootfs, "bin"))
+    shutil.copy2(shutil.which("busybox") or "/bin/busybox", os.path.join(rootfs, "bin", "busybox"))
+    os.symlink("busybox", os.path.join(rootfs, "bin", "sleep"))
+    subprocess.run(["runc", "spec", "-b", bundle], check=True)
+    with open(os.path.join(bundle, "config.json")) as f:
+        cfg = json.load(f)
+    cfg["process"].update(terminal=False, args=["/bin/sleep", "30"])
+    with open(os.path.join(bundle, "config.json"), "w") as f:
+        json.dump(cfg, f)
+    cid = f"floortest{os.getpid()}"
+    py = [sys.executable, "-S", floor, "--root", root]
+    try:
+        subprocess.run([*py, "create", "--bundle", bundle, cid], check=True, timeout=30,
+                       stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                       stderr=subprocess.DEVNULL)
+        with open(os.path.join(root, cid, "state")) as f:
+            pid = int(f.read().split()[0])
+        with open(f"/proc/{pid}/cgroup") as f:
+            lines = f.read().split()
+        assert lines and all(l.endswith(f"/floor/{cid}") for l in lines), lines
+        for ns in ("pid", "mnt", "net", "ipc", "uts"):
+            assert os.readlink(f"/proc/{pid}/ns/{ns}") != os.readlink(f"/proc/self/ns/{ns}"), ns
+    finally:
+        subprocess.run([*py, "delete", cid], timeout=30)
+    assert not os.path.exists(os.path.join(root, cid))
+    shutil.rmtree(bundle)
+    os.rmdir(root)
