@@ -90,45 +90,71 @@ def compress_threads() -> int:
 
 
 class _Pipeline:
-    """tar chunks -> diff_id hash, compressor -> blob hash, write, on two threads: the
-    caller's, which makes the tar stream, and one worker.
+    """tar chunks -> diff_id hash, compressor -> blob hash, write: the caller's thread makes
+    the tar stream, worker threads do the rest, each stage where the cores are used best.
 
-    A compressor that runs on the worker's own thread (isal's gzip, the slow stage) gets
-    that thread to itself: the caller hashes each chunk for the diff_id before handing it
-    over, and hashes and writes a chunk's compressed bytes when its buffer comes back (at
-    most the pool's size behind). With a thread per stage (tar, diff hash, compressor, blob
-    hash and write: four busy threads on this 2-core machine) the scheduler shared the
-    compressor's core with the others, and the compressor, the stage all others wait for,
-    sat runnable but preempted ~0.1 s of a 0.6 s layer. zstd compresses on its own
-    threads, and an uncompressed layer has nothing to compress: there the worker hashes,
-    compresses and writes, and the caller only makes the tar (an uncompressed layer's
-    digest is its diff_id).
+    gzip (isal compresses on the thread that calls it, and is the slow stage): one worker
+    only compresses, so it has a core to itself; the caller hashes each chunk for the
+    diff_id before handing it over, and hashes and writes a chunk's compressed bytes when
+    its buffer comes back (at most the pool's size behind). With a thread per stage (tar,
+    diff hash, compressor, blob hash and write: four busy threads on this 2-core machine)
+    the scheduler shared the compressor's core with the others, and the compressor, the
+    stage all others wait for, sat runnable but preempted ~0.1 s of a 0.6 s layer.
+    zstd compresses on threads of its own: one worker hashes the tar, another feeds zstd
+    and hashes and writes what comes out (on two cores, all of that on one worker was up
+    to 10% slower: its hashing waited whenever zstd made it wait). Uncompressed: one worker
+    hashes and writes (the digest is the diff_id).
 
     The tar stream is read into the same few buffers over and over (a new 1 MiB bytearray
     per chunk cost the tar thread its zeroing, ~15 ms per 200 MB, and a page fault per
-    4 KiB, ~4 us here, whenever malloc had handed the memory back); the pool's size (8:
-    fewer left behind the compressor when the tar side ends) bounds the chunks in flight,
-    so the queues need no bound. hashlib, the compressors and file writes release the GIL
-    on large buffers, so the C work of the two threads overlaps (on two cores more gzip
-    threads were no faster).
+    4 KiB, ~4 us here, whenever malloc had handed the memory back); a buffer comes back to
+    the caller when every worker is done with it, and the pool's size (8: fewer left behind
+    the compressor when the tar side ends) bounds the chunks in flight, so the queues need
+    no bound. hashlib, the compressors and file writes release the GIL on large buffers,
+    so the threads' C work overlaps.
     """
 
     def __init__(self, comp, fileobj, *, comp_alone: bool = False, nbufs: int = 8):
         self.comp = comp
-        self.alone = comp is not None and comp_alone  # the worker only compresses
         self.diff = _digest.Hasher()
         self.blob = _digest.Hasher() if comp is not None else self.diff
         self.write = _writer(fileobj)
         self.err = None
         self.nbufs = nbufs  # buffers not made yet
-        self.todo = queue.SimpleQueue()  # (buf, n) to the worker; None: the end
-        self.back = queue.SimpleQueue()  # (buf, compressed bytes) back; (None, tail): done
-        self.thread = threading.Thread(target=self._work, daemon=True)
-        self.thread.start()
+        self.alone = comp is not None and comp_alone  # the caller hashes, writes
+        if comp is None:
+            stages = [(self._hash_write, None)]
+        elif self.alone:
+            stages = [(comp.compress, comp.flush)]
+        else:
+            stages = [(self.diff.update, None), (self._compress_write, self._flush_write)]
+        # (buf, n, turns) to each worker; None: the end
+        self.todo = [queue.SimpleQueue() for _ in stages]
+        # (buf, compressed bytes) back to the caller; (None, the stream's tail): a worker done
+        self.back = queue.SimpleQueue()
+        self.threads = [threading.Thread(target=self._work, args=(q, *s), daemon=True)
+                        for q, s in zip(self.todo, stages)]
+        for t in self.threads:
+            t.start()
+
+    def _hash_write(self, chunk):
+        self.diff.update(chunk)
+        self.write(chunk)
+
+    def _compress_write(self, chunk):
+        out = self.comp.compress(chunk)
+        if out:
+            self.blob.update(out)
+            self.write(out)
+
+    def _flush_write(self):
+        out = self.comp.flush()
+        self.blob.update(out)
+        self.write(out)
 
     def buffer(self) -> bytearray:
         """A free chunk buffer: a new one while the pool is not full, else the next one the
-        worker gives back (waiting for it), its compressed bytes hashed and written."""
+        workers give back (waiting for it), its compressed bytes hashed and written."""
         if self.err is not None:
             raise self.err
         if self.nbufs:
@@ -147,67 +173,64 @@ class _Pipeline:
         return buf
 
     def put(self, buf: bytearray, n: int) -> None:
-        """Hand on buf's first n bytes; buf comes back through buffer()."""
+        """Hand on buf's first n bytes to every worker; buf comes back through buffer()
+        after the last one is done with it (each takes one of the item's turns: list.pop
+        is one step under the GIL; the one that takes the 1 gives it back)."""
         if self.alone:
             with memoryview(buf) as mv:
                 self.diff.update(mv[:n])
-        self.todo.put((buf, n))
+        item = (buf, n, [1] + [0] * (len(self.todo) - 1))
+        for q in self.todo:
+            q.put(item)
 
-    def _work(self):
-        comp, alone, back = self.comp, self.alone, self.back
-        diff, blob, write = self.diff, self.blob, self.write
+    def _work(self, todo, fn, end):
+        """fn(chunk) for each chunk of todo, then end(): what they return goes back to the
+        caller with the buffer."""
+        back = self.back
         while True:
-            item = self.todo.get()
+            item = todo.get()
             if item is None:
                 break
-            buf, n = item
+            buf, n, turns = item
             out = None
             if self.err is None:  # after a failure: only hand the buffers back
                 try:
                     with memoryview(buf) as mv:
                         chunk = mv[:n]
-                        if alone:
-                            out = comp.compress(chunk)
-                        else:
-                            diff.update(chunk)
-                            if comp is None:
-                                write(chunk)
-                            else:
-                                out = comp.compress(chunk)
-                                if out:
-                                    blob.update(out)
-                                    write(out)
-                                out = None
+                        out = fn(chunk)
                         chunk.release()
                 except BaseException as e:
                     self.err = self.err or e
-            back.put((buf, out))
+            if turns.pop():
+                back.put((buf, out))
         out = None
-        if comp is not None and self.err is None:
+        if end is not None and self.err is None:
             try:
-                out = comp.flush()
-                if not alone:
-                    blob.update(out)
-                    write(out)
-                    out = None
+                out = end()
             except BaseException as e:
                 self.err = self.err or e
         back.put((None, out))
 
     def close(self):
-        """The end of the stream: wait for the worker, the last compressed bytes written."""
-        self.todo.put(None)
-        while self._back() is not None:
-            pass
-        self.thread.join()
+        """The end of the stream: wait for the workers, the last compressed bytes written."""
+        for q in self.todo:
+            q.put(None)
+        left = len(self.todo)
+        while left:
+            if self._back() is None:
+                left -= 1
+        for t in self.threads:
+            t.join()
         if self.err is not None:
             raise self.err
 
     def abort(self):
-        if self.thread.is_alive():
+        if any(t.is_alive() for t in self.threads):
             self.err = self.err or RuntimeError("layer write aborted")
-            self.todo.put(None)
-            self.thread.join()
+            for q in self.todo:
+                q.put(None)
+            for t in self.threads:
+                t.join()
 
 
 def _writer(f):
