@@ -100,10 +100,11 @@ class _Pipeline:
     diff hash, compressor, blob hash and write: four busy threads on this 2-core machine)
     the scheduler shared the compressor's core with the others, and the compressor, the
     stage all others wait for, sat runnable but preempted ~0.1 s of a 0.6 s layer.
-    zstd compresses on threads of its own: one worker hashes the tar, another feeds zstd
-    and hashes and writes what comes out (on two cores, all of that on one worker was up
-    to 10% slower: its hashing waited whenever zstd made it wait). Uncompressed: one worker
-    hashes and writes (the digest is the diff_id).
+    zstd compresses on threads of its own, and there a thread per stage stays best: one
+    worker hashes the tar, one feeds zstd, and a writer hashes and writes what comes out
+    (with all of that on one or two workers, bench case (c)'s zstd layer was as fast in
+    some runs on two cores, up to 20% slower in others). Uncompressed: one worker hashes
+    and writes (the digest is the diff_id).
 
     The tar stream is read into the same few buffers over and over (a new 1 MiB bytearray
     per chunk cost the tar thread its zeroing, ~15 ms per 200 MB, and a page fault per
@@ -122,18 +123,22 @@ class _Pipeline:
         self.err = None
         self.nbufs = nbufs  # buffers not made yet
         self.alone = comp is not None and comp_alone  # the caller hashes, writes
+        self.out = None  # compressed bytes to the writer thread (zstd); None: the end
         if comp is None:
             stages = [(self._hash_write, None)]
         elif self.alone:
             stages = [(comp.compress, comp.flush)]
         else:
-            stages = [(self.diff.update, None), (self._compress_write, self._flush_write)]
+            self.out = queue.SimpleQueue()
+            stages = [(self.diff.update, None), (self._compress_on, self._flush_on)]
         # (buf, n, turns) to each worker; None: the end
         self.todo = [queue.SimpleQueue() for _ in stages]
         # (buf, compressed bytes) back to the caller; (None, the stream's tail): a worker done
         self.back = queue.SimpleQueue()
         self.threads = [threading.Thread(target=self._work, args=(q, *s), daemon=True)
                         for q, s in zip(self.todo, stages)]
+        if self.out is not None:
+            self.threads.append(threading.Thread(target=self._writer_thread, daemon=True))
         for t in self.threads:
             t.start()
 
@@ -141,16 +146,26 @@ class _Pipeline:
         self.diff.update(chunk)
         self.write(chunk)
 
-    def _compress_write(self, chunk):
+    def _compress_on(self, chunk):
         out = self.comp.compress(chunk)
         if out:
-            self.blob.update(out)
-            self.write(out)
+            self.out.put(out)
 
-    def _flush_write(self):
-        out = self.comp.flush()
-        self.blob.update(out)
-        self.write(out)
+    def _flush_on(self):
+        self.out.put(self.comp.flush())
+
+    def _writer_thread(self):
+        """The blob hash and writes of what the compressor's worker hands on (zstd)."""
+        while True:
+            b = self.out.get()
+            if b is None:
+                return
+            if self.err is None:
+                try:
+                    self.blob.update(b)
+                    self.write(b)
+                except BaseException as e:
+                    self.err = self.err or e
 
     def buffer(self) -> bytearray:
         """A free chunk buffer: a new one while the pool is not full, else the next one the
@@ -209,6 +224,8 @@ class _Pipeline:
                 out = end()
             except BaseException as e:
                 self.err = self.err or e
+        if end is not None and self.out is not None:
+            self.out.put(None)  # the compressor's worker is done: so is the writer
         back.put((None, out))
 
     def close(self):
