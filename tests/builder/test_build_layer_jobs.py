@@ -149,3 +149,47 @@ RUN test -f /small && echo y > /w/y
     assert run_blob not in read
     files = env.rootfs()
     assert files["w/y"].data == b"y\n" and files["small"].data == b"x\n"
+
+
+def test_steps_after_run_do_not_wait_for_its_layer(env, monkeypatch):
+    """WORKDIR and COPY after a RUN run while the RUN's layer is still being written, over
+    its upper dir: here (the build in this process) that layer's write waits until the COPY
+    has written its own layer, which never comes if the COPY waits for the RUN's blob (then
+    the write gives up after 60 s and the test fails); the image is as before."""
+    import threading
+    from pybuild import cli
+    from pybuild.build import copy as copyop
+    from pybuild.build import run as runop
+    from build_e2e import RUNTIME
+    copied, waited = threading.Event(), []
+    real_write_layer, real_copy = runop.write_layer, copyop.write
+
+    def write_layer(store, upper, **kw):
+        if os.path.lexists(os.path.join(upper, "big")):
+            waited.append(copied.wait(60))
+        return real_write_layer(store, upper, **kw)
+
+    def copy_write(*a, **kw):
+        out = real_copy(*a, **kw)
+        if kw.get("workdir") == "/w/sub":
+            copied.set()
+        return out
+
+    monkeypatch.setattr(runop, "write_layer", write_layer)
+    monkeypatch.setattr(copyop, "write", copy_write)
+    env.write("note.txt", "n\n")
+    env.dockerfile(busybox_base(env, """\
+RUN head -c 3000000 /dev/urandom > /big && mkdir /w && echo a > /w/a
+WORKDIR /w/sub
+COPY note.txt .
+RUN test -f /big && test -f /w/a && test -f /w/sub/note.txt && echo y > /y
+"""))
+    rc = cli._main(["--root", env.root, "build", "--runtime", RUNTIME, "--progress", "quiet",
+                    "-t", "test:latest", env.ctx])
+    assert rc == 0 and waited == [True]
+    files = env.rootfs()
+    assert files["w/sub/note.txt"].data == b"n\n" and files["y"].data == b"y\n"
+    assert len(files["big"].data) == 3000000
+    man, cfg = env.manifest()
+    assert len(man["layers"]) == len(cfg["rootfs"]["diff_ids"]) == 6
+    _store_consistent(env.root)

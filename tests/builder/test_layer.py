@@ -3,6 +3,7 @@ import gzip
 import hashlib
 import io
 import os
+import random
 import subprocess
 import tarfile
 
@@ -331,3 +332,123 @@ def test_tree_written_as_walked_is_the_same_layer(tmp_path, compression):
     assert names == sorted(names, key=lambda n: n.split("/"))
     assert "p/q/.wh.y" in names and "p/q/.wh.dd/in" in names and "p/q/skip" not in names
     assert "p/q/opq/.wh..wh..opq" in names
+
+
+def _pinned_tree(root, files: int = 120):
+    """`files` files, random and text-like, 0 bytes to ~1 MiB (120: ~25 MB, a tar of more
+    1 MiB chunks than the writer has buffers), with fixed modes and mtimes: the same bytes
+    on every machine."""
+    r = random.Random(14)
+    words = [bytes(r.choice(b"abcdefghij") for _ in range(r.randint(2, 8))) for _ in range(300)]
+    for i in range(files):
+        d = os.path.join(root, f"d{i % 5}")
+        os.makedirs(d, exist_ok=True)
+        n = r.choice((0, 1, 511, 512, 513, 70_000, (1 << 20) - 300, 600_000))
+        data = (b" ".join(r.choice(words) for _ in range(n // 4 + 1))[:n] if i % 2
+                else r.randbytes(n))
+        p = os.path.join(d, f"f{i}")
+        with open(p, "wb") as f:
+            f.write(data)
+        os.chmod(p, 0o644)
+        os.utime(p, (1_600_000_000 + i, 1_600_000_000 + i))
+    for i in range(5):
+        os.chmod(os.path.join(root, f"d{i}"), 0o755)
+        os.utime(os.path.join(root, f"d{i}"), (1_600_000_000, 1_600_000_000))
+
+
+_PINNED_DIFF_ID = "sha256:221b2829fe76121e3448850a95fa5466bf1c3f4aa135fbebfdd5334e92d43d48"
+# The compressed bytes depend on the compressor's version too: pinned for these.
+_PINNED_BLOBS = {
+    ("gzip", "isal", "1.9.1"): "sha256:a1247a1fb3ecc2fd2ec7f25214209226a77b6d18ca9767c8b3004bf7f4175dc5",
+    ("zstd", "libzstd", "1.5.7"): "sha256:0fd3487aea808f27c01d86c9aa8d5e54042002488761f3fb7e57935af9c33c0b",
+}
+
+
+@pytest.mark.parametrize("compression", ["gzip", "zstd", None])
+def test_layer_bytes_are_pinned(tmp_path, compression):
+    """The layer of a fixed tree has the bytes it had before the writer's threads were
+    rearranged (how the chunks travel between threads, and their buffers come back to be
+    used again, must never show in the bytes)."""
+    _pinned_tree(tmp_path / "src")
+    s = Store(tmp_path / "st")
+    with LayerWriter(s, compression) as lw:
+        lw.add_dir_tree(tmp_path / "src", "app", chown=(0, 0))
+    assert lw.result["diff_id"] == _PINNED_DIFF_ID
+    if compression is None:
+        assert lw.result["digest"] == _PINNED_DIFF_ID
+        return
+    if compression == "gzip":
+        import isal
+        lib = ("isal", isal.__version__)
+    else:
+        lib = ("libzstd", ".".join(map(str, zstandard.ZSTD_VERSION)))
+    want = _PINNED_BLOBS.get((compression, *lib))
+    if want is None:
+        pytest.skip(f"compressed bytes pinned for another {lib[0]} than {lib[1]}")
+    assert lw.result["digest"] == want
+
+
+def _worker_threads():
+    import threading
+    return [t for t in threading.enumerate() if t is not threading.current_thread()]
+
+
+@pytest.mark.parametrize("compression", ["gzip", "zstd"])
+def test_compressor_failure_leaves_no_blob_or_thread(tmp_path, monkeypatch, compression):
+    """The compressor failing mid-stream (on the writer's worker thread) fails the layer
+    with its error; nothing is stored and no thread is left behind."""
+    _pinned_tree(tmp_path / "src", 40)  # ~7 MB
+    s = Store(tmp_path / "st")
+    real = LayerWriter._compressor
+
+    class Failing:
+        def __init__(self, c):
+            self.c, self.n = c, 0
+
+        def compress(self, b):
+            self.n += 1
+            if self.n == 3:
+                raise OSError("compressor broke")
+            return self.c.compress(b)
+
+        def flush(self):
+            return self.c.flush()
+
+    monkeypatch.setattr(LayerWriter, "_compressor", lambda self: Failing(real(self)))
+    before = _worker_threads()
+    lw = LayerWriter(s, compression)
+    lw.add_dir_tree(tmp_path / "src")
+    with pytest.raises(OSError, match="compressor broke"):
+        lw.close()
+    assert os.listdir(s.tmp_dir) == [] and os.listdir(s.blobs_dir) == []
+    assert _worker_threads() == before
+
+
+@pytest.mark.parametrize("compression", ["gzip", "zstd", None])
+def test_blob_write_failure_leaves_no_blob_or_thread(tmp_path, monkeypatch, compression):
+    """The blob's writes failing (a full disk) partway, on whichever thread writes them,
+    fail the layer with that error; nothing is stored and no thread is left behind."""
+    import errno
+    from pybuild.image import layer
+    _pinned_tree(tmp_path / "src", 40)  # ~7 MB
+    s = Store(tmp_path / "st")
+    real = layer._writer
+
+    def writer(f):
+        write, left = real(f), [1 << 20]
+
+        def limited(b):
+            left[0] -= len(b)
+            if left[0] < 0:
+                raise OSError(errno.ENOSPC, "No space left on device")
+            write(b)
+        return limited
+
+    monkeypatch.setattr(layer, "_writer", writer)
+    before = _worker_threads()
+    lw = LayerWriter(s, compression)
+    lw.add_dir_tree(tmp_path / "src")
+    with pytest.raises(OSError, match="No space left"):
+        lw.close()
+    assert os.listdir(s.tmp_dir) == [] and os.listdir(s.blobs_dir) == []
+    assert _worker_threads() == before

@@ -79,17 +79,13 @@ class StageState:
 class _PendingLayer:
     """A RUN's layer still being written (compressed, hashed) in the background while the
     next steps run. Until it is settled, its upper dir stands in for the layer's extracted
-    dir as a lower dir of the next RUNs (the same tree: adopt_layer() later renames it
-    there); any other step, and the stage's end, settle it first."""
+    dir as a lower dir of the next RUNs and of the views of WORKDIR, COPY and ADD (the same
+    tree: adopt_layer() later renames it there): no step needs the blob, only the stage's
+    end (the image config and manifest name it) settles it."""
     __slots__ = ("future", "upper", "key", "hist", "what")
 
     def __init__(self, future, upper, key, hist, what):
         self.future, self.upper, self.key, self.hist, self.what = future, upper, key, hist, what
-
-
-# steps that read or write only the image config: pending layers need not be settled first
-_CONFIG_ONLY = frozenset(("ENV", "LABEL", "ARG", "CMD", "ENTRYPOINT", "SHELL", "EXPOSE", "VOLUME",
-                          "USER", "STOPSIGNAL", "HEALTHCHECK", "ONBUILD", "MAINTAINER"))
 
 
 def find_runtime(name: str) -> str:
@@ -292,8 +288,7 @@ class Builder:
                 fn = getattr(self, "_i_" + ins.kind.lower(), None)
                 if fn is None:
                     raise OCIError(f"{self._where(ins)}: {ins.kind} is not supported here")
-                if ins.kind not in _CONFIG_ONLY:
-                    self._settle(st, wait=ins.kind != "RUN")
+                self._settle(st, wait=False)  # those written: their dirs adopted now
                 cached = fn(st, st.scope.apply(ins))  # expanded copy; ARG/ENV update scope
             except OCIError as e:
                 self.progress.fail(h)
@@ -875,7 +870,7 @@ class _Views:
     def view(self, layers):
         if not layers:
             return None
-        cm = _rootfs.mounted_view(self.b.layer_cache.lowerdirs(layers), self.b.scratch)
+        cm = _rootfs.mounted_view(self.b._lowerdirs(layers), self.b.scratch)
         path = cm.__enter__()
         self._stack.append(cm)
         return path

@@ -90,154 +90,184 @@ def compress_threads() -> int:
 
 
 class _Pipeline:
-    """tar chunks -> [diff_id hash] and [compress -> blob hash, write], each stage a thread.
+    """tar chunks -> diff_id hash, compressor -> blob hash, write: the caller's thread makes
+    the tar stream, worker threads do the rest, each stage where the cores are used best.
 
-    The diff_id hash and the compressor read the same chunks side by side (the compressor is
-    the slow stage: nothing else waits in line behind it), and a chunk's buffer goes back
-    to the pool when both are done with it: the tar stream is read into the same few
-    buffers over and over (a new 1 MiB bytearray per chunk cost the tar thread its zeroing,
-    ~15 ms per 200 MB, and a page fault per 4 KiB, ~4 us here, whenever malloc had handed
-    the memory back). The queues need no bound: the pool's size bounds the chunks in
-    flight (8: fewer left behind the compressor when the tar side ends). hashlib, the
-    compressors and file writes release the GIL on large buffers, so the stages also
-    overlap with the main thread reading files and making headers; zstd compresses on its
-    own worker threads too (isal's gzip on one thread: on two cores more gzip threads were
-    no faster, the tar and hash stages take the other core). Uncompressed layers skip the
-    second hash: their digest is their diff_id.
+    gzip (isal compresses on the thread that calls it, and is the slow stage): one worker
+    only compresses, so it has a core to itself; the caller hashes each chunk for the
+    diff_id before handing it over, and hashes and writes a chunk's compressed bytes when
+    its buffer comes back (at most the pool's size behind). With a thread per stage (tar,
+    diff hash, compressor, blob hash and write: four busy threads on this 2-core machine)
+    the scheduler shared the compressor's core with the others, and the compressor, the
+    stage all others wait for, sat runnable but preempted ~0.1 s of a 0.6 s layer.
+    zstd compresses on threads of its own, and there a thread per stage stays best: one
+    worker hashes the tar, one feeds zstd, and a writer hashes and writes what comes out
+    (with all of that on one or two workers, bench case (c)'s zstd layer was as fast in
+    some runs on two cores, up to 20% slower in others). Uncompressed: one worker hashes
+    and writes (the digest is the diff_id).
+
+    The tar stream is read into the same few buffers over and over (a new 1 MiB bytearray
+    per chunk cost the tar thread its zeroing, ~15 ms per 200 MB, and a page fault per
+    4 KiB, ~4 us here, whenever malloc had handed the memory back); a buffer comes back to
+    the caller when every worker is done with it, and the pool's size (8: fewer left behind
+    the compressor when the tar side ends) bounds the chunks in flight, so the queues need
+    no bound. hashlib, the compressors and file writes release the GIL on large buffers,
+    so the threads' C work overlaps.
     """
 
-    def __init__(self, comp, fileobj, nbufs: int = 8):
-        self.comp, self.f = comp, fileobj
+    def __init__(self, comp, fileobj, *, comp_alone: bool = False, nbufs: int = 8):
+        self.comp = comp
         self.diff = _digest.Hasher()
         self.blob = _digest.Hasher() if comp is not None else self.diff
+        self.write = _writer(fileobj)
         self.err = None
-        self.pool = queue.SimpleQueue()
         self.nbufs = nbufs  # buffers not made yet
-        self.qd = queue.SimpleQueue()
-        self.qc = queue.SimpleQueue() if comp is not None else None
-        self.qw = queue.SimpleQueue() if comp is not None else None
-        stages = [self._diff_stage] + ([self._comp_stage, self._write_stage]
-                                       if comp is not None else [])
-        self.threads = [threading.Thread(target=t, daemon=True) for t in stages]
+        self.alone = comp is not None and comp_alone  # the caller hashes, writes
+        self.out = None  # compressed bytes to the writer thread (zstd); None: the end
+        if comp is None:
+            stages = [(self._hash_write, None)]
+        elif self.alone:
+            stages = [(comp.compress, comp.flush)]
+        else:
+            self.out = queue.SimpleQueue()
+            stages = [(self.diff.update, None), (self._compress_on, self._flush_on)]
+        # (buf, n, turns) to each worker; None: the end
+        self.todo = [queue.SimpleQueue() for _ in stages]
+        # (buf, compressed bytes) back to the caller; (None, the stream's tail): a worker done
+        self.back = queue.SimpleQueue()
+        self.threads = [threading.Thread(target=self._work, args=(q, *s), daemon=True)
+                        for q, s in zip(self.todo, stages)]
+        if self.out is not None:
+            self.threads.append(threading.Thread(target=self._writer_thread, daemon=True))
         for t in self.threads:
             t.start()
 
+    def _hash_write(self, chunk):
+        self.diff.update(chunk)
+        self.write(chunk)
+
+    def _compress_on(self, chunk):
+        out = self.comp.compress(chunk)
+        if out:
+            self.out.put(out)
+
+    def _flush_on(self):
+        self.out.put(self.comp.flush())
+
+    def _writer_thread(self):
+        """The blob hash and writes of what the compressor's worker hands on (zstd)."""
+        while True:
+            b = self.out.get()
+            if b is None:
+                return
+            if self.err is None:
+                try:
+                    self.blob.update(b)
+                    self.write(b)
+                except BaseException as e:
+                    self.err = self.err or e
+
     def buffer(self) -> bytearray:
-        """A free chunk buffer (waits for one when all are in flight)."""
+        """A free chunk buffer: a new one while the pool is not full, else the next one the
+        workers give back (waiting for it), its compressed bytes hashed and written."""
         if self.err is not None:
             raise self.err
         if self.nbufs:
             self.nbufs -= 1
             return bytearray(_FLUSH_AT)
-        b = self.pool.get()
+        buf = self._back()
         if self.err is not None:
             raise self.err
-        return b
+        return buf
+
+    def _back(self):
+        buf, out = self.back.get()
+        if out and self.err is None:
+            self.blob.update(out)
+            self.write(out)
+        return buf
 
     def put(self, buf: bytearray, n: int) -> None:
-        """Hand on buf's first n bytes; buf comes back to the pool when all stages are done
-        with it: each takes one of the item's turns (list.pop is one step under the GIL),
-        the one that takes the last puts the buffer back."""
-        if self.qc is None:
-            self.qd.put((buf, n, [1]))
-        else:
-            item = (buf, n, [1, 0])
-            self.qd.put(item)
-            self.qc.put(item)
+        """Hand on buf's first n bytes to every worker; buf comes back through buffer()
+        after the last one is done with it (each takes one of the item's turns: list.pop
+        is one step under the GIL; the one that takes the 1 gives it back)."""
+        if self.alone:
+            with memoryview(buf) as mv:
+                self.diff.update(mv[:n])
+        item = (buf, n, [1] + [0] * (len(self.todo) - 1))
+        for q in self.todo:
+            q.put(item)
 
-    def _drain(self, q, fn):
-        """fn(chunk) for each (buf, n, turns) of q; the buffer back to the pool after the
-        last stage's turn."""
-        pool = self.pool
+    def _work(self, todo, fn, end):
+        """fn(chunk) for each chunk of todo, then end(): what they return goes back to the
+        caller with the buffer."""
+        back = self.back
         while True:
-            item = q.get()
+            item = todo.get()
             if item is None:
-                return
+                break
+            buf, n, turns = item
+            out = None
             if self.err is None:  # after a failure: only hand the buffers back
                 try:
-                    with memoryview(item[0]) as mv:
-                        fn(mv[:item[1]])
+                    with memoryview(buf) as mv:
+                        chunk = mv[:n]
+                        out = fn(chunk)
+                        chunk.release()
                 except BaseException as e:
                     self.err = self.err or e
-            if item[2].pop():
-                pool.put(item[0])
-
-    def _writer(self):
-        """f.write that starts the kernel's writeback of each _WRITEBACK_AT bytes written:
-        the store fsyncs a blob before committing it, and that fsync otherwise waited for
-        the whole blob at the end (~70 ms for 140 MB here, after everything else is done).
-        POSIX_FADV_DONTNEED starts writeback of dirty pages (Linux) and drops none of them:
-        they are dirty or under writeback, so the blob stays cached."""
-        f = self.f
-        fd = f.fileno()
-        pos = done = 0  # bytes written, bytes handed to writeback
-
-        def write(b):
-            nonlocal pos, done
-            f.write(b)
-            pos += len(b)
-            if pos - done >= _WRITEBACK_AT:
-                f.flush()
-                os.posix_fadvise(fd, done, pos - done, os.POSIX_FADV_DONTNEED)
-                done = pos
-        return write
-
-    def _diff_stage(self):
-        diff = self.diff
-        if self.comp is None:
-            write = self._writer()
-
-            def one(b):
-                diff.update(b)
-                write(b)
-            self._drain(self.qd, one)
-        else:
-            self._drain(self.qd, diff.update)
-
-    def _comp_stage(self):
-        comp, qw = self.comp, self.qw
-
-        def one(b):
-            out = comp.compress(b)
-            if out:
-                qw.put(out)
-        self._drain(self.qc, one)
-        try:
-            if self.err is None:
-                qw.put(comp.flush())
-        except BaseException as e:
-            self.err = self.err or e
-        qw.put(None)
-
-    def _write_stage(self):
-        blob, write = self.blob, self._writer()
-        while True:
-            b = self.qw.get()
-            if b is None:
-                return
-            if self.err is None:
-                try:
-                    blob.update(b)
-                    write(b)
-                except BaseException as e:
-                    self.err = self.err or e
-
-    def _end(self):
-        self.qd.put(None)
-        if self.qc is not None:
-            self.qc.put(None)
-        for t in self.threads:
-            t.join()
+            if turns.pop():
+                back.put((buf, out))
+        out = None
+        if end is not None and self.err is None:
+            try:
+                out = end()
+            except BaseException as e:
+                self.err = self.err or e
+        if end is not None and self.out is not None:
+            self.out.put(None)  # the compressor's worker is done: so is the writer
+        back.put((None, out))
 
     def close(self):
-        self._end()
+        """The end of the stream: wait for the workers, the last compressed bytes written."""
+        for q in self.todo:
+            q.put(None)
+        left = len(self.todo)
+        while left:
+            if self._back() is None:
+                left -= 1
+        for t in self.threads:
+            t.join()
         if self.err is not None:
             raise self.err
 
     def abort(self):
         if any(t.is_alive() for t in self.threads):
             self.err = self.err or RuntimeError("layer write aborted")
-            self._end()
+            for q in self.todo:
+                q.put(None)
+            for t in self.threads:
+                t.join()
+
+
+def _writer(f):
+    """f.write that starts the kernel's writeback of each _WRITEBACK_AT bytes written:
+    the store fsyncs a blob before committing it, and that fsync otherwise waited for
+    the whole blob at the end (~70 ms for 140 MB here, after everything else is done).
+    POSIX_FADV_DONTNEED starts writeback of dirty pages (Linux) and drops none of them:
+    they are dirty or under writeback, so the blob stays cached."""
+    fd = f.fileno()
+    pos = done = 0  # bytes written, bytes handed to writeback
+
+    def write(b):
+        nonlocal pos, done
+        f.write(b)
+        pos += len(b)
+        if pos - done >= _WRITEBACK_AT:
+            f.flush()
+            os.posix_fadvise(fd, done, pos - done, os.POSIX_FADV_DONTNEED)
+            done = pos
+    return write
 
 
 class _Chunks:
@@ -559,7 +589,8 @@ class LayerWriter:
         pipe = None
         try:
             with f:
-                pipe = _Pipeline(self._compressor(), f)
+                # isal's gzip compresses on the thread that calls it, zstd on threads of its own
+                pipe = _Pipeline(self._compressor(), f, comp_alone=self.compression == "gzip")
                 out = _Chunks(pipe)
                 emit = out.write
                 links: dict = {}
