@@ -22,13 +22,13 @@ import functools
 import json
 import os
 import re
-import shlex
 import struct
 import subprocess
 import sys
 import time
 
 import pytest
+from launcher import interpreter
 
 
 pytestmark = pytest.mark.skipif(os.uname().machine != "x86_64",
@@ -52,21 +52,10 @@ def _static_elf(code: bytes) -> bytes:
 WAITER = _static_elf(b"\xb8\x22\x00\x00\x00\x0f\x05\xeb\xf7")
 
 
-def _interpreter(pyrunc_bin: str) -> tuple[list[str], str]:
-    """The interpreter (and its flags) the pyrunc command runs on, and the launcher's text."""
-    with open(pyrunc_bin, "rb") as f:
-        text = f.read().decode(errors="replace")
-    first = text.splitlines()[0] if text.startswith("#!") else ""
-    argv = shlex.split(first[2:]) or [sys.executable]
-    if os.path.basename(argv[0]) == "env":
-        argv = argv[1:]
-    return argv, text
-
-
 def _host_ids(pyrunc_bin: str) -> dict[str, str]:
     """device:inode -> path of every file pyrunc's interpreter maps: the interpreter,
     libpython, the host's loader and libc."""
-    interp, _ = _interpreter(pyrunc_bin)
+    interp, _ = interpreter(pyrunc_bin)
     maps = subprocess.run([*interp, "-S", "-c", "print(open('/proc/self/maps').read())"],
                           capture_output=True, text=True, check=True).stdout
     paths = {os.path.realpath(interp[0])}
@@ -226,7 +215,7 @@ def _search_paths(pyrunc_bin: str) -> tuple[frozenset, frozenset]:
     """(directories on the sys.path of pyrunc's interpreter, directories of the packages it
     has imported once all of pyrunc is loaded), asked of that interpreter with the launcher's
     own sys.path set-up."""
-    interp, text = _interpreter(pyrunc_bin)
+    interp, text = interpreter(pyrunc_bin)
     setup = text.replace("sys.exit(main())", "pass").replace("main()", "pass")
     dirs = {os.path.dirname(pyrunc_bin), os.path.dirname(os.path.realpath(pyrunc_bin)),
             os.getcwd(), "/"}

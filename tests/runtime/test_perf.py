@@ -7,6 +7,7 @@ import subprocess
 import time
 
 import pytest
+from launcher import interpreter
 
 
 def _cgroup_dirs(pid: int) -> list:
@@ -135,18 +136,12 @@ def test_trace_in_json_log_from_environment(runtime, bundle, cid, workdir):
         assert sum("trace state" in l for l in f) == 0
 
 
-def _launcher_python(pyrunc_bin: str) -> list:
-    with open(pyrunc_bin) as f:
-        first = f.readline()
-    return first[2:].split() if first.startswith("#!") else ["python3"]
-
-
 def test_create_and_run_calls_c_without_the_ctypes_package(runtime, bundle, cid, workdir):
     """pyrunc calls C through pyrunc.ffi on _ctypes: ctypes/__init__ costs ~2.8 ms of every
     start. Nothing on the create or run path may import the package again (a new module
     doing `import ctypes` would also mix two sets of C types)."""
     bundle.set_args("/bin/true")
-    python = _launcher_python(runtime.binary)
+    python, _ = interpreter(runtime.binary)
     for i, cmd in enumerate(("create", "run")):
         err = os.path.join(workdir, f"importtime-{cmd}")
         with open(err, "w") as e:
@@ -165,12 +160,10 @@ def test_create_and_run_calls_c_without_the_ctypes_package(runtime, bundle, cid,
 
 def test_short_commands_run_without_cycle_collection(pyrunc_bin):
     """The installed entry point turns the cycle collector off (~1.2 ms of a `run`)."""
-    with open(pyrunc_bin) as f:
-        launcher = f.read()
+    python, launcher = interpreter(pyrunc_bin)
     assert launcher.rstrip().endswith("main()"), launcher
     code = launcher.rstrip()[: -len("main()")] + "import gc\nprint(gc.isenabled())\n"
-    p = subprocess.run([*_launcher_python(pyrunc_bin), "-c", code], capture_output=True, text=True,
-                       timeout=30)
+    p = subprocess.run([*python, "-c", code], capture_output=True, text=True, timeout=30)
     assert p.returncode == 0 and p.stdout.strip() == "False", (p.stdout, p.stderr)
 
 
