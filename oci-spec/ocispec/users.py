@@ -1,7 +1,7 @@
 """/etc/passwd and /etc/group as both tools read them: one parser for pyrunc (inside the
 container, for HOME) and pybuild (in an image's rootfs, for USER and --chown)."""
 
-import os
+import posix  # os's functions without importing os: pyrunc's create skips it (pyrunc.oslite)
 import stat
 
 # An image controls these files: read at most this much, and only from a regular file
@@ -12,17 +12,17 @@ MAX_BYTES = 4 << 20
 def read_db(path: str, dir_fd: int | None = None) -> list[list[str]]:
     """The entries of a passwd/group file, each split on ':'; [] when there is none."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=dir_fd)
+        fd = posix.open(path, posix.O_RDONLY | posix.O_NONBLOCK | posix.O_CLOEXEC, dir_fd=dir_fd)
     except (FileNotFoundError, NotADirectoryError, IsADirectoryError, PermissionError):
         return []
     try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
+        if not stat.S_ISREG(posix.fstat(fd).st_mode):
             return []
-        data = os.read(fd, MAX_BYTES)
+        data = posix.read(fd, MAX_BYTES)
     except OSError:
         return []
     finally:
-        os.close(fd)
+        posix.close(fd)
     return parse(data.decode("utf-8", "replace"))
 
 

@@ -1,5 +1,5 @@
 import gc
-import os
+from . import oslite as os
 import sys
 
 # No cycle collection in a command that lives a few milliseconds: collections during the

@@ -6,7 +6,7 @@ it, see privileges.py), then capset sets effective/permitted/inheritable and amb
 since PR_CAP_AMBIENT_RAISE needs the cap in permitted and inheritable already.
 """
 
-import os
+from . import oslite as os
 
 from ocispec.errors import OCIError, SpecError
 from ocispec.tables import CAPABILITIES, CAPABILITY_SETS

@@ -7,7 +7,7 @@ the positional arguments except for `exec`, whose command line starts at the fir
 argument after the container id.
 """
 
-import os
+from . import oslite as os
 import sys
 
 from ocispec.errors import OCIError, oserror_text
@@ -244,7 +244,7 @@ def main(argv: list[str] | None = None) -> int:
     t_main = trace.time.monotonic_ns()
     try:
         a = parse(argv)
-        if a.g["trace"] or os.environ.get("PYRUNC_TRACE"):
+        if a.g["trace"] or os.getenv("PYRUNC_TRACE"):
             trace.enable()
             trace.mark("imports (cli)", t_main)
             trace.mark("parse flags")

@@ -4,7 +4,7 @@ Each takes (args, log) and returns the exit status. Positional argument checks g
 runc's messages.
 """
 
-import os
+from . import oslite as os
 
 from ocispec import fastjson as json
 from ocispec.errors import OCIError
@@ -30,8 +30,8 @@ def _create_kw(a) -> dict:
 def _listen_fds() -> int:
     # systemd socket activation: fds 3.. stay open for the container, like runc.
     try:
-        if int(os.environ.get("LISTEN_PID", "0")) in (0, os.getpid()):
-            return int(os.environ.get("LISTEN_FDS", "0"))
+        if int(os.getenv("LISTEN_PID", "0")) in (0, os.getpid()):
+            return int(os.getenv("LISTEN_FDS", "0"))
     except ValueError:
         pass
     return 0

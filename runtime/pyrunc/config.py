@@ -3,7 +3,7 @@
 Nothing touches the kernel before the whole config is known to be valid.
 """
 
-import os
+from . import oslite as os
 
 from ocispec import fastjson as json
 from ocispec.errors import OCIError, SpecError

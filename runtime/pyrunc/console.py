@@ -11,7 +11,7 @@ Only imported when a process has a terminal, so the imports below cost nothing o
 import array
 import errno
 import fcntl
-import os
+from . import oslite as os
 import select
 import signal
 import socket

@@ -5,7 +5,7 @@ holds the container's lock while it works, and raises OCIError with the words co
 matches on ("does not exist", "container not running", ...).
 """
 
-import os
+from . import oslite as os
 import _signal as signal  # the C module: `signal` imports enum (~1 ms) for names we do not need
 import time
 

@@ -9,7 +9,7 @@ protocol as create carries failures back as one-line errors.
 """
 
 import copy
-import os
+from . import oslite as os
 
 from ocispec import fastjson as json
 from ocispec.errors import OCIError

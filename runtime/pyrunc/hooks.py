@@ -9,7 +9,7 @@ and the remaining poststop hooks still run (run_lenient).
 Imported on every container start, so module level is the standard library only.
 """
 
-import os
+from . import oslite as os
 import sys
 
 from ocispec import fastjson as json

@@ -15,7 +15,7 @@ a source below a directory only the host's root may search is out of reach.
 """
 
 import errno
-import os
+from . import oslite as os
 
 from ocispec.errors import OCIError
 from ocispec.tables import MOUNT_ATTR_IDMAP, MS_PRIVATE, MS_SLAVE

@@ -7,8 +7,7 @@ startContainer hooks, seccomp (when noNewPrivileges), exec. Any failure before `
 goes back to the parent as a message and becomes create's error.
 """
 
-import os
-import posixpath
+from . import oslite as os
 
 from ocispec import users
 from ocispec.errors import OCIError
@@ -246,7 +245,7 @@ def lookpath(name: str, env: list[str]) -> str:
         return name
     path = next((e[5:] for e in env if e.startswith("PATH=")), DEFAULT_PATH)
     for d in path.split(":"):
-        cand = posixpath.join(d or ".", name)
+        cand = os.path.join(d or ".", name)
         if os.path.isfile(cand) and os.access(cand, os.X_OK):
             return cand
     raise OCIError(f'process.args[0]: exec: "{name}": executable file not found in $PATH')

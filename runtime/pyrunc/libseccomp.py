@@ -7,7 +7,7 @@ program ourselves with seccomp(2), as crun does: that gives us every filter flag
 knows (WAIT_KILLABLE_RECV needs libseccomp 2.6 otherwise) and the NEW_LISTENER fd directly.
 """
 
-import os
+from . import oslite as os
 
 from ocispec.errors import OCIError
 

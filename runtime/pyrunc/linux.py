@@ -9,7 +9,7 @@ with calls of their own (capabilities, seccomp, scheduling, the cgroup drivers) 
 two and `syscall`, never a library of their own.
 """
 
-import os
+from . import oslite as os
 
 from . import ffi
 

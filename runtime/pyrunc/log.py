@@ -5,7 +5,7 @@ last `{"level":"error","msg":...}` line as the error, so every error reaches the
 that shape. Without --log, messages go to stderr only.
 """
 
-import os
+from . import oslite as os
 import sys
 import time
 

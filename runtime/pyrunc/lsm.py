@@ -3,7 +3,7 @@ the next execve. Where the host has no such LSM this is an error, never a silent
 config asked for confinement that would not happen.
 """
 
-import os
+from . import oslite as os
 
 from ocispec.errors import OCIError, SpecError
 

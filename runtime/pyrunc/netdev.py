@@ -13,7 +13,7 @@ pyroute2 costs over 100 ms of imports, so it is imported only inside move(), whi
 runtime calls only when the config has netDevices. loopback_up() is one ioctl.
 """
 
-import os
+from . import oslite as os
 import struct
 
 # _socket, not socket: loopback_up runs on every start with a new network namespace, and

@@ -6,7 +6,7 @@ before anything changed.
 Standard library only: this is on the path of every container start.
 """
 
-import os
+from . import oslite as os
 
 from ocispec.errors import OCIError, SpecError
 from ocispec.tables import PERSONALITY_DOMAINS, PERSONALITY_FLAGS

@@ -20,7 +20,7 @@ init (orphaned when stage1 exits) is reparented to it and `run` can wait for it.
 """
 
 import errno
-import os
+from . import oslite as os
 import _signal as signal  # the C module: `signal` imports enum (~1 ms) for names we do not need
 
 from ocispec.errors import OCIError

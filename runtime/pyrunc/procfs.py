@@ -18,7 +18,7 @@ by init serves the container's sysctls as its own /proc would.
 """
 
 import errno
-import os
+from . import oslite as os
 
 from . import linux
 

@@ -13,8 +13,7 @@ device (CVE-2025-31133).
 """
 
 import errno
-import os
-import posixpath
+from . import oslite as os
 import stat
 
 from ocispec.errors import OCIError
@@ -62,7 +61,7 @@ class Root:
         os.close(self.fd)
 
     def open(self, path: str, flags: int = os.O_PATH, resolve: int = 0) -> int:
-        rel = posixpath.normpath("/" + path).lstrip("/") or "."
+        rel = os.path.normpath("/" + path).lstrip("/") or "."
         return linux.openat2(self.fd, rel, flags, 0, _RESOLVE | resolve)
 
     def mkdir_all(self, path: str, mode: int = 0o755, _depth: int = 0) -> int:
@@ -77,7 +76,7 @@ class Root:
             pass
         if _depth > 40:
             raise OSError(40, "too many levels of symbolic links", path)
-        parent, name = posixpath.split(posixpath.normpath("/" + path))
+        parent, name = os.path.split(os.path.normpath("/" + path))
         pfd = self.mkdir_all(parent, mode, _depth + 1)
         dfd = _dirfd(pfd)
         link = None
@@ -92,7 +91,7 @@ class Root:
             os.close(dfd)
             os.close(pfd)
         if link is not None:
-            os.close(self.mkdir_all(posixpath.join(parent, link), mode, _depth + 1))
+            os.close(self.mkdir_all(os.path.join(parent, link), mode, _depth + 1))
         return self.open(path, os.O_PATH | os.O_DIRECTORY)
 
     def mkfile(self, path: str, mode: int = 0o644) -> int:
@@ -101,7 +100,7 @@ class Root:
             return self.open(path, os.O_PATH)
         except FileNotFoundError:
             pass
-        parent, name = posixpath.split(posixpath.normpath("/" + path))
+        parent, name = os.path.split(os.path.normpath("/" + path))
         pfd = self.mkdir_all(parent)
         try:
             dfd = _dirfd(pfd)
@@ -210,7 +209,7 @@ class Setup:
                 raise
             except OSError as e:
                 raise OCIError(f"mounts[{i}] ({m.get('destination')}): {e.strerror or e}") from None
-        if not any(posixpath.normpath(m.get("destination", "")) == "/dev" and is_bind(m) for m in mounts):
+        if not any(os.path.normpath(m.get("destination", "")) == "/dev" and is_bind(m) for m in mounts):
             self._devices(default=True)
         self._devices(default=False)
         cwd = (self.cfg.get("process") or {}).get("cwd")
@@ -264,7 +263,7 @@ class Setup:
             finally:
                 os.close(fd)
             return
-        if flags & MS_RDONLY and (mtype == "tmpfs" or posixpath.normpath(dest) == "/dev"):
+        if flags & MS_RDONLY and (mtype == "tmpfs" or os.path.normpath(dest) == "/dev"):
             # As runc's mountPropagate: /dev gets pts, shm and the device nodes mounted and
             # made on it, a tmpfs its copy-up; finalize() makes them read-only afterwards.
             flags &= ~MS_RDONLY
@@ -331,7 +330,9 @@ class Setup:
 
     def _check_proc(self, fd: int, m: dict, where: str, src: str) -> None:
         full = procfs.fd_path(fd)
-        rel = posixpath.relpath(full, self.rootfs) if full.startswith(self.rootfs.rstrip("/") + "/") else None
+        # both are canonical (a /proc fd link and the realpath'd rootfs): the rest is the relpath
+        prefix = self.rootfs.rstrip("/") + "/"
+        rel = full[len(prefix):] if full.startswith(prefix) else None
         on_proc = linux.fstatfs_type(fd) == procfs.PROC_SUPER_MAGIC
         if rel == "proc":
             if m.get("type") == "proc":
@@ -418,8 +419,8 @@ class Setup:
                 os.close(devfd)
 
     def _device(self, d: dict, index) -> None:
-        path = posixpath.normpath("/" + d["path"])
-        parent, name = posixpath.split(path)
+        path = os.path.normpath("/" + d["path"])
+        parent, name = os.path.split(path)
         kind = {"c": stat.S_IFCHR, "u": stat.S_IFCHR, "b": stat.S_IFBLK, "p": stat.S_IFIFO}[d["type"]]
         mode = d.get("fileMode", 0o666) & 0o7777
         where = f"linux.devices[{index}]" if index is not None else f"device {path}"

@@ -3,7 +3,7 @@
 Neither call has a libc wrapper (glibc 2.36), so both go through syscall(2).
 """
 
-import os
+from . import oslite as os
 
 from ocispec.errors import OCIError, SpecError
 from ocispec.tables import IOPRIO_CLASSES, SCHED_FLAGS, SCHED_POLICIES

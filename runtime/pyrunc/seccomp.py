@@ -7,7 +7,7 @@ conditions on one argument index become one rule per condition (libseccomp would
 which can never match for most pairs).
 """
 
-import os
+from . import oslite as os
 
 from ocispec.errors import OCIError, SpecError
 from ocispec.tables import SECCOMP_ACTIONS, SECCOMP_ARCHES, SECCOMP_FLAGS, SECCOMP_OPERATORS

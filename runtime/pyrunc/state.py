@@ -16,7 +16,7 @@ it yet) or a record whose creator is gone: status "stopped", and delete undoes i
 """
 
 import fcntl
-import os
+from . import oslite as os
 import time
 
 from ocispec import fastjson as json

@@ -52,7 +52,7 @@ raises it as its own error (never a bare exit status), kills the children it has
 stage1 waits for it; Channel.wait keeps a message that comes early.
 """
 
-import os
+from . import oslite as os
 import _signal as signal  # the C module: `signal` imports enum (~1 ms) for names we do not need
 
 # _socket, not socket: the wrapper module costs ~2 ms of imports (enum, selectors).

@@ -28,7 +28,7 @@ exec and `available()` says so). On a failed exec it prints `pyrunc: exec PATH: 
 to stderr (the reason from a table of strerror texts built with it) and exits 127.
 """
 
-import os
+from . import oslite as os
 import struct
 
 from . import linux

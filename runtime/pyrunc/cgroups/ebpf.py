@@ -6,7 +6,7 @@ rules with the last matching one deciding; a rule matches when type, major and m
 and the requested access is a subset of the rule's.
 """
 
-import os
+from .. import oslite as os
 import platform
 import struct
 

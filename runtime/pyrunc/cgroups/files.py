@@ -1,7 +1,7 @@
 """Reading and writing cgroup files, with errors that name the config field."""
 
 import errno as _errno
-import os
+from .. import oslite as os
 
 from ocispec.errors import OCIError
 

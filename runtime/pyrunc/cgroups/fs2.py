@@ -2,7 +2,7 @@
 cgroup.subtree_control before a child can use them."""
 
 import errno as _errno
-import os
+from .. import oslite as os
 
 from ocispec.errors import OCIError
 

@@ -1,7 +1,7 @@
 """The one interface over the cgroup drivers: a container's cgroup in every hierarchy."""
 
 import errno as _errno
-import os
+from .. import oslite as os
 import time
 
 from ocispec.errors import OCIError
@@ -374,7 +374,7 @@ class Manager:
         out = []
         if not d:
             return out
-        for root, _, _ in os.walk(d):
+        for root in _tree(d):
             try:
                 text = read(root, "cgroup.procs")
             except FileNotFoundError:
@@ -433,6 +433,20 @@ def _missing_top(d: str) -> str | None:
     return top
 
 
+def _tree(d: str, topdown: bool = True) -> list:
+    """d and every directory below it, parents first (or children first): a cgroup tree
+    holds no symlinks, and a directory that goes away meanwhile is left out."""
+    out = []
+    try:
+        with os.scandir(d) as it:
+            subs = [e.path for e in it if e.is_dir(follow_symlinks=False)]
+    except (FileNotFoundError, NotADirectoryError):
+        return out
+    for sub in subs:
+        out.extend(_tree(sub, topdown))
+    return [d, *out] if topdown else [*out, d]
+
+
 def _rmtree(d: str, wait: float = 1.0) -> None:
     """rmdir a cgroup and its sub-cgroups, children first; EBUSY while tasks still exit."""
     try:
@@ -443,7 +457,7 @@ def _rmtree(d: str, wait: float = 1.0) -> None:
     except OSError as e:
         if e.errno != _errno.EBUSY:
             raise
-    subdirs = [root for root, _, _ in os.walk(d, topdown=False)]
+    subdirs = _tree(d, topdown=False)
     deadline = time.monotonic() + wait
     delay = 0.001
     for sub in subdirs:

@@ -6,7 +6,7 @@ hierarchy, the cgroup2 one at <dest>/unified, and symlinks for co-mounted contro
 (cpu -> cpu,cpuacct). On a pure v2 host the cgroup2 tree goes at the destination itself.
 """
 
-import os
+from .. import oslite as os
 
 from ocispec.errors import OCIError
 from ocispec.tables import (MS_BIND, MS_NODEV, MS_NOEXEC, MS_NOSUID, MS_PRIVATE, MS_RDONLY,

@@ -4,7 +4,7 @@ The mount table is read once per process: pyrunc runs on every container start a
 busy host's mountinfo is long.
 """
 
-import posixpath
+from .. import pathlite
 
 from ocispec.errors import OCIError
 from ocispec.tables import CGROUP_V1_CONTROLLERS
@@ -84,7 +84,7 @@ def clean(path: str) -> str:
     """runc's CleanPath: no '..' can climb above the start, relative stays relative."""
     if not path:
         return ""
-    cleaned = posixpath.normpath("/" + path)
+    cleaned = pathlite.normpath("/" + path)
     return cleaned if path.startswith("/") else cleaned.lstrip("/")
 
 
@@ -110,15 +110,15 @@ def resolve(inner: str, v2_parent: bool = False, base: dict | None = None
     dirs = {}
     for ctrl, (mountpoint, root, _) in v1.items():
         base = _under_mount(mountpoint, root, own.get(ctrl, "/")) if rel else mountpoint
-        dirs[ctrl] = posixpath.join(base, inner.lstrip("/")) if inner.strip("/") else base
+        dirs[ctrl] = pathlite.join(base, inner.lstrip("/")) if inner.strip("/") else base
     unified = None
     if v2 is not None:
         mountpoint, root = v2
         mine = own.get(UNIFIED, "/") if rel else "/"
         if v2_parent:
-            mine = posixpath.dirname(mine)
+            mine = pathlite.dirname(mine)
         base = _under_mount(mountpoint, root, mine) if rel else mountpoint
-        unified = posixpath.join(base, inner.lstrip("/")) if inner.strip("/") else base
+        unified = pathlite.join(base, inner.lstrip("/")) if inner.strip("/") else base
     return dirs, unified
 
 
@@ -156,7 +156,7 @@ def systemd_path(container_id: str, cgroups_path: str | None) -> str | None:
         unit = name
     else:
         unit = f"{prefix}-{name}.scope" if prefix else f"{name}.scope"
-    return posixpath.join(expand_slice(slice_), unit)
+    return pathlite.join(expand_slice(slice_), unit)
 
 
 def systemd_base() -> dict:
@@ -164,7 +164,7 @@ def systemd_base() -> dict:
     hierarchy, minus a trailing init.scope; on the cgroup2 tree, at its root."""
     base = {}
     for ctrl, path in own_cgroups("1").items():
-        path = posixpath.normpath(path)
+        path = pathlite.normpath(path)
         if path.endswith("init.scope"):
             path = path[: -len("init.scope")] or "/"
         base[ctrl] = path

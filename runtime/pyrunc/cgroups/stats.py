@@ -1,6 +1,6 @@
 """Statistics shaped like runc's `events --stats` "data" object."""
 
-import os
+from .. import oslite as os
 
 from .files import read, read_int, read_keyed
 
