@@ -90,7 +90,7 @@ def cmd_list(a, log) -> int:
     states = []
     for cid in list_ids(a.g["root"]):
         try:
-            states.append(Container.load(a.g["root"], cid, lock=False).runc_state())
+            states.append(Container.load(a.g["root"], cid, lock=False).runc_state(owner=True))
         except OCIError:
             continue  # deleted while we listed
     if a.opts["quiet"]:

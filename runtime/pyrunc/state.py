@@ -215,8 +215,9 @@ class Container:
             "annotations": self.data.get("annotations") or {},
         }
 
-    def runc_state(self) -> dict:
-        """`pyrunc state` output, field for field as runc prints it."""
+    def runc_state(self, owner: bool = False) -> dict:
+        """`pyrunc state` output, field for field as runc prints it. runc's `state` leaves
+        "owner" empty and only `list` fills it in (owner=True)."""
         st = self.status()
         out = {
             "ociVersion": SPEC_VERSION,
@@ -229,7 +230,7 @@ class Container:
         }
         if self.data.get("annotations"):
             out["annotations"] = self.data["annotations"]
-        out["owner"] = self.owner()
+        out["owner"] = self.owner() if owner else ""
         return out
 
     def owner(self) -> str:
