@@ -2,7 +2,7 @@
 container, for HOME) and pybuild (in an image's rootfs, for USER and --chown)."""
 
 import posix  # os's functions without importing os: pyrunc's create skips it (pyrunc.oslite)
-import stat
+import _stat as stat  # the C module under stat.py, as posix is under os
 
 # An image controls these files: read at most this much, and only from a regular file
 # (a FIFO or /dev/zero in their place must not hang or exhaust the reader).

@@ -15,7 +15,7 @@ from . import oslite as os
 import select
 import signal
 import socket
-import stat
+import _stat as stat  # the C module: the stat module is Python on top of it
 import struct
 import termios
 

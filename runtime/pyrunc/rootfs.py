@@ -14,7 +14,7 @@ device (CVE-2025-31133).
 
 import errno
 from . import oslite as os
-import stat
+import _stat as stat  # the C module: the stat module is Python on top of it
 
 from ocispec.errors import OCIError
 from ocispec.tables import (
