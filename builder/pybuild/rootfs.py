@@ -6,7 +6,9 @@ dirs as trusted.overlay.opaque=y), into ROOT/layers/<diff_id hex>; a stage's roo
 an overlay whose lowerdirs are those directories. Nothing is copied per build or per RUN.
 """
 import contextlib
+import fcntl
 import os
+import struct
 import uuid
 
 from ocispec.errors import OCIError
@@ -28,6 +30,39 @@ class LayerCache:
     def lowerdirs(self, layers) -> list[str]:
         """Extracted dirs for [(descriptor, diff_id)], top layer first (overlay order)."""
         return [self.path(d, i) for d, i in reversed(list(layers))]
+
+
+_FS_IOC_GETFLAGS = 0x80086601
+_FS_IOC_SETFLAGS = 0x40086602
+_FS_TOPDIR_FL = 0x00020000
+
+
+def spread_subdirs(path: str) -> bool:
+    """Ask the filesystem to place each new directory made directly in `path` (a RUN's
+    dir, an extracted layer) as the top of a hierarchy of its own (`chattr +T`): ext4's
+    Orlov allocator then puts it in a roomy block group instead of the one `path` is in.
+    Files and directories below it stay with it. False where the filesystem has no such
+    flag (tmpfs, xfs, overlay) or refuses it; nothing else changes.
+
+    It matters on ext4 without a journal: there a new inode skips every free inode of its
+    group deleted in the last 5 s, or 300 s while the inode table block is dirty, checking
+    each in turn, so a group where many files were just removed (a pruned store, an old
+    build's upper dir, other builds' scratch in a shared /tmp) makes each file created in
+    it cost ~0.2-0.7 ms instead of ~30 us: 0.2-1.1 s instead of 0.03 s for a RUN making
+    1000 files here. Elsewhere it only spreads big trees as ext4 spreads those made at /."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    try:
+        buf = bytearray(8)  # the kernel reads and writes an int
+        fcntl.ioctl(fd, _FS_IOC_GETFLAGS, buf)
+        flags = struct.unpack_from("i", buf)[0]
+        if not flags & _FS_TOPDIR_FL:
+            struct.pack_into("i", buf, 0, flags | _FS_TOPDIR_FL)
+            fcntl.ioctl(fd, _FS_IOC_SETFLAGS, buf)
+        return True
+    except OSError:  # a placement hint: never worth failing a build for
+        return False
+    finally:
+        os.close(fd)
 
 
 def rmtree_safe(path: str) -> None:

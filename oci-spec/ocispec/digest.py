@@ -68,8 +68,30 @@ class Hasher:
         return f"{self.algorithm}:{self._h.hexdigest()}"
 
 
-def hash_file(path, algorithm: str = "sha256") -> tuple[str, int]:
-    """(digest, size) of a file's content."""
+_SMALL = 1 << 20
+
+
+def hash_file(path, algorithm: str = "sha256", *, size_hint: int | None = None) -> tuple[str, int]:
+    """(digest, size) of a file's content. size_hint, its size as a stat just gave it: a
+    file up to 1 MiB is read whole with one read (and one more that finds the end), not
+    through hashlib.file_digest, which zeroes a 256 KiB buffer for every file (1000 files
+    of a few bytes: 11 ms instead of 30-80 ms)."""
+    if size_hint is not None and 0 <= size_hint <= _SMALL:
+        h = hashlib.new(algorithm)
+        size = 0
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            want = size_hint + 1  # one byte more: a file that grew is read to its end
+            while True:
+                chunk = os.read(fd, want)
+                if not chunk:
+                    break
+                h.update(chunk)
+                size += len(chunk)
+                want = _SMALL
+        finally:
+            os.close(fd)
+        return f"{algorithm}:{h.hexdigest()}", size
     h = Hasher(algorithm)
     with open(path, "rb") as f:
         if algorithm == "sha256" and hasattr(hashlib, "file_digest"):

@@ -159,3 +159,48 @@ def test_no_change_rebuild_gives_the_same_image_without_sde(env):
     assert digests[0] == digests[1]
     p = env.pybuild("build", "--progress", "quiet", "--label", "x=y", "-t", "same:1", env.ctx)
     assert p.stdout.strip() != digests[0]
+
+
+def test_copy_keys_follow_the_content_of_small_and_big_files(env):
+    """COPY's key holds the content digest of every file it selects, whether small (read
+    in one go) or over 1 MiB (streamed): from a stage, a same-size change misses; from the
+    context, the stat cache records each file's sha256."""
+    import hashlib
+    env.write("small.txt", "s" * 100)
+    env.write("edge.bin", b"e" * (1 << 20))
+    env.write("big.bin", os.urandom((1 << 20) + 5))
+    env.dockerfile(busybox_base(env, """\
+ARG V=1
+RUN mkdir /o && for i in 1 2 3; do echo "$V$V" > /o/f$i; done && \\
+    head -c 1048577 /dev/zero | tr '\\0' "$V" > /o/big
+FROM scratch
+COPY --from=0 /o /o
+COPY small.txt edge.bin big.bin /c/
+"""))
+    time.sleep(2.1)  # files changed in the last 2 s are never trusted to the stat cache
+
+    def build(v):
+        p = env.pybuild("build", "--progress", "json", "--build-arg", f"V={v}", "-t",
+                        "test:latest", env.ctx)
+        events = [json.loads(line) for line in p.stdout.splitlines()]
+        return {e["text"]: e for e in events if e["event"] == "step" and e["status"] != "running"}
+
+    s1 = build(1)
+    assert not s1["COPY --from=0 /o /o"]["cached"]
+    files = env.rootfs()
+    assert files["o/f1"].data == b"11\n" and files["o/big"].data == b"1" * 1048577
+    s2 = build(2)  # the stage's files change, not their sizes: the COPY misses
+    assert not s2["COPY --from=0 /o /o"]["cached"]
+    files = env.rootfs()
+    assert files["o/f3"].data == b"22\n" and files["o/big"].data == b"2" * 1048577
+    s3 = build(1)
+    assert s3["COPY --from=0 /o /o"]["cached"]
+    assert s3["COPY small.txt edge.bin big.bin /c/"]["cached"]
+    assert env.rootfs()["o/f1"].data == b"11\n"
+    with open(os.path.join(env.root, "statcache.json")) as f:
+        sc = json.load(f)
+    for name in ("small.txt", "edge.bin", "big.bin"):
+        path = os.path.join(env.ctx, name)
+        with open(path, "rb") as f:
+            want = "sha256:" + hashlib.sha256(f.read()).hexdigest()
+        assert sc[os.path.realpath(path)][4] == want, name

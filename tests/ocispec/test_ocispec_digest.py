@@ -68,3 +68,19 @@ def test_trailing_newline_is_not_a_digest():
         assert not digest.is_valid(bad)
         with pytest.raises(OCIError, match="invalid digest"):
             digest.parse(bad)
+
+
+def test_hash_file_size_hint(tmp_path):
+    """A size hint reads small files in one go; a stale hint (the file grew or shrank
+    since its stat) still gives the whole content's digest and size."""
+    import os
+    for n in (0, 1, 4096, (1 << 20) - 1, 1 << 20, (1 << 20) + 1, 3 << 20):
+        data = os.urandom(n)
+        f = tmp_path / f"f{n}"
+        f.write_bytes(data)
+        want = ("sha256:" + hashlib.sha256(data).hexdigest(), n)
+        assert digest.hash_file(f) == want
+        for hint in {n, max(0, n - 7), n + 7, 0}:
+            assert digest.hash_file(f, size_hint=hint) == want, (n, hint)
+        assert digest.hash_file(f, "sha512", size_hint=n) == \
+            ("sha512:" + hashlib.sha512(data).hexdigest(), n)

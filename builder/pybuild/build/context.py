@@ -12,6 +12,7 @@ import threading
 import time
 import uuid
 
+from ocispec import digest as _digest
 from ocispec.errors import OCIError
 
 
@@ -37,8 +38,7 @@ class StatCache:
             hit = self._data.get(abspath)
         if hit and tuple(hit[:4]) == key:
             return hit[4]
-        with open(abspath, "rb") as f:
-            dg = "sha256:" + hashlib.file_digest(f, "sha256").hexdigest()
+        dg = _digest.hash_file(abspath, size_hint=st.st_size)[0]
         # A file changed within the clock's granularity of now could change again without
         # its stat changing (git's "racy clean" problem): remember only older ones.
         if st.st_ctime_ns < time.time_ns() - _RACY_NS and st.st_mtime_ns < time.time_ns() - _RACY_NS:
@@ -188,8 +188,7 @@ class Source:
                 if self.stat_cache is not None and self.is_context:
                     h.update(self.stat_cache.digest(hostp, st).encode())
                 else:
-                    with open(hostp, "rb") as f:
-                        h.update(hashlib.file_digest(f, "sha256").digest())
+                    h.update(bytes.fromhex(_digest.hash_file(hostp, size_hint=st.st_size)[0][7:]))
             elif fmt == stat.S_IFLNK:
                 h.update(os.readlink(hostp).encode())
             h.update(b"\n")

@@ -160,6 +160,7 @@ class Builder:
         self._order = order
         self._prune_dead()
         os.mkdir(os.path.join(self.session.scratch_dir(), os.path.basename(self.scratch)), 0o700)
+        _rootfs.spread_subdirs(self.scratch)  # each RUN's dir in a roomy block group
         try:
             threads = []
             for st in order:

@@ -17,7 +17,7 @@ from ocispec.errors import OCIError
 from .config_convert import runtime_config
 from .extract import apply_layer, verify_layer_blob
 from ..mounts import is_mountpoint as _is_mountpoint
-from ..rootfs import rmtree_safe
+from ..rootfs import rmtree_safe, spread_subdirs
 from .store import private_dir, write_atomic
 
 _libc = ctypes.CDLL(None, use_errno=True)
@@ -41,6 +41,7 @@ def _layers_dir(store) -> str:
     base = private_dir(layer_cache_dir(store))
     if getattr(store, "_layers_checked", False):
         return base
+    spread_subdirs(base)  # each extracted layer in a roomy block group
     mark = os.path.join(base, _FORMAT)
     if not os.path.exists(mark):
         with store.lock():
