@@ -12,6 +12,11 @@ On one busybox bundle running /bin/true, alternating the runtimes on every round
 Through the engines (where installed), alternating the runtimes again:
   podman     `podman run --rm --rootfs ... /bin/true` (conmon calls the runtime)
   ctr        `ctr run --rm --rootfs ...` against a private containerd (its shim calls it)
+  Each engine run starts from an idle engine (ENGINE_SETTLE seconds after the last one):
+  back to back, `ctr run --rm` took ~115 or ~165 ms at random (a phase before the shim
+  calls the runtime, the same with any runtime), so the median of each runtime fell on
+  either mode and the ratio swung from 0.7x to 1.4x; after a pause every run takes the
+  slower path, as a single `ctr run` by hand does.
 `floor` is bench/floor_runtime.py run by pyrunc's interpreter: a straight-line Python program
 doing the same kernel work for this bundle, so that pyrunc - floor (pyrunc's own cost) and
 floor - runc (what a CPython process costs) are printed beside the ratios.
@@ -52,6 +57,7 @@ def bench_config() -> dict:
     return cfg
 
 
+ENGINE_SETTLE = 0.3
 OPS = ("run", "lifecycle", "create", "start", "wait", "delete", "state", "podman", "ctr")
 RATIO_OPS = ("run", "lifecycle", "state", "podman", "ctr")
 FLOOR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "floor_runtime.py")
@@ -209,6 +215,7 @@ class Engines:
     def once(self, engine: str, rt: "Runtime") -> float:
         self.seq += 1
         cid = f"bench-{engine}-{rt.name}-{os.getpid()}-{self.seq}"
+        time.sleep(ENGINE_SETTLE)  # the last run's shim and cleanup are done: see the docstring
         with tempfile.TemporaryFile() as errf:
             t0 = time.perf_counter()
             p = subprocess.run(self.argv(engine, rt, cid), stdin=subprocess.DEVNULL,
